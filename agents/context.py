@@ -1,0 +1,46 @@
+"""What an agent gets to do its stage: the run, settings, its workspace, and a way to emit events.
+
+Agents depend on this small context only: not on Slack, GitHub or RQ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+
+from orchestra.events import Event, EventBus, EventType
+from orchestra.settings import Settings
+from orchestra.store import Run
+
+if TYPE_CHECKING:
+    from orchestra.config import ProjectConfig
+
+
+@dataclass
+class StageResult:
+    """What a stage concluded: did its gate pass, a one-line summary, and the details."""
+
+    passed: bool
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentContext:
+    """The run an agent works on, where its code is, and how it reports."""
+
+    run: Run
+    settings: Settings
+    redis: Redis
+    bus: EventBus
+    workspace: Path
+    config: ProjectConfig
+    actor: str = "agent"
+
+    def emit(self, type: EventType, **data: Any) -> Event:
+        return self.bus.emit(self.run.id, type, self.actor, **data)
+
+    def progress(self, message: str, **data: Any) -> Event:
+        return self.emit(EventType.PROGRESS, message=message, **data)

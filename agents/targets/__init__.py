@@ -1,0 +1,1 @@
+"""Deploy targets (local Docker, Kubernetes, ECS)."""

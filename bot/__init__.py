@@ -1,0 +1,1 @@
+"""The Slack app: socket-mode entry, Block Kit views, the relay."""

@@ -1,0 +1,1 @@
+"""Dispatch, the queue, the router (stage graph) and the RQ entry points."""

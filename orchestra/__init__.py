@@ -1,0 +1,1 @@
+"""DevOps Orchestra: the shared kernel (settings, config, events, store, policy, llm, CLI)."""

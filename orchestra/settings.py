@@ -1,0 +1,76 @@
+"""Process settings: the one place that reads the environment.
+
+Each entry point calls :func:`Settings.from_env` once and passes the frozen
+object down; no other module looks at ``os.environ``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REPO = PROJECT_ROOT / "examples" / "shop"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its surroundings."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    workdir: Path = Path.home() / ".orchestra"
+    repos: tuple[str, ...] = (str(DEFAULT_REPO),)
+    # Slack: without tokens the bot talks to the local workspace server.
+    slack_bot_token: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_channel: str = "#devops-orchestra"
+    # Anthropic: without a key every caller takes its deterministic path.
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    anthropic_model: str = "claude-sonnet-4-5"
+    llm_run_token_budget: int = 200_000
+    llm_daily_token_budget: int = 2_000_000
+    # GitHub
+    github_webhook_secret: str | None = None
+    github_token: str | None = None
+    github_api_url: str = "https://api.github.com"
+    # Build and deploy
+    registry: str = "127.0.0.1:5000"
+    base_image: str = "orchestra-base:bookworm"
+    build_ca_bundle: Path | None = None
+    dev_mode: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``ORCHESTRA_*``, ``SLACK_*``, ``ANTHROPIC_*`` and ``GITHUB_*`` variables."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        repos = tuple(r.strip() for r in env.get("ORCHESTRA_REPOS", "").split(",") if r.strip())
+        ca = env.get("ORCHESTRA_BUILD_CA_BUNDLE")
+        return cls(
+            redis_url=env.get("REDIS_URL", defaults.redis_url),
+            workdir=Path(env.get("ORCHESTRA_WORKDIR", str(defaults.workdir))),
+            repos=repos or defaults.repos,
+            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            slack_app_token=env.get("SLACK_APP_TOKEN") or None,
+            slack_api_url=env.get("SLACK_API_URL", defaults.slack_api_url),
+            slack_channel=env.get("ORCHESTRA_SLACK_CHANNEL", defaults.slack_channel),
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+            anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
+            anthropic_model=env.get("ORCHESTRA_LLM_MODEL", defaults.anthropic_model),
+            llm_run_token_budget=int(env.get("ORCHESTRA_LLM_RUN_TOKENS", defaults.llm_run_token_budget)),
+            llm_daily_token_budget=int(env.get("ORCHESTRA_LLM_DAILY_TOKENS", defaults.llm_daily_token_budget)),
+            github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
+            github_token=env.get("GITHUB_TOKEN") or None,
+            github_api_url=env.get("GITHUB_API_URL", defaults.github_api_url),
+            registry=env.get("ORCHESTRA_REGISTRY", defaults.registry),
+            base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
+            build_ca_bundle=Path(ca) if ca else None,
+            dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and sub-processes)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

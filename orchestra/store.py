@@ -1,0 +1,188 @@
+"""Run records, deploy locks, the audit trail and idempotency keys, in Redis."""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+from redis import Redis, WatchError
+
+from orchestra.errors import LockHeld, NotFound
+
+RUN_KEY = "orchestra:run:{run_id}"
+RUNS_INDEX = "orchestra:runs"
+ACTIVE_RUNS = "orchestra:runs:active"
+LOCK_KEY = "orchestra:lock:{service}:{env}"
+AUDIT_STREAM = "orchestra:audit"
+ONCE_KEY = "orchestra:once:{key}"
+
+_RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED)
+
+
+class Run(BaseModel):
+    """One pass through the pipeline, from request to finish."""
+
+    id: str = Field(default_factory=lambda: f"r-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}")
+    kind: str = "deploy"  # deploy | rollback | validate
+    source: str = "cli"  # cli | slack | github
+    requested_by: str
+    repo: str
+    services: list[str] = Field(default_factory=list)
+    env: str = "staging"
+    ref: str | None = None
+    commit: str | None = None
+    strategy: str | None = None
+    status: RunStatus = RunStatus.QUEUED
+    stage: str | None = None
+    job_id: str | None = None
+    reason: str | None = None
+    risk: str | None = None
+    origin: dict[str, Any] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+
+
+class RunStore:
+    """Run records: one JSON document per run, an index by time, the set of active runs."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def create(self, run: Run) -> Run:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(RUN_KEY.format(run_id=run.id), run.model_dump_json())
+        pipe.zadd(RUNS_INDEX, {run.id: run.created_at})
+        pipe.sadd(ACTIVE_RUNS, run.id)
+        pipe.execute()
+        return run
+
+    def get(self, run_id: str) -> Run:
+        raw = self.redis.get(RUN_KEY.format(run_id=run_id))
+        if raw is None:
+            raise NotFound(f"no run {run_id!r}", hint="`orchestra events` lists recent runs")
+        return Run.model_validate_json(raw)
+
+    def update(self, run_id: str, *, expect: Callable[[Run], bool] | None = None,
+               **changes: Any) -> Run | None:
+        """Change fields atomically; return None (and change nothing) when ``expect`` says no."""
+        key = RUN_KEY.format(run_id=run_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = self.get(run_id)
+                    if expect is not None and not expect(current):
+                        return None
+                    updated = current.model_copy(update={**changes, "updated_at": time.time()})
+                    if updated.status.finished and current.finished_at is None:
+                        updated = updated.model_copy(update={"finished_at": time.time()})
+                    pipe.multi()
+                    pipe.set(key, updated.model_dump_json())
+                    if updated.status.finished:
+                        pipe.srem(ACTIVE_RUNS, run_id)
+                    pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+
+    def active(self) -> list[Run]:
+        return [self.get(_text(i)) for i in self.redis.smembers(ACTIVE_RUNS)]
+
+    def recent(self, count: int = 20) -> list[Run]:
+        """The newest runs, newest first."""
+        ids = self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
+        return [self.get(_text(i)) for i in ids]
+
+
+class Lock(BaseModel):
+    service: str
+    env: str
+    owner: str
+    run_id: str
+    acquired_at: float
+    expires_at: float
+
+
+class Locks:
+    """One deploy at a time per service and environment: a lock with owner and expiry."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def acquire(self, service: str, env: str, *, owner: str, run_id: str, ttl_s: float = 1800) -> Lock:
+        """Take the lock or raise :class:`LockHeld` naming who has it."""
+        now = time.time()
+        lock = Lock(service=service, env=env, owner=owner, run_id=run_id, acquired_at=now,
+                    expires_at=now + ttl_s)
+        key = LOCK_KEY.format(service=service, env=env)
+        if self.redis.set(key, lock.model_dump_json(), nx=True, px=int(ttl_s * 1000)):
+            return lock
+        holder = self.holder(service, env)
+        if holder is not None and holder.run_id == run_id:
+            return holder  # re-entrant for the same run (a retried job)
+        if holder is None:  # expired between SET and GET
+            return self.acquire(service, env, owner=owner, run_id=run_id, ttl_s=ttl_s)
+        raise LockHeld(holder.owner, holder.run_id, service, env, holder.expires_at)
+
+    def holder(self, service: str, env: str) -> Lock | None:
+        raw = self.redis.get(LOCK_KEY.format(service=service, env=env))
+        return Lock.model_validate_json(raw) if raw else None
+
+    def release(self, service: str, env: str, *, run_id: str) -> bool:
+        """Release only if ``run_id`` holds the lock."""
+        key = LOCK_KEY.format(service=service, env=env)
+        holder = self.redis.get(key)
+        if holder is None or Lock.model_validate_json(holder).run_id != run_id:
+            return False
+        return bool(self.redis.eval(_RELEASE_IF_OWNER, 1, key, holder))
+
+
+class Audit:
+    """Append-only record of every action: who asked, who approved, what ran, what came out."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def record(self, action: str, *, actor: str, run_id: str | None = None, **detail: Any) -> str:
+        entry = {"action": action, "actor": actor, "run_id": run_id or "", "ts": str(time.time()),
+                 "detail": json.dumps(detail, default=str)}
+        return _text(self.redis.xadd(AUDIT_STREAM, entry))
+
+    def entries(self, count: int = 100) -> list[dict[str, Any]]:
+        """The newest audit entries, oldest first."""
+        rows = []
+        for entry_id, fields in reversed(self.redis.xrevrange(AUDIT_STREAM, count=count)):
+            row = {_text(k): _text(v) for k, v in fields.items()}
+            rows.append({**row, "id": _text(entry_id), "detail": json.loads(row["detail"])})
+        return rows
+
+
+def claim_once(redis: Redis, key: str, *, ttl_s: int = 3 * 24 * 3600) -> bool:
+    """True the first time ``key`` is seen within ``ttl_s`` (Slack retries, GitHub redeliveries)."""
+    return bool(redis.set(ONCE_KEY.format(key=key), "1", nx=True, ex=ttl_s))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
