@@ -1,0 +1,63 @@
+"""Crash-log summaries of a failed container: the error line and the last lines, secrets redacted."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+TAIL_LINES = 15
+MAX_LINE = 300
+REDACTED = "[REDACTED]"
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # key=value / key: value where the key names a secret
+    (re.compile(r"(?i)\b([A-Z0-9_.-]*(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|"
+                r"CREDENTIALS?)[A-Z0-9_.-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"), rf"\1\2{REDACTED}"),
+    (re.compile(r"\b(?:xox[abposr]|xapp)-[A-Za-z0-9-]{8,}"), REDACTED),  # Slack tokens
+    (re.compile(r"\b(?:sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,})"), REDACTED),  # API keys
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),  # AWS access key ids
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),
+    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"), rf"\1{REDACTED}\2"),  # passwords in URLs
+]
+_ERROR_LINE = re.compile(
+    r"(?i)(traceback|error|exception|fatal|panic|killed|out of memory|segmentation fault)")
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a secret replaced by [REDACTED]."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@dataclass(frozen=True)
+class CrashSummary:
+    """The line that says what went wrong, and the last lines before the end."""
+
+    error: str | None
+    tail: list[str] = field(default_factory=list)
+    total_lines: int = 0
+
+    def text(self) -> str:
+        head = f"error: {self.error}" if self.error else "no error line found"
+        return "\n".join([head, f"last {len(self.tail)} of {self.total_lines} lines:", *self.tail])
+
+
+def summarize(log: str | bytes, *, tail: int = TAIL_LINES) -> CrashSummary:
+    """Summarise a container's log: the last error-looking line and the last ``tail`` lines."""
+    if isinstance(log, bytes):
+        log = log.decode("utf-8", errors="replace")
+    lines = [_clip(redact(line.rstrip())) for line in log.splitlines() if line.strip()]
+    return CrashSummary(error=_error_line(lines), tail=lines[-tail:], total_lines=len(lines))
+
+
+def _error_line(lines: list[str]) -> str | None:
+    """The last line that names an error; for a Python traceback that is its final line."""
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line) and not line.lstrip().startswith(("File ", "Traceback")):
+            return line.strip()
+    return None
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= MAX_LINE else line[:MAX_LINE] + "…"

@@ -1,0 +1,85 @@
+"""The words of explain's templated answers, in one place."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _who(facts: dict[str, Any]) -> str:
+    asked = f"requested by {facts.get('requested_by') or 'unknown'}"
+    approver = facts.get("approved_by")
+    return f"{asked}, approved by {approver}" if approver else f"{asked}, no approval needed or recorded"
+
+
+def _scope(facts: dict[str, Any]) -> str:
+    parts = [p for p in (facts.get("service"), facts.get("env") and f"in {facts['env']}") if p]
+    return " ".join(parts) if parts else "anywhere"
+
+
+def nothing_found(facts: dict[str, Any]) -> str:
+    topic = facts.get("topic")
+    if topic == "rollback":
+        return f"I found no rollback {_scope(facts)} in the recent event log."
+    if topic == "status":
+        return f"Nothing is recorded as running {_scope(facts)}: no deploy has succeeded there yet."
+    return f"I found no run {_scope(facts)} in the recent event log."
+
+
+def rollback(facts: dict[str, Any]) -> str:
+    rb = facts.get("rollback") or {}
+    services = rb.get("service") or ", ".join(facts.get("services") or []) or "the service"
+    env = rb.get("env") or facts.get("env")
+    lines = [f"{services} in {env} was rolled back at {rb.get('at')} (run {facts['run_id']}, "
+             f"{_who(facts)})."]
+    if rb.get("metric"):
+        line = (f"Why: {rb['metric']} was {rb.get('value_text', rb.get('value'))} against a threshold of "
+                f"{rb.get('threshold_text', rb.get('threshold'))}")
+        if rb.get("baseline_text"):
+            line += f" (baseline {rb['baseline_text']})"
+        if rb.get("window_s"):
+            line += f", over a {rb['window_s']:.0f}s window"
+        lines.append(line + ".")
+    if rb.get("reason"):
+        lines.append(f"Judge: {rb['reason']}")
+    lines.append(_versions_line(rb))
+    if rb.get("automatic") is False:
+        lines.append(f"The rollback was asked for by {rb.get('by')}.")
+    return "\n".join(line for line in lines if line)
+
+
+def _versions_line(rb: dict[str, Any]) -> str:
+    step = ""
+    if rb.get("step") is not None:
+        step = f" at canary step {rb['step']}"
+        if rb.get("weight") is not None:
+            step += f" ({rb['weight']}% of traffic)"
+    if rb.get("from_version") or rb.get("to_version"):
+        return (f"Traffic went from {rb.get('from_version') or '?'} back to "
+                f"{rb.get('to_version') or '?'}{step}.")
+    return ""
+
+
+def run(facts: dict[str, Any]) -> str:
+    services = ", ".join(facts.get("services") or []) or "no service"
+    lines = [f"Run {facts['run_id']} ({facts.get('kind')} of {services} to {facts.get('env')}), "
+             f"{_who(facts)}, started {facts.get('started_at')}: {facts.get('status')}."]
+    versions = facts.get("versions") or {}
+    if versions:
+        lines.append("Versions: " + ", ".join(f"{s} {v}" for s, v in sorted(versions.items())) + ".")
+    if facts.get("finished_at"):
+        lines.append(f"Finished {facts['finished_at']}.")
+    if facts.get("failure"):
+        lines.append(f"What failed: {facts['failure']}")
+    elif facts.get("reason"):
+        lines.append(f"Reason: {facts['reason']}")
+    if facts.get("rollback"):
+        lines.append(rollback(facts))
+    return "\n".join(lines)
+
+
+def status(facts: dict[str, Any]) -> str:
+    rows = facts.get("running") or []
+    lines = [f"Running {_scope(facts)}:"]
+    for r in rows:
+        lines.append(f"- {r['service']} in {r['env']}: {r['version']} since {r['since']} "
+                     f"(run {r['run_id']}, {r['via']} by {r['by']})")
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""explain: answers built from the event log and the run store of a real Redis."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from agents.crashlog import redact, summarize
+from agents.explain import Answer, answer
+from orchestra.events import EventBus, EventType
+from orchestra.intents import Intent, IntentKind
+from orchestra.settings import Settings
+from orchestra.store import Run, RunStatus, RunStore
+
+
+def _deploy(redis: Redis, *, service: str, env: str, version: str, user: str,
+            approver: str | None = None, rollback: dict[str, Any] | None = None) -> Run:
+    store, bus = RunStore(redis), EventBus(redis)
+    run = store.create(Run(requested_by=user, repo="examples/shop", services=[service], env=env,
+                           ref=version, strategy="canary"))
+    bus.emit(run.id, EventType.RUN_REQUESTED, user, services=[service])
+    if approver:
+        bus.emit(run.id, EventType.APPROVAL_GRANTED, approver, approver=approver)
+    bus.emit(run.id, EventType.DEPLOYMENT_TRIGGERED, "deploy", service=service, version=version)
+    if rollback:
+        bus.emit(run.id, EventType.ROLLBACK_EVENT, "observe", service=service, env=env, **rollback)
+        store.update(run.id, status=RunStatus.FAILED, reason="canary failed: error_rate")
+    else:
+        bus.emit(run.id, EventType.DEPLOYMENT_SUCCEEDED, "deploy", service=service, version=version, env=env)
+        store.update(run.id, status=RunStatus.SUCCEEDED)
+    return run
+
+
+ROLLBACK = {"metric": "error_rate", "value": 0.0612, "threshold": 0.02, "baseline_value": 0.004,
+            "window_s": 20.0, "from_version": "v2.1.0", "to_version": "v2.0.9", "step": 1, "weight": 10,
+            "automatic": True, "reason": "canary 6.12% vs baseline 0.40%"}
+
+
+def test_why_did_prod_roll_back_names_metric_numbers_run_and_people(redis: Redis, settings: Settings) -> None:
+    _deploy(redis, service="payments", env="production", version="v2.0.9", user="alice", approver="bob")
+    run = _deploy(redis, service="payments", env="production", version="v2.1.0", user="carol",
+                  approver="dave", rollback=ROLLBACK)
+    intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
+    result = answer(intent, redis=redis, settings=settings)
+    assert isinstance(result, Answer)
+    for needed in (run.id, "error_rate", "6.12%", "2.00%", "v2.1.0", "v2.0.9", "carol", "dave", "UTC"):
+        assert needed in result.text, needed
+    assert result.facts["rollback"]["metric"] == "error_rate"
+    assert result.facts["approved_by"] == "dave"
+
+
+def test_rollback_question_skips_runs_without_a_rollback(redis: Redis, settings: Settings) -> None:
+    old = _deploy(redis, service="backend", env="staging", version="v1", user="alice", rollback=ROLLBACK)
+    _deploy(redis, service="backend", env="staging", version="v2", user="erin")
+    result = answer(Intent(kind=IntentKind.EXPLAIN, env="staging", text="why did it roll back"),
+                    redis=redis, settings=settings)
+    assert result.facts["run_id"] == old.id
+
+
+def test_no_rollback_says_so(redis: Redis, settings: Settings) -> None:
+    _deploy(redis, service="backend", env="staging", version="v2", user="erin")
+    result = answer(Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?"),
+                    redis=redis, settings=settings)
+    assert result.facts["found"] is False
+    assert "no rollback" in result.text and "production" in result.text
+
+
+def test_what_is_running_in_staging_follows_deploys_and_rollbacks(redis: Redis, settings: Settings) -> None:
+    _deploy(redis, service="frontend", env="staging", version="f1", user="alice")
+    _deploy(redis, service="backend", env="staging", version="b1", user="alice")
+    _deploy(redis, service="backend", env="staging", version="b2", user="bob",
+            rollback={**ROLLBACK, "from_version": "b2", "to_version": "b1"})
+    _deploy(redis, service="frontend", env="production", version="f0", user="alice")
+    result = answer(Intent(kind=IntentKind.STATUS, env="staging", text="what's running in staging?"),
+                    redis=redis, settings=settings)
+    running = {r["service"]: r["version"] for r in result.facts["running"]}
+    assert running == {"frontend": "f1", "backend": "b1"}
+    assert "frontend in staging: f1" in result.text and "backend in staging: b1" in result.text
+    assert "rollback" in result.text
+
+
+def test_who_deployed_frontend_last(redis: Redis, settings: Settings) -> None:
+    _deploy(redis, service="frontend", env="staging", version="f1", user="alice")
+    run = _deploy(redis, service="frontend", env="production", version="f2", user="bob", approver="carol")
+    _deploy(redis, service="backend", env="staging", version="b1", user="dave")
+    result = answer(Intent(kind=IntentKind.HISTORY, service="frontend", text="who deployed frontend last?"),
+                    redis=redis, settings=settings)
+    assert result.facts["run_id"] == run.id
+    assert "requested by bob, approved by carol" in result.text and "f2" in result.text
+
+
+class _Writer:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.seen: dict[str, Any] | None = None
+
+    def summarize(self, question: str, facts: dict[str, Any], draft: str) -> str | None:
+        self.seen = facts
+        return self.text
+
+
+def test_llm_answer_is_used_only_when_it_contains_the_facts(redis: Redis, settings: Settings) -> None:
+    run = _deploy(redis, service="payments", env="production", version="v2.1.0", user="carol",
+                  rollback=ROLLBACK)
+    intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
+    good = _Writer(f"Run {run.id} rolled back: error_rate hit 6.12% (limit 2.00%).")
+    assert answer(intent, redis=redis, settings=settings, llm=good).source == "llm"
+    vague = _Writer("It rolled back because things looked bad.")
+    result = answer(intent, redis=redis, settings=settings, llm=vague)
+    assert result.source == "template" and "6.12%" in result.text
+
+
+def test_reason_with_a_secret_is_redacted(redis: Redis, settings: Settings) -> None:
+    store = RunStore(redis)
+    run = store.create(Run(requested_by="x", repo="r", services=["api"], env="staging"))
+    store.update(run.id, status=RunStatus.FAILED, reason="boot failed: DB_PASSWORD=hunter2 rejected")
+    result = answer(Intent(kind=IntentKind.EXPLAIN, service="api", text="what happened"),
+                    redis=redis, settings=settings)
+    assert "hunter2" not in result.text and "[REDACTED]" in result.text
+
+
+@pytest.mark.parametrize("secret", ["API_TOKEN=abc123", "password: s3cr3t", "xoxb-1234567890-abcdef",
+                                    "sk-ant-api03-abcdefghij", "postgres://app:pw@db:5432/x",
+                                    "Authorization: Bearer eyJhbGciOiJI", "AKIAABCDEFGHIJKLMNOP"])
+def test_redact_hides_secrets(secret: str) -> None:
+    assert secret.split("=")[-1].split(": ")[-1] not in redact(f"boot {secret} done")
+
+
+def test_crash_summary_finds_the_error_and_keeps_the_tail() -> None:
+    log = "\n".join([f"line {i}" for i in range(40)] + [
+        "Traceback (most recent call last):", '  File "app.py", line 9, in <module>',
+        "RuntimeError: cannot connect with SECRET_KEY=topsecret", "worker exited"])
+    summary = summarize(log.encode(), tail=5)
+    assert summary.error == "RuntimeError: cannot connect with SECRET_KEY=[REDACTED]"
+    assert summary.tail[-1] == "worker exited" and len(summary.tail) == 5
+    assert summary.total_lines == 44 and "topsecret" not in summary.text()
