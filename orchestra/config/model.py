@@ -1,0 +1,265 @@
+"""The typed model of devops_orchestra.yaml: the original template plus environments and service graph."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+
+from orchestra.config.environments import EnvironmentPolicy, Environments, Strategy, StrictModel
+from orchestra.config.graph import check_services, topological_order
+from orchestra.config.types import Duration, EnvKey, Name, Percent, UrlPath, did_you_mean
+from orchestra.errors import NotFound
+
+CONFIG_FILENAME = "devops_orchestra.yaml"
+Tool = Literal["prometheus", "grafana", "cloudwatch", "datadog"]
+NotifyEvent = Literal["deployment_started", "deployment_success", "deployment_failure", "rollback_triggered",
+                      "approval_requested", "analysis_failure", "test_failure", "build_failure"]
+
+
+class Project(StrictModel):
+    name: Name
+    language: Literal["python", "node", "go", "java", "other"] = "python"
+    framework: str | None = None
+    repo: str | None = None
+
+
+class Build(StrictModel):
+    tool: Literal["docker", "maven", "npm", "poetry", "custom"] = "docker"
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    base_image: str | None = None
+
+
+class Testing(StrictModel):
+    enabled: bool = True
+    framework: Literal["pytest", "unittest", "jest", "mocha", "go", "junit", "npm", "custom"] = "pytest"
+    command: str | None = None
+    timeout: Duration = 600.0
+
+
+class EnvVar(StrictModel):
+    key: EnvKey
+    value: str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _scalar_to_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value) if isinstance(value, int | float) else value
+
+
+class ServiceConfig(StrictModel):
+    """One deployable service: its folder, port, health check and dependencies."""
+
+    name: Name
+    path: str | None = None
+    runtime: Literal["docker", "kubernetes", "ecs", "ec2", "lambda"] = "docker"
+    port: int = Field(default=5000, ge=1, le=65535)
+    health: UrlPath = "/health"
+    metrics: UrlPath = "/metrics"
+    depends_on: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    dockerfile: str | None = None
+    replicas: int = Field(default=1, ge=1, le=50)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _mapping_to_pairs(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [{"key": k, "value": v} for k, v in value.items()]
+        return value
+
+    def env_dict(self) -> dict[str, str]:
+        return {item.key: item.value for item in self.env}
+
+
+class Canary(StrictModel):
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    analysis_interval: Duration = 60.0
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_100(cls, steps: list[int]) -> list[int]:
+        if not steps or any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)) \
+                or steps[-1] != 100:
+            raise ValueError(f"{steps} is not a canary plan; give rising percentages of traffic "
+                             "between 1 and 100 that end at 100, e.g. [10, 50, 100]")
+        return steps
+
+
+class BlueGreen(StrictModel):
+    keep_previous: Duration = 3600.0
+
+
+class Deployment(StrictModel):
+    type: Literal["cloud", "on-premise", "hybrid", "local"] = "local"
+    provider: Literal["aws", "gcp", "azure", "custom", "local"] = "local"
+    strategy: Strategy = "blue-green"
+    region: str = "us-west-2"
+    services: list[ServiceConfig] = Field(min_length=1)
+    canary: Canary = Field(default_factory=Canary)
+    blue_green: BlueGreen = Field(default_factory=BlueGreen)
+
+    @model_validator(mode="after")
+    def _service_graph(self) -> Deployment:
+        check_services(self.services)
+        return self
+
+
+class Infrastructure(StrictModel):
+    tool: Literal["terraform", "cloudformation", "ansible"] = "terraform"
+    path: str = "infra/"
+
+
+class Secrets(StrictModel):
+    manager: Literal["env", "aws_secrets_manager", "vault", "gcp_secret_manager", "azure_key_vault"] = "env"
+    keys: list[EnvKey] = Field(default_factory=list)
+
+
+class RollbackThreshold(StrictModel):
+    """Automatic rollback when any of these is exceeded for ``duration``."""
+
+    error_rate: Percent = Field(default=5.0, validation_alias=AliasChoices("error_rate", "errors"))
+    latency_ms: int | None = Field(default=1000, ge=1)
+    cpu: Percent | None = 90.0
+    memory_mb: int | None = Field(default=None, ge=1)
+    duration: Duration = 300.0
+
+
+class Rollback(StrictModel):
+    enabled: bool = True
+    threshold: RollbackThreshold = Field(default_factory=RollbackThreshold,
+                                         validation_alias=AliasChoices("threshold", "thresholds"))
+    max_automatic_per_hour: int = Field(default=3, ge=0)
+
+
+class Alert(StrictModel):
+    type: Literal["latency", "error_rate", "cpu", "memory"]
+    threshold_ms: int | None = Field(default=None, ge=1)
+    threshold: Percent | None = None
+    threshold_mb: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _threshold_for_type(self) -> Alert:
+        wanted = {"latency": "threshold_ms", "memory": "threshold_mb"}.get(self.type, "threshold")
+        if getattr(self, wanted) is None:
+            raise ValueError(f"a `{self.type}` alert needs `{wanted}`")
+        return self
+
+
+def _default_alerts() -> list[Alert]:
+    return [Alert(type="latency", threshold_ms=500), Alert(type="error_rate", threshold=2.0)]
+
+
+class Observability(StrictModel):
+    enabled: bool = True
+    tools: list[Tool] = Field(default_factory=lambda: list[Tool](["prometheus"]))
+    alerts: list[Alert] = Field(default_factory=_default_alerts)
+    watch: Duration = 300.0
+
+
+class ChatOps(StrictModel):
+    enabled: bool = True
+    platform: Literal["slack"] = "slack"
+    channel: str = "#devops-orchestra"
+    notify_on: list[NotifyEvent] = Field(default_factory=lambda: list[NotifyEvent](
+        ["deployment_success", "deployment_failure", "rollback_triggered"]))
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_name(cls, value: str) -> str:
+        if not (value.startswith("#") and len(value) > 1) and not (value[:1] in "CG" and value.isalnum()):
+            raise ValueError(f"{value!r} is not a Slack channel; write it as \"#name\" (quoted) or a channel id")
+        return value
+
+
+class ProjectConfig(StrictModel):
+    """The whole devops_orchestra.yaml, every default filled in."""
+
+    project: Project
+    build: Build = Field(default_factory=Build)
+    testing: Testing = Field(default_factory=Testing)
+    deployment: Deployment
+    infrastructure: Infrastructure = Field(default_factory=Infrastructure)
+    secrets: Secrets = Field(default_factory=Secrets)
+    rollback: Rollback = Field(default_factory=Rollback)
+    observability: Observability = Field(default_factory=Observability)
+    chatops: ChatOps = Field(default_factory=ChatOps)
+    environments: Environments = Field(default_factory=lambda: Environments.model_validate({}))
+    _source: Path | None = PrivateAttr(default=None)
+    _repo_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> ProjectConfig:
+        repo_dir = (info.context or {}).get("repo_dir")
+        self._repo_dir = Path(repo_dir) if repo_dir else None
+        single = len(self.deployment.services) == 1
+        for service in self.deployment.services:
+            if service.path is None:
+                service.path = _default_path(service.name, self._repo_dir, single)
+        for name in self.environments.names():
+            policy = self.environments.get(name)
+            if policy.strategy is None:
+                policy.strategy = self.deployment.strategy
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file this came from; None when inferred from the repository."""
+        return self._source
+
+    @property
+    def repo_dir(self) -> Path | None:
+        return self._repo_dir
+
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.deployment.services]
+
+    def service(self, name: str) -> ServiceConfig:
+        """The named service; NotFound with a suggestion otherwise."""
+        for service in self.deployment.services:
+            if service.name == name:
+                return service
+        names = self.service_names()
+        raise NotFound(f"unknown service `{name}`{did_you_mean(name, names)}",
+                       hint=f"services in {CONFIG_FILENAME}: {', '.join(names)}")
+
+    def environment(self, name: str) -> EnvironmentPolicy:
+        """The policy of an environment (aliases accepted), defaults filled in."""
+        return self.environments.get(name)
+
+    def environment_for_branch(self, branch: str) -> str | None:
+        """The first environment (production first) a push to ``branch`` deploys to, if any."""
+        return next((n for n in self.environments.names() if self.environment(n).triggers_on(branch)), None)
+
+    def deploy_order(self, names: Iterable[str] | None = None) -> list[str]:
+        """``names`` (default: all services) ordered so that dependencies come first."""
+        wanted = self.service_names() if names is None else [self.service(n).name for n in names]
+        return topological_order(self.deployment.services, wanted)
+
+    def service_dir(self, name: str) -> Path:
+        """Where a service's code lives (relative to the repository when its folder is unknown)."""
+        path = Path(self.service(name).path or ".")
+        return self._repo_dir / path if self._repo_dir else path
+
+    def strategy(self, env: str) -> str:
+        return self.environment(env).strategy or self.deployment.strategy
+
+    def summary(self) -> str:
+        """One line: project, services in deploy order, environments."""
+        approval = [n for n in self.environments.names() if self.environment(n).approval_required]
+        return (f"project {self.project.name}: services {', '.join(self.deploy_order())}; "
+                f"environments {', '.join(self.environments.names())}"
+                f" (approval required: {', '.join(approval) or 'none'})")
+
+
+def _default_path(name: str, repo_dir: Path | None, single: bool) -> str:
+    if repo_dir is not None:
+        return name if (repo_dir / name).is_dir() else "."
+    return "." if single else name
+
+
+

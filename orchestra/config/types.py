@@ -1,0 +1,87 @@
+"""Small value types of the configuration file: durations, percentages, names."""
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"30s"``, ``"5m"``, ``"1h30m"``, ``"500ms"``, ``"2d"`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _parse_duration_text(value.strip().lower())
+    else:
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m or 1h")
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
+    return seconds
+
+
+def _parse_duration_text(text: str) -> float:
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 30s, 5m, 1h30m (units: ms, s, m, h, d)")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def parse_percent(value: object) -> float:
+    """A percentage as a number of percent: ``"2%"`` -> 2.0, ``5`` -> 5.0, ``"0.5%"`` -> 0.5."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a percentage; write e.g. 2% or 2")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*%?\s*", value):
+        number = float(value.strip().rstrip("%"))
+    else:
+        raise ValueError(f"{value!r} is not a percentage; write e.g. 2% or 2")
+    if not 0 <= number <= 100:
+        raise ValueError(f"{value!r} is out of range; a percentage is between 0% and 100%")
+    return number
+
+
+def check_name(value: str) -> str:
+    """Service and project names: lowercase letters, digits and '-', as Docker and DNS need."""
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid name; use lowercase letters, digits and '-' "
+                         "(start and end with a letter or digit, at most 63 characters)")
+    return value
+
+
+def check_env_key(value: str) -> str:
+    """Environment variable and secret names."""
+    if not _ENV_KEY.match(value):
+        raise ValueError(f"{value!r} is not a valid variable name; use letters, digits and '_'")
+    return value
+
+
+def check_url_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not a URL path; it must start with '/', e.g. /health")
+    return value
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` when a close match exists, else an empty string."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+Name = Annotated[str, AfterValidator(check_name)]
+EnvKey = Annotated[str, AfterValidator(check_env_key)]
+UrlPath = Annotated[str, AfterValidator(check_url_path)]
