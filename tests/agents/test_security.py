@@ -1,0 +1,45 @@
+"""bandit findings on a small repository (bandit really runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents.findings import Severity
+from agents.security import security_findings
+
+APP = '''import pickle
+import subprocess
+
+import yaml
+
+DB_PASSWORD = "hunter2"
+
+
+def run(cmd):
+    subprocess.call(cmd, shell=True)
+
+
+def load(blob, text):
+    return pickle.loads(blob), yaml.load(text)
+'''
+
+
+def test_bandit_findings_carry_file_line_rule_severity_and_suggestion(tmp_path: Path) -> None:
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "app.py").write_text(APP)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_app.py").write_text("def test_x():\n    assert True\n")
+    (tmp_path / ".venv" / "lib").mkdir(parents=True)
+    (tmp_path / ".venv" / "lib" / "bad.py").write_text("import os\nos.system('rm -rf ' + x)\n")
+    findings = {f.rule: f for f in security_findings(tmp_path)}
+    shell = findings["B602"]
+    assert (shell.file, shell.line, shell.severity) == ("svc/app.py", 10, Severity.ERROR)
+    assert "shell=False" in (shell.suggestion or "")
+    assert findings["B506"].line == 14 and "safe_load" in (findings["B506"].suggestion or "")
+    assert findings["B105"].severity is Severity.INFO
+    assert "B101" not in findings  # asserts in tests are how tests work
+    assert all(f.file == "svc/app.py" for f in findings.values())  # .venv is not scanned
+
+
+def test_clean_code_has_no_findings(tmp_path: Path) -> None:
+    (tmp_path / "ok.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n")
+    assert security_findings(tmp_path) == []
