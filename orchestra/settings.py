@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REPO = PROJECT_ROOT / "examples" / "shop"
+# Variables a tool run on users' code (pip, pytest, git, docker) may see: never tokens or keys.
+TOOL_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                  "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK", "SSL_CERT_FILE",
+                  "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "HTTP_PROXY",
+                  "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Settings:
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
     dev_mode: bool = False
+    tool_env: Mapping[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +75,7 @@ class Settings:
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             build_ca_bundle=Path(ca) if ca else None,
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
+            tool_env={k: env[k] for k in TOOL_ENV_NAMES if k in env},
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -1,0 +1,81 @@
+"""Dispatch: the one place that turns an intent into a run.
+
+It resolves the service across the served repositories, checks the policy
+and the deploy lock, records the run, publishes its first event and enqueues
+its first stage. Ingress (Slack, GitHub, the CLI) calls nothing else.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from redis import Redis
+
+from jobs.graph import PIPELINE, Graph
+from jobs.repos import resolve_service
+from jobs.router import ROUTER_GROUP, start_run
+from orchestra import policy
+from orchestra.errors import LockHeld, OrchestraError
+from orchestra.events import EventBus, EventType
+from orchestra.intents import Intent, IntentKind
+from orchestra.settings import Settings
+from orchestra.store import Audit, Locks, Run, RunStore
+
+if TYPE_CHECKING:
+    from orchestra.config import ProjectConfig
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_KINDS = {IntentKind.DEPLOY: "deploy", IntentKind.ROLLBACK: "rollback", IntentKind.VALIDATE: "validate"}
+DEFAULT_ENV = "staging"
+
+
+def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Path | None = None,
+             graph: Graph = PIPELINE) -> Run:
+    """Start a run for ``intent``; raises an OrchestraError the requester can act on."""
+    kind = PIPELINE_KINDS.get(intent.kind)
+    if kind is None:
+        raise OrchestraError(f"{intent.kind.value} does not start a run")
+    repo_path, config = resolve_service(intent.service, settings, repo=repo)
+    services = _services(intent, config)
+    env = intent.env or DEFAULT_ENV
+    env_policy = config.environment(env)
+    audit = Audit(redis)
+    if kind != "validate":
+        try:
+            policy.check_deploy(intent.user, env, env_policy, rollback=kind == "rollback")
+            _check_locks(redis, services, env)
+        except OrchestraError as exc:
+            audit.record("request_denied", actor=intent.user, reason=str(exc), intent=intent.contract(),
+                         source=intent.source)
+            raise
+    run = RunStore(redis).create(Run(
+        kind=kind, source=intent.source, requested_by=intent.user, repo=str(repo_path),
+        services=services, env=env, ref=intent.ref, commit=intent.origin.get("sha"),
+        strategy=intent.strategy or getattr(env_policy, "strategy", None), origin=intent.origin))
+    audit.record("run_requested", actor=intent.user, run_id=run.id, intent=intent.contract(),
+                 source=intent.source)
+    bus = EventBus(redis)
+    bus.ensure_group(ROUTER_GROUP)
+    first = EventType.CODE_PUSH if intent.origin.get("event") == "push" else EventType.RUN_REQUESTED
+    bus.emit(run.id, first, intent.user, kind=kind, source=intent.source, services=services, env=env,
+             ref=intent.ref, commit=run.commit, strategy=run.strategy, text=intent.text,
+             project=config.project.name)
+    start_run(redis, settings, run, graph=graph)
+    logger.info("run %s: %s of %s to %s requested by %s", run.id, kind, ",".join(services), env, intent.user)
+    return run
+
+
+def _services(intent: Intent, config: ProjectConfig) -> list[str]:
+    if intent.service:
+        return [config.service(intent.service).name]
+    return config.deploy_order(config.service_names())
+
+
+def _check_locks(redis: Redis, services: list[str], env: str) -> None:
+    store = RunStore(redis)
+    for service in services:
+        holder = Locks(redis).holder(service, env)
+        if holder is not None and not store.get(holder.run_id).status.finished:
+            raise LockHeld(holder.owner, holder.run_id, service, env, holder.expires_at)

@@ -1,0 +1,132 @@
+"""Running one stage of a run inside an RQ job, and reporting how it ended.
+
+Every stage ends in exactly one of: its result event (the gate passed or
+not), or a ``stage_failed`` event (an exception, a timeout, a dead worker).
+While a stage runs it keeps a heartbeat key alive; the router's reaper
+turns a stage whose heartbeat stopped into a ``stage_failed`` event.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+
+from agents.context import AgentContext, StageResult
+from jobs import workspace
+from jobs.graph import Stage
+from orchestra.errors import OrchestraError
+from orchestra.events import EventBus, EventType
+from orchestra.settings import Settings
+from orchestra.store import RunStatus, RunStore, claim_once
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "orchestra:hb:{run_id}"
+HEARTBEAT_TTL_S = 3
+_settings: Settings | None = None
+
+Agent = Callable[[AgentContext], StageResult]
+
+
+def configure(settings: Settings) -> None:
+    """Give stage jobs in this process (and the work horses it forks) their settings."""
+    global _settings
+    _settings = settings
+
+
+def current_settings() -> Settings:
+    if _settings is None:
+        raise RuntimeError("jobs.runner.configure(settings) was not called in this worker process")
+    return _settings
+
+
+def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | None = None,
+                  settings: Settings | None = None) -> dict[str, Any]:
+    """Run ``agent`` for one stage of ``run_id`` and publish the stage's result event."""
+    job = get_current_job()
+    redis = redis if redis is not None else job.connection  # type: ignore[union-attr]
+    settings = settings or current_settings()
+    store, bus = RunStore(redis), EventBus(redis)
+    run = store.get(run_id)
+    if run.status.finished:
+        logger.info("run %s: %s skipped, the run already ended as %s", run_id, stage.name, run.status)
+        return {"skipped": True}
+    run = store.update(run_id, stage=stage.name, status=RunStatus.RUNNING,
+                       job_id=job.id if job else run.job_id) or run
+    bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
+    with heartbeat(redis, run_id):
+        result = _conclude(run_id, stage, agent, redis, settings, bus)
+    bus.emit(run_id, stage.result, stage.name, stage=stage.name, passed=result.passed,
+             summary=result.summary, **result.data)
+    return {"passed": result.passed, "summary": result.summary}
+
+
+def _conclude(run_id: str, stage: Stage, agent: Agent, redis: Redis, settings: Settings,
+              bus: EventBus) -> StageResult:
+    """The agent's result; an expected error becomes a failed result with its reason."""
+    run = RunStore(redis).get(run_id)
+    try:
+        src, config = workspace.prepare(run, settings, redis=redis)
+        ctx = AgentContext(run=RunStore(redis).get(run_id), settings=settings, redis=redis, bus=bus,
+                           workspace=src, config=config, actor=stage.name)
+        return agent(ctx)
+    except OrchestraError as exc:
+        logger.info("run %s: %s stopped: %s", run_id, stage.name, exc)
+        return StageResult(False, exc.message, {"hint": exc.hint} if exc.hint else {})
+
+
+def fail_stage(redis: Redis, run_id: str, stage: str, *, reason: str, key: str) -> bool:
+    """Publish ``stage_failed`` once per ``key``, unless the run moved on; True if published."""
+    run = RunStore(redis).get(run_id)
+    if run.status.finished or run.stage != stage or not claim_once(redis, f"stage-failed:{key}"):
+        return False
+    logger.warning("run %s: stage %s failed: %s", run_id, stage, reason)
+    EventBus(redis).emit(run_id, EventType.STAGE_FAILED, "orchestra", stage=stage, reason=reason)
+    return True
+
+
+def on_stage_failure(job: Any, connection: Redis, exc_type: type, exc: BaseException,
+                     tb: Any) -> None:
+    """RQ failure callback: an exception, a timeout or an abandoned job."""
+    run_id, stage = job.meta.get("run_id"), job.meta.get("stage")
+    if not run_id or not stage:
+        return
+    if job.retries_left:
+        EventBus(connection).emit(run_id, EventType.PROGRESS, stage,
+                                  message=f"{stage} hit {exc_type.__name__}; retrying "
+                                          f"({job.retries_left} left)")
+        return
+    reason = f"{stage} failed with {exc_type.__name__}: {exc}".strip().rstrip(":")
+    if exc_type.__name__ == "JobTimeoutException":
+        reason = f"{stage} did not finish within its {job.timeout}s time limit"
+    fail_stage(connection, run_id, stage, reason=reason, key=job.id)
+
+
+@contextmanager
+def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
+    """Keep the run's heartbeat key alive while the block runs."""
+    key = HEARTBEAT_KEY.format(run_id=run_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            redis.set(key, "1", ex=HEARTBEAT_TTL_S)
+            stop.wait(HEARTBEAT_TTL_S / 3)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        redis.delete(key)
+
+
+def is_beating(redis: Redis, run_id: str) -> bool:
+    return bool(redis.exists(HEARTBEAT_KEY.format(run_id=run_id)))

@@ -1,0 +1,39 @@
+"""What several commands share: the Redis connection and following a run's events."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from orchestra.errors import OrchestraError
+from orchestra.events import RUN_STREAM, Event, EventType
+from orchestra.settings import Settings
+
+
+def connect(settings: Settings) -> Redis:
+    """A Redis connection that answers, or an error saying how to start one."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        redis.ping()
+    except RedisConnectionError as exc:
+        raise OrchestraError(f"cannot reach Redis at {settings.redis_url}",
+                             hint="start it (redis-server, or scripts/up) or set REDIS_URL") from exc
+    return redis
+
+
+def run_events(redis: Redis, run_id: str, *, follow: bool, block_ms: int = 1000,
+               keep_going: Callable[[], bool] = lambda: True) -> Iterator[Event]:
+    """A run's events from the first; with ``follow`` until its ``run_finished``."""
+    stream, last = RUN_STREAM.format(run_id=run_id), "0"
+    while keep_going():
+        batch = redis.xread({stream: last}, block=block_ms if follow else None, count=200)
+        if not batch and not follow:
+            return
+        for _, entries in batch or []:
+            for entry_id, fields in entries:
+                last = entry_id.decode()
+                event = Event.from_entry(last, {k.decode(): v.decode() for k, v in fields.items()})
+                yield event
+                if event.type == EventType.RUN_FINISHED:
+                    return
