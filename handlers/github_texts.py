@@ -1,0 +1,46 @@
+"""Every reply the GitHub ingress writes into a pull request, in one place."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestra.store import Run
+
+HELP = (
+    "**DevOps Orchestra** understands these comment commands:\n"
+    "- `/orchestra deploy <env>`: deploy this pull request's head commit to `staging`, "
+    "`development` or `production` (needs write permission)\n"
+    "- `/orchestra plan`: show what a deploy would do\n"
+    "- `/orchestra status`: the runs of this pull request"
+)
+NOT_ALLOWED = (
+    "DevOps Orchestra only takes commands from collaborators of this repository; "
+    "nothing was started."
+)
+NEEDS_WRITE = (
+    "`/orchestra deploy` needs write permission on this repository; nothing was started."
+)
+FROM_FORK = (
+    "This pull request comes from a fork: DevOps Orchestra does not run commands on fork code; "
+    "nothing was started. A maintainer can push the branch to this repository instead."
+)
+FAILED = "Sorry, that command failed on our side; nothing was started. The error has been logged."
+
+
+def not_understood(error: str) -> str:
+    return f"I did not understand that: {error}.\n\n{HELP}"
+
+
+def refused(message: str, hint: str | None) -> str:
+    return f"Not started: {message}" + (f"\n\n_{hint}_" if hint else "")
+
+
+def status(runs: Sequence[Run], number: int) -> str:
+    if not runs:
+        return f"No DevOps Orchestra runs for pull request #{number} yet."
+    lines = [f"Runs for pull request #{number} (newest first):", "",
+             "| run | kind | env | commit | status | stage |", "|---|---|---|---|---|---|"]
+    for run in runs:
+        commit = (run.commit or "")[:7]
+        lines.append(f"| `{run.id}` | {run.kind} | {run.env} | `{commit}` | {run.status.value} | "
+                     f"{run.stage or '-'} |")
+    return "\n".join(lines)
