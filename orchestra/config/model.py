@@ -231,9 +231,9 @@ class ProjectConfig(StrictModel):
         """The policy of an environment (aliases accepted), defaults filled in."""
         return self.environments.get(name)
 
-    def environment_for_branch(self, branch: str) -> str | None:
-        """The first environment (production first) a push to ``branch`` deploys to, if any."""
-        return next((n for n in self.environments.names() if self.environment(n).triggers_on(branch)), None)
+    def environments_for_branch(self, branch: str) -> list[str]:
+        """The environments a push to ``branch`` deploys to, in promotion order (development first)."""
+        return [n for n in reversed(self.environments.names()) if self.environment(n).triggers_on(branch)]
 
     def deploy_order(self, names: Iterable[str] | None = None) -> list[str]:
         """``names`` (default: all services) ordered so that dependencies come first."""
