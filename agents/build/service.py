@@ -1,0 +1,109 @@
+"""Build one service: find or generate its Dockerfile, lint, build, push, measure."""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from redis import Redis
+
+from agents.build.detect import detect_stack
+from agents.build.dockerfile import Images, generate, lint
+from agents.build.image import build_image, context_tar, image_size, push_image, registry_auth, timed
+from agents.findings import Finding, Severity
+from orchestra.errors import StageFailed
+from orchestra.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SIZE_KEY = "orchestra:build:size:{repository}"  # last pushed size of an image repository, in bytes
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the builder needs to know about a service."""
+
+    name: str
+    path: Path
+    port: int = 5000
+    health: str = "/health"
+    dockerfile: str | None = None  # relative to ``path``; None: use ./Dockerfile or generate one
+
+
+@dataclass
+class BuildRequest:
+    """Where the image goes and where generated files are kept."""
+
+    project: str
+    version: str
+    out_dir: Path
+    images: Images = field(default_factory=Images)
+    push: bool = True
+
+
+def repository_for(settings: Settings, project: str, service: str) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", f"{project}-{service}".lower()).strip("-.")
+    return f"{settings.registry}/{name}"
+
+
+def build_service(client: docker.DockerClient, spec: ServiceSpec, request: BuildRequest, *,
+                  settings: Settings, redis: Redis | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Build and push one service's image; StageFailed when lint, build or push says no."""
+    dockerfile, generated, stack = _dockerfile(spec, request, settings)
+    saved = request.out_dir / spec.name / "Dockerfile"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(dockerfile)
+    findings = lint(dockerfile, file=f"{spec.name}/Dockerfile")
+    blocking = [f for f in findings if f.severity is Severity.ERROR]
+    if generated and blocking:  # a user's own Dockerfile is linted and reported, not blocked
+        raise StageFailed(f"generated Dockerfile for {spec.name} fails hadolint: "
+                          + "; ".join(f.one_line() for f in blocking))
+    repository = repository_for(settings, request.project, spec.name)
+    ref = f"{repository}:{request.version}"
+    progress(f"building {spec.name} ({stack}) as {ref}")
+    context = context_tar(spec.path, dockerfile, ca_bundle=settings.build_ca_bundle)
+    outcome, build_s = timed(lambda: build_image(client, context, ref))
+    digest, push_s = (timed(lambda: push_image(client, repository, request.version,
+                                               registry_auth(settings.registry)))
+                      if request.push else ("", 0.0))
+    size = image_size(client, ref)
+    previous = _swap_size(redis, repository, size)
+    return {
+        "service": spec.name, "image": ref, "repository": repository, "version": request.version,
+        "digest": digest, "image_id": outcome.image_id, "stack": stack, "size": size,
+        "previous_size": previous, "size_change": None if previous is None else size - previous,
+        "dockerfile": dockerfile, "dockerfile_path": str(saved), "dockerfile_generated": generated,
+        "lint": [f.model_dump() for f in findings], "steps": outcome.steps,
+        "cached_steps": outcome.cached_steps, "build_seconds": build_s, "push_seconds": push_s,
+        "port": spec.port, "health": spec.health,
+    }
+
+
+def _dockerfile(spec: ServiceSpec, request: BuildRequest, settings: Settings) -> tuple[str, bool, str]:
+    """(text, generated?, stack name): the service's own Dockerfile if it has one."""
+    own = spec.path / (spec.dockerfile or "Dockerfile")
+    if own.is_file():
+        return own.read_text(), False, "dockerfile"
+    if spec.dockerfile:
+        raise StageFailed(f"{spec.name}: the configured dockerfile {own} does not exist")
+    stack = detect_stack(spec.path)
+    text = generate(stack, spec.path, service=spec.name, port=spec.port, health=spec.health,
+                    images=request.images, ca_bundle=settings.build_ca_bundle is not None)
+    return text, True, stack.name
+
+
+def _swap_size(redis: Redis | None, repository: str, size: int) -> int | None:
+    """Store this build's size and return the one before it."""
+    if redis is None:
+        return None
+    previous = redis.getset(SIZE_KEY.format(repository=repository), str(size))
+    return int(previous) if previous is not None else None
+
+
+def summarise(findings: list[Finding]) -> str:
+    return ", ".join(sorted({f.rule for f in findings})) or "clean"

@@ -1,0 +1,71 @@
+"""Tiny services written into a temp dir, for build and deploy tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PLAIN_APP = '''\
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = os.environ.get("APP_VERSION", "dev")
+HEALTHY = {healthy!r}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        status = 500 if self.path == "/health" and not HEALTHY else 200
+        body = json.dumps({{"version": VERSION, "path": self.path, "code": {marker!r}}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    daemon_threads = True
+
+
+if __name__ == "__main__":
+    Server((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+FLASK_APP = '''\
+import os
+
+from flask import Flask, jsonify
+
+app = Flask(__name__)
+
+
+@app.get("/health")
+def health():
+    return jsonify(status="ok")
+
+
+@app.get("/")
+def index():
+    return jsonify(version=os.environ.get("APP_VERSION", "dev"), code={marker!r})
+'''
+
+
+def plain_app(path: Path, *, marker: str = "v1", healthy: bool = True) -> Path:
+    """A standard-library HTTP service answering / and /health with its APP_VERSION."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "app.py").write_text(PLAIN_APP.format(marker=marker, healthy=healthy))
+    return path
+
+
+def flask_app(path: Path, *, marker: str = "v1") -> Path:
+    """A Flask service without a __main__ block (started by the generated Dockerfile's command)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "requirements.txt").write_text("flask==3.1.2\n")
+    (path / "app.py").write_text(FLASK_APP.format(marker=marker))
+    return path
