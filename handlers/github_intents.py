@@ -221,6 +221,7 @@ def command_intent(comment: Comment, sha: str, facts: Facts, *, delivery: str) -
                      pr=comment.number, services=services, comment_id=comment.comment_id,
                      event="issue_comment")
     return Intent(kind=comment.command.kind, env=comment.command.env, ref=sha, source="github",
+                  service=services[0] if len(services) == 1 else None,
                   user=f"github:{comment.user}", text=f"/orchestra {comment.command.kind.value}",
                   origin=origin)
 

@@ -211,13 +211,12 @@ class FakeGitHub:
 
 
 @contextmanager
-def fake_github(**state: Any) -> Iterator[FakeGitHub]:
-    """Start a :class:`FakeGitHub` on a free loopback port in a thread; yield it with ``url`` set."""
-    fake = FakeGitHub(**state)
+def serve_in_thread(app: web.Application, *, name: str = "aiohttp") -> Iterator[str]:
+    """Run an aiohttp application on a free loopback port in its own thread; yield its base URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
-    runner = web.AppRunner(fake.app(), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
@@ -228,13 +227,21 @@ def fake_github(**state: Any) -> Iterator[FakeGitHub]:
         loop.run_until_complete(runner.cleanup())
         loop.close()
 
-    thread = threading.Thread(target=serve, name="fake-github", daemon=True)
+    thread = threading.Thread(target=serve, name=name, daemon=True)
     thread.start()
     if not started.wait(10):
-        raise RuntimeError("the fake GitHub server did not start within 10s")
-    fake.url = f"http://127.0.0.1:{port}"
+        raise RuntimeError(f"{name} server did not start within 10s")
     try:
-        yield fake
+        yield f"http://127.0.0.1:{port}"
     finally:
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        thread.join(timeout=40)
+
+
+@contextmanager
+def fake_github(**state: Any) -> Iterator[FakeGitHub]:
+    """Start a :class:`FakeGitHub` on a free loopback port in a thread; yield it with ``url`` set."""
+    fake = FakeGitHub(**state)
+    with serve_in_thread(fake.app(), name="fake-github") as url:
+        fake.url = url
+        yield fake
