@@ -1,0 +1,81 @@
+"""`orchestra say`: act as a user in the local Slack workspace and print what the bot answered."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from orchestra.cli.slack_server import DEFAULT_PORT
+from orchestra.settings import Settings
+
+BUTTON_HELP = "press a button instead: TS:LABEL (e.g. 1795240357.000012:Approve)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("say", help="type a message or slash command in the local Slack workspace")
+    parser.add_argument("text", nargs="?", help='"/deploy frontend hotfix-v2" or "<@U0ORCHESTRA> status" or a DM')
+    parser.add_argument("--user", default="U0ALICE", help="who types it (user id or name; default U0ALICE)")
+    parser.add_argument("--channel", help="channel name or id (default #devops-orchestra); 'dm' for a DM")
+    parser.add_argument("--click", metavar="TS:LABEL", help=BUTTON_HELP)
+    parser.add_argument("--url", help="the workspace (default: SLACK_API_URL when local, else port 3300)")
+    parser.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the bot's replies")
+    parser.add_argument("--json", action="store_true", help="print the transcript as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Send the input, wait a little, print the channel's transcript."""
+    from bot.localslack.client import WorkspaceClient
+    from orchestra.errors import OrchestraError
+
+    client = WorkspaceClient(_url(args, settings))
+    if args.click:
+        ts, sep, label = args.click.partition(":")
+        if not sep:
+            raise OrchestraError(f"--click wants TS:LABEL, got {args.click!r}")
+        result = client.click(ts, label, user=args.user, channel=args.channel)
+    elif args.text:
+        result = _send(client, args)
+    else:
+        raise OrchestraError("nothing to say", hint='orchestra say "/deploy frontend hotfix-v2"')
+    if not result.get("acked", True):
+        print("the bot did not acknowledge within 3 s (is `orchestra bot` running?)")
+    time.sleep(max(0.0, args.wait))  # a person watching: give the bot a moment to answer
+    channel = None if args.channel == "dm" else args.channel
+    messages = client.transcript(channel)
+    print(json.dumps(messages, indent=2) if args.json else render(messages, args.user))
+    return 0
+
+
+def _send(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    if args.text.startswith("/"):
+        return dict(client.command(args.text, user=args.user, channel=args.channel))
+    return dict(client.say(args.text, user=args.user, channel=args.channel))
+
+
+def render(messages: list[dict[str, Any]], viewer: str) -> str:
+    """The transcript as a person in the channel sees it (their own ephemeral messages included)."""
+    lines = []
+    for msg in messages:
+        if msg["ephemeral_to"] not in (None, viewer):
+            continue
+        lines.append(_line(msg, ""))
+        lines.extend(_line(r, "    ↳ ") for r in msg["replies"] if r["ephemeral_to"] in (None, viewer))
+    return "\n".join(lines) or "(nothing yet)"
+
+
+def _line(msg: dict[str, Any], indent: str) -> str:
+    who = "(only you) " if msg["ephemeral_to"] else ""
+    edited = f" (edited {msg['edits']}x)" if msg["edits"] else ""
+    buttons = "".join(f" [{b['text']}]" for b in msg["buttons"])
+    text = msg["text"].replace("\n", f"\n{indent}    ")
+    return f"{indent}{msg['ts']} {msg['user']}: {who}{text}{buttons}{edited}"
+
+
+def _url(args: argparse.Namespace, settings: Settings) -> str:
+    if args.url:
+        return str(args.url)
+    if settings.slack_api_url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+        return settings.slack_api_url
+    return f"http://127.0.0.1:{DEFAULT_PORT}"
