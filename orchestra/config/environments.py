@@ -153,11 +153,12 @@ class Environments(StrictModel):
         if not isinstance(data, dict):
             return data
         merged: dict[str, Any] = {}
+        given: dict[str, str] = {}
         for key, value in data.items():
             name = ENV_ALIASES.get(str(key).lower(), str(key))
             if name in merged:
-                raise ValueError(f"`{key}` and `{name}` name the same environment; keep one")
-            merged[name] = value
+                raise ValueError(f"`{given[name]}` and `{key}` name the same environment; keep one")
+            merged[name], given[name] = value, str(key)
         for name, defaults in ENV_DEFAULTS.items():
             value = merged.get(name)
             if value is None:

@@ -12,7 +12,7 @@ SERVICE_DIRS = ("frontend", "backend")
 DEFAULT_PORTS = {"frontend": 5000, "backend": 5001}
 _PORT_PATTERNS = (
     re.compile(r"""PORT["']?\s*(?:,|\|\||\?\?|:-|or)\s*["']?(\d{2,5})"""),  # env.get("PORT", 5001), PORT || 3000
-    re.compile(r"""port\s*=\s*["']?(\d{2,5})"""),                             # app.run(port=5000)
+    re.compile(r"""(?i)\bport\s*=\s*["']?(\d{2,5})"""),                      # app.run(port=5000), PORT = 80
     re.compile(r"""\.listen\(\s*(\d{2,5})"""),                                # app.listen(3000)
     re.compile(r"""["']:(\d{2,5})["']"""),                                    # http.ListenAndServe(":8080")
     re.compile(r"""server\.port\s*=\s*(\d{2,5})"""),                          # application.properties

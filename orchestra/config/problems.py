@@ -1,6 +1,7 @@
 """Turn pydantic errors and YAML nodes into `FILE:LINE: field.path: what is wrong` lines."""
 from __future__ import annotations
 
+import difflib
 import re
 import types
 import typing
@@ -84,7 +85,7 @@ def message(error: dict[str, Any]) -> str:
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden" and loc[:-1] == ("environments",):
-        return (f"unknown environment{did_you_mean(str(loc[-1]), ENVIRONMENTS)}; environments are "
+        return (f"unknown environment{_env_suggestion(str(loc[-1]))}; environments are "
                 f"{', '.join(ENVIRONMENTS)} (or prod, stg, dev)")
     if kind == "extra_forbidden":
         return f"unknown key{did_you_mean(str(loc[-1]), allowed_keys(loc[:-1]))}"
@@ -102,6 +103,12 @@ def message(error: dict[str, Any]) -> str:
     if kind.endswith(("_type", "_parsing")):
         return f"{text[:1].lower()}{text[1:]} (got `{value}`)"
     return text
+
+
+def _env_suggestion(word: str) -> str:
+    names = {**{e: e for e in ENVIRONMENTS}, **ENV_ALIASES}
+    close = difflib.get_close_matches(word.lower(), list(names), n=1, cutoff=0.6)
+    return f" (did you mean `{names[close[0]]}`?)" if close else ""
 
 
 def allowed_keys(loc: Loc, model: type[BaseModel] | None = None) -> list[str]:
