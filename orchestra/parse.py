@@ -74,6 +74,7 @@ class Parsed:
     problem: str | None = None
     run_id: str | None = None
     understood: bool = True  # False: the rules did not recognise the sentence at all
+    needs_confirmation: bool = False  # an action guessed by a model: ask the user before doing it
 
     def contract(self) -> dict[str, str | None]:
         return self.intent.contract()

@@ -1,0 +1,215 @@
+"""The relay: events in, one Slack thread per run out.
+
+A member of the ``relay`` consumer group. Each run gets one parent message,
+updated in place (coalesced, at most once per ``update_interval_s``), and
+thread replies for milestones and failures. Posts are paced per channel; a
+429 holds the channel for its Retry-After; an event is acked only once what
+it shows is in Slack, so a Slack error loses nothing (it stays pending and is
+retried; a restarted relay re-claims it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot import views
+from bot.pacer import Pacer
+from bot.threads import Thread, Threads
+from orchestra.errors import NotFound
+from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
+from orchestra.settings import Settings
+from orchestra.store import Run, RunStore
+
+logger = logging.getLogger(__name__)
+
+RELAY_GROUP = "relay"
+IGNORED = {EventType.LLM_CALL, EventType.PROGRESS, EventType.DEPLOYMENT_PROGRESS, EventType.STAGE_STARTED,
+           EventType.RUN_REQUESTED, EventType.CODE_PUSH}
+DECISIONS = {EventType.APPROVAL_GRANTED, EventType.APPROVAL_REJECTED, EventType.APPROVAL_EXPIRED}
+PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "msg_too_long",
+             "message_not_found", "cant_update_message"}
+BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+
+
+class Wait(Exception):
+    """The channel cannot take a post right now; keep the event for later."""
+
+
+@dataclass
+class _Pending:
+    delivery: Delivery
+    failures: int = 0
+
+
+@dataclass
+class RelayStats:
+    posts: int = 0
+    updates: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    first_reply_at: dict[str, float] = field(default_factory=dict)
+
+
+class Relay:
+    """Render events into Slack threads; ``step`` is one pass, ``run`` loops until stopped."""
+
+    def __init__(self, redis: Redis, settings: Settings, client: WebClient, *, name: str | None = None,
+                 post_interval_s: float = 1.0, update_interval_s: float = 1.0,
+                 claim_idle_ms: int = 30_000) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.client = client
+        self.store = RunStore(redis)
+        self.threads = Threads(redis)
+        self.consumer = Consumer(EventBus(redis), RELAY_GROUP, name or f"{socket.gethostname()}-{os.getpid()}",
+                                 claim_idle_ms=claim_idle_ms)
+        self.pacer = Pacer(post_interval_s)
+        self.update_interval_s = update_interval_s
+        self.backlog: list[_Pending] = []
+        self.dirty: dict[str, float] = {}  # run id -> when its parent may be updated next
+        self.stats = RelayStats()
+
+    def run(self, stop: threading.Event, *, block_ms: int = 200) -> None:
+        while not stop.is_set():
+            try:
+                self.step(block_ms=block_ms)
+            except Exception:  # Redis hiccup: keep the relay alive, entries stay pending
+                logger.exception("relay step failed")
+                stop.wait(1.0)
+
+    def step(self, *, block_ms: int = 200) -> None:
+        held = {p.delivery.entry_id for p in self.backlog}
+        wait = 0 if self.backlog or self.dirty else block_ms
+        for delivery in self.consumer.read(count=100, block_ms=max(wait, 1)):
+            if delivery.entry_id not in held:
+                self.backlog.append(_Pending(delivery))
+        self._drain()
+        self._flush_updates()
+
+    def _drain(self) -> None:
+        blocked: set[str] = set()
+        for pending in list(self.backlog):
+            event = pending.delivery.event
+            run = self._run(event)
+            channel = self._channel(run) if run else ""
+            if run is not None and channel in blocked:
+                continue
+            try:
+                if run is not None:
+                    self._show(pending.delivery, run, channel)
+            except Wait:
+                blocked.add(channel)
+                continue
+            except SlackApiError as exc:
+                if self._failed(pending, channel, exc):
+                    blocked.add(channel)
+                    continue
+            self.consumer.ack(pending.delivery)
+            self.backlog.remove(pending)
+
+    def _failed(self, pending: _Pending, channel: str, exc: SlackApiError) -> bool:
+        """Handle a Slack error; True keeps the event for a retry, False drops it (dead letter)."""
+        error = str(exc.response.get("error", "")) if exc.response is not None else ""
+        status = exc.response.status_code if exc.response is not None else 0
+        event = pending.delivery.event
+        if status == 429:
+            retry_after = float(exc.response.headers.get("Retry-After", 1))
+            self.stats.rate_limited += 1
+            logger.info("run %s: Slack rate limit on %s, waiting %.0fs", event.run_id, channel, retry_after)
+            self.pacer.block(channel, retry_after)
+            return True
+        self.stats.errors += 1
+        if error in PERMANENT:
+            self.consumer.dead_letter(pending.delivery, reason=f"slack: {error}")
+            self.backlog.remove(pending)
+            return False
+        pending.failures += 1
+        delay = BACKOFF_S[min(pending.failures, len(BACKOFF_S)) - 1]
+        logger.warning("run %s: Slack error %s (HTTP %s) for %s; retrying in %ss", event.run_id,
+                       error or "?", status, event.type, delay)
+        self.pacer.block(channel, delay)
+        return True
+
+    def _show(self, delivery: Delivery, run: Run, channel: str) -> None:
+        event = delivery.event
+        thread = self.threads.get(run.id) or self._open_thread(run, channel)
+        self.dirty.setdefault(run.id, time.monotonic() + self.update_interval_s)
+        if event.type in IGNORED or self.threads.posted(run.id, delivery.entry_id):
+            return
+        if event.type in DECISIONS and thread.approval_ts:
+            self._close_approval(run, thread.channel, thread.approval_ts, event)
+        if event.type == EventType.APPROVAL_REQUESTED:
+            text, blocks = views.approval(run, event)
+        else:
+            line = views.milestone(event) if event.type not in DECISIONS else views.decision_line(event)
+            if line is None:
+                return
+            text, blocks = line, []
+        ts = self._post(channel, text, blocks, thread_ts=thread.ts)
+        if event.type == EventType.APPROVAL_REQUESTED:
+            self.threads.save_approval(run.id, ts)
+        self.threads.mark_posted(run.id, delivery.entry_id)
+        self.stats.first_reply_at.setdefault(run.id, time.time())
+
+    def _open_thread(self, run: Run, channel: str) -> Thread:
+        if not self.pacer.ready(channel) or not self.threads.claim(run.id, channel):
+            raise Wait()
+        text, blocks = views.parent(run)
+        try:
+            ts = self._post(channel, text, blocks)
+        except SlackApiError:
+            self.threads.release(run.id)
+            raise
+        self.dirty[run.id] = time.monotonic() + self.update_interval_s
+        return self.threads.save(run.id, channel, ts)
+
+    def _post(self, channel: str, text: str, blocks: list[dict[str, Any]], *, thread_ts: str | None = None) -> str:
+        if not self.pacer.ready(channel):
+            raise Wait()
+        self.pacer.sent(channel)
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks or None,
+                                                thread_ts=thread_ts, unfurl_links=False)
+        self.stats.posts += 1
+        return str(response["ts"])
+
+    def _close_approval(self, run: Run, channel: str, ts: str, event: Event) -> None:
+        text, blocks = views.decided(run, event)
+        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        self.stats.updates += 1
+
+    def _flush_updates(self) -> None:
+        now = time.monotonic()
+        for run_id, due in list(self.dirty.items()):
+            thread = self.threads.get(run_id)
+            if due > now or thread is None:
+                continue
+            try:
+                text, blocks = views.parent(self.store.get(run_id))
+                self.client.chat_update(channel=thread.channel, ts=thread.ts, text=text, blocks=blocks)
+                self.stats.updates += 1
+                del self.dirty[run_id]
+            except SlackApiError as exc:
+                retry = exc.response.headers.get("Retry-After") if exc.response is not None else None
+                self.dirty[run_id] = now + float(retry or 2)
+                logger.warning("run %s: parent update failed (%s); retrying", run_id,
+                               exc.response.get("error") if exc.response is not None else exc)
+            except NotFound:
+                del self.dirty[run_id]
+
+    def _run(self, event: Event) -> Run | None:
+        try:
+            return self.store.get(event.run_id)
+        except NotFound:
+            return None
+
+    def _channel(self, run: Run) -> str:
+        return str(run.origin.get("slack_channel") or self.settings.slack_channel)

@@ -1,0 +1,60 @@
+"""Every sentence the bot says in Slack, in one place."""
+from __future__ import annotations
+
+HELP = (
+    "*DevOps Orchestra* — what I understand:\n"
+    "• `/deploy <service> [ref] [env] [--strategy blue-green|canary|rolling]` — e.g. "
+    "`/deploy frontend hotfix-v2 prod`\n"
+    "• `/rollback <service> [env] [ref]`\n"
+    "• `/orchestra status [service] [env]` · `/orchestra history [service] [env]`\n"
+    "• `/orchestra explain why did prod roll back?` · `/orchestra cancel <service | run id>`\n"
+    "• Or mention me / DM me in plain words: _ship frontend hotfix-v2 to prod_, _what's running in "
+    "staging?_, _who deployed payments last?_\n"
+    "Environments: production (prod), staging (stg), development (dev). Default environment: staging."
+)
+NOT_UNDERSTOOD = "Sorry, I didn't understand that. Try `/orchestra help`."
+REFUSED = "I did nothing: {problem}"
+DENIED = ":no_entry: {message}"
+FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
+STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Follow it in the thread."
+CANCEL_NOTHING = "There is no active run {what}to cancel."
+CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as <@{user}> asked."
+CANCEL_AMBIGUOUS = "Several runs are active{what}: {runs}. Say which one, e.g. `/orchestra cancel {first}`."
+CONFIRM = "Did you mean: *{summary}*?"
+CONFIRM_DROPPED = "OK, I did nothing."
+APPROVAL_NOT_ACCEPTED = ":raised_hand: {message}"
+
+# Relay: the parent message and thread replies of a run.
+KIND_VERB = {"deploy": "Deploy", "rollback": "Rollback", "validate": "Checks"}
+STATUS_ICON = {"queued": ":hourglass_flowing_sand:", "running": ":arrows_counterclockwise:",
+               "awaiting_approval": ":raised_hand:", "succeeded": ":white_check_mark:",
+               "failed": ":x:", "rejected": ":no_entry_sign:", "cancelled": ":octagonal_sign:"}
+STATUS_WORD = {"queued": "queued", "running": "running", "awaiting_approval": "waiting for approval",
+               "succeeded": "succeeded", "failed": "failed", "rejected": "rejected", "cancelled": "cancelled"}
+PARENT = "{icon} *{verb} {services}*{ref} → *{env}* · {status}"
+PARENT_META = "Run `{run_id}` · requested by {requester}{strategy}{stage}"
+PARENT_REASON = "Reason: {reason}"
+APPROVAL_ASK = (":raised_hand: *Approval needed* before `{stage}` of {services} to *{env}*{commit}. "
+                "Requested by {requester}. Approvers: {approvers}. Expires <!date^{deadline}^{{time}}|in {left}>.")
+APPROVAL_CLOSED = ":raised_hand: Approval for `{stage}` of {services} to *{env}*"
+APPROVAL_DONE = {"approval_granted": ":white_check_mark: Approved by {who}.",
+                 "approval_rejected": ":no_entry_sign: Rejected by {who}.",
+                 "approval_expired": ":hourglass: The approval request expired; nothing was deployed."}
+MILESTONES = {
+    "risk_classified": ":mag: Risk *{risk}*{reasons}",
+    "code_analysis_result": "{pass_icon} Code analysis: {summary}",
+    "test_results": "{pass_icon} Tests: {summary}",
+    "build_ready": "{pass_icon} Build: {summary}",
+    "iac_ready": "{pass_icon} Infrastructure: {summary}",
+    "deployment_triggered": ":ship: Deploying {summary}",
+    "deployment_succeeded": ":white_check_mark: Deployed: {summary}",
+    "deployment_failed": ":x: Deployment failed: {summary}",
+    "stage_failed": ":x: `{stage}` failed: {reason}",
+    "observability_alert": ":rotating_light: Alert: {summary}",
+    "rollback_event": ":leftwards_arrow_with_hook: Rolled back: {summary}",
+    "lock_waiting": ":lock: Waiting for the deploy lock: {summary}",
+    "policy_denied": ":no_entry: {summary}",
+    "run_cancelled": ":octagonal_sign: Cancelled by {actor}.",
+    "run_finished": "{status_icon} Run {status}: {reason} ({duration})",
+}
+PASS_ICON = {True: ":white_check_mark:", False: ":x:", None: ":information_source:"}

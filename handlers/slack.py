@@ -1,0 +1,135 @@
+"""Slack listeners: slash commands, mentions, DMs and buttons. Each acks first, then works.
+
+The work (Redis, config, dispatch) runs in a thread so the event loop keeps
+acking other requests within Slack's 3 seconds whatever it is doing.
+Slack retries (same event_id, or the same button click) are answered once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import texts, views
+from bot.catalog import Catalog
+from bot.understand import Understander
+from handlers.slack_intents import Reply, Who, confirmed, execute
+from jobs import approvals
+from orchestra.settings import Settings
+from orchestra.store import Audit, claim_once
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = ("/deploy", "/rollback", "/orchestra", "/status", "/history", "/explain", "/cancel")
+
+
+@dataclass
+class Deps:
+    """What the listeners need; built once per process."""
+
+    settings: Settings
+    redis: Redis
+    understander: Understander
+    catalog: Catalog
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    """Attach every listener to ``app``."""
+    for command in COMMANDS:
+        app.command(command)(_on_command(deps))
+    app.event("app_mention")(_on_mention(deps))
+    app.event("message")(_on_message(deps))
+    app.action(views.APPROVE)(_on_approval(deps, approve=True))
+    app.action(views.REJECT)(_on_approval(deps, approve=False))
+    app.action(views.CONFIRM_YES)(_on_confirm(deps, go=True))
+    app.action(views.CONFIRM_NO)(_on_confirm(deps, go=False))
+
+
+def handle_text(text: str, who: Who, deps: Deps) -> Reply:
+    """Understand ``text`` and carry it out (blocking; call it off the event loop)."""
+    parsed = deps.understander.understand(text, deps.catalog.service_names())
+    return execute(parsed, who, redis=deps.redis, settings=deps.settings)
+
+
+def _on_command(deps: Deps) -> Any:
+    async def listener(ack: Any, command: dict[str, Any], respond: Any) -> None:
+        await ack()
+        who = Who(command["user_id"], command["channel_id"], via="command")
+        key = f"slack:trigger:{command.get('trigger_id') or command.get('response_url')}"
+        if not await asyncio.to_thread(claim_once, deps.redis, key):
+            return
+        text = f"{command['command']} {command.get('text', '')}".strip()
+        reply = await asyncio.to_thread(handle_text, text, who, deps)
+        await respond(text=reply.text, blocks=reply.blocks or None,
+                      response_type="in_channel" if reply.public else "ephemeral")
+    return listener
+
+
+def _on_mention(deps: Deps) -> Any:
+    async def listener(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
+        thread_ts = event.get("thread_ts") or event["ts"]
+        who = Who(event["user"], event["channel"], thread_ts=thread_ts, via="mention")
+        await _converse(deps, client, body, who, event.get("text", ""))
+    return listener
+
+
+def _on_message(deps: Deps) -> Any:
+    async def listener(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+            return  # channel messages reach us as app_mention; ignore edits and bots
+        who = Who(event["user"], event["channel"], thread_ts=event.get("thread_ts"), via="dm")
+        await _converse(deps, client, body, who, event.get("text", ""))
+    return listener
+
+
+async def _converse(deps: Deps, client: AsyncWebClient, body: dict[str, Any], who: Who, text: str) -> None:
+    if not await asyncio.to_thread(claim_once, deps.redis, f"slack:event:{body.get('event_id')}"):
+        logger.info("slack retry of event %s ignored", body.get("event_id"))
+        return
+    reply = await asyncio.to_thread(handle_text, text, who, deps)
+    if reply.public or who.via == "dm" or reply.run_id:
+        await client.chat_postMessage(channel=who.channel, thread_ts=who.thread_ts, text=reply.text,
+                                      blocks=reply.blocks or None)
+    else:
+        await client.chat_postEphemeral(channel=who.channel, user=who.user, thread_ts=who.thread_ts,
+                                        text=reply.text, blocks=reply.blocks or None)
+
+
+def _on_approval(deps: Deps, *, approve: bool) -> Any:
+    async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user = body["user"]["id"]
+        channel = body["channel"]["id"]
+        thread_ts = body.get("message", {}).get("thread_ts") or body.get("container", {}).get("message_ts")
+        run_id, _, commit = str(action.get("value", "")).partition("|")
+        if not await asyncio.to_thread(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
+            return
+        decision = await asyncio.to_thread(approvals.decide, run_id, user=user, approve=approve,
+                                           redis=deps.redis, settings=deps.settings, commit=commit or None)
+        if not decision.accepted:
+            await asyncio.to_thread(Audit(deps.redis).record, "approval_click_refused", actor=user,
+                                    run_id=run_id, reason=decision.message)
+            await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
+                                            text=texts.APPROVAL_NOT_ACCEPTED.format(message=decision.message))
+    return listener
+
+
+def _on_confirm(deps: Deps, *, go: bool) -> Any:
+    async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user = body["user"]["id"]
+        if not await asyncio.to_thread(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
+            return
+        if not go:
+            await respond(text=texts.CONFIRM_DROPPED, replace_original=True)
+            return
+        who = Who(user, body["channel"]["id"], via="button")
+        parsed = confirmed(str(action.get("value", "{}")), body.get("message", {}).get("text", ""))
+        reply = await asyncio.to_thread(execute, parsed, who, redis=deps.redis, settings=deps.settings)
+        await respond(text=reply.text, replace_original=True)
+    return listener

@@ -1,0 +1,169 @@
+"""The relay turns a run's events into one Slack thread, paced, and loses nothing when Slack errors."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+from slack_sdk import WebClient
+
+from bot.localslack import Running
+from bot.localslack.client import WorkspaceClient
+from bot.relay import RELAY_GROUP, Relay
+from bot.threads import Threads
+from orchestra.events import EventBus, EventType
+from orchestra.settings import Settings
+from orchestra.store import Run, RunStatus, RunStore
+from tests.support.slack_workspace import local_slack
+
+
+@pytest.fixture
+def slack() -> Iterator[tuple[Running, WorkspaceClient]]:
+    with local_slack() as pair:
+        yield pair
+
+
+def _relay(redis: Redis, settings: Settings, running: Running, **options: Any) -> Relay:
+    client = WebClient(token="xoxb-local", base_url=running.api_url)
+    options.setdefault("post_interval_s", 0.05)
+    options.setdefault("update_interval_s", 0.1)
+    return Relay(redis, settings, client, name=options.pop("name", "test"), **options)
+
+
+def _run(redis: Redis, **fields: Any) -> Run:
+    run = Run(requested_by="U0ALICE", repo="/tmp/shop", services=["frontend"], env="production",
+              ref="hotfix-v2", origin={"slack_channel": "C0DEPLOYS"}, **fields)
+    return RunStore(redis).create(run)
+
+
+def _until(relay: Relay, check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        relay.step(block_ms=20)
+        if check():
+            return
+    raise AssertionError("relay did not get there in time")
+
+
+def _thread(control: WorkspaceClient) -> dict[str, Any]:
+    return control.transcript("C0DEPLOYS")[0]
+
+
+def _pending(redis: Redis) -> int:
+    return int(redis.xpending(EventBus(redis).stream, RELAY_GROUP)["pending"])
+
+
+def test_one_parent_updated_in_place_with_milestone_replies(redis: Redis, settings: Settings,
+                                                            slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis)
+    bus.emit(run.id, EventType.RUN_REQUESTED, "U0ALICE")
+    bus.emit(run.id, EventType.STAGE_STARTED, "analyze", stage="analyze")
+    bus.emit(run.id, EventType.CODE_ANALYSIS_RESULT, "analyze", passed=True, summary="no findings")
+    bus.emit(run.id, EventType.TEST_RESULTS, "test", passed=False, summary="2 of 14 tests failed")
+    RunStore(redis).update(run.id, status=RunStatus.FAILED, reason="2 of 14 tests failed")
+    bus.emit(run.id, EventType.RUN_FINISHED, "orchestra", status="failed", reason="2 of 14 tests failed",
+             duration_s=12.5)
+    _until(relay, lambda: len(_thread(control)["replies"]) == 3 and ":x:" in _thread(control)["text"])
+    parent = _thread(control)
+    assert len(control.transcript("C0DEPLOYS")) == 1
+    assert run.id in parent["text"] and "frontend" in parent["text"] and "hotfix-v2" in parent["text"]
+    assert parent["edits"] >= 1 and "failed" in parent["text"]
+    replies = [r["text"] for r in parent["replies"]]
+    assert replies[0] == ":white_check_mark: Code analysis: no findings"
+    assert replies[1] == ":x: Tests: 2 of 14 tests failed"
+    assert replies[2].startswith(":x: Run failed: 2 of 14 tests failed (12s)")
+    assert _pending(redis) == 0
+
+
+def test_approval_buttons_then_decision_removes_them(redis: Redis, settings: Settings,
+                                                     slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis, status=RunStatus.AWAITING_APPROVAL, commit="3f9c2ab00")
+    bus.emit(run.id, EventType.APPROVAL_REQUESTED, "orchestra", stage="deploy", env="production",
+             requester="U0ALICE", approvers=["U0ALICE", "U0BOB"], commit="3f9c2ab00", deadline=time.time() + 1800)
+    _until(relay, lambda: _thread(control)["replies"])
+    ask = _thread(control)["replies"][0]
+    assert [(b["text"], b["action_id"], b["value"]) for b in ask["buttons"]] == [
+        ("Approve", "approve", f"{run.id}|3f9c2ab00"), ("Reject", "reject", f"{run.id}|3f9c2ab00")]
+    assert "<@U0BOB>" in ask["text"] and "3f9c2ab" in ask["text"]
+    bus.emit(run.id, EventType.APPROVAL_GRANTED, "U0BOB", stage="deploy", decided_by="U0BOB")
+    _until(relay, lambda: len(_thread(control)["replies"]) == 2)
+    ask, decided = _thread(control)["replies"]
+    assert ask["buttons"] == [] and "Approved by <@U0BOB>" in ask["text"]
+    assert decided["text"] == ":white_check_mark: Approved by <@U0BOB>."
+    assert Threads(redis).get(run.id).approval_ts == ask["ts"]  # type: ignore[union-attr]
+
+
+def test_429_retry_after_is_honoured_and_nothing_is_lost(redis: Redis, settings: Settings,
+                                                         slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis)
+    control.fail_next("chat.postMessage", count=2, status=429, error="ratelimited", retry_after=1)
+    started = time.monotonic()
+    bus.emit(run.id, EventType.RUN_REQUESTED, "U0ALICE")
+    bus.emit(run.id, EventType.BUILD_READY, "build", passed=True, summary="image shop/frontend:3f9c2ab")
+    _until(relay, lambda: _thread(control)["replies"] if control.transcript("C0DEPLOYS") else False)
+    assert time.monotonic() - started >= 2.0  # two Retry-After: 1 waits
+    assert relay.stats.rate_limited == 2
+    assert [r["text"] for r in _thread(control)["replies"]] == [
+        ":white_check_mark: Build: image shop/frontend:3f9c2ab"]
+    assert _pending(redis) == 0
+
+
+def test_server_errors_are_retried_and_events_stay_pending_meanwhile(
+        redis: Redis, settings: Settings, slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis)
+    control.fail_next("chat.postMessage", count=2, status=500, error="internal_error")
+    bus.emit(run.id, EventType.DEPLOYMENT_SUCCEEDED, "deploy", summary="frontend hotfix-v2 is live")
+    relay.step(block_ms=50)
+    assert _pending(redis) == 1 and relay.stats.errors == 1
+    _until(relay, lambda: control.transcript("C0DEPLOYS") and _thread(control)["replies"])
+    assert _thread(control)["replies"][0]["text"] == ":white_check_mark: Deployed: frontend hotfix-v2 is live"
+    assert _pending(redis) == 0
+
+
+def test_a_crashed_relay_leaves_events_for_the_next_one(redis: Redis, settings: Settings,
+                                                        slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    first = _relay(redis, settings, running, name="first")
+    bus = EventBus(redis)
+    run = _run(redis)
+    control.fail_next("*", count=1000, status=503, error="service_unavailable")
+    bus.emit(run.id, EventType.ROLLBACK_EVENT, "observe", summary="p99 1200 ms > 800 ms")
+    first.step(block_ms=50)
+    assert _pending(redis) == 1
+    control.reset()  # Slack is back; "first" never comes back
+    second = _relay(redis, settings, running, name="second", claim_idle_ms=100)
+    _until(second, lambda: control.transcript("C0DEPLOYS") and _thread(control)["replies"])
+    assert "p99 1200 ms > 800 ms" in _thread(control)["replies"][0]["text"]
+    assert _pending(redis) == 0
+
+
+def test_posts_are_paced_per_channel_and_updates_coalesced(redis: Redis, settings: Settings,
+                                                           slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running, post_interval_s=0.25, update_interval_s=0.5)
+    bus = EventBus(redis)
+    run = _run(redis)
+    bus.emit(run.id, EventType.RUN_REQUESTED, "U0ALICE")
+    for i in range(30):
+        bus.emit(run.id, EventType.DEPLOYMENT_PROGRESS, "deploy", message=f"{i}% of traffic")
+    for name in ("analysis", "tests", "build"):
+        bus.emit(run.id, EventType.IAC_READY, "iac", passed=True, summary=name)
+    _until(relay, lambda: len(_thread(control)["replies"]) == 3 and not relay.dirty)
+    posts = [c["at"] for c in control.calls("chat.postMessage")]
+    assert len(posts) == 4
+    assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.24
+    assert len(control.calls("chat.update")) <= 3  # 30 progress events, a handful of edits
