@@ -62,7 +62,7 @@ class FreezeWindow(StrictModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Paris") \
+            raise ValueError(f"unknown time zone `{value}`; use an IANA name such as UTC or Europe/Paris") \
                 from exc
         return value
 

@@ -172,7 +172,7 @@ class ChatOps(StrictModel):
     @classmethod
     def _channel_name(cls, value: str) -> str:
         if not (value.startswith("#") and len(value) > 1) and not (value[:1] in "CG" and value.isalnum()):
-            raise ValueError(f"{value!r} is not a Slack channel; write it as \"#name\" (quoted) or a channel id")
+            raise ValueError(f"`{value}` is not a Slack channel; write it as \"#name\" (quoted) or a channel id")
         return value
 
 

@@ -17,6 +17,23 @@ from orchestra.config.types import did_you_mean
 from orchestra.intents import ENVIRONMENTS
 
 Loc = tuple[str | int, ...]
+_SIMPLE = {
+    "int_parsing": "must be a whole number (got `{value}`)",
+    "int_type": "must be a whole number (got `{value}`)",
+    "int_from_float": "must be a whole number (got `{value}`)",
+    "float_parsing": "must be a number (got `{value}`)",
+    "float_type": "must be a number (got `{value}`)",
+    "bool_parsing": "must be true or false (got `{value}`)",
+    "bool_type": "must be true or false (got `{value}`)",
+    "string_type": "must be text (got `{value}`)",
+    "greater_than_equal": "must be at least {ge} (got `{value}`)",
+    "less_than_equal": "must be at most {le} (got `{value}`)",
+    "datetime_from_date_parsing": "must be a date and time such as 2026-12-24T18:00:00Z (got `{value}`)",
+    "datetime_parsing": "must be a date and time such as 2026-12-24T18:00:00Z (got `{value}`)",
+    "datetime_type": "must be a date and time such as 2026-12-24T18:00:00Z (got `{value}`)",
+    "time_parsing": "must be a time of day such as 16:00 (got `{value}`)",
+    "time_type": "must be a time of day such as 16:00 (got `{value}`)",
+}
 
 
 def field_path(loc: Loc) -> str:
@@ -99,6 +116,9 @@ def message(error: dict[str, Any]) -> str:
         return f"must be a list (got `{value}`)"
     if kind == "too_short":
         return "must not be empty"
+    simple = _SIMPLE.get(kind)
+    if simple is not None:
+        return simple.format(value=value, **(error.get("ctx") or {}))
     text = re.sub(r"^(Value|Assertion) error, ", "", error["msg"])
     if kind.endswith(("_type", "_parsing")):
         return f"{text[:1].lower()}{text[1:]} (got `{value}`)"

@@ -17,46 +17,47 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def parse_duration(value: object) -> float:
     """Seconds from ``"30s"``, ``"5m"``, ``"1h30m"``, ``"500ms"``, ``"2d"`` or a plain number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m or 1h")
+        raise ValueError(f"`{value}` is not a duration; write e.g. 30s, 5m or 1h")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        seconds = _parse_duration_text(value.strip().lower())
+        seconds = _parse_duration_text(value)
     else:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m or 1h")
+        raise ValueError(f"`{value}` is not a duration; write e.g. 30s, 5m or 1h")
     if seconds < 0:
-        raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
+        raise ValueError(f"`{value}` is negative; a duration must be 0 or more")
     return seconds
 
 
-def _parse_duration_text(text: str) -> float:
+def _parse_duration_text(value: str) -> float:
+    text = value.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a duration; write e.g. 30s, 5m, 1h30m (units: ms, s, m, h, d)")
+        raise ValueError(f"`{value}` is not a duration; write e.g. 30s, 5m, 1h30m (units: ms, s, m, h, d)")
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def parse_percent(value: object) -> float:
     """A percentage as a number of percent: ``"2%"`` -> 2.0, ``5`` -> 5.0, ``"0.5%"`` -> 0.5."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a percentage; write e.g. 2% or 2")
+        raise ValueError(f"`{value}` is not a percentage; write e.g. 2% or 2")
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*%?\s*", value):
         number = float(value.strip().rstrip("%"))
     else:
-        raise ValueError(f"{value!r} is not a percentage; write e.g. 2% or 2")
+        raise ValueError(f"`{value}` is not a percentage; write e.g. 2% or 2")
     if not 0 <= number <= 100:
-        raise ValueError(f"{value!r} is out of range; a percentage is between 0% and 100%")
+        raise ValueError(f"`{value}` is out of range; a percentage is between 0% and 100%")
     return number
 
 
 def check_name(value: str) -> str:
     """Service and project names: lowercase letters, digits and '-', as Docker and DNS need."""
     if not _NAME.match(value):
-        raise ValueError(f"{value!r} is not a valid name; use lowercase letters, digits and '-' "
+        raise ValueError(f"`{value}` is not a valid name; use lowercase letters, digits and '-' "
                          "(start and end with a letter or digit, at most 63 characters)")
     return value
 
@@ -64,13 +65,13 @@ def check_name(value: str) -> str:
 def check_env_key(value: str) -> str:
     """Environment variable and secret names."""
     if not _ENV_KEY.match(value):
-        raise ValueError(f"{value!r} is not a valid variable name; use letters, digits and '_'")
+        raise ValueError(f"`{value}` is not a valid variable name; use letters, digits and '_'")
     return value
 
 
 def check_url_path(value: str) -> str:
     if not value.startswith("/") or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} is not a URL path; it must start with '/', e.g. /health")
+        raise ValueError(f"`{value}` is not a URL path; it must start with '/', e.g. /health")
     return value
 
 

@@ -48,21 +48,35 @@ INVALID = [
       "(did you mean `blue-green`?)"]),
     ("port is not a number",
      "project:\n  name: shop\ndeployment:\n  services:\n    - name: api\n      port: http\n",
-     ["6: deployment.services[0].port: input should be a valid integer, unable to parse string as an "
-      "integer (got `http`)"]),
+     ["6: deployment.services[0].port: must be a whole number (got `http`)"]),
     ("port out of range",
      "project:\n  name: shop\ndeployment:\n  services:\n    - name: api\n      port: 70000\n",
-     ["6: deployment.services[0].port: Input should be less than or equal to 65535"]),
+     ["6: deployment.services[0].port: must be at most 65535 (got `70000`)"]),
+    ("not a boolean",
+     MINIMAL + "environments:\n  staging:\n    approval_required: maybe\n",
+     ["9: environments.staging.approval_required: must be true or false (got `maybe`)"]),
+    ("not a time of day",
+     MINIMAL + "environments:\n  production:\n    freeze:\n      - days: [sat]\n        from: noon\n"
+               "        to: '18:00'\n",
+     ["11: environments.production.freeze[0].from: must be a time of day such as 16:00 (got `noon`)"]),
+    ("not a datetime",
+     MINIMAL + "environments:\n  production:\n    freeze:\n      - start: christmas\n"
+               "        end: 2026-12-27T00:00:00Z\n",
+     ["10: environments.production.freeze[0].start: must be a date and time such as 2026-12-24T18:00:00Z "
+      "(got `christmas`)"]),
+    ("replicas below 1",
+     MINIMAL + "      replicas: 0\n",
+     ["7: deployment.services[0].replicas: must be at least 1 (got `0`)"]),
     ("bad duration",
      MINIMAL + "  canary:\n    analysis_interval: 5 minutes\n",
-     ["8: deployment.canary.analysis_interval: '5 minutes' is not a duration; write e.g. 30s, 5m, 1h30m "
+     ["8: deployment.canary.analysis_interval: `5 minutes` is not a duration; write e.g. 30s, 5m, 1h30m "
       "(units: ms, s, m, h, d)"]),
     ("bad percentage",
      MINIMAL + "rollback:\n  threshold:\n    error_rate: lots\n",
-     ["9: rollback.threshold.error_rate: 'lots' is not a percentage; write e.g. 2% or 2"]),
+     ["9: rollback.threshold.error_rate: `lots` is not a percentage; write e.g. 2% or 2"]),
     ("percentage over 100",
      MINIMAL + "observability:\n  alerts:\n    - type: error_rate\n      threshold: 150%\n",
-     ["10: observability.alerts[0].threshold: '150%' is out of range; a percentage is between 0% and 100%"]),
+     ["10: observability.alerts[0].threshold: `150%` is out of range; a percentage is between 0% and 100%"]),
     ("alert without its threshold",
      MINIMAL + "observability:\n  alerts:\n    - type: latency\n",
      ["9: observability.alerts[0]: a `latency` alert needs `threshold_ms`"]),
@@ -99,7 +113,7 @@ INVALID = [
      ["7: environments: `prod` and `production` name the same environment; keep one"]),
     ("bad value under an alias key",
      MINIMAL + "environments:\n  prod:\n    approval_timeout: soon\n",
-     ["9: environments.production.approval_timeout: 'soon' is not a duration; write e.g. 30s, 5m, 1h30m "
+     ["9: environments.production.approval_timeout: `soon` is not a duration; write e.g. 30s, 5m, 1h30m "
       "(units: ms, s, m, h, d)"]),
     ("freeze window half given",
      MINIMAL + "environments:\n  production:\n    freeze:\n      - days: [fri]\n",
@@ -118,7 +132,7 @@ INVALID = [
      ["8: secrets.keys: must be a list (got `DB_PASSWORD`)"]),
     ("channel without #",
      MINIMAL + "chatops:\n  channel: devops\n",
-     ["8: chatops.channel: 'devops' is not a Slack channel; write it as \"#name\" (quoted) or a channel id"]),
+     ["8: chatops.channel: `devops` is not a Slack channel; write it as \"#name\" (quoted) or a channel id"]),
     ("empty services",
      "project:\n  name: shop\ndeployment:\n  services: []\n",
      ["4: deployment.services: must not be empty"]),
@@ -159,7 +173,7 @@ def test_every_problem_is_reported_in_line_order(tmp_path: Path) -> None:
     """
     found = problems(tmp_path, text)
     assert [p.split(":")[0] for p in found] == ["2", "3", "5", "8", "9"]
-    assert found[0].startswith("2: project.name: 'Shop' is not a valid name")
+    assert found[0].startswith("2: project.name: `Shop` is not a valid name")
     assert found[4] == "9: deployment.services[0].depends_on: dependency cycle: api -> web -> api"
 
 

@@ -165,3 +165,11 @@ def test_paths_default_to_the_service_folder_when_there_are_several() -> None:
     assert [s.path for s in config.deployment.services] == ["web", "services/api"]
     assert config.summary() == ("project shop: services web, api; environments production, staging, "
                                 "development (approval required: production)")
+
+
+def test_a_configuration_survives_a_json_round_trip() -> None:
+    config = make(SHOP, environments={"production": {"freeze": [{"days": ["fri"], "from": "16:00", "to": "18:00"}]}},
+                  rollback={"threshold": {"errors": "2%"}})
+    data = config.model_dump(mode="json")
+    assert ProjectConfig.model_validate(data).model_dump(mode="json") == data
+    assert ProjectConfig.model_validate_json(config.model_dump_json(by_alias=True)).model_dump(mode="json") == data
