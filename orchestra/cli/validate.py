@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.config import CONFIG_FILENAME, infer_config, load_file, messages
+from orchestra.config import CONFIG_FILENAME, config_path, infer_config, load_file, messages
 from orchestra.errors import ConfigError
 from orchestra.settings import Settings
 
@@ -24,11 +24,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print a one-line summary (exit 0) or every problem (exit 1)."""
     path = Path(args.path)
-    if path.is_dir() and not (path / CONFIG_FILENAME).is_file():
+    file = config_path(path) if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
         summary = infer_config(path).summary()
         print(messages.INFERRED.format(filename=CONFIG_FILENAME, repo=path, summary=summary))
         return 0
-    file = path / CONFIG_FILENAME if path.is_dir() else path
     if not file.is_file():
         print(messages.NO_SUCH_PATH.format(path=file), file=sys.stderr)
         return 1

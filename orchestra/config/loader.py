@@ -37,7 +37,10 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 
 def config_path(repo_dir: Path) -> Path:
-    return Path(repo_dir) / CONFIG_FILENAME
+    """The repository's config file: devops_orchestra.yaml, or devops_orchestra.yml when only that exists."""
+    path = Path(repo_dir) / CONFIG_FILENAME
+    other = path.with_suffix(".yml")
+    return other if not path.is_file() and other.is_file() else path
 
 
 def load_config(repo_dir: Path) -> ProjectConfig:

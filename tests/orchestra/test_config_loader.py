@@ -245,3 +245,8 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     assert config.environment("production").branches == ["main"]
     assert config.observability.alerts[1].threshold == 2.0
+
+
+def test_the_yml_spelling_is_found_too(tmp_path: Path) -> None:
+    (tmp_path / "devops_orchestra.yml").write_text(MINIMAL + "  strategy: canary\n")
+    assert load_config(tmp_path).deployment.strategy == "canary"
