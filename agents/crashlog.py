@@ -4,30 +4,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from orchestra.redaction import REDACTED
+from orchestra.redaction import redact as shared_redact
+
 TAIL_LINES = 15
 MAX_LINE = 300
-REDACTED = "[REDACTED]"
 
-_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    # key=value / key: value where the key names a secret
-    (re.compile(r"(?i)\b([A-Z0-9_.-]*(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|"
-                r"CREDENTIALS?)[A-Z0-9_.-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"), rf"\1\2{REDACTED}"),
-    (re.compile(r"\b(?:xox[abposr]|xapp)-[A-Za-z0-9-]{8,}"), REDACTED),  # Slack tokens
-    (re.compile(r"\b(?:sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,})"), REDACTED),  # API keys
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), REDACTED),
-    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),  # AWS access key ids
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),
-    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"), rf"\1{REDACTED}\2"),  # passwords in URLs
-]
+# Beyond the shared redaction: bearer tokens in headers that logs print.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _ERROR_LINE = re.compile(
     r"(?i)(traceback|error|exception|fatal|panic|killed|out of memory|segmentation fault)")
 
 
 def redact(text: str) -> str:
     """``text`` with anything that looks like a secret replaced by [REDACTED]."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    return _BEARER.sub(lambda m: m.group(1) + REDACTED, shared_redact(text))
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ written from those facts only and must contain them; otherwise a template.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis import Redis
 
@@ -23,11 +25,16 @@ from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 
+if TYPE_CHECKING:
+    from orchestra.llm import LLM
+
 logger = logging.getLogger(__name__)
 
 RECENT_RUNS = 50
 RECENT_EVENTS = 2000
 _ROLLBACK_WORDS = ("roll", "revert", "undo")
+RUN_ID = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
+PROMPT = "explain_run"
 
 
 class Summarizer(Protocol):
@@ -45,21 +52,56 @@ class Answer:
     source: str = "template"  # template | llm
 
 
-def answer(intent: Intent, *, redis: Redis, settings: Settings, llm: Summarizer | None = None) -> Answer:
-    """Answer an explain / status / history question from the event log."""
+class LLMSummarizer:
+    """The product's LLM client as a :class:`Summarizer` (prompt ``explain_run``)."""
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+
+    def summarize(self, question: str, facts: dict[str, Any], draft: str) -> str | None:
+        from orchestra.llm import LLMError
+
+        variables = {"question": question, "facts": json.dumps(facts, default=str), "draft": draft}
+        try:
+            return self.llm.text(PROMPT, variables, run_id=facts.get("run_id"), max_tokens=600)
+        except LLMError as exc:
+            logger.info("explain: no LLM summary (%s); using the template", exc)
+            return None
+
+
+def answer(intent: Intent, *, redis: Redis, settings: Settings,
+           llm: Summarizer | LLM | None = None) -> Answer:
+    """Answer an explain / status / history question from the event log.
+
+    Without ``llm`` the product's LLM is used when ANTHROPIC_API_KEY is set; otherwise a template.
+    """
     facts = gather(intent, redis=redis)
     draft = render(facts)
-    if llm is None or not facts.get("found"):
+    writer = _writer(llm, settings, redis)
+    if writer is None or not facts.get("found"):
         return Answer(text=draft, facts=facts)
-    prose = _llm_prose(llm, intent, facts, draft)
+    prose = _llm_prose(writer, intent, facts, draft)
     if prose is None:
         return Answer(text=draft, facts=facts)
     return Answer(text=prose, facts=facts, source="llm")
 
 
+def _writer(llm: Summarizer | LLM | None, settings: Settings, redis: Redis) -> Summarizer | None:
+    if llm is None:
+        if not settings.anthropic_api_key:
+            return None
+        from orchestra.llm import LLM  # the SDK is heavy: only load it when a key is set
+
+        llm = LLM.from_settings(settings, redis=redis)
+    return llm if hasattr(llm, "summarize") else LLMSummarizer(llm)  # type: ignore[arg-type]
+
+
 def gather(intent: Intent, *, redis: Redis) -> dict[str, Any]:
     """The facts for ``intent``: a plain JSON-able dict with a ``topic`` key."""
     store, bus = RunStore(redis), EventBus(redis)
+    named = RUN_ID.search(intent.text)
+    if named:
+        return named_run_facts(store, bus, named.group(0))
     if intent.kind == IntentKind.STATUS:
         return running_facts(store, bus, env=intent.env, service=intent.service)
     wants_rollback = any(w in intent.text.lower() for w in _ROLLBACK_WORDS)
@@ -74,6 +116,15 @@ def matching_runs(store: RunStore, *, env: str | None, service: str | None) -> l
     """Recent runs (newest first) in ``env`` touching ``service`` (either may be None)."""
     return [r for r in store.recent(RECENT_RUNS)
             if (env is None or r.env == env) and (service is None or service in r.services)]
+
+
+def named_run_facts(store: RunStore, bus: EventBus, run_id: str) -> dict[str, Any]:
+    """Facts of the run the question names by id."""
+    try:
+        run = store.get(run_id)
+    except NotFound:
+        return {"topic": "run", "found": False, "run_id": run_id}
+    return last_run_facts(bus, [run], env=run.env, service=None, deploys_only=False)
 
 
 def rollback_facts(bus: EventBus, runs: list[Run], *, env: str | None, service: str | None) -> dict[str, Any]:

@@ -19,6 +19,8 @@ def nothing_found(facts: dict[str, Any]) -> str:
     topic = facts.get("topic")
     if topic == "rollback":
         return f"I found no rollback {_scope(facts)} in the recent event log."
+    if facts.get("run_id"):
+        return f"I found no run {facts['run_id']}."
     if topic == "status":
         return f"Nothing is recorded as running {_scope(facts)}: no deploy has succeeded there yet."
     return f"I found no run {_scope(facts)} in the recent event log."

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from scipy.stats import mannwhitneyu
-
 DEFAULT_ALPHA = 0.05
 
 
@@ -159,6 +157,8 @@ def _mann_whitney(c: list[float], b: list[float]) -> tuple[float, float]:
     """One-sided U test, canary greater than baseline; identical samples give p=1."""
     if len(set(c) | set(b)) == 1:
         return len(c) * len(b) / 2, 1.0
+    from scipy.stats import mannwhitneyu  # slow to import: only when a comparison is due
+
     result = mannwhitneyu(c, b, alternative="greater")
     return float(result.statistic), float(result.pvalue)
 

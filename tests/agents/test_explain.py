@@ -1,6 +1,9 @@
 """explain: answers built from the event log and the run store of a real Redis."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
+from tests.support.fake_anthropic import fake_anthropic
 
 
 def _deploy(redis: Redis, *, service: str, env: str, version: str, user: str,
@@ -135,3 +139,54 @@ def test_crash_summary_finds_the_error_and_keeps_the_tail() -> None:
     assert summary.error == "RuntimeError: cannot connect with SECRET_KEY=[REDACTED]"
     assert summary.tail[-1] == "worker exited" and len(summary.tail) == 5
     assert summary.total_lines == 44 and "topsecret" not in summary.text()
+
+
+def test_with_an_api_key_the_llm_writes_the_answer_from_the_facts(redis: Redis, settings: Settings) -> None:
+    run = _deploy(redis, service="payments", env="production", version="v2.1.0", user="carol",
+                  approver="dave", rollback=ROLLBACK)
+    intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
+    with fake_anthropic(api_key="sk-ant-test-key") as server:
+        keyed = settings.with_(anthropic_api_key="sk-ant-test-key", anthropic_base_url=server.base_url)
+        server.reply_text(f"Payments rolled back in run {run.id}: error_rate reached 6.12% against "
+                          "a 2.00% threshold; carol asked, dave approved.")
+        result = answer(intent, redis=redis, settings=keyed)
+        assert result.source == "llm" and result.text.startswith("Payments rolled back")
+        prompt = server.last_user_text()
+        assert run.id in prompt and "6.12%" in prompt and "why did prod roll back?" in prompt
+        server.reply_text("Payments had a bad day.")  # drops the facts: the template is used
+        assert answer(intent, redis=redis, settings=keyed).source == "template"
+        server.fail(400)  # an API error: the template, not an exception
+        assert answer(intent, redis=redis, settings=keyed).source == "template"
+
+
+def test_a_run_named_by_id_is_explained(redis: Redis, settings: Settings) -> None:
+    run = _deploy(redis, service="frontend", env="staging", version="f1", user="alice")
+    _deploy(redis, service="frontend", env="staging", version="f2", user="bob")
+    result = answer(Intent(kind=IntentKind.EXPLAIN, text=f"what happened in {run.id}?"),
+                    redis=redis, settings=settings)
+    assert result.facts["run_id"] == run.id and "alice" in result.text
+    missing = answer(Intent(kind=IntentKind.EXPLAIN, text="what happened in r-20990101-abcdef?"),
+                     redis=redis, settings=settings)
+    assert missing.facts["found"] is False and "r-20990101-abcdef" in missing.text
+
+
+def _cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "REDIS_URL": redis_url, "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run([sys.executable, "-m", "orchestra.cli", "explain", *args], env=env,  # noqa: S603
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_cli_gives_the_same_answer(redis: Redis, redis_url: str, settings: Settings) -> None:
+    run = _deploy(redis, service="payments", env="production", version="v2.1.0", user="carol",
+                  approver="dave", rollback=ROLLBACK)
+    intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
+    expected = answer(intent, redis=redis, settings=settings).text
+    done = _cli(redis_url, "why did prod roll back?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected and run.id in done.stdout
+    flags = _cli(redis_url, "--env", "prod", "--service", "payments", "--json", "why the rollback")
+    assert flags.returncode == 0 and '"metric": "error_rate"' in flags.stdout
+    status = _cli(redis_url, "what's running in staging?")
+    assert status.returncode == 1 and "Nothing is recorded as running" in status.stdout
+    bad = _cli(redis_url, "--env", "moon")
+    assert bad.returncode == 1 and "unknown environment 'moon'" in bad.stderr
