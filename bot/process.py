@@ -26,8 +26,9 @@ async def serve(settings: Settings, redis: Redis, *, relay: bool = True,
     app = build_app(settings, client=web_client(settings), redis=redis)
     handler = AsyncSocketModeHandler(app, app_token=settings.slack_app_token or LOCAL_APP_TOKEN)
     relay_stop = threading.Event()
+    relay_thread = threading.Thread(target=_relay(settings).run, args=(relay_stop,), name="relay", daemon=True)
     if relay:
-        threading.Thread(target=_relay(settings).run, args=(relay_stop,), name="relay", daemon=True).start()
+        relay_thread.start()
     try:
         await _connect(handler)
         logger.info("bot connected over socket mode to %s", settings.slack_api_url)
@@ -35,6 +36,8 @@ async def serve(settings: Settings, redis: Redis, *, relay: bool = True,
     finally:
         relay_stop.set()
         await handler.close_async()
+        if relay:
+            await asyncio.to_thread(relay_thread.join, 5)
 
 
 def _relay(settings: Settings) -> Relay:

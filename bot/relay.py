@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ResponseError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -82,6 +83,11 @@ class Relay:
         while not stop.is_set():
             try:
                 self.step(block_ms=block_ms)
+            except ResponseError as exc:  # the stream or group was deleted under us: start over
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                    raise
+                logger.warning("relay: %s; re-creating the consumer group", exc)
+                self.consumer.bus.ensure_group(RELAY_GROUP)
             except Exception:  # Redis hiccup: keep the relay alive, entries stay pending
                 logger.exception("relay step failed")
                 stop.wait(1.0)

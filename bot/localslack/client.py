@@ -29,10 +29,14 @@ class WorkspaceClient:
         return self._post("message", {"text": text, "user": user, "channel": channel,
                                       "thread_ts": thread_ts, "duplicates": duplicates})
 
-    def click(self, ts: str, button: str, *, user: str = "U0ALICE", channel: str | None = None) -> dict[str, Any]:
-        """Press the button whose action_id or label is ``button`` on message ``ts``."""
+    def click(self, ts: str, button: str, *, user: str = "U0ALICE", channel: str | None = None,
+              stale: bool = False) -> dict[str, Any]:
+        """Press the button whose action_id or label is ``button`` on message ``ts``.
+
+        ``stale``: press it as the message was before its last edit (a screen not yet refreshed).
+        """
         return self._post("click", {"ts": ts, "action_id": button, "text": button, "user": user,
-                                    "channel": channel})
+                                    "channel": channel, "stale": stale or None})
 
     def transcript(self, channel: str | None = None) -> list[dict[str, Any]]:
         query = f"?channel={urllib.parse.quote(channel)}" if channel else ""

@@ -72,14 +72,19 @@ async def message(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def click(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
-    """A user presses a button: ``{"user", "channel", "ts", "action_id" | "text"}``."""
+    """A user presses a button: ``{"user", "channel", "ts", "action_id" | "text", "stale"}``.
+
+    ``stale`` presses it on the message as it was before its edits: a second user
+    whose screen still shows the buttons another user's click already removed.
+    """
     user, channel = _user(srv.ws, body), _channel(srv.ws, body)
     msg = srv.ws.find(channel, str(body.get("ts", "")))
     if msg is None:
         raise ValueError(f"no message {body.get('ts')!r} in {channel}")
     from bot.localslack.state import buttons
 
-    wanted = [b for b in buttons(msg.blocks)
+    versions = [msg.blocks, *reversed(msg.earlier_blocks)] if body.get("stale") else [msg.blocks]
+    wanted = [b for shown in versions for b in buttons(shown)
               if b["action_id"] == body.get("action_id") or b["text"] == body.get("text")]
     if not wanted:
         raise ValueError(f"message {msg.ts} has no button {body.get('action_id') or body.get('text')!r}")

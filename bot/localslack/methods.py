@@ -39,6 +39,7 @@ async def update(srv: LocalSlack, params: dict[str, Any]) -> dict[str, Any]:
         return {"error": "cant_update_message"}
     if "text" in params:
         msg.text = str(params["text"])
+    msg.earlier_blocks.append(msg.blocks)
     if "blocks" in params:
         msg.blocks = params["blocks"] or []
     msg.edits += 1
@@ -112,6 +113,7 @@ def apply_response(srv: LocalSlack, channel: str, user: str, message_ts: str | N
         srv.ws.messages.remove(original)
         return
     if body.get("replace_original") and original is not None:
+        original.earlier_blocks.append(original.blocks)
         original.text = str(body.get("text", original.text))
         original.blocks = body.get("blocks") or []
         original.edits += 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ class Message:
     thread_ts: str | None = None
     ephemeral_to: str | None = None  # only this user sees it
     edits: int = 0
+    earlier_blocks: list[list[dict[str, Any]]] = field(default_factory=list)  # before each edit
 
     def view(self) -> dict[str, Any]:
         return {"channel": self.channel, "ts": self.ts, "user": self.user, "text": self.text,
@@ -43,12 +45,14 @@ class Workspace:
     messages: list[Message] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _tag: str = field(default_factory=lambda: secrets.token_hex(3).upper())
 
     def next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._seq):06d}"
 
     def next_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._seq):08d}"
+        """Ids unique across servers too (Slack's event ids are global)."""
+        return f"{prefix}{self._tag}{next(self._seq):06d}"
 
     def channel_id(self, ref: str) -> str | None:
         """A channel id from an id, a name or ``#name``; a user id opens their DM."""

@@ -67,3 +67,31 @@ def thread_of(slack: WorkspaceClient, run_id: str, channel: str = "devops-orches
         if run_id in message["text"] and message["ephemeral_to"] is None:
             return message
     return None
+
+
+@contextmanager
+def bot_in_thread(settings: Settings, slack: WorkspaceClient, *, relay: bool = True) -> Iterator[None]:
+    """The bot (Bolt app + relay) on its own event loop in this process, connected before this returns."""
+    import asyncio
+    import threading
+
+    from redis import Redis
+
+    from bot.process import serve
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    redis = Redis.from_url(settings.redis_url)
+
+    def main() -> None:
+        loop.run_until_complete(serve(settings, redis, relay=relay, stop=stop))
+
+    thread = threading.Thread(target=main, name="bot", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: slack.health()["sockets"] >= 1, timeout=10, what="the bot connecting")
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        redis.close()

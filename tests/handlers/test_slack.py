@@ -1,0 +1,164 @@
+"""Slack listeners, as conversations in the local workspace with the bot running in-process."""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from bot.localslack.client import WorkspaceClient
+from jobs import approvals
+from jobs.workspace import run_dir
+from orchestra.config import load_config
+from orchestra.settings import PROJECT_ROOT, Settings
+from orchestra.store import Audit, Run, RunStatus, RunStore
+from tests.support.services import wait_for
+from tests.support.slack_workspace import bot_in_thread, local_slack, thread_of
+
+SHOP = PROJECT_ROOT / "examples" / "shop"
+
+
+@pytest.fixture
+def slack(settings: Settings) -> Iterator[tuple[WorkspaceClient, Settings]]:
+    with local_slack() as (running, control):
+        bot_settings = settings.with_(slack_api_url=running.api_url, repos=(str(SHOP),))
+        with bot_in_thread(bot_settings, control):
+            yield control, bot_settings
+
+
+def _mine(control: WorkspaceClient, user: str, channel: str = "devops-orchestra") -> list[str]:
+    """What only ``user`` sees, in the channel and in its threads, in order."""
+    everything = [x for m in control.transcript(channel) for x in (m, *m["replies"])]
+    return [m["text"] for m in sorted(everything, key=lambda m: m["ts"]) if m["ephemeral_to"] == user]
+
+
+def _said(control: WorkspaceClient, text: str, user: str) -> str:
+    before = len(_mine(control, user))
+    result = control.command(text, user=user)
+    assert result["acked"], result
+    return str(wait_for(lambda: _mine(control, user)[before:] and _mine(control, user)[-1],
+                        what=f"an answer to {text}"))
+
+
+def test_help_is_shown_only_to_the_asker(slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    answer = _said(control, "/orchestra help", "U0ALICE")
+    assert "/deploy <service> [ref] [env]" in answer
+    assert all(m["ephemeral_to"] == "U0ALICE" for m in control.transcript())
+
+
+def test_unknown_service_is_refused_and_recorded(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    answer = _said(control, "/deploy inventory main", "U0ALICE")
+    assert answer.startswith("I did nothing: I don't know a service called `inventory`")
+    assert "`frontend`" in answer and "`backend`" in answer
+    assert RunStore(redis).recent() == []
+    refused = [e for e in Audit(redis).entries() if e["action"] == "request_refused"]
+    assert refused[-1]["actor"] == "U0ALICE" and "inventory" in refused[-1]["detail"]["reason"]
+
+
+def test_policy_denial_is_ephemeral_and_audited(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    answer = _said(control, "/deploy frontend main prod", "U0DAVE")
+    assert answer.startswith(":no_entry: <@U0DAVE> may not deploy to production")
+    assert RunStore(redis).recent() == []
+    assert any(e["action"] == "request_denied" and e["actor"] == "U0DAVE" for e in Audit(redis).entries())
+
+
+def test_deploy_starts_one_run_with_a_thread(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    answer = _said(control, "/deploy frontend hotfix-v2", "U0ALICE")
+    runs = RunStore(redis).recent()
+    assert len(runs) == 1
+    run = runs[0]
+    assert answer.startswith(f":rocket: Run `{run.id}` started: deploy of frontend to *staging*")
+    assert (run.services, run.ref, run.env, run.requested_by, run.source) == (
+        ["frontend"], "hotfix-v2", "staging", "U0ALICE", "slack")
+    assert run.origin["slack_channel"] == "C0DEPLOYS"
+    parent: Any = wait_for(lambda: thread_of(control, run.id), what="the run's thread")
+    assert "Deploy frontend* `hotfix-v2` → *staging*" in parent["text"]
+
+
+def test_a_retried_mention_is_answered_once(slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    sent = control.say("<@U0ORCHESTRA> what's running in staging?", user="U0BOB", duplicates=2)
+    assert sent["attempts"] == 3
+
+    def answers() -> list[dict[str, Any]]:
+        return [r for m in control.transcript() if m["ts"] == sent["ts"] for r in m["replies"]]
+
+    wait_for(answers, what="the answer in the thread")
+    wait_for(lambda: control.calls("chat.postMessage") and len(control.calls("auth.test")) >= 1, timeout=2)
+    assert len(answers()) == 1 and answers()[0]["user"] == "U0ORCHESTRA"
+
+
+def test_a_dm_in_plain_words(slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    control.say("what commands do you understand?", user="U0CAROL", channel="dm")
+    reply: Any = wait_for(lambda: [m for m in control.transcript("D0CAROL") if m["user"] == "U0ORCHESTRA"],
+                          what="a DM answer")
+    assert "/rollback <service>" in reply[0]["text"]
+
+
+def test_negation_in_a_mention_starts_nothing(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    control.say("<@U0ORCHESTRA> please don't deploy backend until QA signs off", user="U0ALICE")
+    control.say("<@U0ORCHESTRA> help", user="U0ALICE")  # a later message: its answer shows the first was handled
+    wait_for(lambda: any("/deploy <service>" in t for t in _mine(control, "U0ALICE")), what="help")
+    assert RunStore(redis).recent() == []
+
+
+def test_acks_while_redis_is_paused(redis_url: str, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    blocker = Redis.from_url(redis_url)
+    blocker.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # every other client waits 1.5 s
+    started = time.monotonic()
+    try:
+        result = control.command("/orchestra help", user="U0ALICE")
+        wait_for(lambda: _mine(control, "U0ALICE"), what="the answer once Redis is back")
+        answered_after = time.monotonic() - started
+    finally:
+        blocker.close()
+    assert result["acked"] and result["ack_ms"] < 1000
+    assert answered_after >= 1.3  # the work itself did wait for Redis
+
+
+def _parked_run(redis: Redis, settings: Settings) -> Run:
+    run = RunStore(redis).create(Run(requested_by="U0ALICE", repo=str(SHOP), services=["frontend"],
+                                     env="production", ref="main", commit="3f9c2ab1",
+                                     status=RunStatus.AWAITING_APPROVAL, stage="deploy",
+                                     origin={"slack_channel": "C0DEPLOYS"}))
+    src = run_dir(settings, run.id) / "src"
+    src.mkdir(parents=True)
+    shutil.copy(SHOP / "devops_orchestra.yaml", src / "devops_orchestra.yaml")
+    approvals.request(redis, run, "deploy", load_config(src).environment("production"), timeout_s=600)
+    return run
+
+
+def test_approval_buttons_only_work_for_allowed_approvers(redis: Redis,
+                                                          slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, settings = slack
+    run = _parked_run(redis, settings)
+    ask: Any = wait_for(lambda: [r for r in (thread_of(control, run.id) or {}).get("replies", [])
+                                 if r["buttons"]], what="the approval request")
+    ts = ask[0]["ts"]
+    for user, why in (("U0ALICE", "you cannot approve your own request"),
+                      ("U0CAROL", "may not approve deploys to production")):
+        control.click(ts, "Approve", user=user)
+        wait_for(lambda u=user, w=why: any(w in t for t in _mine(control, u)), what=f"{user} refused")
+    control.click(ts, "Approve", user="U0BOB")
+    wait_for(lambda: approvals.get(redis, run.id).decision == "approved", what="the approval")
+    wait_for(lambda: not [r for r in thread_of(control, run.id)["replies"]  # type: ignore[index]
+                          if r["ts"] == ts and r["buttons"]], what="buttons removed")
+    control.click(ts, "Reject", user="U0ALICE", stale=True)  # a late click on an old screen
+    control.click(ts, "Approve", user="U0BOB", stale=True)  # a double click
+    wait_for(lambda: any("already approved by U0BOB" in t for t in _mine(control, "U0BOB")), what="double")
+    wait_for(lambda: any("already approved by U0BOB" in t for t in _mine(control, "U0ALICE")), what="late")
+    assert approvals.get(redis, run.id).decided_by == "U0BOB"
+    closed: Any = wait_for(lambda: [r for r in thread_of(control, run.id)["replies"]  # type: ignore[index]
+                                    if r["ts"] == ts and not r["buttons"]], what="buttons removed")
+    assert "Approved by <@U0BOB>" in closed[0]["text"]
+    assert [e["actor"] for e in Audit(redis).entries() if e["action"] == "approval_approved"] == ["U0BOB"]
