@@ -6,8 +6,11 @@ Dockerfile used (generated ones are saved under the run's folder and shown, neve
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import docker
 
 from agents.build.dockerfile import Images
 from agents.build.image import docker_client
@@ -20,20 +23,21 @@ logger = logging.getLogger(__name__)
 __all__ = ["run", "build_service", "ServiceSpec", "BuildRequest", "services_of", "version_of"]
 
 
-def run(ctx: AgentContext) -> StageResult:
+def run(ctx: AgentContext, *, client: docker.DockerClient | None = None) -> StageResult:
     """Build every service of the run (or of the configuration) and push it."""
     specs = services_of(ctx)
     version = version_of(ctx)
     request = BuildRequest(project=ctx.config.project.name, version=version,
                            out_dir=build_dir(ctx), images=images_of(ctx))
-    client = docker_client(ctx.settings)
+    own_client = client is None
+    client = client or docker_client(ctx.settings)
     built: list[dict[str, Any]] = []
     try:
         for spec in specs:
             ctx.progress(f"building {spec.name}", service=spec.name, stage="build")
             try:
                 result = build_service(client, spec, request, settings=ctx.settings, redis=ctx.redis,
-                                       progress=lambda m, s=spec.name: ctx.progress(m, service=s))
+                                       progress=_progress(ctx, spec.name))
             except OrchestraError as exc:
                 logger.info("run %s: build of %s failed: %s", ctx.run.id, spec.name, exc)
                 return StageResult(False, f"build of {spec.name} failed: {exc.message}",
@@ -42,10 +46,17 @@ def run(ctx: AgentContext) -> StageResult:
             built.append(result)
             ctx.progress(_line(result), service=spec.name, image=result["image"], size=result["size"])
     finally:
-        client.close()
+        if own_client:
+            client.close()
     return StageResult(True, f"built {len(built)} image(s): " + ", ".join(b["image"] for b in built),
                        {"images": {b["service"]: b for b in built}, "version": version,
                         "order": [b["service"] for b in built]})
+
+
+def _progress(ctx: AgentContext, service: str) -> Callable[[str], None]:
+    def progress(message: str) -> None:
+        ctx.progress(message, service=service)
+    return progress
 
 
 def services_of(ctx: AgentContext) -> list[ServiceSpec]:

@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = os.environ.get("APP_VERSION", "dev")
 HEALTHY = {healthy!r}
+if {crash!r}:
+    raise SystemExit("this version crashes at start")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -56,10 +58,10 @@ def index():
 '''
 
 
-def plain_app(path: Path, *, marker: str = "v1", healthy: bool = True) -> Path:
+def plain_app(path: Path, *, marker: str = "v1", healthy: bool = True, crash: bool = False) -> Path:
     """A standard-library HTTP service answering / and /health with its APP_VERSION."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "app.py").write_text(PLAIN_APP.format(marker=marker, healthy=healthy))
+    (path / "app.py").write_text(PLAIN_APP.format(marker=marker, healthy=healthy, crash=crash))
     return path
 
 
@@ -69,3 +71,22 @@ def flask_app(path: Path, *, marker: str = "v1") -> Path:
     (path / "requirements.txt").write_text("flask==3.1.2\n")
     (path / "app.py").write_text(FLASK_APP.format(marker=marker))
     return path
+
+
+def sample_repo(path: Path, services: dict[str, list[str]], *, steps: str = "[10, 50, 100]") -> Path:
+    """A repository with a devops_orchestra.yaml naming ``services`` ({name: depends_on})."""
+    path.mkdir(parents=True, exist_ok=True)
+    entries = "".join(f"    - name: {name}\n      path: {name}\n      port: {free_port_hint(i)}\n"
+                      f"      depends_on: {deps}\n" for i, (name, deps) in enumerate(services.items()))
+    (path / "devops_orchestra.yaml").write_text(
+        "project:\n  name: shop\ndeployment:\n  strategy: blue-green\n  services:\n" + entries
+        + f"  canary:\n    steps: {steps}\n    analysis_interval: 1s\n"
+        + "  blue_green:\n    keep_previous: 10m\n")
+    for name in services:
+        plain_app(path / name)
+    return path
+
+
+def free_port_hint(index: int) -> int:
+    """A configured port nobody should be using (the edge falls back to a free one if it is taken)."""
+    return 39_400 + index

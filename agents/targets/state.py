@@ -1,0 +1,88 @@
+"""What is live where: per service and environment, the current and previous release and the weights.
+
+Written by the deploy agent after every traffic change; read by rollback, by "what's running?"
+answers and by the observe stage.
+"""
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+from redis import Redis
+
+LIVE_KEY = "orchestra:live:{service}:{env}"  # JSON LiveState
+LIVE_INDEX = "orchestra:live"  # set of "service:env"
+RELEASES_KEY = "orchestra:live:{service}:{env}:releases"  # list of Release JSON, newest first
+RELEASES_KEPT = 20
+
+
+class Release(BaseModel):
+    """One version of a service running in one environment."""
+
+    version: str
+    image: str
+    port: int
+    container: str
+    run_id: str
+    started_at: float = Field(default_factory=time.time)
+    keep_until: float | None = None  # a previous release is kept running until then for instant rollback
+
+
+class LiveState(BaseModel):
+    """Where a service's traffic goes in one environment."""
+
+    service: str
+    env: str
+    edge_port: int
+    edge_prefix: str
+    current: Release | None = None
+    previous: Release | None = None
+    weights: dict[str, int] = Field(default_factory=dict)  # version -> percent of traffic
+    last_action: str = "deploy"  # deploy | rollback
+    run_id: str | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.edge_port}"
+
+
+def get_live(redis: Redis, service: str, env: str) -> LiveState | None:
+    raw = redis.get(LIVE_KEY.format(service=service, env=env))
+    return LiveState.model_validate_json(raw) if raw else None
+
+
+def set_live(redis: Redis, state: LiveState) -> LiveState:
+    """Store ``state`` (stamped now); a new current release is added to the release history."""
+    state = state.model_copy(update={"updated_at": time.time()})
+    key = LIVE_KEY.format(service=state.service, env=state.env)
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(key, state.model_dump_json())
+    pipe.sadd(LIVE_INDEX, f"{state.service}:{state.env}")
+    pipe.execute()
+    return state
+
+
+def record_release(redis: Redis, service: str, env: str, release: Release) -> None:
+    key = RELEASES_KEY.format(service=service, env=env)
+    pipe = redis.pipeline(transaction=True)
+    pipe.lpush(key, release.model_dump_json())
+    pipe.ltrim(key, 0, RELEASES_KEPT - 1)
+    pipe.execute()
+
+
+def releases(redis: Redis, service: str, env: str) -> list[Release]:
+    """Releases deployed to ``service`` in ``env``, newest first."""
+    raw = redis.lrange(RELEASES_KEY.format(service=service, env=env), 0, -1)
+    return [Release.model_validate_json(r) for r in raw]
+
+
+def all_live(redis: Redis) -> list[LiveState]:
+    """Every service and environment with live state, sorted by name."""
+    states = []
+    for member in sorted(m.decode() if isinstance(m, bytes) else m for m in redis.smembers(LIVE_INDEX)):
+        service, _, env = member.partition(":")
+        state = get_live(redis, service, env)
+        if state is not None:
+            states.append(state)
+    return states
