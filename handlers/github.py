@@ -100,7 +100,8 @@ async def receive(request: web.Request) -> web.Response:
     repo = resolve_repo(settings.repos, parsed.repo)
     if repo is None:
         return _answer(202, "ignored", f"repository {parsed.repo} is not served (add it to ORCHESTRA_REPOS)")
-    if not await asyncio.to_thread(claim_once, app[REDIS], DELIVERY_ONCE.format(delivery=delivery)):
+    # one SET NX on Redis, done inline: through the thread pool it would queue behind hand-offs
+    if not claim_once(app[REDIS], DELIVERY_ONCE.format(delivery=delivery)):
         return _answer(200, "duplicate", f"delivery {delivery} was already handled")
     task = asyncio.create_task(app[HANDOFF](parsed, delivery=delivery, repo=repo))
     app[TASKS].add(task)
