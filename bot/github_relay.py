@@ -14,13 +14,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.github import GitHubClient
+from orchestra.redaction import redact
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 
@@ -121,7 +122,7 @@ def render_comment(run: Run, view: RunView) -> str:
             lines += ["", f"**{title}** ({len(items)}):"] + [f"- {i}" for i in items[:MAX_LISTED]]
             if len(items) > MAX_LISTED:
                 lines.append(f"- … and {len(items) - MAX_LISTED} more")
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def status_context(run: Run) -> str:
@@ -183,10 +184,10 @@ class GitHubRelay:
         key = STATE_KEY.format(run_id=run.id)
         state = await asyncio.to_thread(self.redis.hgetall, key)
         digest = hashlib.sha256(body.encode()).hexdigest()
-        if state.get(b"body_sha", b"").decode() == digest:
+        if _text(state.get(b"body_sha")) == digest:
             return
         repo, number = str(run.origin["repo"]), int(run.origin["pr"])
-        comment_id = state.get(b"comment_id", b"").decode() or await self._find_comment(run, repo, number)
+        comment_id = _text(state.get(b"comment_id")) or await self._find_comment(run, repo, number)
         if comment_id:
             await self.client.update_comment(repo, int(comment_id), body)
         else:
@@ -203,18 +204,22 @@ class GitHubRelay:
     async def _set_status(self, run: Run, view: RunView) -> None:
         sha = run.commit or run.origin.get("sha")
         key = STATE_KEY.format(run_id=run.id)
-        if not sha or (await asyncio.to_thread(self.redis.hget, key, "status") or b"").decode() == view.state:
+        if not sha or _text(await asyncio.to_thread(self.redis.hget, key, "status")) == view.state:
             return
-        description = f"{STATUS_TEXT[view.state]}: {view.headline}"
+        description = redact(f"{STATUS_TEXT[view.state]}: {view.headline}")
         await self.client.set_status(str(run.origin["repo"]), sha, view.state, context=status_context(run),
                                      description=description)
         await asyncio.to_thread(self._remember, key, status=view.state)
 
     def _remember(self, key: str, **fields: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=cast(Any, fields))
         pipe.expire(key, STATE_TTL_S)
         pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def _by_run(batch: list[Delivery]) -> dict[str, list[Delivery]]:

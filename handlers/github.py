@@ -34,7 +34,7 @@ DELIVERY_ONCE = "github-delivery:{delivery}"
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 HANDOFF = web.AppKey("handoff", Handoff)
-TASKS = web.AppKey("tasks", set)
+TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -132,7 +132,8 @@ def _answer(status: int, result: str, reason: str, **extra: str) -> web.Response
 
 async def _drain(app: web.Application) -> None:
     """Let hand-offs in flight finish (they were promised to GitHub) before shutting down."""
-    tasks = list(app[TASKS])
+    pending: set[asyncio.Task[Any]] = app[TASKS]
+    tasks = set(pending)
     if tasks:
         logger.info("waiting for %d GitHub hand-off(s) to finish", len(tasks))
         await asyncio.wait(tasks, timeout=30)

@@ -18,10 +18,21 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 
 from handlers import github_texts as texts
-from handlers.github_intents import Comment, Facts, Ignored, PullRequest, Push, command_intent, pull_intent, push_intent
+from handlers.github_intents import (
+    Comment,
+    Facts,
+    Ignored,
+    PullRequest,
+    Push,
+    affected_services,
+    command_intent,
+    pull_intent,
+    push_intent,
+)
 from orchestra.errors import OrchestraError
 from orchestra.github import GitHubClient, GitHubError, can_write
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
+from orchestra.redaction import redact
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 
@@ -138,6 +149,8 @@ class Handoff:
             runs = await asyncio.to_thread(_runs_of, self.redis, comment.repo, comment.number)
             return await self._answer(comment, texts.status(runs, comment.number), "answered", "status")
         pull = await self.client.pull(comment.repo, comment.number)
+        if command.kind is IntentKind.PLAN:
+            return await self._plan(comment, pull, repo)
         head_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
         if head_repo != comment.repo:
             return await self._answer(comment, texts.FROM_FORK, "refused", f"fork {head_repo}")
@@ -153,6 +166,17 @@ class Handoff:
                                 delivery=delivery)
         run = await self._dispatch(intent, repo)
         return Outcome("started", intent.text, run.id)
+
+    async def _plan(self, comment: Comment, pull: dict[str, Any], repo: str) -> Outcome:
+        """What a deploy of this pull request would do, from the configuration; starts nothing."""
+        files = await self._changed_files(comment.repo, comment.number)
+        config = await asyncio.to_thread(self.load_config, repo, self.settings)
+        changed = affected_services(files, _service_paths(config)) if files else config.service_names()
+        envs = [texts.PlanEnv(name, config.environment(name).strategy or config.deployment.strategy,
+                              config.environment(name).approval_required, config.environment(name).branches)
+                for name in ENVIRONMENTS]
+        body = texts.plan(comment.number, str(pull["head"]["sha"]), config.deploy_order(changed), envs)
+        return await self._answer(comment, body, "answered", "plan")
 
     async def _dispatch(self, intent: Intent, repo: str) -> Run:
         return await asyncio.to_thread(self.dispatcher, intent, redis=self.redis, settings=self.settings,
@@ -171,13 +195,13 @@ class Handoff:
 
     async def _reply(self, repo: str, number: int, body: str) -> None:
         try:
-            await self.client.create_comment(repo, number, body)
+            await self.client.create_comment(repo, number, redact(body))
         except GitHubError:
             logger.exception("could not reply on %s#%s", repo, number)
 
     async def _status(self, repo: str, sha: str, state: str, context: str, description: str) -> None:
         try:
-            await self.client.set_status(repo, sha, state, context=context, description=description)
+            await self.client.set_status(repo, sha, state, context=context, description=redact(description))
         except GitHubError:
             logger.exception("could not set status %s on %s@%s", context, repo, sha)
 

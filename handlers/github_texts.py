@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from orchestra.store import Run
 
@@ -43,4 +44,25 @@ def status(runs: Sequence[Run], number: int) -> str:
         commit = (run.commit or "")[:7]
         lines.append(f"| `{run.id}` | {run.kind} | {run.env} | `{commit}` | {run.status.value} | "
                      f"{run.stage or '-'} |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PlanEnv:
+    name: str
+    strategy: str
+    approval: bool
+    branches: Sequence[str]
+
+
+def plan(number: int, sha: str, services: Sequence[str], envs: Sequence[PlanEnv]) -> str:
+    """What `/orchestra deploy <env>` would do for this pull request."""
+    order = " → ".join(f"`{s}`" for s in services) or "nothing (no service's files changed)"
+    lines = [f"**Plan for #{number}** at `{sha[:7]}`: services to build and deploy, in order: {order}.",
+             "Each runs analyze → test → build → deploy, then is watched; a failure rolls the group back.", "",
+             "| environment | strategy | approval | deploys on push to |", "|---|---|---|---|"]
+    for env in envs:
+        branches = ", ".join(f"`{b}`" for b in env.branches) or "-"
+        lines.append(f"| {env.name} | {env.strategy} | {'required' if env.approval else 'no'} | {branches} |")
+    lines += ["", "Start it with `/orchestra deploy <environment>`."]
     return "\n".join(lines)

@@ -161,3 +161,13 @@ def test_a_github_outage_leaves_the_event_pending_for_a_retry(settings: Settings
         assert gh.status_states(REPO, SHA) == [("orchestra/validate", "pending")]
         assert len(gh.calls_to("POST", f"/repos/{REPO}/statuses/")) == 2
         assert len(gh.comment_bodies(REPO, 2)) == 1
+
+
+def test_secrets_in_failures_never_reach_the_comment() -> None:
+    run = _run().model_copy(update={"status": RunStatus.FAILED, "reason": "test failed"})
+    leaked = {**FINDING, "message": "hard-coded password = 'hunter2hunter2' and token "
+                                    "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}
+    body = render_comment(run, view_of(run, _events(run, (EventType.CODE_ANALYSIS_RESULT, {
+        "stage": "analyze", "passed": False, "findings": [leaked]}))))
+    assert "hunter2hunter2" not in body and "ghp_abcdefghijklmnopqrstuvwxyz0123456789" not in body
+    assert "[REDACTED]" in body

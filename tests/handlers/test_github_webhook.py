@@ -240,3 +240,30 @@ def test_a_refused_dispatch_is_explained_in_the_pull_request(hook: Hook, hello_r
     hook.gh.add_pull(REPO, 2, sha=PR_SHA, files=["backend/app.py"])
     result, replies = _comment(hook, "/orchestra deploy staging", "alice")
     assert result.status == "refused" and "may not deploy to staging" in replies[0]
+
+
+def test_plan_is_answered_from_the_configuration(hook: Hook) -> None:
+    hook.gh.permissions[(REPO, "reader")] = "read"
+    hook.gh.add_pull(REPO, 2, sha=PR_SHA, files=["frontend/app.py"])
+    result, replies = _comment(hook, "/orchestra plan", "reader")
+    assert result.status == "answered" and RunStore(hook.redis).recent() == []
+    assert "**Plan for #2** at `ec26c3e`" in replies[0] and "in order: `frontend`." in replies[0]
+    assert "| production | blue-green | required | `release/*` |" in replies[0]
+
+
+def test_an_invalid_configuration_marks_the_pushed_commit(hook: Hook, hello_repo: Path) -> None:
+    (hello_repo / "devops_orchestra.yaml").write_text(CONFIG.replace("port: 5001", "port: 99999"))
+    result = hook.deliver("push", push("main", ["backend/app.py"], sha="d" * 40))
+    assert result.status == "refused" and "port" in result.reason
+    [status] = hook.gh.statuses[(REPO, "d" * 40)]
+    assert (status["context"], status["state"]) == ("orchestra/push", "error")
+    assert "problem(s) in the configuration" in status["description"]
+
+
+def test_dev_mode_without_a_secret_accepts_unsigned_deliveries(settings: Settings, redis: Redis,
+                                                               hello_repo: Path) -> None:
+    with fake_github() as gh:
+        dev = settings.with_(dev_mode=True, github_api_url=gh.url, github_token=gh.token, repos=(str(hello_repo),))
+        with serve_in_thread(build_app(dev, redis=redis)) as url:
+            status, answer = Hook(url, redis, gh).post("push", push("main", ["backend/app.py"]), secret="any")
+    assert (status, answer["result"]) == (202, "accepted")
