@@ -41,6 +41,7 @@ class Push:
     clone_url: str | None
     pusher: str
     changed_files: tuple[str, ...]
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class PullRequest:
     author: str
     clone_url: str | None
     title: str = ""
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Comment:
     user: str
     command: Command
     clone_url: str | None = None
+    url: str | None = None
 
 
 Parsed = Push | PullRequest | Comment | Ignored
@@ -115,7 +118,8 @@ def _parse_push(p: dict[str, Any]) -> Parsed:
             files += [f for f in (commit.get(key) or []) if isinstance(f, str) and f not in files]
     pusher = (p.get("pusher") or {}).get("name") or _login(p.get("sender"), "sender")
     return Push(repo=repo, branch=ref.removeprefix("refs/heads/"), sha=sha,
-                clone_url=_clone_url(p), pusher=str(pusher), changed_files=tuple(files))
+                clone_url=_clone_url(p), pusher=str(pusher), changed_files=tuple(files),
+                url=_text_or_none(p.get("compare")))
 
 
 def _parse_pull_request(p: dict[str, Any]) -> Parsed:
@@ -128,7 +132,7 @@ def _parse_pull_request(p: dict[str, Any]) -> Parsed:
     return PullRequest(repo=_repo_name(p), number=_number(p.get("number", pr.get("number"))),
                        action=action, sha=_sha(head.get("sha")), head_repo=head_repo.get("full_name"),
                        author=_login(pr.get("user"), "pull_request.user"), clone_url=_clone_url(p),
-                       title=str(pr.get("title") or ""))
+                       title=str(pr.get("title") or ""), url=_text_or_none(pr.get("html_url")))
 
 
 def _parse_comment(p: dict[str, Any]) -> Parsed:
@@ -146,7 +150,7 @@ def _parse_comment(p: dict[str, Any]) -> Parsed:
         return Ignored("comments from bots start nothing")
     return Comment(repo=_repo_name(p), number=_number(issue.get("number")),
                    comment_id=_number(comment.get("id")), user=_login(user, "comment.user"),
-                   command=command, clone_url=_clone_url(p))
+                   command=command, clone_url=_clone_url(p), url=_text_or_none(comment.get("html_url")))
 
 
 def parse_command(body: str) -> Command | None:
@@ -198,7 +202,7 @@ def push_intent(push: Push, facts: Facts, *, delivery: str) -> Intent | Ignored:
     if facts.services and push.changed_files and not services:
         return Ignored("the push changes no service's files")
     origin = _origin(push.repo, push.sha, delivery, push.changed_files, push.clone_url,
-                     branch=push.branch, services=services, event="push")
+                     branch=push.branch, services=services, event="push", url=push.url)
     return Intent(kind=IntentKind.DEPLOY, env=facts.env, ref=push.sha, user=f"github:{push.pusher}",
                   service=services[0] if len(services) == 1 else None, source="github",
                   text=f"push to {push.branch}", origin=origin)
@@ -208,7 +212,7 @@ def pull_intent(pr: PullRequest, facts: Facts, *, delivery: str) -> Intent:
     """The pre-merge validation run of a pull request's head commit."""
     services = affected_services(facts.changed_files, facts.services)
     origin = _origin(pr.repo, pr.sha, delivery, facts.changed_files, pr.clone_url, pr=pr.number,
-                     services=services, event="pull_request")
+                     services=services, event="pull_request", url=pr.url)
     return Intent(kind=IntentKind.VALIDATE, ref=pr.sha, user=f"github:{pr.author}", source="github",
                   service=services[0] if len(services) == 1 else None,
                   text=f"pull request #{pr.number} {pr.action}", origin=origin)
@@ -219,7 +223,7 @@ def command_intent(comment: Comment, sha: str, facts: Facts, *, delivery: str) -
     services = affected_services(facts.changed_files, facts.services)
     origin = _origin(comment.repo, sha, delivery, facts.changed_files, comment.clone_url,
                      pr=comment.number, services=services, comment_id=comment.comment_id,
-                     event="issue_comment")
+                     event="issue_comment", url=comment.url)
     return Intent(kind=comment.command.kind, env=comment.command.env, ref=sha, source="github",
                   service=services[0] if len(services) == 1 else None,
                   user=f"github:{comment.user}", text=f"/orchestra {comment.command.kind.value}",
@@ -260,8 +264,11 @@ def _repo_name(p: dict[str, Any]) -> str:
 
 
 def _clone_url(p: dict[str, Any]) -> str | None:
-    url = (p.get("repository") or {}).get("clone_url")
-    return url if isinstance(url, str) else None
+    return _text_or_none((p.get("repository") or {}).get("clone_url"))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.startswith("https://") else None
 
 
 def _sha(value: Any) -> str:

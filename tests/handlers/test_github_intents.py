@@ -55,7 +55,8 @@ def test_a_branch_push_carries_its_changed_files() -> None:
     parsed = parse_delivery("push", load("push.with-new-branch.payload.json"))
     assert parsed == Push(repo=REPO, branch="master", sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246",
                           clone_url="https://github.com/Codertocat/Hello-World.git", pusher="Codertocat",
-                          changed_files=("README.md",))
+                          changed_files=("README.md",),
+                          url="https://github.com/Codertocat/Hello-World/commit/6113728f27ae82c7b1a177c8d03f9e96e0adf246")
 
 
 def test_a_branch_deletion_starts_nothing() -> None:
@@ -144,7 +145,8 @@ def test_push_to_deploy_intents() -> None:
         (IntentKind.DEPLOY, "production", "frontend", "a" * 40, "github")
     assert intent.origin == {"repo": REPO, "sha": "a" * 40, "delivery": "d-1", "branch": "main",
                              "changed_files": ["frontend/src/app.js"], "services": ["frontend"], "event": "push",
-                             "clone_url": "https://github.com/Codertocat/Hello-World.git"}
+                             "clone_url": "https://github.com/Codertocat/Hello-World.git",
+                             "url": f"https://github.com/{REPO}/compare/000000000000...aaaaaaaaaaaa"}
     assert push_intent(parsed, Facts(services=SERVICES, env=None), delivery="d") == \
         Ignored("branch 'main' deploys to no environment")
     docs = parse_delivery("push", push("main", ["docs/guide.md"]))

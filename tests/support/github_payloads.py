@@ -57,7 +57,8 @@ def pr_comment(body: str, *, user: str = "Codertocat", number: int = 2, user_typ
 def push(branch: str, files: list[str], *, sha: str = "a" * 40) -> dict[str, Any]:
     """A branch push changing ``files`` (derived from push.with-new-branch.payload.json)."""
     payload = load("push.with-new-branch.payload.json")
-    payload.update(ref=f"refs/heads/{branch}", after=sha, created=False, deleted=False)
+    payload.update(ref=f"refs/heads/{branch}", after=sha, created=False, deleted=False,
+                   compare=f"https://github.com/{REPO}/compare/{payload['before'][:12]}...{sha[:12]}")
     commit = copy.deepcopy(payload["head_commit"])
     commit.update(id=sha, added=[], removed=[], modified=list(files))
     payload["commits"] = [commit]
