@@ -6,6 +6,8 @@ for permission checks, changed files and replies.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -267,3 +269,26 @@ def test_dev_mode_without_a_secret_accepts_unsigned_deliveries(settings: Setting
         with serve_in_thread(build_app(dev, redis=redis)) as url:
             status, answer = Hook(url, redis, gh).post("push", push("main", ["backend/app.py"]), secret="any")
     assert (status, answer["result"]) == (202, "accepted")
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": os.environ["PATH"], "HOME": str(repo)}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_the_pushed_commit_is_what_the_run_checks_out(hook: Hook, hello_repo: Path, settings: Settings) -> None:
+    from jobs.workspace import prepare
+
+    _git(hello_repo, "init", "--quiet", "--initial-branch=main")
+    shas = []
+    for text in ("v1", "v2 (pushed)", "v3 (later)"):
+        (hello_repo / "backend" / "app.py").write_text(f"VERSION = {text!r}\n")
+        _git(hello_repo, "add", "-A")
+        _git(hello_repo, "commit", "--quiet", "-m", text)
+        shas.append(_git(hello_repo, "rev-parse", "HEAD"))
+    result = hook.deliver("push", push("main", ["backend/app.py"], sha=shas[1]))
+    run = RunStore(hook.redis).get(str(result.run_id))
+    src, _ = prepare(run, settings, redis=hook.redis)
+    assert (src / "backend" / "app.py").read_text() == "VERSION = 'v2 (pushed)'\n"
