@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 from redis import Redis
+from redis.exceptions import RedisError
 
 from handlers.github_handoff import Handoff
 from handlers.github_intents import Ignored, Malformed, parse_delivery, resolve_repo
@@ -100,8 +101,12 @@ async def receive(request: web.Request) -> web.Response:
     repo = resolve_repo(settings.repos, parsed.repo)
     if repo is None:
         return _answer(202, "ignored", f"repository {parsed.repo} is not served (add it to ORCHESTRA_REPOS)")
-    # one SET NX on Redis, done inline: through the thread pool it would queue behind hand-offs
-    if not claim_once(app[REDIS], DELIVERY_ONCE.format(delivery=delivery)):
+    try:  # one SET NX on Redis, done inline: through the thread pool it would queue behind hand-offs
+        first = claim_once(app[REDIS], DELIVERY_ONCE.format(delivery=delivery))
+    except RedisError:
+        logger.exception("GitHub delivery %s: Redis unavailable", delivery)
+        return _answer(503, "unavailable", "the queue is unavailable; redeliver this delivery later")
+    if not first:
         return _answer(200, "duplicate", f"delivery {delivery} was already handled")
     task = asyncio.create_task(app[HANDOFF](parsed, delivery=delivery, repo=repo))
     app[TASKS].add(task)

@@ -28,7 +28,7 @@ from orchestra.settings import Settings
 from orchestra.store import RunStore
 from tests.support.fake_github import FakeGitHub, fake_github, serve_in_thread
 from tests.support.github_payloads import PR_SHA, REPO, SECRET, body_of, headers, load, pr_comment, push
-from tests.support.services import wait_for
+from tests.support.services import free_port, wait_for
 
 CONFIG = """\
 project:
@@ -292,3 +292,11 @@ def test_the_pushed_commit_is_what_the_run_checks_out(hook: Hook, hello_repo: Pa
     run = RunStore(hook.redis).get(str(result.run_id))
     src, _ = prepare(run, settings, redis=hook.redis)
     assert (src / "backend" / "app.py").read_text() == "VERSION = 'v2 (pushed)'\n"
+
+
+def test_an_unreachable_queue_asks_github_to_redeliver_later(settings: Settings, hello_repo: Path) -> None:
+    gone = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    app = build_app(settings.with_(github_webhook_secret=SECRET, repos=(str(hello_repo),)), redis=gone)
+    with serve_in_thread(app) as url:
+        status, answer = Hook(url, gone, FakeGitHub()).post("push", push("main", ["backend/app.py"]))
+    assert status == 503 and "redeliver" in answer["reason"]
