@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from handlers.github_handoff import outcome  # noqa: E402
 from orchestra.events import EventBus  # noqa: E402
-from tests.orchestra.test_github_webhooks_cli import ENTRY  # noqa: E402
 from tests.support.fake_github import fake_github  # noqa: E402
 from tests.support.github_payloads import SECRET, body_of, headers, load, push  # noqa: E402
 from tests.support.services import free_port, port_open, redis_server, wait_for  # noqa: E402
@@ -99,8 +98,8 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "REDIS_URL": redis_url, "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_TOKEN": str(gh.token),
                "GITHUB_API_URL": gh.url, "ORCHESTRA_REPOS": str(repo), "ORCHESTRA_WORKDIR": f"{tmp}/work"}
-        proc = subprocess.Popen([sys.executable, "-c", ENTRY, "webhooks", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_LOG", os.devnull), "w"))
+        command = [sys.executable, "-m", "orchestra.cli", "webhooks", "--port", str(port)]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: port_open(port), timeout=30, what="orchestra webhooks")
             url, rows = f"http://127.0.0.1:{port}/github/webhook", []

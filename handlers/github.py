@@ -46,13 +46,18 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header.strip().encode())
 
 
-def build_app(settings: Settings, *, redis: Redis, client: GitHubClient | None = None,
-              handoff: Handoff | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
-    """The webhook application; refuses to build without a secret unless ``settings.dev_mode``."""
+def check_secret(settings: Settings) -> None:
+    """Raise unless deliveries can be verified (or dev mode explicitly accepts unsigned ones)."""
     if not settings.github_webhook_secret and not settings.dev_mode:
         raise OrchestraError("GITHUB_WEBHOOK_SECRET is not set, so deliveries cannot be verified",
                              hint="set it to the webhook's secret, or ORCHESTRA_DEV=1 to accept unsigned "
                                   "deliveries on a development machine")
+
+
+def build_app(settings: Settings, *, redis: Redis, client: GitHubClient | None = None,
+              handoff: Handoff | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
+    """The webhook application; refuses to build without a secret unless ``settings.dev_mode``."""
+    check_secret(settings)
     app = web.Application(client_max_size=max_body_bytes)
     app[SETTINGS] = settings
     app[REDIS] = redis
@@ -71,9 +76,16 @@ def _own_client(settings: Settings, redis: Redis, client: GitHubClient | None) -
     async def ctx(app: web.Application) -> Any:
         gh = client or GitHubClient(settings.github_token, base_url=settings.github_api_url)
         app[HANDOFF] = Handoff(settings, redis=redis, client=gh)
+        await asyncio.to_thread(_warm_up)
         yield
         await gh.close()
     return ctx
+
+
+def _warm_up() -> None:
+    """Import dispatch and the config model now, so the first delivery is as fast as the rest."""
+    import jobs.dispatch  # noqa: F401
+    import orchestra.config  # noqa: F401
 
 
 async def receive(request: web.Request) -> web.Response:

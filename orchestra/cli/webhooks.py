@@ -38,8 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until interrupted."""
-    from handlers.github import WEBHOOK_PATH, build_app
+    from handlers.github import WEBHOOK_PATH, build_app, check_secret
 
+    check_secret(settings)
     redis = connect(settings)
     app = build_app(settings, redis=redis)  # raises without a secret outside dev mode
     if not settings.github_webhook_secret:
