@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -146,12 +148,13 @@ class GitHubRelay:
     """Keeps PR comments and commit statuses of GitHub runs current."""
 
     def __init__(self, settings: Settings, *, redis: Redis, client: GitHubClient,
-                 name: str = "github-relay-1") -> None:
+                 name: str | None = None) -> None:
         self.settings = settings
         self.redis = redis
         self.client = client
         self.bus = EventBus(redis)
-        self.consumer = Consumer(self.bus, GROUP, name)
+        # one name per process: several relays share the group, stale entries move by XAUTOCLAIM
+        self.consumer = Consumer(self.bus, GROUP, name or f"{socket.gethostname()}-{os.getpid()}")
 
     async def run(self, stop: threading.Event, *, block_ms: int = 500) -> None:
         """Handle deliveries until ``stop`` is set; one refresh per run per batch."""
