@@ -94,12 +94,20 @@ class Relay:
 
     def step(self, *, block_ms: int = 200) -> None:
         held = {p.delivery.entry_id for p in self.backlog}
-        wait = 0 if self.backlog or self.dirty else block_ms
-        for delivery in self.consumer.read(count=100, block_ms=max(wait, 1)):
+        for delivery in self.consumer.read(count=100, block_ms=self._idle_ms(block_ms)):
             if delivery.entry_id not in held:
                 self.backlog.append(_Pending(delivery))
         self._drain()
         self._flush_updates()
+
+    def _idle_ms(self, block_ms: int) -> int:
+        """How long to wait for new events: until the next pending post or update is due."""
+        now = time.monotonic()
+        dues = [due - now for due in self.dirty.values()]
+        dues += [self.pacer.wait_s(self._channel(run)) for p in self.backlog
+                 if (run := self._run(p.delivery.event)) is not None]
+        soonest = min(dues, default=block_ms / 1000)
+        return max(1, min(block_ms, int(soonest * 1000)))
 
     def _drain(self) -> None:
         blocked: set[str] = set()
