@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def first_event_latencies(redis: Redis, results: list[Any]) -> list[float]:
     for delivery, status, sent, _ in results:
         if status != 202:
             raise RuntimeError(f"delivery {delivery} was answered {status}, not 202")
-        done = wait_for(lambda d=delivery: outcome(redis, d), timeout=120, what=f"outcome of {delivery}")
+        done = wait_for(partial(outcome, redis, delivery), timeout=120, what=f"outcome of {delivery}")
         events = bus.replay(str(done.run_id))  # type: ignore[attr-defined]
         out.append((events[0].ts - sent) * 1000)
     return out
@@ -102,7 +103,8 @@ def main() -> int:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: port_open(port), timeout=30, what="orchestra webhooks")
-            url, rows = f"http://127.0.0.1:{port}/github/webhook", []
+            url = f"http://127.0.0.1:{port}/github/webhook"
+            rows: list[str] = []
             redis = Redis.from_url(redis_url)
             serial = [("push", body_of(push("main", ["backend/app.py"], sha=f"{i + 1:040x}")), str(uuid.uuid4()))
                       for i in range(max(10, n // 8))]

@@ -29,7 +29,7 @@ FAILED_TESTS = {"passed": False, "summary": "1 test(s) failed", "services": {"ba
 
 
 def _run(kind: str = "validate", *, source: str = "github", pr: int | None = 2) -> Run:
-    origin = {"repo": REPO, "sha": SHA, "delivery": "d-1", "changed_files": ["backend/app.py"]}
+    origin: dict[str, object] = {"repo": REPO, "sha": SHA, "delivery": "d-1", "changed_files": ["backend/app.py"]}
     if pr:
         origin["pr"] = pr
     return Run(kind=kind, source=source, requested_by="github:alice", repo="/srv/Hello-World",
