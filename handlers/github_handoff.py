@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 OUTCOME_KEY = "orchestra:github:delivery:{delivery}"
 OUTCOME_TTL_S = 3 * 24 * 3600
+CONFIG_FILE = "devops_orchestra.yaml"
 KNOWN_PERMISSIONS = frozenset({"admin", "maintain", "write", "triage", "read"})
 Dispatcher = Callable[..., Run]
 ConfigLoader = Callable[[str, Settings], "ProjectConfig"]
@@ -82,6 +84,13 @@ def default_config(repo: str, settings: Settings) -> ProjectConfig:
     return load_config(local_copy(repo, settings))
 
 
+def parse_at_commit(text: str, filename: str, repo: str) -> ProjectConfig:
+    """A configuration file's text from GitHub; sections it leaves out are inferred from the served copy."""
+    from orchestra.config import parse_config
+
+    return parse_config(text, filename=filename, repo_dir=Path(repo) if Path(repo).is_dir() else None)
+
+
 class Handoff:
     """Turns a parsed delivery into a run (or a reply) and records what happened."""
 
@@ -119,8 +128,19 @@ class Handoff:
         else:
             await self._reply(parsed.repo, parsed.number, texts.refused(exc.message, exc.hint))
 
+    async def _config(self, repo: str, gh_repo: str, sha: str) -> ProjectConfig:
+        """The configuration at the commit when GitHub has the file there, else the served copy's."""
+        try:
+            text = await self.client.file_text(gh_repo, CONFIG_FILE, sha)
+        except GitHubError as exc:
+            logger.warning("%s at %s@%s unavailable, using the served copy: %s", CONFIG_FILE, gh_repo, sha, exc)
+            text = None
+        if text is None:
+            return await asyncio.to_thread(self.load_config, repo, self.settings)
+        return await asyncio.to_thread(parse_at_commit, text, f"{gh_repo}@{sha[:7]}/{CONFIG_FILE}", repo)
+
     async def _push(self, push: Push, delivery: str, repo: str) -> Outcome:
-        config = await asyncio.to_thread(self.load_config, repo, self.settings)
+        config = await self._config(repo, push.repo, push.sha)
         facts = Facts(services=_service_paths(config), env=_push_env(config, push.branch))
         intent = push_intent(push, facts, delivery=delivery)
         if isinstance(intent, Ignored):
@@ -130,7 +150,7 @@ class Handoff:
 
     async def _pull_request(self, pr: PullRequest, delivery: str, repo: str) -> Outcome:
         files = await self._changed_files(pr.repo, pr.number)
-        config = await asyncio.to_thread(self.load_config, repo, self.settings)
+        config = await self._config(repo, pr.repo, pr.sha)
         intent = pull_intent(pr, Facts(changed_files=files, services=_service_paths(config)),
                              delivery=delivery)
         run = await self._dispatch(intent, repo)
@@ -160,8 +180,8 @@ class Handoff:
 
     async def _command_run(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str) -> Outcome:
         files = await self._changed_files(comment.repo, comment.number)
-        config = await asyncio.to_thread(self.load_config, repo, self.settings)
         sha = str(pull["head"]["sha"])
+        config = await self._config(repo, comment.repo, sha)
         intent = command_intent(comment, sha, Facts(changed_files=files, services=_service_paths(config)),
                                 delivery=delivery)
         run = await self._dispatch(intent, repo)
@@ -170,7 +190,7 @@ class Handoff:
     async def _plan(self, comment: Comment, pull: dict[str, Any], repo: str) -> Outcome:
         """What a deploy of this pull request would do, from the configuration; starts nothing."""
         files = await self._changed_files(comment.repo, comment.number)
-        config = await asyncio.to_thread(self.load_config, repo, self.settings)
+        config = await self._config(repo, comment.repo, str(pull["head"]["sha"]))
         changed = affected_services(files, _service_paths(config)) if files else config.service_names()
         envs = [texts.PlanEnv(name, config.environment(name).strategy or config.deployment.strategy,
                               config.environment(name).approval_required, config.environment(name).branches)

@@ -300,3 +300,17 @@ def test_an_unreachable_queue_asks_github_to_redeliver_later(settings: Settings,
     with serve_in_thread(app) as url:
         status, answer = Hook(url, gone, FakeGitHub()).post("push", push("main", ["backend/app.py"]))
     assert status == 503 and "redeliver" in answer["reason"]
+
+
+def test_the_configuration_at_the_pushed_commit_decides_the_environment(hook: Hook) -> None:
+    at_commit = CONFIG.replace('branches: ["release/*"]', "branches: [prod]").replace(
+        "    branches: [main]", "    branches: [trunk]\n  development:\n    branches: [main]")
+    hook.gh.contents[(REPO, "devops_orchestra.yaml", "e" * 40)] = at_commit
+    result = hook.deliver("push", push("main", ["backend/app.py"], sha="e" * 40))
+    assert RunStore(hook.redis).get(str(result.run_id)).env == "development"
+    assert hook.gh.calls_to("GET", f"/repos/{REPO}/contents/devops_orchestra.yaml")[0].query == {"ref": "e" * 40}
+    broken = hook.deliver("push", push("main", ["backend/app.py"], sha="f" * 40))
+    assert broken.status == "started"  # no file at that commit: the served copy's configuration
+    hook.gh.contents[(REPO, "devops_orchestra.yaml", "1" * 40)] = "project: [unclosed"
+    invalid = hook.deliver("push", push("main", ["backend/app.py"], sha="1" * 40))
+    assert invalid.status == "refused" and f"{REPO}@1111111/devops_orchestra.yaml:1" in invalid.reason
