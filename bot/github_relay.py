@@ -61,6 +61,8 @@ def view_of(run: Run, events: Sequence[Event]) -> RunView:
         reason = run.reason or (view.notes[-1] if view.notes else "")
         if view.state == "success":
             view.headline = f"{SUCCESS_TEXT.get(run.kind, 'Succeeded')} ({_target(run)})"
+        elif run.kind == "validate":
+            view.headline = f"Not safe to merge ({_target(run)})" + (f": {reason}" if reason else "")
         else:
             view.headline = f"{run.kind} {_target(run)} {run.status.value}" + (f": {reason}" if reason else "")
     return view

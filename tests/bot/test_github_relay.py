@@ -64,7 +64,7 @@ def test_a_failing_validation_says_exactly_what_failed() -> None:
     view = view_of(run, events)
     body = render_comment(run, view)
     assert view.state == "failure"
-    assert "validate of #2 failed: test failed: 1 test(s) failed" in body
+    assert "❌ DevOps Orchestra: Not safe to merge (of #2): test failed: 1 test(s) failed" in body
     assert "`backend/app.py:12` F821: undefined name `reqeust`" in body
     assert "`tests.test_app::test_health` (`backend/tests/test_app.py:8`): assert 500 == 200" in body
 
