@@ -134,7 +134,7 @@ def status_context(run: Run) -> str:
 
 
 def _target(run: Run) -> str:
-    return f"of #{run.origin.get('pr')}" if run.kind == "validate" and run.origin.get("pr") else f"to {run.env}"
+    return f"#{run.origin.get('pr')}" if run.kind == "validate" and run.origin.get("pr") else f"to {run.env}"
 
 
 def _final_state(status: RunStatus) -> str:

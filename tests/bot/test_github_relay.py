@@ -51,7 +51,7 @@ def test_a_passing_validation_is_safe_to_merge() -> None:
     body = render_comment(run, view)
     assert view.state == "success"
     assert body.startswith(MARKER.format(run_id=run.id))
-    assert "✅ DevOps Orchestra: Safe to merge and deploy (of #2)" in body
+    assert "✅ DevOps Orchestra: Safe to merge and deploy (#2)" in body
     assert "| analyze | passed |" in body and "| test | passed |" in body
     assert "E501" not in body  # warnings do not block and are not listed as failures
 
@@ -64,7 +64,7 @@ def test_a_failing_validation_says_exactly_what_failed() -> None:
     view = view_of(run, events)
     body = render_comment(run, view)
     assert view.state == "failure"
-    assert "❌ DevOps Orchestra: Not safe to merge (of #2): test failed: 1 test(s) failed" in body
+    assert "❌ DevOps Orchestra: Not safe to merge (#2): test failed: 1 test(s) failed" in body
     assert "`backend/app.py:12` F821: undefined name `reqeust`" in body
     assert "`tests.test_app::test_health` (`backend/tests/test_app.py:8`): assert 500 == 200" in body
 
