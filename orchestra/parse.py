@@ -335,7 +335,10 @@ def _is_ref_position(prev: str) -> bool:
 
 def _which_service(kind: IntentKind, services: Sequence[str]) -> str:
     known = ", ".join(f"`{s}`" for s in services) or "none configured"
-    return f"which service? e.g. `/{kind.value} {services[0] if services else 'SERVICE'}`; known: {known}"
+    example = services[0] if services else "SERVICE"
+    command = "/orchestra cancel" if kind is IntentKind.CANCEL else f"/{kind.value}"
+    also = " or a run id" if kind is IntentKind.CANCEL else ""
+    return f"which service{also}? e.g. `{command} {example}`; known services: {known}"
 
 
 def _unknown_service(name: str, services: Sequence[str]) -> str:

@@ -11,8 +11,9 @@ from redis import Redis
 
 from bot.localslack.client import WorkspaceClient
 from jobs import approvals
-from jobs.workspace import run_dir
+from jobs.workspace import source_dir
 from orchestra.config import load_config
+from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Audit, Run, RunStatus, RunStore
 from tests.support.services import wait_for
@@ -131,7 +132,7 @@ def _parked_run(redis: Redis, settings: Settings) -> Run:
                                      env="production", ref="main", commit="3f9c2ab1",
                                      status=RunStatus.AWAITING_APPROVAL, stage="deploy",
                                      origin={"slack_channel": "C0DEPLOYS"}))
-    src = run_dir(settings, run.id) / "src"
+    src = source_dir(settings, run)  # the run's checkout, where the approval policy is read
     src.mkdir(parents=True)
     shutil.copy(SHOP / "devops_orchestra.yaml", src / "devops_orchestra.yaml")
     approvals.request(redis, run, "deploy", load_config(src).environment("production"), timeout_s=600)
@@ -162,3 +163,31 @@ def test_approval_buttons_only_work_for_allowed_approvers(redis: Redis,
                                     if r["ts"] == ts and not r["buttons"]], what="buttons removed")
     assert "Approved by <@U0BOB>" in closed[0]["text"]
     assert [e["actor"] for e in Audit(redis).entries() if e["action"] == "approval_approved"] == ["U0BOB"]
+
+
+def test_a_retried_deploy_mention_starts_one_run(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    sent = control.say("<@U0ORCHESTRA> deploy backend main to dev", user="U0BOB", duplicates=3)
+    assert sent["attempts"] == 4
+    runs: Any = wait_for(lambda: RunStore(redis).recent(), what="the run")
+    wait_for(lambda: thread_of(control, runs[0].id), what="its thread")
+    answers = [r for m in control.transcript() if m["ts"] == sent["ts"] for r in m["replies"]]
+    assert len(RunStore(redis).recent()) == 1 and len(answers) == 1
+    assert answers[0]["text"].startswith(f":rocket: Run `{runs[0].id}` started: deploy of backend to *development*")
+
+
+def test_cancel_from_slack(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    _said(control, "/deploy backend main dev", "U0BOB")
+    mine = RunStore(redis).recent()[0]
+    prod = RunStore(redis).create(Run(requested_by="U0ALICE", repo=str(SHOP), services=["frontend"],
+                                      env="production", status=RunStatus.RUNNING))
+    denied = _said(control, "/orchestra cancel frontend", "U0DAVE")
+    assert denied.startswith(":no_entry: <@U0DAVE> may not deploy to production")
+    assert _said(control, "/orchestra cancel", "U0CAROL").startswith(
+        "I did nothing: which service or a run id? e.g. `/orchestra cancel backend`")
+    done = _said(control, "/orchestra cancel backend", "U0CAROL")
+    assert done.startswith(f":octagonal_sign: Cancelling run `{mine.id}` (backend to development)")
+    cancels = [e for e in EventBus(redis).replay(mine.id) if e.type == EventType.RUN_CANCELLED]
+    assert [e.actor for e in cancels] == ["U0CAROL"]
+    assert not [e for e in EventBus(redis).replay(prod.id) if e.type == EventType.RUN_CANCELLED]
