@@ -64,7 +64,7 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
         return ServiceTests(service, ran=False, note="no tests found")
     ctx.progress(f"{service}: preparing an isolated virtualenv")
     python = ensure_venv(home, ctx.settings)
-    reports = ctx.workspace.parent / "reports" / service
+    reports = ctx.settings.run_dir(ctx.run.id) / "reports" / service
     reports.mkdir(parents=True, exist_ok=True)
     ctx.progress(f"{service}: running tests")
     run_tool([str(python), "-m", "coverage", "run", "--source=.", f"--data-file={reports / '.coverage'}",
@@ -112,7 +112,7 @@ def _verdict(results: list[ServiceTests]) -> StageResult:
     failed = [r for r in ran if not r.ok]
     total = {k: sum(getattr(r, k) for r in ran) for k in ("passed", "failed", "errors", "skipped")}
     covs = [r.coverage for r in ran if r.coverage is not None]
-    data = {"services": {r.service: {**asdict(r), "ok": r.ok} for r in results}, **total,
+    data = {"services": {r.service: {**asdict(r), "ok": r.ok} for r in results}, "counts": total,
             "coverage": round(sum(covs) / len(covs), 1) if covs else None}
     if failed:
         first = failed[0].failures[0] if failed[0].failures else None

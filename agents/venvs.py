@@ -33,7 +33,7 @@ def ensure_venv(service_dir: Path, settings: Settings) -> Path:
         digest.update(tool.encode())
     for path in files:
         digest.update(path.read_bytes())
-    home = settings.workdir / "venvs" / digest.hexdigest()[:16]
+    home = settings.cache / "venvs" / digest.hexdigest()[:16]
     python = home / "bin" / "python"
     if python.exists():
         return python

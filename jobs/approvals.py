@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 from redis import Redis, WatchError
 
-from jobs.workspace import run_dir
+from jobs.workspace import source_dir
 from orchestra import policy
 from orchestra.errors import NotFound, OrchestraError
 from orchestra.events import EventBus, EventType
@@ -52,7 +52,7 @@ def environment_policy(run: Run, settings: Settings) -> policy.EnvironmentPolicy
     """The policy of the run's environment, read from the run's own checkout."""
     from orchestra.config import load_config
 
-    return load_config(run_dir(settings, run.id) / "src").environment(run.env)
+    return load_config(source_dir(settings, run)).environment(run.env)
 
 
 def request(redis: Redis, run: Run, stage: str, env_policy: policy.EnvironmentPolicy,

@@ -42,7 +42,7 @@ def local_copy(repo: str, settings: Settings) -> Path:
         if not path.is_dir():
             raise NotFound(f"repository {repo} does not exist", hint="check --repo or ORCHESTRA_REPOS")
         return path
-    dest = settings.workdir / "repos" / repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    dest = settings.cache / "repos" / repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
     args = ["git", "-C", str(dest), "pull", "--quiet", "--ff-only"] if dest.exists() else \
         ["git", "clone", "--quiet", "--depth", "1", "--", repo, str(dest)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)

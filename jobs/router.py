@@ -34,7 +34,7 @@ TICK_S = 1.0
 
 
 def job_id(run_id: str, stage: str) -> str:
-    return f"{run_id}.{stage}"
+    return f"{run_id}_{stage}"
 
 
 class Router:
@@ -187,7 +187,7 @@ class Router:
             return None
         try:
             return Job.fetch(run.job_id, connection=self.redis, serializer=JSONSerializer)
-        except NoSuchJobError:
+        except (NoSuchJobError, ValueError):  # gone, or an id RQ does not accept
             return None
 
 
@@ -195,4 +195,9 @@ def start_run(redis: Redis, settings: Settings, run: Run, *, graph: Graph = PIPE
     """Enqueue the first stage of ``run``; raises OrchestraError when nothing applies."""
     if graph.first(run) is None:
         raise OrchestraError(f"nothing in the pipeline runs for a {run.kind} request yet")
-    Router(redis, settings, graph=graph).start(run)
+    router = Router(redis, settings, graph=graph)
+    try:
+        router.start(run)
+    except Exception as exc:
+        router._finish(run.id, RunStatus.FAILED, f"could not enqueue the first stage: {exc}")
+        raise

@@ -61,8 +61,8 @@ def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | Non
     bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
     with heartbeat(redis, run_id):
         result = _conclude(run_id, stage, agent, redis, settings, bus)
-    bus.emit(run_id, stage.result, stage.name, stage=stage.name, passed=result.passed,
-             summary=result.summary, **result.data)
+    bus.emit(run_id, stage.result, stage.name,
+             **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary})
     return {"passed": result.passed, "summary": result.summary}
 
 
@@ -109,7 +109,11 @@ def on_stage_failure(job: Any, connection: Redis, exc_type: type, exc: BaseExcep
 
 @contextmanager
 def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
-    """Keep the run's heartbeat key alive while the block runs."""
+    """Keep the run's heartbeat key alive while the block runs.
+
+    The key is left to expire rather than deleted, so the reaper does not
+    mistake the moments RQ needs to record the job's end for a dead worker.
+    """
     key = HEARTBEAT_KEY.format(run_id=run_id)
     stop = threading.Event()
 
@@ -125,7 +129,6 @@ def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        redis.delete(key)
 
 
 def is_beating(redis: Redis, run_id: str) -> bool:

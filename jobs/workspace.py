@@ -22,16 +22,17 @@ _IGNORED = shutil.ignore_patterns(".venv", "venv", "__pycache__", ".pytest_cache
                                   "node_modules", ".mypy_cache")
 
 
-def run_dir(settings: Settings, run_id: str) -> Path:
-    """Where a run keeps its files: the source, generated artifacts, reports."""
-    return settings.workdir / "runs" / run_id
+def source_dir(settings: Settings, run: Run) -> Path:
+    """The run's checkout; named like the repository, as inference names a root service after it."""
+    name = run.repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
+    return settings.run_dir(run.id) / "src" / name
 
 
 def prepare(run: Run, settings: Settings, *, redis: Redis) -> tuple[Path, ProjectConfig]:
     """Check the run's code out once (idempotent) and load its configuration."""
     from orchestra.config import load_config
 
-    src = run_dir(settings, run.id) / "src"
+    src = source_dir(settings, run)
     if not (src / ".orchestra-ready").exists():
         _fresh_copy(run, src)
         if run.commit is None and (src / ".git").exists():

@@ -25,6 +25,7 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     workdir: Path = Path.home() / ".orchestra"
+    cache_dir: Path | None = None  # virtualenvs and clones shared across runs; default workdir/cache
     repos: tuple[str, ...] = (str(DEFAULT_REPO),)
     # Slack: without tokens the bot talks to the local workspace server.
     slack_bot_token: str | None = None
@@ -58,6 +59,7 @@ class Settings:
         return cls(
             redis_url=env.get("REDIS_URL", defaults.redis_url),
             workdir=Path(env.get("ORCHESTRA_WORKDIR", str(defaults.workdir))),
+            cache_dir=Path(env["ORCHESTRA_CACHE_DIR"]) if env.get("ORCHESTRA_CACHE_DIR") else None,
             repos=repos or defaults.repos,
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
@@ -77,6 +79,15 @@ class Settings:
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
             tool_env={k: env[k] for k in TOOL_ENV_NAMES if k in env},
         )
+
+    @property
+    def cache(self) -> Path:
+        """Where virtualenvs and clones shared across runs live."""
+        return self.cache_dir or self.workdir / "cache"
+
+    def run_dir(self, run_id: str) -> Path:
+        """Where a run keeps its files: its checkout, generated artifacts, reports."""
+        return self.workdir / "runs" / run_id
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and sub-processes)."""

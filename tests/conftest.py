@@ -26,6 +26,15 @@ def redis(redis_url: str) -> Iterator[Redis]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Virtualenvs and clones, shared by the whole session (building them is the slow part)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_url, workdir=tmp_path / "work")
+def settings(redis_url: str, tmp_path: Path, cache_dir: Path) -> Settings:
+    """This machine's settings (tool environment included), on the test's Redis and directories."""
+    return Settings.from_env().with_(redis_url=redis_url, workdir=tmp_path / "work", cache_dir=cache_dir,
+                                     slack_bot_token=None, slack_app_token=None, anthropic_api_key=None,
+                                     github_token=None)

@@ -1,7 +1,9 @@
 """The `orchestra` command: one module per subcommand under orchestra/cli/.
 
 Each module has ``add_parser(subparsers)`` and ``run(args, settings) -> int``.
-This is the process entry point: it reads the environment once.
+Only the module of the command being run is imported, so a worker does not
+load the Slack app and the help stays fast. This is the process entry point:
+it reads the environment once.
 """
 from __future__ import annotations
 
@@ -13,21 +15,37 @@ import sys
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 
-COMMANDS = ("validate", "run", "events", "worker", "up")
+COMMANDS = {
+    "run": "run the pipeline for a repository and follow it",
+    "events": "print events (all runs, or one with --run)",
+    "validate": "check a devops_orchestra.yaml",
+    "worker": "run stage jobs (an RQ worker) and the router",
+    "up": "start the Procfile's processes together",
+    "bot": "the Slack bot (socket mode)",
+    "slack-server": "the local Slack workspace",
+    "say": "act as a user in the local Slack workspace",
+    "parse": "print the intent of each text",
+    "webhooks": "the GitHub webhook receiver",
+    "explain": "answer why/what/who questions from the event log",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestra", description="DevOps Orchestra: ChatOps delivery pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"orchestra.cli.{name.replace('-', '_')}")
-        module.add_parser(subparsers)
+    for name, summary in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"orchestra.cli.{name.replace('-', '_')}").add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

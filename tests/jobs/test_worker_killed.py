@@ -1,0 +1,93 @@
+"""A worker killed mid-job (SIGKILL) ends the run as failed, with an event saying why, never as silence."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from jobs.dispatch import dispatch
+from jobs.router import Router
+from orchestra.events import EventBus, EventType
+from orchestra.intents import Intent, IntentKind
+from orchestra.settings import Settings
+from orchestra.store import RunStatus, RunStore
+from tests.support.services import wait_for
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (RQ's work horse runs in a session of its own, so killpg misses it)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.fixture
+def slow_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "slowpoke"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "requirements.txt").write_text("")
+    (repo / "slowpoke.py").write_text("def answer() -> int:\n    return 42\n")
+    (repo / "tests" / "test_slow.py").write_text(
+        "import time\n\nfrom slowpoke import answer\n\n\ndef test_takes_its_time():\n"
+        "    time.sleep(120)\n    assert answer() == 42\n")
+    return repo
+
+
+@pytest.fixture
+def router(redis: Redis, settings: Settings) -> Iterator[Router]:
+    """A router in this process, as another worker machine would run it."""
+    stop = threading.Event()
+    router = Router(redis, settings, name="survivor")
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    yield router
+    stop.set()
+    thread.join(timeout=10)
+
+
+def test_killing_the_worker_mid_stage_fails_the_run_with_an_event(
+        redis: Redis, settings: Settings, slow_repo: Path, router: Router,
+        start_worker: Callable[..., object]) -> None:
+    worker = start_worker("--no-router")
+    intent = Intent(kind=IntentKind.DEPLOY, user="U0ALICE", source="cli", env="staging")
+    run = dispatch(intent, redis=redis, settings=settings, repo=slow_repo)
+    bus = EventBus(redis)
+
+    def running_tests() -> bool:
+        return any(e.type == EventType.PROGRESS and "running tests" in e.data.get("message", "")
+                   for e in bus.replay(run.id))
+
+    try:
+        wait_for(running_tests, timeout=120, interval=0.2, what="the test stage running")
+    except TimeoutError:
+        pytest.fail(f"the test stage never ran; events: {[(e.type, e.data) for e in bus.replay(run.id)]}")
+    for pid in [worker.pid, *descendants(worker.pid)]:  # the worker, its work horse, the tests it runs
+        os.kill(pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    def finished() -> bool:
+        return RunStore(redis).get(run.id).status.finished
+
+    wait_for(finished, timeout=30, interval=0.2, what="the run to end")
+    events = bus.replay(run.id)
+    failed = [e for e in events if e.type == EventType.STAGE_FAILED]
+    assert len(failed) == 1 and failed[0].data["stage"] == "test"
+    assert "stopped in the middle" in failed[0].data["reason"]
+    assert events[-1].type == EventType.RUN_FINISHED
+    assert events[-1].data["status"] == "failed"
+    assert RunStore(redis).get(run.id).status == RunStatus.FAILED
