@@ -71,13 +71,13 @@ def generate_tests(root: Path, *, python: Path, settings: Settings, llm: LLM | N
                 continue
             candidates += _for_target(target, prover, python, scratch, settings, llm if use_llm else None,
                                       run_id)
-        after = _final(prover, python, scratch, settings, Path(tmp) / "cov", before)
+        after, together = _final(prover, python, scratch, settings, Path(tmp) / "cov", before)
     kept = {f"{OFFER_DIR}/{c.file_name}": c.code for c in candidates if c.kept}
     if out_dir is not None:
         _write(out_dir, kept)
     return TestGenReport(
-        service=service or root.name, source=_source(candidates, use_llm), note=_note(llm, use_llm, rc,
-                                                                                       skipped_for_time),
+        service=service or root.name, source=_source(candidates, use_llm),
+        note=_note(use_llm, rc, skipped_for_time, together),
         coverage_before=before.percent, coverage_after=after.percent, targets=len(targets),
         candidates=candidates, kept_files=kept, seconds=round(time.monotonic() - started, 1),
         tokens=_tokens(llm, run_id) - tokens_before)
@@ -140,14 +140,15 @@ def _source_of(target: CodeItem, scratch: Path) -> tuple[str, str]:
 
 
 def _final(prover: Prover, python: Path, scratch: Path, settings: Settings, data_dir: Path,
-           before: Coverage) -> Coverage:
-    """Coverage with the existing and the kept tests run together (also checks they agree)."""
+           before: Coverage) -> tuple[Coverage, bool]:
+    """Coverage of the existing tests plus the kept tests, run together (which also checks they agree)."""
     if not prover.kept_files:
-        return before
-    rc, after, output = measure(python, scratch, [], settings=settings, data_dir=data_dir)
-    if rc not in (0, 1):
-        logger.warning("final run of the kept tests exited %s: %s", rc, output[-500:])
-    return after
+        return before, True
+    rc, kept, output = measure(python, scratch, [GENERATED_DIR], settings=settings, data_dir=data_dir)
+    if rc != 0:
+        logger.warning("the kept tests failed when run together (exit %s): %s", rc, output[-500:])
+    executed = {f: before.executed.get(f, set()) | kept.executed.get(f, set()) for f in before.statements}
+    return Coverage(statements=before.statements, executed=executed), rc == 0
 
 
 def _copy(root: Path, dest: Path) -> Path:
@@ -178,11 +179,13 @@ def _source(candidates: list[Candidate], use_llm: bool) -> str:
     return "llm" if origins == {"llm"} or (use_llm and not origins) else "deterministic"
 
 
-def _note(llm: LLM | None, use_llm: bool, baseline_rc: int, skipped_for_time: int) -> str:
+def _note(use_llm: bool, baseline_rc: int, skipped_for_time: int, together: bool) -> str:
     parts = ["tests written by the LLM, deterministic generator where it had none that held"] if use_llm \
         else ["no LLM configured (ANTHROPIC_API_KEY unset): used the deterministic generator"]
     if baseline_rc not in (0, 5):
         parts.append(f"the existing tests did not all pass (pytest exit {baseline_rc})")
+    if not together:
+        parts.append("the kept tests failed when run together: review them before adding them")
     if skipped_for_time:
         parts.append(f"{skipped_for_time} target(s) left for lack of time")
     return "; ".join(parts)
