@@ -52,7 +52,7 @@ async def command(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
     if not result["acked"]:
         srv.ws.post(channel, "USLACKBOT", f"{name} failed with the error \"operation_timeout\"",
                     ephemeral_to=user)
-    return {"ok": True, **result}
+    return {"ok": True, "user": user, **result}
 
 
 async def message(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
@@ -65,10 +65,11 @@ async def message(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
     msg = srv.ws.post(channel, user, text, thread_ts=body.get("thread_ts"))
     mention = f"<@{BOT_USER_ID}>" in text and not channel.startswith("D")
     if not mention and not channel.startswith("D"):
-        return {"ok": True, "ts": msg.ts, "delivered": False}  # the bot only hears mentions and DMs
+        return {"ok": True, "ts": msg.ts, "user": user, "delivered": False}  # bots hear mentions and DMs
     payload = payloads.event_callback(srv.ws, msg, mention=mention)
     result = await srv.deliver("events_api", payload, duplicates=int(body.get("duplicates", 0)))
-    return {"ok": True, "ts": msg.ts, "channel": channel, "event_id": payload["event_id"], **result}
+    return {"ok": True, "ts": msg.ts, "user": user, "channel": channel, "event_id": payload["event_id"],
+            **result}
 
 
 async def click(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +91,7 @@ async def click(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"message {msg.ts} has no button {body.get('action_id') or body.get('text')!r}")
     url = srv.new_response_url(channel, user, msg.ts)
     payload = payloads.block_actions(srv.ws, msg, wanted[0], user=user, response_url=url)
-    return {"ok": True, **await srv.deliver("interactive", payload)}
+    return {"ok": True, "user": user, **await srv.deliver("interactive", payload)}
 
 
 async def transcript(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from orchestra.cli.slack_server import DEFAULT_PORT
 from orchestra.settings import Settings
 
+ANSWERERS = ("U0ORCHESTRA", "USLACKBOT")  # the bot, and Slack itself reporting a timeout
 BUTTON_HELP = "press a button instead: TS:LABEL (e.g. 1795240357.000012:Approve)"
 
 
@@ -19,17 +20,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--channel", help="channel name or id (default #devops-orchestra); 'dm' for a DM")
     parser.add_argument("--click", metavar="TS:LABEL", help=BUTTON_HELP)
     parser.add_argument("--url", help="the workspace (default: SLACK_API_URL when local, else port 3300)")
-    parser.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the bot's replies")
+    parser.add_argument("--wait", type=float, default=3.0, help="at most this many seconds to wait for an answer")
     parser.add_argument("--json", action="store_true", help="print the transcript as JSON")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Send the input, wait a little, print the channel's transcript."""
+    """Send the input, wait for the bot's answer, print the channel's transcript."""
     from bot.localslack.client import WorkspaceClient
     from orchestra.errors import OrchestraError
 
     client = WorkspaceClient(_url(args, settings))
+    before = _bot_lines(client.transcript(None if args.channel == "dm" else args.channel), args.user)
     if args.click:
         ts, sep, label = args.click.partition(":")
         if not sep:
@@ -41,11 +43,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise OrchestraError("nothing to say", hint='orchestra say "/deploy frontend hotfix-v2"')
     if not result.get("acked", True):
         print("the bot did not acknowledge within 3 s (is `orchestra bot` running?)")
-    time.sleep(max(0.0, args.wait))  # a person watching: give the bot a moment to answer
+    viewer = str(result.get("user", args.user))
     channel = None if args.channel == "dm" else args.channel
-    messages = client.transcript(channel)
-    print(json.dumps(messages, indent=2) if args.json else render(messages, args.user))
+    messages = _answers(client, channel, viewer, before, args.wait)
+    print(json.dumps(messages, indent=2) if args.json else render(messages, viewer))
     return 0
+
+
+def _answers(client: Any, channel: str | None, viewer: str, before: int, wait_s: float) -> list[dict[str, Any]]:
+    """The transcript once the bot has answered (or ``wait_s`` passed)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        messages = client.transcript(channel)
+        if _bot_lines(messages, viewer) > before or time.monotonic() >= deadline:
+            return list(messages)
+        time.sleep(0.1)
+
+
+def _bot_lines(messages: list[dict[str, Any]], viewer: str) -> int:
+    return sum(1 for m in messages for x in (m, *m["replies"])
+               if x["user"] in ANSWERERS and x["ephemeral_to"] in (None, viewer))
 
 
 def _send(client: Any, args: argparse.Namespace) -> dict[str, Any]:

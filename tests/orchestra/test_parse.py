@@ -1,10 +1,17 @@
 """The deterministic parser, as a table of phrasings (STYLE rule 4)."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from orchestra.intents import REF_PATTERN
 from orchestra.parse import parse, resolve_service
+from orchestra.settings import PROJECT_ROOT
 
 SERVICES = ["frontend", "backend", "api-server", "payments", "worker"]
 ACTIONS = {"deploy", "rollback", "cancel"}
@@ -167,3 +174,44 @@ def test_every_parsed_ref_is_a_safe_ref() -> None:
     for text, *_ in UNDERSTOOD:
         ref = parse(text, SERVICES).intent.ref
         assert ref is None or REF_PATTERN.match(ref)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestra.cli", "parse", *args], capture_output=True,
+                          text=True, timeout=60, cwd=PROJECT_ROOT, env=env)
+
+
+def test_cli_prints_one_contract_per_jsonl_line(tmp_path: Path) -> None:
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text('{"text": "/deploy frontend hotfix-v2"}\n\nwhy did prod roll back?\n')
+    proc = _cli("--services", "frontend,backend", "--jsonl", str(corpus))
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == [
+        {"intent": "deploy", "service": "frontend", "ref": "hotfix-v2", "env": None, "strategy": None},
+        {"intent": "explain", "service": None, "ref": None, "env": "production", "strategy": None}]
+
+
+def test_cli_reads_services_from_the_configured_repos() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "ANTHROPIC_"))}
+    env["ORCHESTRA_REPOS"] = str(PROJECT_ROOT / "examples" / "shop")
+    proc = _cli("--explain", "ship", "backnd", "to", "stg", env=env)
+    assert json.loads(proc.stdout) == {"intent": "deploy", "service": "backend", "ref": None,
+                                       "env": "staging", "strategy": None}
+    refused = json.loads(_cli("--explain", "deploy inventory", env=env).stdout)
+    assert refused["intent"] == "unknown" and "`frontend`" in refused["problem"]
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "nothing to parse"),
+    (("--jsonl", "/nonexistent/in.jsonl"), "cannot read /nonexistent/in.jsonl"),
+])
+def test_cli_bad_input_says_what_is_wrong(args: tuple[str, ...], message: str) -> None:
+    proc = _cli("--services", "a", *args)
+    assert proc.returncode == 1 and message in proc.stderr
+
+
+def test_cli_bad_jsonl_line_is_located(tmp_path: Path) -> None:
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "help"}\n{"txt": "oops"}\n')
+    proc = _cli("--services", "a", "--jsonl", str(corpus))
+    assert proc.returncode == 1 and f'{corpus}:2: expected an object with a "text" string' in proc.stderr
