@@ -153,3 +153,19 @@ def test_an_unreachable_api_fails_after_the_retries() -> None:
     with pytest.raises(GitHubError, match="unreachable"):
         asyncio.run(go())
     assert sleeps.waits == [0.5, 1.0, 2.0]
+
+
+def test_a_secondary_limit_without_retry_after_waits_a_minute(gh: FakeGitHub) -> None:
+    gh.fail_next("POST", f"/repos/{REPO}/issues/1/comments", 403,
+                 body={"message": "You have exceeded a secondary rate limit. Please wait a few minutes."})
+    sleeps = Sleeps()
+    run(gh, lambda c: c.create_comment(REPO, 1, "hello"), sleep=sleeps)
+    assert sleeps.waits == [60.0] and gh.comment_bodies(REPO, 1) == ["hello"]
+
+
+def test_a_plain_403_is_a_permission_error_not_a_retry(gh: FakeGitHub) -> None:
+    gh.fail_next("POST", f"/repos/{REPO}/statuses/abc", 403, body={"message": "Resource not accessible by integration"})
+    sleeps = Sleeps()
+    with pytest.raises(GitHubError, match="403: Resource not accessible") as err:
+        run(gh, lambda c: c.set_status(REPO, "abc", "success", context="x", description="y"), sleep=sleeps)
+    assert not isinstance(err.value, RateLimited) and sleeps.waits == []
