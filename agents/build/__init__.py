@@ -23,12 +23,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["run", "build_service", "ServiceSpec", "BuildRequest", "services_of", "version_of"]
 
 
-def run(ctx: AgentContext, *, client: docker.DockerClient | None = None) -> StageResult:
+def run(ctx: AgentContext, *, client: docker.DockerClient | None = None, nocache: bool = False) -> StageResult:
     """Build every service of the run (or of the configuration) and push it."""
     specs = services_of(ctx)
     version = version_of(ctx)
     request = BuildRequest(project=ctx.config.project.name, version=version,
-                           out_dir=build_dir(ctx), images=images_of(ctx))
+                           out_dir=build_dir(ctx), images=images_of(ctx), nocache=nocache)
     own_client = client is None
     client = client or docker_client(ctx.settings)
     built: list[dict[str, Any]] = []

@@ -110,13 +110,13 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_image(client: docker.DockerClient, context: io.BytesIO, tag: str, *,
+def build_image(client: docker.DockerClient, context: io.BytesIO, tag: str, *, nocache: bool = False,
                 on_line: Callable[[str], None] | None = None) -> BuildOutcome:
     """Build ``tag`` from a context tar with host networking; BuildFailed with the log's end."""
     outcome = BuildOutcome(image_id="")
     try:
         stream = client.api.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
-                                  network_mode="host", decode=True, pull=False)
+                                  network_mode="host", decode=True, pull=False, nocache=nocache)
         for chunk in stream:
             _consume(chunk, outcome, on_line)
     except APIError as exc:

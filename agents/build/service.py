@@ -43,6 +43,7 @@ class BuildRequest:
     out_dir: Path
     images: Images = field(default_factory=Images)
     push: bool = True
+    nocache: bool = False  # ignore the layer cache (a cold build)
 
 
 def repository_for(settings: Settings, project: str, service: str) -> str:
@@ -67,7 +68,7 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
     ref = f"{repository}:{request.version}"
     progress(f"building {spec.name} ({stack}) as {ref}")
     context = context_tar(spec.path, dockerfile, ca_bundle=settings.build_ca_bundle)
-    outcome, build_s = timed(lambda: build_image(client, context, ref))
+    outcome, build_s = timed(lambda: build_image(client, context, ref, nocache=request.nocache))
     digest, push_s = (timed(lambda: push_image(client, repository, request.version,
                                                registry_auth(settings.registry)))
                       if request.push else ("", 0.0))

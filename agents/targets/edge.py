@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from orchestra.errors import OrchestraError, StageFailed
 logger = logging.getLogger(__name__)
 
 WORKERS = 1
+_SAFE_VERSION = re.compile(r"[A-Za-z0-9._-]{1,128}")
 GENERATION_PATH = "/__orchestra/generation"
 LOG_FORMAT = (
     "'{\"time\":\"$time_iso8601\",\"version\":\"$orchestra_version\",\"upstream_addr\":\"$upstream_addr\","
@@ -61,6 +63,10 @@ class Edge:
 
     def render(self, backends: list[Backend], generation: int) -> str:
         """The nginx config for these backends."""
+        for backend in backends:
+            if not _SAFE_VERSION.fullmatch(backend.version):
+                raise StageFailed(f"edge {self.name}: version {backend.version!r} is not a safe name",
+                                  hint="versions are letters, digits, dots, dashes and underscores")
         if not any(b.weight > 0 for b in backends):
             raise StageFailed(f"edge {self.name}: no backend would take traffic")
         servers = "\n".join(

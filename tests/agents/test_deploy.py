@@ -251,3 +251,31 @@ def test_the_frontend_is_told_where_its_backend_lives(make_ctx: Any, images: dic
     assert backend and frontend and frontend.current
     env = client.containers.get(frontend.current.container).attrs["Config"]["Env"]
     assert f"BACKEND_URL={backend.url}" in env
+
+
+def test_after_the_keep_window_the_old_release_stops_and_rollback_still_brings_it_back(
+        make_ctx: Any, images: dict[str, Any], client: docker.DockerClient, redis: Redis,
+        settings: Settings) -> None:
+    from agents.targets.local import LocalTarget
+
+    assert deploy.run(make_ctx(["api"]), images=_pick(images, "api:v1"), client=client).passed
+    assert deploy.run(make_ctx(["api"]), images=_pick(images, "api:v2"), client=client).passed
+    state = get_live(redis, "api", "staging")
+    assert state and state.previous and state.previous.keep_until
+    target = LocalTarget(client, redis, settings.workdir)
+    assert target.reap(now=state.previous.keep_until - 1) == []
+    assert target.reap(now=state.previous.keep_until + 1) == [state.previous.container]
+    assert client.containers.get(state.previous.container).status == "exited"
+
+    back = deploy.rollback(make_ctx(["api"]), "api", client=client)
+    assert back.passed and back.data["seconds"] < 10
+    assert _versions(state.url) == Counter({"v1": 20})
+
+
+def test_a_release_that_crashes_at_start_fails_with_its_log(make_ctx: Any, images: dict[str, Any],
+                                                            client: docker.DockerClient) -> None:
+    started = time.monotonic()
+    result = deploy.run(make_ctx(["frontend"]), images=_pick(images, "frontend:v2"), client=client)
+    assert not result.passed and "crashes at start" in result.data["error"]
+    assert time.monotonic() - started < 20
+    assert client.containers.list(all=True, filters={"label": LABEL}) == []

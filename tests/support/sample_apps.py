@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.services import free_port
+
 PLAIN_APP = '''\
 import json
 import os
@@ -88,5 +90,5 @@ def sample_repo(path: Path, services: dict[str, list[str]], *, steps: str = "[10
 
 
 def free_port_hint(index: int) -> int:
-    """A configured port nobody should be using (the edge falls back to a free one if it is taken)."""
-    return 39_400 + index
+    """A configured port that is free now (the edge listens there)."""
+    return free_port()
