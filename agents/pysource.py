@@ -55,19 +55,45 @@ def is_test_file(relpath: str) -> bool:
             or any(p in ("tests", "test") for p in parts[:-1]))
 
 
-def local_names(root: Path) -> set[str]:
-    """Names importable from inside the repository: every module and package directory name.
+class LocalModules:
+    """Which top-level import names resolve inside the repository, seen from a given file.
 
-    A script's own directory is on ``sys.path``, so a sibling module anywhere counts as local.
+    A name is local when a module or package of that name sits in the directory that holds the
+    file's top-level package (or the file's own directory, for scripts and test directories) or
+    any directory above it up to the root (pytest and scripts put those on ``sys.path``), or in a
+    ``src/`` directory there.
     """
-    names: set[str] = set()
-    for path in python_files(root):
-        if path.stem != "__init__":
-            names.add(path.stem)
-        for parent in path.relative_to(root).parents:
-            if parent.name:
-                names.add(parent.name)
-    return names
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[Path, set[str]] = {}
+
+    def is_local(self, top: str, file: Path) -> bool:
+        directory = file.parent
+        while (directory / "__init__.py").exists() and directory != self.root:
+            directory = directory.parent  # inside a package: its directory is not on sys.path
+        while True:
+            if top in self.names_at(directory) or top in self.names_at(directory / "src"):
+                return True
+            if directory == self.root or self.root not in directory.parents:
+                return False
+            directory = directory.parent
+
+    def names_at(self, directory: Path) -> set[str]:
+        if directory not in self._cache:
+            names: set[str] = set()
+            if directory.is_dir():
+                for child in directory.iterdir():
+                    if child.suffix == ".py":
+                        names.add(child.stem)
+                    elif child.is_dir() and child.name not in SKIP_DIRS and _has_python(child):
+                        names.add(child.name)
+            self._cache[directory] = names
+        return self._cache[directory]
+
+
+def _has_python(directory: Path) -> bool:
+    return (directory / "__init__.py").exists() or any(directory.glob("*.py"))
 
 
 def imports_of(tree: ast.Module, relpath: str) -> list[Import]:

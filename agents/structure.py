@@ -97,10 +97,13 @@ def _dirs_by_name(root: Path, files: list[Path]) -> dict[str, list[Path]]:
 
 def _missing_inits(root: Path, files: list[Path]) -> list[Finding]:
     code_dirs = {p.parent for p in files if p.parent != root}
+    as_package = _used_as_package(files)
     findings = []
     for directory in sorted(code_dirs):
         if (directory / "__init__.py").exists() or is_test_file(rel(root, directory) + "/x.py"):
             continue  # test directories are collected by pytest with or without one
+        if directory.name not in as_package:
+            continue  # a directory of scripts, never imported as a package
         siblings = [d for d in code_dirs if d.parent == directory.parent and d != directory]
         parent_is_package = (directory.parent / "__init__.py").exists() and directory.parent != root
         if parent_is_package or (siblings and all((d / "__init__.py").exists() for d in siblings)):
@@ -110,6 +113,20 @@ def _missing_inits(root: Path, files: list[Path]) -> list[Finding]:
                 message=f"`{rel(root, directory)}` has Python modules but no __init__.py, while {why}",
                 suggestion=f"add an empty {rel(root, directory)}/__init__.py"))
     return findings
+
+
+def _used_as_package(files: list[Path]) -> set[str]:
+    """Directory names that imports treat as packages (``x.mod`` or relative imports inside ``x``)."""
+    names: set[str] = set()
+    for path in files:
+        tree = parse(path)
+        for node in ast.walk(tree) if tree is not None else []:
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                names.add(path.parent.name)
+            dotted = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            names.update(part for name in dotted for part in name.split(".")[:-1])
+    return names
 
 
 def _empty_test_dirs(root: Path, files: list[Path]) -> list[Finding]:

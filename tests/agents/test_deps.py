@@ -92,3 +92,16 @@ def test_name_mapping() -> None:
     assert {"pyyaml"} <= candidates("yaml")
     assert {"scikit-learn"} <= candidates("sklearn")
     assert {"slack-bolt"} <= candidates("slack_bolt")
+
+
+def test_a_same_named_module_elsewhere_does_not_hide_a_distribution(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "requirements.txt": "docker==7.0\n",
+        "agents/__init__.py": "", "agents/targets/__init__.py": "",
+        "agents/targets/docker.py": "import docker\nimport redis\n",  # own name: still the distribution
+        "agents/build.py": "import docker\n",
+        "tests/test_build.py": "import pytest\nimport build_helpers\n",
+        "tests/build_helpers.py": "",
+    })
+    findings = dependency_findings(tmp_path)
+    assert [(f.rule, f.file, f.line) for f in findings] == [(RULE_MISSING, "agents/targets/docker.py", 2)]

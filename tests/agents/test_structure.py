@@ -44,8 +44,8 @@ def test_imports_of_local_modules_that_do_not_exist(tmp_path: Path) -> None:
 def test_package_without_init_among_packages_with_one(tmp_path: Path) -> None:
     write(tmp_path, {
         "svc/a/__init__.py": "", "svc/a/x.py": "", "svc/b/__init__.py": "", "svc/b/y.py": "",
-        "svc/c/z.py": "", "pkg/__init__.py": "", "pkg/sub/m.py": "", "scripts/tool.py": "",
-        "tests/test_x.py": "",
+        "svc/c/z.py": "", "pkg/__init__.py": "", "pkg/sub/m.py": "from .n import q\n", "pkg/sub/n.py": "",
+        "scripts/tool.py": "", "bench/bench_x.py": "", "tests/test_x.py": "from svc.c.z import f\n",
     })
     assert [r for r in rules(tmp_path) if r[0] == "STR002"] == [
         ("STR002", "pkg/sub", None), ("STR002", "svc/c", None)]
