@@ -62,8 +62,10 @@ def _clone(repo: str, dest: Path, ref: str | None) -> None:
     logger.info("cloning %s at %s into %s", repo, ref or "HEAD", dest)
     _git(None, "clone", "--quiet", "--no-checkout", "--", repo, str(dest))
     target = ref or "HEAD"
-    for candidate in (target, f"origin/{target}"):
+    for candidate in (target, f"origin/{target}", "FETCH_HEAD"):
         try:
+            if candidate == "FETCH_HEAD":  # a commit only the remote has (a push the local copy lacks)
+                _git(dest, "fetch", "--quiet", "origin", target)
             _git(dest, "checkout", "--quiet", "--detach", candidate, "--")
             return
         except OrchestraError:
