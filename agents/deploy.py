@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import docker
+from redis import Redis
 
 from agents.build.image import docker_client
 from agents.context import AgentContext, StageResult
@@ -22,6 +23,7 @@ from agents.targets.local import LocalTarget, Outcome, Plan
 from agents.targets.state import LiveState, all_live, get_live
 from orchestra.errors import LockHeld, OrchestraError, StageFailed
 from orchestra.events import EventType
+from orchestra.settings import Settings
 from orchestra.store import Locks
 
 logger = logging.getLogger(__name__)
@@ -33,10 +35,15 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
         images: dict[str, dict[str, Any]] | None = None, pause_s: float | None = None) -> StageResult:
     """Deploy the images of the run's build (or ``images``) to ``ctx.run.env``."""
     images = images if images is not None else built_images(ctx)
-    order = [s for s in ctx.config.deploy_order(ctx.run.services or None) if s in images]
-    if not order:
+    if not images:
         return StageResult(False, "nothing to deploy: the run built no images",
                            {"hint": "run the build stage first"})
+    wanted = ctx.config.deploy_order(ctx.run.services or list(images))
+    missing = [s for s in wanted if s not in images]
+    if missing:
+        return StageResult(False, f"no image was built for {', '.join(missing)}",
+                           {"hint": "build those services first", "missing": missing})
+    order = wanted
     own_client = client is None
     client = client or docker_client(ctx.settings)
     target = LocalTarget(client, ctx.redis, ctx.settings.workdir)
@@ -181,7 +188,18 @@ def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
     return StageResult(True, f"{service} in {ctx.run.env} is back on {version} ({seconds}s)", data)
 
 
-def live(redis: Any) -> list[dict[str, Any]]:
+def reap(settings: Settings, redis: Redis, *, client: docker.DockerClient | None = None) -> list[str]:
+    """Stop previous releases whose keep window is over (call it now and then, e.g. from a worker)."""
+    own_client = client is None
+    client = client or docker_client(settings)
+    try:
+        return LocalTarget(client, redis, settings.workdir).reap()
+    finally:
+        if own_client:
+            client.close()
+
+
+def live(redis: Redis) -> list[dict[str, Any]]:
     """What runs where: one entry per service and environment (for "what's running?")."""
     return [_describe(state) for state in all_live(redis)]
 

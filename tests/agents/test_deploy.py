@@ -279,3 +279,20 @@ def test_a_release_that_crashes_at_start_fails_with_its_log(make_ctx: Any, image
     assert not result.passed and "crashes at start" in result.data["error"]
     assert time.monotonic() - started < 20
     assert client.containers.list(all=True, filters={"label": LABEL}) == []
+
+
+def test_rolling_moves_traffic_in_even_steps(make_ctx: Any, images: dict[str, Any],
+                                             client: docker.DockerClient, redis: Redis) -> None:
+    assert deploy.run(make_ctx(["api"]), images=_pick(images, "api:v1"), client=client).passed
+    ctx = make_ctx(["api"], strategy="rolling")
+    assert deploy.run(ctx, images=_pick(images, "api:v2"), client=client).passed
+    weights = [p["weights"] for p in _events(redis, ctx.run.id, EventType.DEPLOYMENT_PROGRESS)
+               if p["phase"] == "shift"]
+    assert weights == [{"v2": w, "v1": 100 - w} for w in (25, 50, 75, 100)]
+
+
+def test_a_service_without_an_image_is_refused(make_ctx: Any, images: dict[str, Any],
+                                               client: docker.DockerClient) -> None:
+    result = deploy.run(make_ctx(["api", "backend"]), images=_pick(images, "api:v1"), client=client)
+    assert not result.passed and "backend" in result.summary
+    assert client.containers.list(all=True, filters={"label": LABEL}) == []

@@ -7,6 +7,7 @@ import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def backends() -> Iterator[list[int]]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
     try:
         for port in ports:
-            wait_for(lambda port=port: port_open(port), what=f"http.server on {port}")
+            wait_for(partial(port_open, port), what=f"http.server on {port}")
         yield ports
     finally:
         for proc in procs:
