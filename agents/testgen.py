@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 GENERATED_DIR = "tests_generated"
 OFFER_DIR = "tests"
 MAX_SOURCE_CHARS = 6000
-MAX_LLM_TESTS = 4
+MAX_LLM_TESTS = 5
 
 
 class GeneratedTest(BaseModel):
@@ -53,7 +53,7 @@ class GeneratedTests(BaseModel):
 def generate_tests(root: Path, *, python: Path, settings: Settings, llm: LLM | None = None,
                    run_id: str | None = None, service: str = "", out_dir: Path | None = None,
                    max_targets: int = 15, min_coverage: float = 50.0,
-                   time_budget_s: float = 300.0) -> TestGenReport:
+                   time_budget_s: float = 300.0, test_timeout_s: float = 60.0) -> TestGenReport:
     """Generate, prove and report tests for the uncovered code of the service at ``root``."""
     started = time.monotonic()
     use_llm = llm is not None and llm.available
@@ -62,7 +62,8 @@ def generate_tests(root: Path, *, python: Path, settings: Settings, llm: LLM | N
         scratch = _copy(root, Path(tmp) / "service")
         rc, before, _ = measure(python, scratch, [], settings=settings, data_dir=Path(tmp) / "cov")
         targets = select_targets(code_map(scratch, before), min_coverage, max_targets)
-        prover = Prover(python, scratch, settings, Path(tmp) / "cov", GENERATED_DIR, before.lines())
+        prover = Prover(python, scratch, settings, Path(tmp) / "cov", GENERATED_DIR, before.lines(),
+                        timeout_s=test_timeout_s)
         candidates: list[Candidate] = []
         skipped_for_time = 0
         for target in targets:

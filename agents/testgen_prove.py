@@ -22,7 +22,8 @@ class Prover:
     """Runs candidate tests in a scratch copy of the service, with its isolated virtualenv."""
 
     def __init__(self, python: Path, scratch: Path, settings: Settings, data_dir: Path,
-                 generated_dir: str, covered: set[tuple[str, int]]) -> None:
+                 generated_dir: str, covered: set[tuple[str, int]], *, timeout_s: float = TEST_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
         self.python = python
         self.scratch = scratch
         self.settings = settings
@@ -55,7 +56,7 @@ class Prover:
         test = str(path.relative_to(self.scratch))
         try:
             rc, cov, output = measure(self.python, self.scratch, [test], settings=self.settings,
-                                      data_dir=self.data_dir, timeout=TEST_TIMEOUT_S)
+                                      data_dir=self.data_dir, timeout=self.timeout_s)
         except OrchestraError as exc:
             return verdict.model_copy(update={"reason": f"did not finish: {exc.message}"})
         if rc == 5:
@@ -92,7 +93,7 @@ class Prover:
     def _fails(self, test: str) -> bool:
         try:
             proc = run_tool([str(self.python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
-                            cwd=self.scratch, settings=self.settings, timeout=TEST_TIMEOUT_S,
+                            cwd=self.scratch, settings=self.settings, timeout=self.timeout_s,
                             extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
         except OrchestraError:
             return True  # the mutant made it hang: the test noticed

@@ -70,11 +70,13 @@ def test_llm_tests_are_kept_only_when_proven(repo: Path, venv_python: Path, sett
     with fake_anthropic(api_key=KEY) as server:
         server.on_tool("record_generated_tests", lambda body: {"tests": model_answer(body)})
         llm = LLM(settings.with_(anthropic_api_key=KEY, anthropic_base_url=server.base_url), redis=redis)
-        report = generate_tests(repo, python=venv_python, settings=settings, llm=llm, run_id="tg1")
+        report = generate_tests(repo, python=venv_python, settings=settings, llm=llm, run_id="tg1",
+                                test_timeout_s=5)
         prompts = [r.body["messages"][0]["content"] for r in server.requests]
     by_file = {c.file_name: c for c in report.candidates}
     total = [c for c in report.candidates if c.target == "legacy.billing:Invoice.total"]
-    reasons = [c.reason for c in total]
+    hangs, *reasons = [c.reason for c in total]
+    assert hangs.startswith("did not finish") and "within 5s" in hangs
     assert reasons[0].startswith("passes against all") and "does not check the result" in reasons[0]
     assert reasons[1].startswith("fails against the current code") and "assert 24.0 == 25.0" in reasons[1]
     assert reasons[2].startswith("does not parse") and reasons[3].startswith("kept")
@@ -85,12 +87,13 @@ def test_llm_tests_are_kept_only_when_proven(repo: Path, venv_python: Path, sett
 
 
 def model_answer(body: dict) -> list[dict]:
-    """The fake model's answer: four candidates for Invoice.total, none for anything else."""
+    """The fake model's answer: five candidates for Invoice.total, none for anything else."""
     if "Function: Invoice.total" not in body["messages"][0]["content"]:
         return []
     setup = "from legacy.billing import Invoice\n\n\ndef test_total():\n    inv = Invoice('acme')\n" \
             "    inv.add('pen', 10, 2.0)\n    inv.add('pad', 1, 5.0)\n"
-    return [{"name": "asserts_nothing", "code": setup + "    inv.total()\n"},
+    return [{"name": "hangs", "code": setup + "    while inv.total():\n        pass\n"},
+            {"name": "asserts_nothing", "code": setup + "    inv.total()\n"},
             {"name": "wrong", "code": setup + "    assert inv.total() == 25.0\n"},
             {"name": "broken", "code": "def test_x(:\n    pass\n"},
             {"name": "good", "code": setup + "    assert inv.total() == 24.0\n"}]
