@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 RUN_KINDS = (IntentKind.DEPLOY, IntentKind.ROLLBACK)
 QUESTIONS = (IntentKind.STATUS, IntentKind.HISTORY, IntentKind.EXPLAIN)
+ACTIONS = (*RUN_KINDS, IntentKind.CANCEL)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def execute(parsed: Parsed, who: Who, *, redis: Redis, settings: Settings) -> Re
 
 def _execute(parsed: Parsed, intent: Intent, who: Who, *, redis: Redis, settings: Settings) -> Reply:
     kind = intent.kind
-    if kind == IntentKind.UNKNOWN:
+    if kind == IntentKind.UNKNOWN or (parsed.problem and kind in ACTIONS):
         if parsed.problem:
             _audit_refusal(redis, who, intent, parsed.problem)
             return Reply(texts.REFUSED.format(problem=parsed.problem))

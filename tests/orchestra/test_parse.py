@@ -73,6 +73,32 @@ UNDERSTOOD = [
     ("deploy history for prod", "history", None, None, "production", None),
     ("help", "help", None, None, None, None),
     ("what can you do?", "help", None, None, None, None),
+    ("deploy release/2026-11 of backend to staging", "deploy", "backend", "release/2026-11", "staging", None),
+    ("push 3f9c2ab of payments to prod", "deploy", "payments", "3f9c2ab", "production", None),
+    ("canary deploy frontend to prod", "deploy", "frontend", None, "production", "canary"),
+    ("deploy backend in production with blue/green", "deploy", "backend", None, "production", "blue-green"),
+    ("deploy frontend to production using a blue green deployment", "deploy", "frontend", None, "production",
+     "blue-green"),
+    ("@orchestra deploy frontend to stg", "deploy", "frontend", None, "staging", None),
+    ("release payments v2.0.0-rc.1 to stg", "deploy", "payments", "v2.0.0-rc.1", "staging", None),
+    ("roll out api-server 1.2.3 to dev", "deploy", "api-server", "1.2.3", "development", None),
+    ("deploy frontend version 1.4.2", "deploy", "frontend", "1.4.2", None, None),
+    ("deplyo frontend to prodution", "deploy", "frontend", None, "production", None),
+    ("rollbak payments in stagign", "rollback", "payments", None, "staging", None),
+    ("cancle the worker deploy", "cancel", "worker", None, None, None),
+    ("kill the payments deploy", "cancel", "payments", None, None, None),
+    ("halt frontend rollout in prod", "cancel", "frontend", None, "production", None),
+    ("what's the status of backend in prod", "status", "backend", None, "production", None),
+    ("what's the latest version of payments in prod", "status", "payments", None, "production", None),
+    ("frontend status", "status", "frontend", None, None, None),
+    ("is prod up?", "status", None, None, "production", None),
+    ("show active runs", "status", None, None, None, None),
+    ("when was worker last deployed?", "history", "worker", None, None, None),
+    ("what did we deploy last week?", "history", None, None, None, None),
+    ("list deployments", "history", None, None, None, None),
+    ("why is staging broken?", "explain", None, None, "staging", None),
+    ("how did the last deploy go?", "explain", None, None, None, None),
+    ("how do I deploy?", "help", None, None, None, None),
 ]
 
 
@@ -121,12 +147,34 @@ NEVER_ACTIONS = [
     "deploy frontend to prod and backend to staging",
     "/deploy",
     "deploy to prod",
+    "I think we should deploy frontend",
+    "no need to deploy backend",
+    "deploy frontend? not yet",
+    "deploy frontend to prod; rm -rf /",
+    "deploy frontend to qa",
+    "deploy frontend to customers",
+    "deploys to staging today were smooth",
+    "deployed frontend to prod yesterday",
+    "deploy frontend HEAD~1",
+    "ship it",
+    "undo",
 ]
 
 
 @pytest.mark.parametrize("text", NEVER_ACTIONS)
 def test_never_an_action(text: str) -> None:
-    assert _got(text)["intent"] not in ACTIONS
+    parsed = parse(text, SERVICES)
+    assert parsed.contract()["intent"] not in ACTIONS or parsed.problem  # an action with a problem never runs
+
+
+@pytest.mark.parametrize("text,intent", [("/deploy", "deploy"), ("/rollback", "rollback"),
+                                         ("deploy to prod", "deploy"), ("roll back staging", "rollback"),
+                                         ("cancel the deploy", "cancel")])
+def test_an_action_without_a_service_asks_which(text: str, intent: str) -> None:
+    parsed = parse(text, SERVICES)
+    assert parsed.contract()["intent"] == intent and parsed.intent.service is None
+    assert parsed.problem is not None and parsed.problem.startswith("which service")
+    assert parse(text, ["solo"]).intent.service == "solo" and parse(text, ["solo"]).problem is None
 
 
 UNSAFE_REFS = ["deploy frontend `whoami` to staging", "/deploy frontend $(id)", "deploy frontend main&&ls",
@@ -136,8 +184,8 @@ UNSAFE_REFS = ["deploy frontend `whoami` to staging", "/deploy frontend $(id)", 
 @pytest.mark.parametrize("text", UNSAFE_REFS)
 def test_unsafe_ref_is_explained(text: str) -> None:
     parsed = parse(text, SERVICES)
-    assert parsed.intent.ref is None
-    assert parsed.problem and "not a valid git ref" in parsed.problem
+    assert parsed.intent.ref is None and parsed.intent.kind == "unknown"
+    assert parsed.problem and ("not a valid git ref" in parsed.problem or "shell characters" in parsed.problem)
 
 
 def test_unknown_service_is_explained_with_the_known_ones() -> None:
