@@ -167,3 +167,29 @@ def test_posts_are_paced_per_channel_and_updates_coalesced(redis: Redis, setting
     assert len(posts) == 4
     assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.24
     assert len(control.calls("chat.update")) <= 3  # 30 progress events, a handful of edits
+
+
+def test_an_expired_approval_loses_its_buttons(redis: Redis, settings: Settings,
+                                               slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis, status=RunStatus.AWAITING_APPROVAL)
+    bus.emit(run.id, EventType.APPROVAL_REQUESTED, "orchestra", stage="deploy", approvers=["U0BOB"],
+             requester="U0ALICE", deadline=time.time() + 60)
+    bus.emit(run.id, EventType.APPROVAL_EXPIRED, "orchestra", stage="deploy", decided_by="orchestra")
+    _until(relay, lambda: len(_thread(control)["replies"]) == 2)
+    ask, expired = _thread(control)["replies"]
+    assert ask["buttons"] == [] and "expired" in ask["text"]
+    assert expired["text"] == ":hourglass: The approval request expired; nothing was deployed."
+
+
+def test_events_of_unknown_runs_and_model_calls_are_skipped(redis: Redis, settings: Settings,
+                                                           slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    bus.emit("no-run", EventType.LLM_CALL, "llm", prompt="parse_intent")
+    bus.emit("r-20261121-ffffff", EventType.TEST_RESULTS, "test", passed=True, summary="ok")
+    _until(relay, lambda: _pending(redis) == 0)
+    assert control.transcript() == [] and control.calls("chat.postMessage") == []
