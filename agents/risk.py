@@ -67,6 +67,11 @@ class Risk(BaseModel):
     def summary(self) -> str:
         return f"{self.level.value} risk: " + "; ".join(self.reasons)
 
+    def event_data(self) -> dict[str, object]:
+        """The ``risk_classified`` event's data (the relay reads ``risk`` and ``reasons``)."""
+        return {"risk": self.level.value, "level": self.level.value, "reasons": self.reasons,
+                "categories": self.categories, "summary": self.summary()}
+
 
 def classify_risk(changed_files: list[str], diff: str = "") -> Risk:
     """Classify a change from its changed file paths (repository-relative) and its unified diff."""

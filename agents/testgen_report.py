@@ -1,7 +1,11 @@
 """What test generation produced: each candidate's verdict, coverage before/after, time and tokens."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+MAX_EVENT_CODE_CHARS = 20_000
 
 
 class Candidate(BaseModel):
@@ -52,3 +56,19 @@ class TestGenReport(BaseModel):
         return (f"{self.service}: {len(self.kept)} of {len(self.candidates)} generated test(s) kept "
                 f"for {self.targets} uncovered function(s); coverage {self.coverage_before:.1f}% -> "
                 f"{self.coverage_after:.1f}% ({self.source}; {self.note})")
+
+    def event_data(self) -> dict[str, Any]:
+        """For the test stage's event: figures, each verdict, and the kept files (bounded)."""
+        files: dict[str, str] = {}
+        room = MAX_EVENT_CODE_CHARS
+        for name, code in self.kept_files.items():
+            files[name] = code if len(code) <= room else "(too long for the event: see the report)"
+            room -= min(len(code), room)
+        return {
+            "summary": self.summary(), "generator": self.source, "note": self.note,
+            "coverage_before": self.coverage_before, "coverage_after": self.coverage_after,
+            "kept_share": round(self.kept_share, 3), "mutation_score": round(self.mutation_score, 3),
+            "verdicts": [{"target": c.target, "origin": c.origin, "kept": c.kept, "reason": c.reason}
+                         for c in self.candidates],
+            "files": files, "seconds": self.seconds, "tokens": self.tokens,
+        }

@@ -39,6 +39,8 @@ def test_the_highest_category_decides_and_every_reason_is_listed() -> None:
     assert set(risk.categories) == {"docs", "app_code", "dependencies", "infrastructure"}
     assert "documentation (README.md)" in risk.reasons  # not "only" when code changed too
     assert risk.summary().startswith("high risk: infrastructure")
+    data = risk.event_data()
+    assert data["risk"] == "high" and data["reasons"] == risk.reasons
 
 
 def test_schema_change_in_the_diff_is_a_migration() -> None:

@@ -56,6 +56,9 @@ def test_deterministic_generation_proves_every_kept_test(repo: Path, venv_python
     assert offered == sorted(Path(f).name for f in report.kept_files)
     discount = report.kept_files["tests/test_gen_legacy_billing_apply_discount.py"]
     assert "from legacy.billing import PricingError" in discount and "pytest.raises(PricingError)" in discount
+    data = report.event_data()
+    assert data["coverage_after"] == report.coverage_after and set(data["files"]) == set(report.kept_files)
+    assert len(data["verdicts"]) == len(report.candidates) and data["generator"] == "deterministic"
     # The offered files, copied into the repository, pass there and give the reported coverage.
     shutil.copytree(tmp_path / "offer" / "tests", repo / "tests")
     rc, cov, output = measure(venv_python, repo, [], settings=settings, data_dir=tmp_path / "cov")
