@@ -46,6 +46,7 @@ M = TypeVar("M", bound=BaseModel)
 NO_RUN = "no-run"  # budget and event bucket for calls made outside a run (e.g. chat parsing)
 ACTOR = "llm"
 SKIP_NO_KEY = "skipped: no ANTHROPIC_API_KEY, used the deterministic path"
+REPAIR_ATTEMPTS = 1  # an invalid structured answer gets one chance to fix itself
 
 
 class LLMError(OrchestraError):
@@ -95,16 +96,21 @@ class LLM:
         """Ask for ``schema`` through a forced tool call and validate the answer into it."""
         tool = {"name": _tool_name(schema), "description": (schema.__doc__ or schema.__name__).strip(),
                 "input_schema": schema.model_json_schema()}
-        response = self._call(prompt, variables, run_id, max_tokens,
-                               tools=[tool], tool_choice={"type": "tool", "name": tool["name"]})
-        for block in response.content:
-            if block.type == "tool_use" and block.name == tool["name"]:
-                try:
-                    return schema.model_validate(block.input)
-                except ValidationError as exc:
+        followup: list[dict[str, Any]] = []
+        for attempt in range(REPAIR_ATTEMPTS + 1):
+            response = self._call(prompt, variables, run_id, max_tokens, followup=followup,
+                                  tools=[tool], tool_choice={"type": "tool", "name": tool["name"]})
+            block = next((b for b in response.content if b.type == "tool_use" and b.name == tool["name"]), None)
+            if block is None:
+                raise LLMFailed(f"the model did not call the {tool['name']} tool")
+            try:
+                return schema.model_validate(block.input)
+            except ValidationError as exc:
+                if attempt == REPAIR_ATTEMPTS:
                     raise LLMFailed(f"the model's {tool['name']} output did not validate: "
                                     f"{exc.error_count()} error(s)", hint=str(exc)[:500]) from exc
-        raise LLMFailed(f"the model did not call the {tool['name']} tool")
+                followup += _repair_turn(block, exc)
+        raise AssertionError("unreachable")
 
     def text(self, prompt: str, variables: Mapping[str, object], *, run_id: str | None = None,
              max_tokens: int = 2048) -> str:
@@ -132,7 +138,7 @@ class LLM:
         return Rendered(rendered.name, rendered.version, system, rendered.user)
 
     def _call(self, prompt: str, variables: Mapping[str, object], run_id: str | None,
-              max_tokens: int, **extra: Any) -> Any:
+              max_tokens: int, followup: list[dict[str, Any]] | None = None, **extra: Any) -> Any:
         run = run_id or NO_RUN
         rendered = self.render(prompt, variables)
         meta = {"model": self.model, "prompt": rendered.name, "prompt_version": rendered.version}
@@ -145,16 +151,17 @@ class LLM:
             reason = f"skipped: over budget ({over})"
             self._record(run, meta, outcome="skipped", reason=reason)
             raise LLMSkipped(reason)
-        return self._send(run, rendered, meta, max_tokens, extra)
+        messages = [{"role": "user", "content": rendered.user}, *(followup or [])]
+        return self._send(run, rendered.system, messages, meta, max_tokens, extra)
 
-    def _send(self, run: str, rendered: Rendered, meta: dict[str, Any], max_tokens: int,
-              extra: dict[str, Any]) -> Any:
+    def _send(self, run: str, system: str, messages: list[dict[str, Any]], meta: dict[str, Any],
+              max_tokens: int, extra: dict[str, Any]) -> Any:
         assert self.client is not None
         started = time.monotonic()
         try:
             response = self.client.messages.create(
-                model=self.model, max_tokens=max_tokens, system=rendered.system,
-                messages=[{"role": "user", "content": rendered.user}], **extra)
+                model=self.model, max_tokens=max_tokens, system=system,
+                messages=messages, **extra)  # type: ignore[arg-type]
         except anthropic.APIError as exc:
             latency = round((time.monotonic() - started) * 1000)
             self._record(run, meta, outcome="error", reason=type(exc).__name__, latency_ms=latency)
@@ -173,6 +180,16 @@ class LLM:
         logger.info("run %s: llm %s v%s %s %s", run, meta["prompt"], meta["prompt_version"],
                     data.get("outcome"), data.get("reason", ""))
         self.bus.emit(run, EventType.LLM_CALL, ACTOR, **meta, **data)
+
+
+def _repair_turn(block: Any, error: ValidationError) -> list[dict[str, Any]]:
+    """The model's invalid tool call and a tool_result telling it what to fix."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in error.errors())
+    return [{"role": "assistant", "content": [{"type": "tool_use", "id": block.id, "name": block.name,
+                                               "input": block.input}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "is_error": True,
+                                          "content": f"Invalid input: {problems[:1500]}. Call {block.name} "
+                                                     "again with input that matches its schema."}]}]
 
 
 def _tool_name(schema: type[BaseModel]) -> str:

@@ -66,9 +66,24 @@ def test_structured_output_through_tool_use_is_validated_and_recorded(
     assert call["cost_usd"] == round(cost_usd(call["model"], call["input_tokens"], call["output_tokens"]), 6)
 
 
+def test_invalid_output_gets_one_repair_turn(llm_settings: Settings, server: FakeAnthropic,
+                                             redis: Redis) -> None:
+    server.reply_tool("record_review", {"findings": [{"file": "app.py", "line": "three"}]})
+    server.reply_tool("record_review", {"findings": [{"file": "app.py", "line": 3, "rule": "r", "message": "m"}]})
+    review = LLM(llm_settings, redis=redis).structured("review_diff", REVIEW_VARS, Review, run_id="r8")
+    assert review.findings[0].line == 3
+    repair = server.requests[-1].body["messages"]
+    assert [m["role"] for m in repair] == ["user", "assistant", "user"]
+    result = repair[2]["content"][0]
+    assert result["type"] == "tool_result" and result["is_error"] is True
+    assert "findings.0.line" in result["content"] and "findings.0.rule: Field required" in result["content"]
+    assert [c["outcome"] for c in llm_calls(redis, "r8")] == ["ok", "ok"]
+
+
 def test_output_that_does_not_match_the_model_fails_clearly(
         llm_settings: Settings, server: FakeAnthropic, redis: Redis) -> None:
-    server.reply_tool("record_review", {"findings": [{"file": "app.py", "line": "three"}]})
+    for _ in range(2):
+        server.reply_tool("record_review", {"findings": [{"file": "app.py", "line": "three"}]})
     with pytest.raises(LLMFailed, match="did not validate"):
         LLM(llm_settings, redis=redis).structured("review_diff", REVIEW_VARS, Review, run_id="r1")
     server.reply_text("I refuse to use tools")
