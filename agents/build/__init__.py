@@ -17,6 +17,7 @@ from agents.build.image import docker_client
 from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.context import AgentContext, StageResult
 from orchestra.errors import OrchestraError
+from orchestra.llm import LLM
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def run(ctx: AgentContext, *, client: docker.DockerClient | None = None, nocache
     specs = services_of(ctx)
     version = version_of(ctx)
     request = BuildRequest(project=ctx.config.project.name, version=version,
-                           out_dir=build_dir(ctx), images=images_of(ctx), nocache=nocache)
+                           out_dir=build_dir(ctx), images=images_of(ctx), nocache=nocache,
+                           llm=LLM.from_settings(ctx.settings, redis=ctx.redis, bus=ctx.bus),
+                           run_id=ctx.run.id)
     own_client = client is None
     client = client or docker_client(ctx.settings)
     built: list[dict[str, Any]] = []
@@ -89,7 +92,7 @@ def _line(result: dict[str, Any]) -> str:
     size_mb = result["size"] / 1e6
     change = result["size_change"]
     delta = "" if change is None else f" ({change / 1e6:+.1f} MB)"
-    origin = "generated Dockerfile" if result["dockerfile_generated"] else "own Dockerfile"
+    origin = result["dockerfile_note"]
     return (f"{result['service']}: {result['image']} {size_mb:.1f} MB{delta}, {origin}, "
             f"{result['cached_steps']}/{result['steps']} steps cached, build {result['build_seconds']}s, "
             f"push {result['push_seconds']}s")

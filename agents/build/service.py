@@ -14,8 +14,10 @@ from redis import Redis
 from agents.build.detect import detect_stack
 from agents.build.dockerfile import Images, generate, lint
 from agents.build.image import build_image, context_tar, image_size, push_image, registry_auth, timed
+from agents.build.refine import refine
 from agents.findings import Finding, Severity
 from orchestra.errors import StageFailed
+from orchestra.llm import LLM
 from orchestra.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class BuildRequest:
     images: Images = field(default_factory=Images)
     push: bool = True
     nocache: bool = False  # ignore the layer cache (a cold build)
+    llm: LLM | None = None  # refines generated Dockerfiles when available
+    run_id: str | None = None
 
 
 def repository_for(settings: Settings, project: str, service: str) -> str:
@@ -55,7 +59,7 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
                   settings: Settings, redis: Redis | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Build and push one service's image; StageFailed when lint, build or push says no."""
-    dockerfile, generated, stack = _dockerfile(spec, request, settings)
+    dockerfile, generated, stack, note = _dockerfile(spec, request, settings)
     saved = request.out_dir / spec.name / "Dockerfile"
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(dockerfile)
@@ -79,23 +83,27 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
         "digest": digest, "image_id": outcome.image_id, "stack": stack, "size": size,
         "previous_size": previous, "size_change": None if previous is None else size - previous,
         "dockerfile": dockerfile, "dockerfile_path": str(saved), "dockerfile_generated": generated,
+        "dockerfile_note": note,
         "lint": [f.model_dump() for f in findings], "steps": outcome.steps,
         "cached_steps": outcome.cached_steps, "build_seconds": build_s, "push_seconds": push_s,
         "port": spec.port, "health": spec.health,
     }
 
 
-def _dockerfile(spec: ServiceSpec, request: BuildRequest, settings: Settings) -> tuple[str, bool, str]:
-    """(text, generated?, stack name): the service's own Dockerfile if it has one."""
+def _dockerfile(spec: ServiceSpec, request: BuildRequest,
+                settings: Settings) -> tuple[str, bool, str, str]:
+    """(text, generated?, stack name, note): the service's own Dockerfile if it has one."""
     own = spec.path / (spec.dockerfile or "Dockerfile")
     if own.is_file():
-        return own.read_text(), False, "dockerfile"
+        return own.read_text(), False, "dockerfile", f"the service's own {own.name}"
     if spec.dockerfile:
         raise StageFailed(f"{spec.name}: the configured dockerfile {own} does not exist")
     stack = detect_stack(spec.path)
     text = generate(stack, spec.path, service=spec.name, port=spec.port, health=spec.health,
                     images=request.images, ca_bundle=settings.build_ca_bundle is not None)
-    return text, True, stack.name
+    refined = refine(text, service=spec.name, stack=stack.name, service_dir=spec.path, llm=request.llm,
+                     run_id=request.run_id)
+    return refined.text, True, stack.name, refined.note
 
 
 def _swap_size(redis: Redis | None, repository: str, size: int) -> int | None:
