@@ -79,3 +79,10 @@ def alert(ctx: AgentContext, facts: RollbackFacts, detail: dict[str, Any]) -> No
     data = facts.data()
     data.pop("automatic")
     ctx.emit(EventType.OBSERVABILITY_ALERT, kind="canary_failed", judgement=detail, **data)
+
+
+def record_rollback(ctx: AgentContext, facts: RollbackFacts, policy: Policy) -> None:
+    """A rollback the deploy agent does itself (a failed canary never reaches 100%): count it in the
+    breaker and publish the rollback_event with the numbers."""
+    RollbackBreaker(ctx.redis, limit=policy.max_rollbacks_per_hour).record(facts.service, facts.env)
+    ctx.emit(EventType.ROLLBACK_EVENT, **facts.data())

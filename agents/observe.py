@@ -92,12 +92,17 @@ def judge_step(ctx: AgentContext, step: CanaryStep, *, prom: Prometheus | None =
                  f"{judgement.verdict.value}: {judgement.reason}", kind="canary_judgement", service=step.service,
                  step=step.step, weight=step.weight, window_s=round(window, 1), judgement=judgement.to_dict())
     if judgement.verdict == Verdict.FAIL:
-        facts = RollbackFacts(step.service, step.env, step.canary_version, step.baseline_version,
-                              judgement.reason, window, step.step, step.weight, judgement.culprit)
+        facts = step_facts(step, judgement, window)
         alert(ctx, facts, judgement.to_dict())
         if rollback is not None:
             auto_rollback(ctx, facts, rollback, policy)
     return judgement
+
+
+def step_facts(step: CanaryStep, judgement: Judgement, window_s: float) -> RollbackFacts:
+    """What a rollback of a failed canary step carries: the culprit metric and the step."""
+    return RollbackFacts(step.service, step.env, step.canary_version, step.baseline_version,
+                         judgement.reason, window_s, step.step, step.weight, judgement.culprit)
 
 
 def _sleep_until(at: float, sleep: Sleep, clock: Clock) -> None:
@@ -127,14 +132,19 @@ def releases_from_events(events: list[Event], env: str) -> list[Release]:
     return list(out.values())
 
 
-def run(ctx: AgentContext, *, source: ReleaseSource, prom: Prometheus | None = None,
+def run(ctx: AgentContext, *, source: ReleaseSource | None = None, prom: Prometheus | None = None,
         policy: Policy | None = None, sleep: Sleep = time.sleep, clock: Clock = time.time) -> StageResult:
     """The observe stage: watch what this run released and roll it back when it misbehaves."""
     policy = policy or policy_for(ctx)
+    if source is None:  # the local Docker target
+        from agents.observe_live import LiveReleases
+
+        source = LiveReleases()
     releases = source.releases(ctx)
     if not releases:
         return StageResult(True, "nothing to watch: this run released no new version")
     ctx.progress(f"watching {', '.join(f'{r.service} {r.version}' for r in releases)} for "
                  f"{policy.watch_s:.0f}s", kind="watch_started")
+    undo = source.rollback
     return watch_release(ctx, releases, prom=prom or prometheus_for(ctx), policy=policy,
-                         rollback=lambda rel: source.rollback(ctx, rel), sleep=sleep, clock=clock)
+                         rollback=lambda rel: undo(ctx, rel), sleep=sleep, clock=clock)

@@ -34,16 +34,19 @@ class PrometheusServer:
 
 
 @contextmanager
-def prometheus_server(targets: Iterable[Target] = (), *, interval: str = "1s") -> Iterator[PrometheusServer]:
-    """Start prometheus with storage in a temp dir; stop it after."""
+def prometheus_server(targets: Iterable[Target] = (), *, interval: str = "1s",
+                      targets_file: Path | None = None) -> Iterator[PrometheusServer]:
+    """Start prometheus with storage in a temp dir; stop it after. ``targets_file``: a file_sd list
+    someone else keeps up to date (default: one in the temp dir, set with ``set_targets``)."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed (apt-get install prometheus)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="orchestra-prom-") as tmp:
         root = Path(tmp)
-        targets_file = root / "targets.json"
-        write_targets(targets_file, targets)
+        if targets_file is None:
+            targets_file = root / "targets.json"
+            write_targets(targets_file, targets)
         (root / "prometheus.yml").write_text(scrape_config(targets_file, interval=interval))
         log = (root / "prometheus.log").open("wb")
         proc = subprocess.Popen(  # noqa: S603
