@@ -59,6 +59,11 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
                   settings: Settings, redis: Redis | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Build and push one service's image; StageFailed when lint, build or push says no."""
+    ca = settings.build_ca_bundle
+    if ca is not None and not ca.is_file():
+        raise StageFailed(f"the build CA bundle {ca} does not exist",
+                          hint="point ORCHESTRA_BUILD_CA_BUNDLE at a PEM file, e.g. "
+                               "/etc/ssl/certs/ca-certificates.crt, or unset it")
     dockerfile, generated, stack, note = _dockerfile(spec, request, settings)
     saved = request.out_dir / spec.name / "Dockerfile"
     saved.parent.mkdir(parents=True, exist_ok=True)

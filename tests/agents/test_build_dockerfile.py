@@ -112,3 +112,14 @@ def test_flask_without_main_block_runs_through_flask_cli(tmp_path: Path) -> None
     _files(tmp_path, {"requirements.txt": "flask\n", "app.py": "app = Flask(__name__)\n"})
     command = python_command(detect_stack(tmp_path), tmp_path)
     assert command[:2] == ["sh", "-c"] and "flask --app app:app run" in command[2]
+
+
+def test_a_missing_ca_bundle_is_a_clear_error_before_any_build(tmp_path: Path) -> None:
+    from agents.build.service import BuildRequest, ServiceSpec, build_service
+    from orchestra.errors import StageFailed
+    from orchestra.settings import Settings
+
+    settings = Settings(build_ca_bundle=tmp_path / "missing.pem")
+    request = BuildRequest("shop", "v1", tmp_path / "out")
+    with pytest.raises(StageFailed, match="ORCHESTRA_BUILD_CA_BUNDLE"):
+        build_service(None, ServiceSpec("api", tmp_path), request, settings=settings)  # type: ignore[arg-type]
