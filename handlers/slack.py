@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
 
 from redis import Redis
 from slack_bolt.async_app import AsyncApp
@@ -25,6 +28,8 @@ from orchestra.store import Audit, claim_once
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+WORK_THREADS = 4
 COMMANDS = ("/deploy", "/rollback", "/orchestra", "/status", "/history", "/explain", "/cancel")
 
 
@@ -36,6 +41,12 @@ class Deps:
     redis: Redis
     understander: Understander
     catalog: Catalog
+    # A few worker threads only: more would compete with the event loop (the GIL) and slow the acks.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(WORK_THREADS, "slack-work"))
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (Redis, config files, dispatch) without holding up the acks."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
@@ -61,10 +72,10 @@ def _on_command(deps: Deps) -> Any:
         await ack()
         who = Who(command["user_id"], command["channel_id"], via="command")
         key = f"slack:trigger:{command.get('trigger_id') or command.get('response_url')}"
-        if not await asyncio.to_thread(claim_once, deps.redis, key):
+        if not await deps.off_loop(claim_once, deps.redis, key):
             return
         text = f"{command['command']} {command.get('text', '')}".strip()
-        reply = await asyncio.to_thread(handle_text, text, who, deps)
+        reply = await deps.off_loop(handle_text, text, who, deps)
         await respond(text=reply.text, blocks=reply.blocks or None,
                       response_type="in_channel" if reply.public else "ephemeral")
     return listener
@@ -88,10 +99,10 @@ def _on_message(deps: Deps) -> Any:
 
 
 async def _converse(deps: Deps, client: AsyncWebClient, body: dict[str, Any], who: Who, text: str) -> None:
-    if not await asyncio.to_thread(claim_once, deps.redis, f"slack:event:{body.get('event_id')}"):
+    if not await deps.off_loop(claim_once, deps.redis, f"slack:event:{body.get('event_id')}"):
         logger.info("slack retry of event %s ignored", body.get("event_id"))
         return
-    reply = await asyncio.to_thread(handle_text, text, who, deps)
+    reply = await deps.off_loop(handle_text, text, who, deps)
     if reply.public or who.via == "dm" or reply.run_id:
         await client.chat_postMessage(channel=who.channel, thread_ts=who.thread_ts, text=reply.text,
                                       blocks=reply.blocks or None)
@@ -107,12 +118,12 @@ def _on_approval(deps: Deps, *, approve: bool) -> Any:
         channel = body["channel"]["id"]
         thread_ts = body.get("message", {}).get("thread_ts") or body.get("container", {}).get("message_ts")
         run_id, _, commit = str(action.get("value", "")).partition("|")
-        if not await asyncio.to_thread(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
+        if not await deps.off_loop(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
             return
-        decision = await asyncio.to_thread(approvals.decide, run_id, user=user, approve=approve,
+        decision = await deps.off_loop(approvals.decide, run_id, user=user, approve=approve,
                                            redis=deps.redis, settings=deps.settings, commit=commit or None)
         if not decision.accepted:
-            await asyncio.to_thread(Audit(deps.redis).record, "approval_click_refused", actor=user,
+            await deps.off_loop(Audit(deps.redis).record, "approval_click_refused", actor=user,
                                     run_id=run_id, reason=decision.message)
             await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
                                             text=texts.APPROVAL_NOT_ACCEPTED.format(message=decision.message))
@@ -123,13 +134,13 @@ def _on_confirm(deps: Deps, *, go: bool) -> Any:
     async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
         await ack()
         user = body["user"]["id"]
-        if not await asyncio.to_thread(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
+        if not await deps.off_loop(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
             return
         if not go:
             await respond(text=texts.CONFIRM_DROPPED, replace_original=True)
             return
         who = Who(user, body["channel"]["id"], via="button")
         parsed = confirmed(str(action.get("value", "{}")), body.get("message", {}).get("text", ""))
-        reply = await asyncio.to_thread(execute, parsed, who, redis=deps.redis, settings=deps.settings)
+        reply = await deps.off_loop(execute, parsed, who, redis=deps.redis, settings=deps.settings)
         await respond(text=reply.text, replace_original=True)
     return listener
