@@ -77,7 +77,9 @@ def _deploy_group(ctx: AgentContext, target: LocalTarget, order: list[str],
     changed = [s for s, o in done if o.changed]
     urls = ", ".join(f"{s} {o.after.url}" for s, o in done)
     summary = (f"live in {ctx.run.env}: {urls}" if changed else f"already live in {ctx.run.env}: {urls}")
+    versions = {s: o.after.current.version for s, o in done if o.after.current}
     return StageResult(True, summary, {"deployed": [s for s, _ in done], "changed": changed, "live": live,
+                                       "env": ctx.run.env, "versions": versions,
                                        "timings": {s: o.timings for s, o in done},
                                        "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
 

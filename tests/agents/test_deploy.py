@@ -177,6 +177,7 @@ def test_canary_walks_the_configured_steps_to_100_asking_the_judge(
                if p["phase"] == "shift"]
     assert weights == [10, 50, 100]
     assert _versions(url) == Counter({"v2": 20})
+    assert result.data["versions"] == {"api": "v2"} and result.data["env"] == "staging"
     assert result.data["verdicts"]["api"] == [{"step": 1, "weight": 10, "verdict": "pass"},
                                               {"step": 2, "weight": 50, "verdict": "pass"}]
 
