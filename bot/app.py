@@ -5,6 +5,10 @@ import logging
 
 from redis import Redis
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.catalog import Catalog
@@ -31,5 +35,11 @@ def build_app(settings: Settings, *, client: AsyncWebClient, redis: Redis,
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client: Slack itself with tokens, the local workspace without."""
-    return AsyncWebClient(token=settings.slack_bot_token or LOCAL_BOT_TOKEN, base_url=settings.slack_api_url)
+    """The Web API client: Slack itself with tokens, the local workspace without.
+
+    Replies to users wait out a 429's Retry-After and retry a server error once.
+    """
+    client = AsyncWebClient(token=settings.slack_bot_token or LOCAL_BOT_TOKEN, base_url=settings.slack_api_url)
+    client.retry_handlers.extend([AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+                                  AsyncServerErrorRetryHandler(max_retry_count=1)])
+    return client

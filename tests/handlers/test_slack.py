@@ -191,3 +191,11 @@ def test_cancel_from_slack(redis: Redis, slack: tuple[WorkspaceClient, Settings]
     cancels = [e for e in EventBus(redis).replay(mine.id) if e.type == EventType.RUN_CANCELLED]
     assert [e.actor for e in cancels] == ["U0CAROL"]
     assert not [e for e in EventBus(redis).replay(prod.id) if e.type == EventType.RUN_CANCELLED]
+
+
+def test_a_rate_limited_reply_is_retried(slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    control.fail_next("chat.postEphemeral", status=429, error="ratelimited", retry_after=1)
+    control.say("<@U0ORCHESTRA> deploy inventory", user="U0ALICE")
+    wait_for(lambda: any("`inventory`" in t for t in _mine(control, "U0ALICE")), what="the refusal, after 1 s")
+    assert len(control.calls("chat.postEphemeral")) == 2
