@@ -39,6 +39,7 @@ DECISIONS = {EventType.APPROVAL_GRANTED, EventType.APPROVAL_REJECTED, EventType.
 PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "msg_too_long",
              "message_not_found", "cant_update_message"}
 BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+CONFIG_TTL_S = 60.0
 
 
 class Wait(Exception):
@@ -78,6 +79,7 @@ class Relay:
         self.backlog: list[_Pending] = []
         self.dirty: dict[str, float] = {}  # run id -> when its parent may be updated next
         self.stats = RelayStats()
+        self._configs: dict[str, tuple[float, Any]] = {}
 
     def run(self, stop: threading.Event, *, block_ms: int = 200) -> None:
         while not stop.is_set():
@@ -104,8 +106,8 @@ class Relay:
         """How long to wait for new events: until the next pending post or update is due."""
         now = time.monotonic()
         dues = [due - now for due in self.dirty.values()]
-        dues += [self.pacer.wait_s(self._channel(run)) for p in self.backlog
-                 if (run := self._run(p.delivery.event)) is not None]
+        dues += [self.pacer.wait_s(channel) for p in self.backlog
+                 if (run := self._run(p.delivery.event)) is not None and (channel := self._channel(run))]
         soonest = min(dues, default=block_ms / 1000)
         return max(1, min(block_ms, int(soonest * 1000)))
 
@@ -114,18 +116,18 @@ class Relay:
         for pending in list(self.backlog):
             event = pending.delivery.event
             run = self._run(event)
-            channel = self._channel(run) if run else ""
-            if run is not None and channel in blocked:
+            channel = self._channel(run) if run else None
+            if channel in blocked:
                 continue
             try:
-                if run is not None:
+                if run is not None and channel is not None:
                     self._show(pending.delivery, run, channel)
             except Wait:
-                blocked.add(channel)
+                blocked.add(channel or "")
                 continue
             except SlackApiError as exc:
-                if self._failed(pending, channel, exc):
-                    blocked.add(channel)
+                if self._failed(pending, channel or "", exc):
+                    blocked.add(channel or "")
                     continue
             self.consumer.ack(pending.delivery)
             self.backlog.remove(pending)
@@ -225,5 +227,32 @@ class Relay:
         except NotFound:
             return None
 
-    def _channel(self, run: Run) -> str:
-        return str(run.origin.get("slack_channel") or self.settings.slack_channel)
+    def _channel(self, run: Run) -> str | None:
+        """Where the run's thread goes: where it was asked for, else the project's chatops channel.
+
+        None: the project turned chatops off and the run did not come from Slack.
+        """
+        if run.origin.get("slack_channel"):
+            return str(run.origin["slack_channel"])
+        chatops = self._chatops(run.repo)
+        if chatops is None:
+            return self.settings.slack_channel
+        return str(chatops.channel) if chatops.enabled else None
+
+    def _chatops(self, repo: str) -> Any:
+        cached = self._configs.get(repo)
+        if cached is None or time.monotonic() - cached[0] > CONFIG_TTL_S:
+            cached = (time.monotonic(), _load_chatops(repo, self.settings))
+            self._configs[repo] = cached
+        return cached[1]
+
+
+def _load_chatops(repo: str, settings: Settings) -> Any:
+    from jobs.repos import local_copy
+    from orchestra.config import load_config
+
+    try:
+        return load_config(local_copy(repo, settings)).chatops
+    except Exception:  # an unreadable repository still gets its thread, in the default channel
+        logger.warning("relay: no chatops settings for %s; using %s", repo, settings.slack_channel, exc_info=True)
+        return None

@@ -55,6 +55,9 @@ class WorkspaceClient:
     def rate_limit(self, *, enabled: bool = True, per_sec: float = 1.0, burst: float = 3.0) -> None:
         self._post("rate_limit", {"enabled": enabled, "per_sec": per_sec, "burst": burst})
 
+    def add_channel(self, channel_id: str, name: str) -> None:
+        self._post("channel", {"id": channel_id, "name": name})
+
     def reset(self) -> None:
         self._post("reset", {})
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +50,12 @@ def _until(relay: Relay, check: Any, timeout: float = 10.0) -> None:
 
 def _thread(control: WorkspaceClient) -> dict[str, Any]:
     return control.transcript("C0DEPLOYS")[0]
+
+
+def _caught_up(redis: Redis) -> bool:
+    """The relay group has read everything and acked it."""
+    group = next(g for g in redis.xinfo_groups(EventBus(redis).stream) if g["name"] == RELAY_GROUP.encode())
+    return group["lag"] == 0 and group["pending"] == 0
 
 
 def _pending(redis: Redis) -> int:
@@ -191,5 +198,36 @@ def test_events_of_unknown_runs_and_model_calls_are_skipped(redis: Redis, settin
     bus = EventBus(redis)
     bus.emit("no-run", EventType.LLM_CALL, "llm", prompt="parse_intent")
     bus.emit("r-20261121-ffffff", EventType.TEST_RESULTS, "test", passed=True, summary="ok")
-    _until(relay, lambda: _pending(redis) == 0)
+    _until(relay, lambda: _caught_up(redis))
     assert control.transcript() == [] and control.calls("chat.postMessage") == []
+
+
+def _project(tmp_path: Path, chatops: str) -> Path:
+    repo = tmp_path / "svc"
+    (repo / "app").mkdir(parents=True)
+    (repo / "devops_orchestra.yaml").write_text(
+        "project:\n  name: svc\ndeployment:\n  services:\n    - name: app\n      path: app\n" + chatops)
+    return repo
+
+
+def test_runs_from_elsewhere_go_to_the_projects_channel(redis: Redis, settings: Settings, tmp_path: Path,
+                                                        slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    control.add_channel("C0RELEASES", "releases")
+    repo = _project(tmp_path, 'chatops:\n  channel: "#releases"\n')
+    relay = _relay(redis, settings, running)
+    run = RunStore(redis).create(Run(requested_by="github:octocat", repo=str(repo), services=["app"]))
+    EventBus(redis).emit(run.id, EventType.CODE_PUSH, "github:octocat")
+    _until(relay, lambda: control.transcript("releases"))
+    assert run.id in control.transcript("releases")[0]["text"]
+
+
+def test_chatops_off_means_no_thread(redis: Redis, settings: Settings, tmp_path: Path,
+                                     slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    repo = _project(tmp_path, "chatops:\n  enabled: false\n")
+    relay = _relay(redis, settings, running)
+    run = RunStore(redis).create(Run(requested_by="github:octocat", repo=str(repo), services=["app"]))
+    EventBus(redis).emit(run.id, EventType.TEST_RESULTS, "test", passed=True, summary="ok")
+    _until(relay, lambda: _caught_up(redis))
+    assert control.transcript() == []
