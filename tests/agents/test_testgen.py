@@ -17,7 +17,7 @@ from agents.codemap import code_map, measure
 from agents.mutation import mutants
 from agents.testgen import generate_tests
 from orchestra.llm import LLM
-from orchestra.settings import Settings
+from orchestra.settings import PROJECT_ROOT, Settings
 from tests.support.fake_anthropic import fake_anthropic
 
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy_repo"
@@ -39,8 +39,9 @@ def repo(tmp_path: Path) -> Path:
     return Path(shutil.copytree(LEGACY, tmp_path / "legacy_repo"))
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
 
 
 def test_deterministic_generation_proves_every_kept_test(repo: Path, venv_python: Path, settings: Settings,
@@ -117,3 +118,20 @@ def test_code_map_lists_functions_methods_and_classes(repo: Path) -> None:
     assert {("apply_discount", "function"), ("Invoice", "class"), ("Invoice.total", "method"),
             ("slugify", "function")} <= names
 
+
+
+@pytest.mark.slow
+def test_generation_on_the_example_frontend(tmp_path: Path, settings: Settings) -> None:
+    """A Flask service that already has tests: only gaps are targeted, and kept tests still prove."""
+    frontend = PROJECT_ROOT / "examples" / "shop" / "frontend"
+    home = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120)
+    subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "-q", "pytest==9.2.0",
+                    "coverage==7.17.3", "-r", str(frontend / "requirements.txt")], check=True, timeout=600)
+    before = snapshot(frontend)
+    report = generate_tests(frontend, python=home / "bin" / "python", settings=settings, min_coverage=100.0)
+    assert snapshot(frontend) == before
+    assert report.coverage_before > 50.0 and report.coverage_after >= report.coverage_before
+    assert report.targets >= 1 and report.candidates
+    assert all(c.mutants_killed >= 1 and c.lines_added >= 1 for c in report.kept)
+    assert all(c.reason for c in report.candidates)
