@@ -288,15 +288,13 @@ def _set_ref(slots: _Slots, token: str) -> None:
 def _result(kind: IntentKind, slots: _Slots, raw: str, services: Sequence[str] = ()) -> Parsed:
     if slots.problem and kind in ACTIONS:
         return _refused(raw, slots.problem)
-    problem = slots.problem
     if kind in ACTIONS and slots.service is None and not (kind is IntentKind.CANCEL and slots.run_id):
-        if len(services) == 1:
-            slots.service = services[0]
-        else:  # the request is clear but incomplete: say which service, do nothing yet
-            problem = _which_service(kind, services)
+        if len(services) != 1:  # "ship it!" is chit-chat as often as a request: ask, do nothing
+            return _refused(raw, _which_service(kind, services))
+        slots.service = services[0]
     intent = Intent(kind=kind, service=slots.service, ref=slots.ref, env=slots.env,
                     strategy=slots.strategy, text=raw)
-    return Parsed(intent, problem=problem, run_id=slots.run_id)
+    return Parsed(intent, problem=slots.problem, run_id=slots.run_id)
 
 
 def _refused(raw: str, problem: str | None, *, understood: bool = True) -> Parsed:

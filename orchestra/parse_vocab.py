@@ -63,7 +63,7 @@ EDGE_PUNCT = ".,!?;:\"“”‘’()[]*_"
 HELP_RE = re.compile(r"\b(help|commands?|usage|what can you do|how (do|can|should) (i|we|you))\b")
 NOT_HELP_RE = re.compile(r"\b(why|status|deployed|running)\b")
 EXPLAIN_RE = re.compile(r"\bwhat (happened|went wrong|broke|failed)\b|\broot cause\b|\bpost-?mortem\b|"
-                        r"\bhow did\b|\bwhat caused\b")
+                        r"\bhow did\b|\bwhat caused\b|\bwhy\b")
 HISTORY_RE = re.compile(
     r"\b(who|when) (deployed|shipped|released|rolled|last|approved)\b|\bhistory\b|\baudit\b|"
     r"\b(recent|last|previous|past) (\w+ )?(deploy|deploys|deployments|releases|runs|rollbacks)\b|"
@@ -73,7 +73,9 @@ HISTORY_RE = re.compile(
 STATUS_RE = re.compile(
     r"\bstatus\b|\bwhat'?s (deployed|running|live|up|out)\b|\bwhat is (deployed|running|live)\b|"
     r"\b(which|what) version\b|\bhow'?s\b|\bhow is\b|\bis \S+ (up|down|healthy|ok|broken)\b|"
-    r"\b(show|list) (me )?(the )?(active|running|current)\b|\bwhat'?s (the )?(current|latest) version\b")
+    r"\b(show|list) (me )?(the )?(active|running|current)\b|\bwhat'?s (the )?(current|latest) version\b|"
+    r"\bany (\w+ )?(deploys?|deployments|runs|rollouts) (running|active|going|in progress)\b|"
+    r"\bwhat'?s (going on|happening)\b|\bwho('?s| is) deploying\b")
 QUESTION_STARTS = {"what", "what's", "whats", "which", "where"}
 
 
