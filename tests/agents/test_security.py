@@ -43,3 +43,10 @@ def test_bandit_findings_carry_file_line_rule_severity_and_suggestion(tmp_path: 
 def test_clean_code_has_no_findings(tmp_path: Path) -> None:
     (tmp_path / "ok.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n")
     assert security_findings(tmp_path) == []
+
+
+def test_a_scan_that_cannot_finish_is_a_warning_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "ok.py").write_text("x = 1\n")
+    [finding] = security_findings(tmp_path, timeout_s=0.001)
+    assert finding.rule == "scan-failed" and finding.severity is Severity.WARNING
+    assert "did not finish" in finding.message
