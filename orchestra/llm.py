@@ -18,8 +18,12 @@ Usage::
 
 ``astructured`` / ``atext`` are the same calls for async code (run in a worker thread).
 Prompts come from ``prompts/<name>.md`` (see orchestra.prompts); every variable is redacted of
-secrets and the prompt's ``untrusted`` variables are fenced as data. Every call, skipped or not,
-is recorded as an ``llm_call`` event with model, prompt name and version, tokens, latency and cost.
+secrets and the prompt's ``untrusted`` variables are fenced as data. 429 and 5xx answers are
+retried with backoff by the SDK (``max_retries``); a structured answer that does not validate gets
+one repair turn. Token budgets per run and per UTC day come from Settings, optional dollar budgets
+from ``run_usd`` / ``day_usd``; over budget a call raises LLMSkipped("skipped: over budget (...)").
+Every call, skipped or not, is recorded as an ``llm_call`` event (run ``no-run`` outside a run)
+with model, prompt name and version, tokens in/out, latency and cost.
 """
 from __future__ import annotations
 
