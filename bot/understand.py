@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from redis import Redis
+from redis.exceptions import RedisError
 
 from orchestra.intents import ENVIRONMENTS, REF_PATTERN, STRATEGIES, Intent, IntentKind
 from orchestra.parse import ENV_ALIASES, NEGATIONS, UNSAFE_CHARS, Parsed, parse
@@ -64,7 +65,7 @@ class Understander:
                      "environments": ", ".join(ENVIRONMENTS)}
         try:
             guess = self.llm.structured(PROMPT, variables, IntentGuess, max_tokens=300)
-        except LLMError as exc:
+        except (LLMError, RedisError) as exc:  # no model, over budget, API down, or no Redis for budgets
             logger.info("intent model not used: %s", exc)
             return parsed
         return validated(guess, text, services)

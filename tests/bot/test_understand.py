@@ -1,6 +1,10 @@
 """The model is asked only for what the rules do not recognise, and its answer is checked like input."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +16,7 @@ from bot.understand import Understander
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore
 from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic
-from tests.support.services import wait_for
+from tests.support.services import free_port, wait_for
 from tests.support.slack_workspace import bot_in_thread, local_slack
 
 SERVICES = ["frontend", "backend"]
@@ -110,3 +114,16 @@ def test_confirming_in_slack_starts_the_run(redis: Redis, model: tuple[FakeAnthr
 
 def _dm(control: WorkspaceClient) -> list[dict[str, Any]]:
     return control.transcript("D0ALICE")
+
+
+def test_parse_cli_uses_the_model_and_survives_without_redis(model: tuple[FakeAnthropic, Settings]) -> None:
+    server, settings = model
+    server.on_tool(TOOL, lambda body: _guess())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "ORCHESTRA_"))}
+    env.update(ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.base_url, REDIS_URL=settings.redis_url)
+    cmd = [sys.executable, "-m", "orchestra.cli", "parse", "--services", "frontend,backend", VAGUE]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+    assert json.loads(out.stdout)["intent"] == "deploy" and len(server.requests) == 1
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+    assert out.returncode == 0 and json.loads(out.stdout)["intent"] == "unknown"
