@@ -7,6 +7,7 @@ from redis import Redis
 
 THREAD_KEY = "orchestra:slack:thread:{run_id}"  # hash: channel, ts, approval_ts
 POSTED_KEY = "orchestra:slack:posted:{run_id}"  # set of event entry ids already replied to
+RUN_OF_KEY = "orchestra:slack:run-of:{channel}:{ts}"  # a parent message -> its run id
 CREATING = "creating"
 TTL_S = 30 * 24 * 3600
 
@@ -44,9 +45,17 @@ class Threads:
 
     def save(self, run_id: str, channel: str, ts: str) -> Thread:
         key = THREAD_KEY.format(run_id=run_id)
-        self.redis.hset(key, mapping={"channel": channel, "ts": ts})
-        self.redis.expire(key, TTL_S)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"channel": channel, "ts": ts})
+        pipe.expire(key, TTL_S)
+        pipe.set(RUN_OF_KEY.format(channel=channel, ts=ts), run_id, ex=TTL_S)
+        pipe.execute()
         return Thread(channel, ts)
+
+    def run_of(self, channel: str, ts: str) -> str | None:
+        """The run whose parent message is ``ts`` in ``channel`` (a mention in its thread)."""
+        raw = self.redis.get(RUN_OF_KEY.format(channel=channel, ts=ts))
+        return _t(raw) if raw else None
 
     def save_approval(self, run_id: str, ts: str) -> None:
         self.redis.hset(THREAD_KEY.format(run_id=run_id), "approval_ts", ts)

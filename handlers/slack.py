@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, wraps
 from typing import Any, TypeVar
 
 from redis import Redis
@@ -20,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import texts, views
 from bot.catalog import Catalog
+from bot.threads import Threads
 from bot.understand import Understander
 from handlers.slack_intents import Reply, Who, confirmed, execute
 from jobs import approvals
@@ -29,6 +31,7 @@ from orchestra.store import Audit, claim_once
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RUN_ID_IN_TEXT = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
 WORK_THREADS = 4
 COMMANDS = ("/deploy", "/rollback", "/orchestra", "/status", "/history", "/explain", "/cancel")
 
@@ -61,14 +64,51 @@ def register(app: AsyncApp, deps: Deps) -> None:
     app.action(views.CONFIRM_NO)(_on_confirm(deps, go=False))
 
 
+def _guarded(listener: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Never let a listener raise: Bolt would then drop an ack already given (the user sees a timeout).
+
+    Anything unexpected is logged with its traceback and the user gets a generic answer.
+    The listener must take ``body`` and ``client``.
+    """
+    @wraps(listener)
+    async def guarded(**kwargs: Any) -> None:
+        try:
+            await listener(**kwargs)
+        except Exception:
+            logger.exception("slack request failed")
+            await _tell_failure(kwargs["body"], kwargs["client"])
+    return guarded
+
+
+async def _tell_failure(body: dict[str, Any], client: AsyncWebClient) -> None:
+    event = body.get("event") or {}
+    channel = body.get("channel_id") or (body.get("channel") or {}).get("id") or event.get("channel")
+    user = body.get("user_id") or (body.get("user") or {}).get("id") or event.get("user")
+    if not (channel and user):
+        return
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, text=texts.FAILED,
+                                        thread_ts=event.get("thread_ts") or event.get("ts"))
+    except Exception:  # Slack itself is the problem: the log has it
+        logger.exception("could not tell %s in %s about the failure", user, channel)
+
+
 def handle_text(text: str, who: Who, deps: Deps) -> Reply:
-    """Understand ``text`` and carry it out (blocking; call it off the event loop)."""
+    """Understand ``text`` and carry it out (blocking; call it off the event loop).
+
+    Inside a run's thread, the message is about that run ("@orchestra cancel").
+    """
+    run_id = Threads(deps.redis).run_of(who.channel, who.thread_ts) if who.thread_ts else None
+    if run_id and not RUN_ID_IN_TEXT.search(text):
+        text = f"{text} {run_id}"
     parsed = deps.understander.understand(text, deps.catalog.service_names())
     return execute(parsed, who, redis=deps.redis, settings=deps.settings)
 
 
 def _on_command(deps: Deps) -> Any:
-    async def listener(ack: Any, command: dict[str, Any], respond: Any) -> None:
+    @_guarded
+    async def listener(ack: Any, command: dict[str, Any], respond: Any, body: dict[str, Any],
+                       client: AsyncWebClient) -> None:
         await ack()
         who = Who(command["user_id"], command["channel_id"], via="command")
         key = f"slack:trigger:{command.get('trigger_id') or command.get('response_url')}"
@@ -82,6 +122,7 @@ def _on_command(deps: Deps) -> Any:
 
 
 def _on_mention(deps: Deps) -> Any:
+    @_guarded
     async def listener(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
         thread_ts = event.get("thread_ts") or event["ts"]
         who = Who(event["user"], event["channel"], thread_ts=thread_ts, via="mention")
@@ -90,6 +131,7 @@ def _on_mention(deps: Deps) -> Any:
 
 
 def _on_message(deps: Deps) -> Any:
+    @_guarded
     async def listener(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
             return  # channel messages reach us as app_mention; ignore edits and bots
@@ -112,6 +154,7 @@ async def _converse(deps: Deps, client: AsyncWebClient, body: dict[str, Any], wh
 
 
 def _on_approval(deps: Deps, *, approve: bool) -> Any:
+    @_guarded
     async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user = body["user"]["id"]
@@ -131,7 +174,9 @@ def _on_approval(deps: Deps, *, approve: bool) -> Any:
 
 
 def _on_confirm(deps: Deps, *, go: bool) -> Any:
-    async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
+    @_guarded
+    async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any,
+                       client: AsyncWebClient) -> None:
         await ack()
         user = body["user"]["id"]
         if not await deps.off_loop(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):

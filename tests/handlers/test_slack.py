@@ -199,3 +199,31 @@ def test_a_rate_limited_reply_is_retried(slack: tuple[WorkspaceClient, Settings]
     control.say("<@U0ORCHESTRA> deploy inventory", user="U0ALICE")
     wait_for(lambda: any("`inventory`" in t for t in _mine(control, "U0ALICE")), what="the refusal, after 1 s")
     assert len(control.calls("chat.postEphemeral")) == 2
+
+
+def test_cancel_inside_a_runs_thread(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    _said(control, "/deploy backend main dev", "U0ALICE")
+    run = RunStore(redis).recent()[0]
+    parent: Any = wait_for(lambda: thread_of(control, run.id), what="the run's thread")
+    control.say("<@U0ORCHESTRA> cancel this please", user="U0ALICE", thread_ts=parent["ts"])
+    wait_for(lambda: [e for e in EventBus(redis).replay(run.id) if e.type == EventType.RUN_CANCELLED],
+             what="the cancel event")
+    replies: Any = wait_for(lambda: [r for r in thread_of(control, run.id)["replies"]  # type: ignore[index]
+                                     if r["user"] == "U0ORCHESTRA"], what="the answer in the thread")
+    assert replies[0]["text"].startswith(f":octagonal_sign: Cancelling run `{run.id}`")
+
+
+def test_an_unexpected_failure_gets_a_generic_answer(redis_url: str, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    admin = Redis.from_url(redis_url)
+    admin.config_set("requirepass", "locked-out")  # every other client now fails to talk to Redis
+    try:
+        control.command("/orchestra status", user="U0BOB")
+        answer = wait_for(lambda: _mine(control, "U0BOB"), what="an answer")
+    finally:
+        admin.execute_command("AUTH", "locked-out")
+        admin.config_set("requirepass", "")
+        admin.close()
+    assert answer == [":warning: Something went wrong on my side while handling that (it has been logged). "
+                      "Please try again."]
