@@ -21,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--click", metavar="TS:LABEL", help=BUTTON_HELP)
     parser.add_argument("--url", help="the workspace (default: SLACK_API_URL when local, else port 3300)")
     parser.add_argument("--wait", type=float, default=3.0, help="at most this many seconds to wait for an answer")
+    parser.add_argument("--last", type=int, default=5, help="show the last N messages with their threads (default 5)")
     parser.add_argument("--json", action="store_true", help="print the transcript as JSON")
     parser.set_defaults(handler=run)
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("the bot did not acknowledge within 3 s (is `orchestra bot` running?)")
     viewer = str(result.get("user", args.user))
     channel = None if args.channel == "dm" else args.channel
-    messages = _answers(client, channel, viewer, before, args.wait)
+    messages = _answers(client, channel, viewer, before, args.wait)[-max(1, args.last):]
     print(json.dumps(messages, indent=2) if args.json else render(messages, viewer))
     return 0
 
