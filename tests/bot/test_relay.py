@@ -172,7 +172,7 @@ def test_posts_are_paced_per_channel_and_updates_coalesced(redis: Redis, setting
     _until(relay, lambda: len(_thread(control)["replies"]) == 3 and not relay.dirty)
     posts = [c["at"] for c in control.calls("chat.postMessage")]
     assert len(posts) == 4
-    assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.24
+    assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.2  # 0.25 s apart, less jitter
     assert len(control.calls("chat.update")) <= 3  # 30 progress events, a handful of edits
 
 
