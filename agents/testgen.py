@@ -98,7 +98,7 @@ def _for_target(target: CodeItem, prover: Prover, python: Path, scratch: Path, s
     if llm is not None:
         for i, code in enumerate(_llm_candidates(target, scratch, llm, run_id)):
             results.append(prover.prove(target, code, origin="llm", slug=f"{_slug(target)}_{i}"))
-    if not any(c.kept for c in results) and target.kind == "function":
+    if not any(c.kept for c in results):
         rule_code = _rule_candidate(target, python, scratch, settings)
         if rule_code is not None:
             results.append(prover.prove(target, rule_code, origin="deterministic", slug=_slug(target)))
@@ -122,9 +122,18 @@ def _rule_candidate(target: CodeItem, python: Path, scratch: Path, settings: Set
     func = find_function(tree, target.qualname)
     if func is None:
         return None
-    outcomes = observe(python, scratch, target.module, target.qualname, candidate_inputs(func),
-                       settings=settings)
-    return write_test(target.module, target.qualname, outcomes)
+    ctors = None
+    method = target.kind == "method" and not _decorated(func, "staticmethod")
+    if method:
+        init = find_function(tree, target.qualname.split(".")[0] + ".__init__")
+        ctors = candidate_inputs(init, method=True) if init is not None else [()]
+    observed = observe(python, scratch, target.module, target.qualname, candidate_inputs(func, method=method),
+                       settings=settings, ctors=ctors)
+    return write_test(target.module, target.qualname, observed)
+
+
+def _decorated(func: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> bool:
+    return any(isinstance(d, ast.Name) and d.id == name for d in func.decorator_list)
 
 
 def _source_of(target: CodeItem, scratch: Path) -> tuple[str, str]:

@@ -11,6 +11,7 @@ import ast
 import itertools
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from agents.tools import run_tool
@@ -42,7 +43,23 @@ FALLBACK: list[object] = [0, 1, "abc", None, [1, 2]]
 PROBE = r"""
 import ast, importlib, json, signal, sys
 mod = importlib.import_module(sys.argv[1])
-fn = getattr(mod, sys.argv[2])
+owner, _, name = sys.argv[2].rpartition(".")
+ctor = None
+if owner:  # a method: call it on a fresh instance built with the first constructor args that work
+    cls = getattr(mod, owner)
+    for src in json.loads(sys.argv[4]):
+        try:
+            cls(*ast.literal_eval(src))
+        except Exception:
+            continue
+        ctor = src
+        break
+    if ctor is None:
+        print("PROBE:" + json.dumps({"ctor": None, "out": []}))
+        sys.exit(0)
+    fn = lambda *args: getattr(cls(*ast.literal_eval(ctor)), name)(*args)
+else:
+    fn = getattr(mod, name)
 def alarm(*_):
     raise TimeoutError("probe case took too long")
 signal.signal(signal.SIGALRM, alarm)
@@ -61,7 +78,7 @@ for src in json.loads(sys.argv[3]):
         out.append(["raise", type(exc).__qualname__, where])
     finally:
         signal.alarm(0)
-print("PROBE:" + json.dumps(out))
+print("PROBE:" + json.dumps({"ctor": ctor, "out": out}))
 """
 
 
@@ -80,45 +97,64 @@ def candidate_inputs(func: ast.FunctionDef | ast.AsyncFunctionDef, *, method: bo
     return list(unique.values())[: MAX_CASES + 4] if pools else [()]
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What calling a function did, per input; ``ctor`` holds the constructor args for a method."""
+
+    outcomes: list[tuple[tuple, list[str]]]
+    ctor: str | None = None
+
+
 def observe(python: Path, root: Path, module: str, function: str, cases: list[tuple], *,
-            settings: Settings) -> list[tuple[tuple, list[str]]]:
-    """Call ``module.function`` with each case twice; keep the cases whose outcome repeats."""
+            settings: Settings, ctors: list[tuple] | None = None) -> Observed:
+    """Call ``module.function`` (or ``Class.method``) with each case twice; keep outcomes that repeat."""
     sources = json.dumps([repr(c) for c in cases])
+    ctor_sources = json.dumps([repr(c) for c in ctors or []])
     runs = []
     for _ in range(2):
-        proc = run_tool([str(python), "-c", PROBE, module, function, sources], cwd=root,
+        proc = run_tool([str(python), "-c", PROBE, module, function, sources, ctor_sources], cwd=root,
                         settings=settings, timeout=PROBE_TIMEOUT_S,
                         extra_env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE:")), None)
         if proc.returncode != 0 or line is None:
-            return []
+            return Observed([])
         runs.append(json.loads(line.removeprefix("PROBE:")))
-    return [(case, a) for case, a, b in zip(cases, runs[0], runs[1], strict=True)
+    if runs[0]["ctor"] != runs[1]["ctor"] or len(runs[0]["out"]) != len(cases):
+        return Observed([])
+    kept = [(case, a) for case, a, b in zip(cases, runs[0]["out"], runs[1]["out"], strict=True)
             if a == b and a[0] in ("ok", "raise")]
+    return Observed(kept, runs[0]["ctor"])
 
 
-def write_test(module: str, function: str, outcomes: list[tuple[tuple, list[str]]]) -> str | None:
+def write_test(module: str, function: str, observed: Observed) -> str | None:
     """A pytest module asserting the observed outcomes, or None when nothing is assertable."""
-    chosen = _diverse(outcomes, module)
+    chosen = _diverse(observed.outcomes, module)
     if not chosen:
         return None
-    call = function.split(".")[-1]
-    lines = ["import pytest", "", f"from {module} import {call}", ""]
+    owner, _, name = function.rpartition(".")
+    imported = owner or name
+    if owner:  # a method of a fresh instance
+        ctor_args = ", ".join(repr(a) for a in ast.literal_eval(observed.ctor or "()"))
+        call = f"{owner}({ctor_args}).{name}"
+    else:
+        call = name
+    lines = ["import pytest", "", f"from {module} import {imported}", ""]
     imports_extra: set[str] = set()
     body = []
     for case, outcome in chosen:
         args = ", ".join(repr(a) for a in case)
         if outcome[0] == "ok":
-            body.append(f"    assert {call}({args}) == {outcome[1]}")
+            compare = "is" if outcome[1] in ("None", "True", "False") else "=="
+            body.append(f"    assert {call}({args}) {compare} {outcome[1]}")
         else:
             exc = outcome[1]
             if outcome[2] == module:
                 imports_extra.add(f"from {module} import {exc}")
             body += [f"    with pytest.raises({exc}):", f"        {call}({args})"]
-    name = re.sub(r"\W", "_", call)
+    test_name = re.sub(r"\W", "_", function.replace(".", "_")).lower()
     return "\n".join([*lines[:3], *sorted(imports_extra), "", "",
-                      f"def test_{name}_keeps_its_behaviour():",
-                      f'    """Characterization test: pins what {call} returns today."""', *body, ""])
+                      f"def test_{test_name}_keeps_its_behaviour():",
+                      f'    """Characterization test: pins what {function} returns today."""', *body, ""])
 
 
 def _diverse(outcomes: list[tuple[tuple, list[str]]], module: str) -> list[tuple[tuple, list[str]]]:

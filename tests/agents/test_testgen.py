@@ -49,12 +49,14 @@ def test_deterministic_generation_proves_every_kept_test(repo: Path, venv_python
     before = snapshot(repo)
     report = generate_tests(repo, python=venv_python, settings=settings, out_dir=tmp_path / "offer")
     assert report.source == "deterministic" and "ANTHROPIC_API_KEY unset" in report.note
-    assert report.coverage_before == 0.0 and report.coverage_after >= 70.0
+    assert report.coverage_before == 0.0 and report.coverage_after >= 90.0
     assert len(report.kept) >= 8 and report.mutation_score >= 0.75
     assert all(c.mutants_killed >= 1 and c.lines_added >= 1 for c in report.kept)
     assert snapshot(repo) == before  # nothing is written into the repository
     offered = sorted(p.name for p in (tmp_path / "offer" / "tests").iterdir())
     assert offered == sorted(Path(f).name for f in report.kept_files)
+    invoice = report.kept_files["tests/test_gen_legacy_billing_invoice_add.py"]  # a method: fresh instance
+    assert "from legacy.billing import Invoice" in invoice and ").add(" in invoice and "is None" in invoice
     discount = report.kept_files["tests/test_gen_legacy_billing_apply_discount.py"]
     assert "from legacy.billing import PricingError" in discount and "pytest.raises(PricingError)" in discount
     data = report.event_data()
