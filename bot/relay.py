@@ -146,7 +146,6 @@ class Relay:
         self.stats.errors += 1
         if error in PERMANENT:
             self.consumer.dead_letter(pending.delivery, reason=f"slack: {error}")
-            self.backlog.remove(pending)
             return False
         pending.failures += 1
         delay = BACKOFF_S[min(pending.failures, len(BACKOFF_S)) - 1]

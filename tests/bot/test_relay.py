@@ -1,6 +1,7 @@
 """The relay turns a run's events into one Slack thread, paced, and loses nothing when Slack errors."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from bot.localslack import Running
 from bot.localslack.client import WorkspaceClient
 from bot.relay import RELAY_GROUP, Relay
 from bot.threads import Threads
-from orchestra.events import EventBus, EventType
+from orchestra.events import EventBus, EventType, dead_letters
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.support.slack_workspace import local_slack
@@ -231,3 +232,18 @@ def test_chatops_off_means_no_thread(redis: Redis, settings: Settings, tmp_path:
     EventBus(redis).emit(run.id, EventType.TEST_RESULTS, "test", passed=True, summary="ok")
     _until(relay, lambda: _caught_up(redis))
     assert control.transcript() == []
+
+
+def test_a_channel_that_does_not_exist_is_dead_lettered_not_retried_forever(
+        redis: Redis, settings: Settings, slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    lost = RunStore(redis).create(Run(requested_by="U0ALICE", repo="/tmp/shop", services=["frontend"],
+                                      origin={"slack_channel": "C0GONE"}))
+    fine = _run(redis)
+    EventBus(redis).emit(lost.id, EventType.TEST_RESULTS, "test", passed=True, summary="ok")
+    EventBus(redis).emit(fine.id, EventType.TEST_RESULTS, "test", passed=True, summary="ok")
+    _until(relay, lambda: _caught_up(redis) and control.transcript("C0DEPLOYS"))
+    dead = dead_letters(redis)
+    assert [(json.loads(d["event"])["run_id"], d["reason"]) for d in dead] == [(lost.id, "slack: channel_not_found")]
+    assert _thread(control)["replies"][0]["text"] == ":white_check_mark: Tests: ok"
