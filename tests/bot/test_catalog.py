@@ -35,15 +35,3 @@ def test_services_resolve_across_repositories(settings: Settings, tmp_path: Path
     parsed = Understander().understand("ship invoics to prod", catalog.service_names())
     assert parsed.contract()["service"] == "invoices"
 
-
-def test_the_slack_manifest_declares_what_the_bot_listens_to() -> None:
-    import yaml
-
-    from handlers.slack import COMMANDS
-
-    manifest = yaml.safe_load((PROJECT_ROOT / "bot" / "slack_manifest.yaml").read_text())
-    commands = {c["command"] for c in manifest["features"]["slash_commands"]}
-    assert commands == {"/deploy", "/rollback", "/orchestra"} and commands <= set(COMMANDS)
-    assert manifest["settings"]["socket_mode_enabled"] is True
-    assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {"app_mention", "message.im"}
-    assert {"chat:write", "commands", "app_mentions:read"} <= set(manifest["oauth_config"]["scopes"]["bot"])
