@@ -20,6 +20,7 @@ from agents.targets.state import (
     LiveState,
     Release,
     all_live,
+    clear_live,
     get_live,
     record_release,
     releases,
@@ -92,6 +93,10 @@ class LocalTarget:
             verdicts = self._move(plan, state, new, judge, report)
         except Exception:
             self._undo_traffic(state, new)
+            if before is not None:
+                set_live(self.redis, before)
+            else:
+                clear_live(self.redis, plan.service, plan.env)
             raise
         after = self._promote(state, new, plan)
         return Outcome(before, after, True, {"health": health_s,
@@ -103,6 +108,7 @@ class LocalTarget:
 
         def on_shift(step: int, weight: int) -> None:
             weights = {new.version: weight, **({old.version: 100 - weight} if old else {})}
+            set_live(self.redis, state.model_copy(update={"weights": weights}))  # "what's running" mid-way
             report("progress", {"phase": "shift", "step": step, "weights": weights,
                                 "ports": {new.version: new.port, **({old.version: old.port} if old else {})},
                                 "url": state.url, "access_log": str(self.edge(state).access_log)})

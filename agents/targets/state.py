@@ -63,6 +63,14 @@ def set_live(redis: Redis, state: LiveState) -> LiveState:
     return state
 
 
+def clear_live(redis: Redis, service: str, env: str) -> None:
+    """Forget a service's live state in ``env`` (its first release never went live)."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(LIVE_KEY.format(service=service, env=env))
+    pipe.srem(LIVE_INDEX, f"{service}:{env}")
+    pipe.execute()
+
+
 def record_release(redis: Redis, service: str, env: str, release: Release) -> None:
     key = RELEASES_KEY.format(service=service, env=env)
     pipe = redis.pipeline(transaction=True)

@@ -116,3 +116,14 @@ def test_a_push_to_an_unreachable_registry_is_an_error(tmp_path: Path, client: d
             push_image(client, repository, "1")
     finally:
         client.images.remove(f"{repository}:1")
+
+
+def test_the_base_image_script_skips_an_image_that_exists(docker_env: DockerEnv) -> None:
+    import os
+    import subprocess
+
+    from tests.support.docker_services import BUILD_SCRIPT
+
+    proc = subprocess.run([str(BUILD_SCRIPT), docker_env.base_image], capture_output=True, text=True,
+                          env={**os.environ, "DOCKER_HOST": docker_env.url}, timeout=60)
+    assert proc.returncode == 0 and "already exists; skipping" in proc.stdout

@@ -166,6 +166,7 @@ def test_canary_walks_the_configured_steps_to_100_asking_the_judge(
 
     def judge(step: int, weight: int) -> str:
         asked.append((step, weight))
+        assert get_live(redis, "api", "staging").weights == {"v2": weight, "v1": 100 - weight}  # type: ignore[union-attr]
         split[weight] = _versions(url, 100)
         return "pass"
 
@@ -190,7 +191,7 @@ def test_a_failed_canary_step_puts_all_traffic_back(make_ctx: Any, images: dict[
                         judge=lambda step, weight: next(verdicts), pause_s=0)
     assert not result.passed and "judged fail" in result.summary
     state = get_live(redis, "api", "staging")
-    assert state and state.current and state.current.version == "v1"
+    assert state and state.current and state.current.version == "v1" and state.weights == {"v1": 100}
     assert _versions(state.url) == Counter({"v1": 20})
     assert [c.name for c in client.containers.list(filters={"label": LABEL})] == [state.current.container]
 
@@ -274,10 +275,11 @@ def test_after_the_keep_window_the_old_release_stops_and_rollback_still_brings_i
 
 
 def test_a_release_that_crashes_at_start_fails_with_its_log(make_ctx: Any, images: dict[str, Any],
-                                                            client: docker.DockerClient) -> None:
+                                                            client: docker.DockerClient, redis: Redis) -> None:
     started = time.monotonic()
     result = deploy.run(make_ctx(["frontend"]), images=_pick(images, "frontend:v2"), client=client)
     assert not result.passed and "crashes at start" in result.data["error"]
+    assert get_live(redis, "frontend", "staging") is None
     assert time.monotonic() - started < 20
     assert client.containers.list(all=True, filters={"label": LABEL}) == []
 
