@@ -127,8 +127,9 @@ def main() -> int:
         since = time.time()
         parents, replies, run_ids = thread_latencies(bot_slack, redis, args.runs)
         per_run = calls_per_run(bot_slack, len(run_ids), since)
-        bot_ack = ack_latencies(bot_slack, args.concurrent, "U0CAROL")
+        # The bare app first: the bot's own work after its acks (dispatch, relay) must not slow the other.
         bare_ack = ack_latencies(bare_slack, args.concurrent, "U0CAROL")
+        bot_ack = ack_latencies(bot_slack, args.concurrent, "U0CAROL")
         report(args, bot_ack, bare_ack, parents, replies, per_run)
     return 0
 
