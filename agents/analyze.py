@@ -1,8 +1,9 @@
-"""The code analysis stage: what the code is, and whether it is fit to go further.
+"""The code analysis stage: what the code is, how risky the change is, and whether it may go further.
 
-The gate fails on errors only: syntax errors, undefined names and imports
-missing from the requirements, each with file and line. Everything else
-ruff reports is a warning shown to the user.
+The gate fails on errors only: syntax errors, undefined names, imports
+missing from the requirements and imports of local modules that do not
+exist, each with file and line. Lint style, security findings below high
+severity, structure remarks and the review are warnings shown to the user.
 """
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import json
 import logging
 from pathlib import Path
 
+from agents.changes import change_of
 from agents.context import AgentContext, StageResult
 from agents.deps import dependency_findings
 from agents.findings import Finding, Severity
+from agents.review import review_diff
+from agents.risk import Risk, RiskLevel, classify_risk
+from agents.security import security_findings
+from agents.structure import structure_findings
 from agents.tools import run_tool, tool_path
+from orchestra.events import EventType
+from orchestra.llm import LLM
+from orchestra.store import RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +41,31 @@ def run(ctx: AgentContext) -> StageResult:
     if project.language == "python":
         findings += ruff_findings(ctx.workspace, ctx)
         findings += dependency_findings(ctx.workspace)
+        findings += structure_findings(ctx.workspace)
+        findings += security_findings(ctx.workspace)
     else:
         ctx.progress(f"no linter for {project.language} yet: lint skipped")
-    return verdict(findings, language=project.language, framework=project.framework)
+    risk, review_note = assess_change(ctx, findings)
+    result = verdict(findings, language=project.language, framework=project.framework)
+    result.data.update(risk=risk.level.value, risk_reasons=risk.reasons, review=review_note)
+    return result
+
+
+def assess_change(ctx: AgentContext, findings: list[Finding]) -> tuple[Risk, str]:
+    """Classify the change's risk (the router routes on it) and review its diff; add review findings."""
+    change = change_of(ctx)
+    if change is None:
+        risk = Risk(level=RiskLevel.MEDIUM, reasons=["no earlier commit to compare with: treated as app code"])
+        note = "no diff to review"
+    else:
+        risk = classify_risk(change.files, change.diff)
+        review = review_diff(change.diff, llm=LLM.from_settings(ctx.settings, redis=ctx.redis, bus=ctx.bus),
+                             run_id=ctx.run.id)
+        findings += review.findings
+        note = review.note or f"reviewed by the {review.source}"
+    RunStore(ctx.redis).update(ctx.run.id, risk=risk.level.value)
+    ctx.emit(EventType.RISK_CLASSIFIED, **risk.event_data())
+    return risk, note
 
 
 def ruff_findings(root: Path, ctx: AgentContext) -> list[Finding]:

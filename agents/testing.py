@@ -9,8 +9,11 @@ from pathlib import Path
 
 from agents.context import AgentContext, StageResult
 from agents.pysource import SKIP_DIRS
+from agents.risk import RiskLevel
+from agents.testgen import generate_tests
 from agents.tools import run_tool
 from agents.venvs import ensure_venv
+from orchestra.llm import LLM
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,27 @@ def run(ctx: AgentContext) -> StageResult:
         return StageResult(True, f"tests skipped: {ctx.config.project.language} is not supported yet",
                            {"services": {}})
     results = [test_service(ctx, name) for name in (ctx.run.services or ctx.config.service_names())]
-    return _verdict(results)
+    result = _verdict(results)
+    result.data["generated"] = generate(ctx, [r for r in results if r.ran])
+    return result
+
+
+def generate(ctx: AgentContext, ran: list[ServiceTests]) -> dict[str, object]:
+    """Proven tests for uncovered code, offered as files; skipped for low-risk changes."""
+    if ctx.run.risk == RiskLevel.LOW.value:
+        ctx.progress("low-risk change: test generation skipped")
+        return {}
+    llm = LLM.from_settings(ctx.settings, redis=ctx.redis, bus=ctx.bus)
+    reports = {}
+    for tests in ran:
+        home = ctx.workspace / (ctx.config.service(tests.service).path or ".")
+        ctx.progress(f"{tests.service}: generating tests for uncovered code")
+        report = generate_tests(home, python=ensure_venv(home, ctx.settings), settings=ctx.settings, llm=llm,
+                                run_id=ctx.run.id, service=tests.service,
+                                out_dir=ctx.settings.run_dir(ctx.run.id) / "generated-tests" / tests.service)
+        ctx.progress(report.summary())
+        reports[tests.service] = report.event_data()
+    return reports
 
 
 def test_service(ctx: AgentContext, service: str) -> ServiceTests:

@@ -35,7 +35,7 @@ class Settings:
     # Anthropic: without a key every caller takes its deterministic path.
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-4-6"
     llm_run_token_budget: int = 200_000
     llm_daily_token_budget: int = 2_000_000
     # GitHub

@@ -27,6 +27,8 @@ COMMANDS = {
     "parse": "print the intent of each text",
     "webhooks": "the GitHub webhook receiver",
     "explain": "answer why/what/who questions from the event log",
+    "inspect": "dependency, structure and security findings; risk and review of a diff",
+    "testgen": "generate proven tests for uncovered code",
 }
 
 
