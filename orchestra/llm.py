@@ -79,7 +79,8 @@ class LLM:
         self.model = settings.anthropic_model
         self.bus = bus or EventBus(redis)
         self.budget = Budget(redis, Limits(settings.llm_run_token_budget, settings.llm_daily_token_budget,
-                                           run_usd, day_usd))
+                                           run_usd if run_usd is not None else settings.llm_run_budget_usd,
+                                           day_usd if day_usd is not None else settings.llm_daily_budget_usd))
         self.client = client
         if client is None and settings.anthropic_api_key:
             self.client = anthropic.Anthropic(api_key=settings.anthropic_api_key,

@@ -38,6 +38,8 @@ class Settings:
     anthropic_model: str = "claude-sonnet-4-6"
     llm_run_token_budget: int = 200_000
     llm_daily_token_budget: int = 2_000_000
+    llm_run_budget_usd: float | None = None
+    llm_daily_budget_usd: float | None = None
     # GitHub
     github_webhook_secret: str | None = None
     github_token: str | None = None
@@ -70,6 +72,8 @@ class Settings:
             anthropic_model=env.get("ORCHESTRA_LLM_MODEL", defaults.anthropic_model),
             llm_run_token_budget=int(env.get("ORCHESTRA_LLM_RUN_TOKENS", defaults.llm_run_token_budget)),
             llm_daily_token_budget=int(env.get("ORCHESTRA_LLM_DAILY_TOKENS", defaults.llm_daily_token_budget)),
+            llm_run_budget_usd=_float(env.get("ORCHESTRA_LLM_RUN_USD")),
+            llm_daily_budget_usd=_float(env.get("ORCHESTRA_LLM_DAILY_USD")),
             github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
             github_token=env.get("GITHUB_TOKEN") or None,
             github_api_url=env.get("GITHUB_API_URL", defaults.github_api_url),
@@ -92,3 +96,7 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and sub-processes)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None

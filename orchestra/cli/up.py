@@ -9,6 +9,7 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -58,10 +59,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.github_webhook_secret is None:
         env["GITHUB_WEBHOOK_SECRET"] = secrets.token_hex(16)
         print(f"no GITHUB_WEBHOOK_SECRET: using {env['GITHUB_WEBHOOK_SECRET']} for this session", flush=True)
-    return supervise(processes, env)
+    return supervise(processes, env, slack_port=args.slack_port)
 
 
-def supervise(processes: dict[str, str], env: dict[str, str]) -> int:
+def supervise(processes: dict[str, str], env: dict[str, str], *, slack_port: int = LOCAL_SLACK_PORT) -> int:
     """Start every process, prefix its output with its name, stop all when one exits or on Ctrl-C."""
     children = {}
     width = max(len(n) for n in processes)
@@ -69,8 +70,8 @@ def supervise(processes: dict[str, str], env: dict[str, str]) -> int:
         children[name] = subprocess.Popen(command, shell=True, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=_relay_output, args=(name.ljust(width), children[name]), daemon=True).start()
-        if name == "slack":
-            time.sleep(1.0)  # the bot connects to it at start
+        if name == "slack":  # the bot connects to it at start
+            _wait_for_port(slack_port, deadline=time.monotonic() + 15)
     try:
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)
@@ -83,6 +84,16 @@ def supervise(processes: dict[str, str], env: dict[str, str]) -> int:
         child.wait(timeout=15)
     failed = [n for n, c in children.items() if c.returncode not in (0, -signal.SIGTERM, None)]
     return 1 if failed else 0
+
+
+def _wait_for_port(port: int, *, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise OrchestraError(f"the local Slack workspace did not start on port {port}",
+                         hint="is the port taken? pass --slack-port")
 
 
 def _relay_output(prefix: str, child: subprocess.Popen[str]) -> None:
