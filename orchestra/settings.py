@@ -45,6 +45,7 @@ class Settings:
     github_token: str | None = None
     github_api_url: str = "https://api.github.com"
     # Build and deploy
+    docker_host: str | None = None  # the Docker engine; default the docker library's (local socket)
     registry: str = "127.0.0.1:5000"
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
@@ -77,6 +78,7 @@ class Settings:
             github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
             github_token=env.get("GITHUB_TOKEN") or None,
             github_api_url=env.get("GITHUB_API_URL", defaults.github_api_url),
+            docker_host=env.get("DOCKER_HOST") or None,
             registry=env.get("ORCHESTRA_REGISTRY", defaults.registry),
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             build_ca_bundle=Path(ca) if ca else None,
