@@ -65,6 +65,15 @@ def _start_dockerd(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]
     return proc, url
 
 
+def _remove_root(root: Path) -> None:
+    """Delete a temporary engine root; dockerd leaves its network namespace bind-mounted there."""
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", point], check=False, capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _stop_orphan(root: Path) -> None:
     """End a dockerd a crashed earlier session left on this data root (we hold its lock now)."""
     pidfile = root / "dockerd.pid"
@@ -95,7 +104,7 @@ def dockerd(root: Path | None = None) -> Iterator[str]:
             owned = stack.enter_context(_cache_lock(CACHE_DIR))
             root = CACHE_DIR if owned else Path(tempfile.mkdtemp(prefix="odk-", dir="/var/tmp"))
             if not owned:
-                stack.callback(shutil.rmtree, root, True)
+                stack.callback(_remove_root, root)
         proc, url = _start_dockerd(root, root / "dockerd.log")
         try:
             yield url
