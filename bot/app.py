@@ -11,8 +11,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.catalog import Catalog
-from bot.understand import Understander
+from handlers.slack_catalog import Catalog
+from handlers.slack_understand import Understander
 from handlers.slack import Deps, register
 from orchestra.settings import Settings
 

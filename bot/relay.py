@@ -22,9 +22,9 @@ from redis.exceptions import ResponseError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import views
+from handlers import slack_views as views
 from bot.pacer import Pacer
-from bot.threads import Thread, Threads
+from handlers.slack_threads import Thread, Threads
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.settings import Settings

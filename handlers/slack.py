@@ -19,10 +19,11 @@ from redis import Redis
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import texts, views
-from bot.catalog import Catalog
-from bot.threads import Threads
-from bot.understand import Understander
+from handlers import slack_texts as texts
+from handlers import slack_views as views
+from handlers.slack_catalog import Catalog
+from handlers.slack_threads import Threads
+from handlers.slack_understand import Understander
 from handlers.slack_intents import Reply, Who, confirmed, execute
 from jobs import approvals
 from orchestra.settings import Settings

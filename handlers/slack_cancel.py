@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from bot import texts
+from handlers import slack_texts as texts
 from jobs.repos import resolve_service
 from orchestra import policy
 from orchestra.errors import NotFound

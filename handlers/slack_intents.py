@@ -12,7 +12,8 @@ from typing import Any
 
 from redis import Redis
 
-from bot import texts, views
+from handlers import slack_texts as texts
+from handlers import slack_views as views
 from jobs.dispatch import dispatch
 from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.intents import Intent, IntentKind

@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Parse each input and print its contract as JSON."""
-    from bot.understand import Understander
+    from handlers.slack_understand import Understander
 
     texts = _inputs(args)
     services = _services(args, settings)
@@ -66,6 +66,6 @@ def _line_text(line: str, number: int, path: Path) -> str:
 def _services(args: argparse.Namespace, settings: Settings) -> list[str]:
     if args.services is not None:
         return [s.strip() for s in args.services.split(",") if s.strip()]
-    from bot.catalog import Catalog
+    from handlers.slack_catalog import Catalog
 
     return Catalog.from_settings(settings).service_names()

@@ -14,7 +14,7 @@ from slack_sdk import WebClient
 from bot.localslack import Running
 from bot.localslack.client import WorkspaceClient
 from bot.relay import RELAY_GROUP, Relay
-from bot.threads import Threads
+from handlers.slack_threads import Threads
 from orchestra.events import EventBus, EventType, dead_letters
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore

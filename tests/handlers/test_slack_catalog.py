@@ -4,8 +4,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bot.catalog import Catalog
-from bot.understand import Understander
+from handlers.slack_catalog import Catalog
+from handlers.slack_understand import Understander
 from orchestra.settings import PROJECT_ROOT, Settings
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot import texts
+from handlers import slack_texts as texts
 from orchestra.events import Event
 from orchestra.store import Run
 

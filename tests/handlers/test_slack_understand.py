@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 
 from bot.localslack.client import WorkspaceClient
-from bot.understand import Understander
+from handlers.slack_understand import Understander
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore
 from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic
