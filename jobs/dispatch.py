@@ -50,10 +50,13 @@ def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Pa
             audit.record("request_denied", actor=intent.user, reason=str(exc), intent=intent.contract(),
                          source=intent.source)
             raise
+    ref, origin = intent.ref, dict(intent.origin)
+    if kind == "rollback":  # the ref names the version to go back to, not code to check out
+        ref, origin["to_version"] = None, intent.ref
     run = RunStore(redis).create(Run(
         kind=kind, source=intent.source, requested_by=intent.user, repo=str(repo_path),
-        services=services, env=env, ref=intent.ref, commit=intent.origin.get("sha"),
-        strategy=intent.strategy or getattr(env_policy, "strategy", None), origin=intent.origin))
+        services=services, env=env, ref=ref, commit=origin.get("sha"),
+        strategy=intent.strategy or env_policy.strategy, origin=origin))
     audit.record("run_requested", actor=intent.user, run_id=run.id, intent=intent.contract(),
                  source=intent.source)
     bus = EventBus(redis)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestra.events import EventType
+from orchestra.events import Event, EventType
 from orchestra.store import Run
 
 
@@ -19,12 +19,16 @@ class Stage:
     func: str  # dotted path of the RQ entry point, e.g. "jobs.tasks.analyze"
     result: EventType  # the event the stage publishes when it concludes
     timeout: int  # seconds; RQ kills the job after that
+    failed: EventType | None = None  # a different event when its gate says no (default: ``result``)
     retries: int = 0  # only idempotent stages retry
     approval: bool = False  # parks the run for an approval when the environment asks for one
     kinds: frozenset[str] = field(default_factory=lambda: frozenset({"deploy", "validate"}))
 
     def applies_to(self, run: Run) -> bool:
         return run.kind in self.kinds
+
+    def outcome(self, passed: bool) -> EventType:
+        return self.result if passed or self.failed is None else self.failed
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,22 @@ class Graph:
                 return stage
         raise KeyError(f"no stage {name!r} in the graph")
 
-    def by_result(self, event_type: EventType) -> Stage | None:
-        return next((s for s in self.stages if s.result == event_type), None)
+    def concluded(self, event: Event) -> Stage | None:
+        """The stage ``event`` concludes, if it is a stage's result (published by the stage runner)."""
+        stage = next((s for s in self.stages if s.name == event.data.get("stage")), None)
+        if stage is None or "passed" not in event.data or event.type not in (stage.result, stage.failed):
+            return None
+        return stage
 
 
-ANALYZE = Stage("analyze", "jobs.tasks.analyze", EventType.CODE_ANALYSIS_RESULT, timeout=300, retries=1)
-TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=900, retries=1)
+DEPLOY_ONLY = frozenset({"deploy"})
 
-PIPELINE = Graph((ANALYZE, TEST))
+ANALYZE = Stage("analyze", "jobs.tasks.analyze", EventType.CODE_ANALYSIS_RESULT, timeout=600, retries=1)
+TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, retries=1)
+BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
+DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
+               timeout=3600, approval=True, kinds=DEPLOY_ONLY)
+ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
+                 failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
+
+PIPELINE = Graph((ANALYZE, TEST, BUILD, DEPLOY, ROLLBACK))

@@ -70,7 +70,7 @@ class Router:
 
     def handle(self, event: Event) -> None:
         """Apply one event to its run."""
-        stage = self.graph.by_result(event.type)
+        stage = self.graph.concluded(event)
         if stage is not None:
             self._on_result(event, stage)
         elif event.type == EventType.STAGE_FAILED:

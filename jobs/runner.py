@@ -61,7 +61,7 @@ def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | Non
     bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
     with heartbeat(redis, run_id):
         result = _conclude(run_id, stage, agent, redis, settings, bus)
-    bus.emit(run_id, stage.result, stage.name,
+    bus.emit(run_id, stage.outcome(result.passed), stage.name,
              **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary})
     return {"passed": result.passed, "summary": result.summary}
 

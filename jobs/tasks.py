@@ -4,16 +4,41 @@ from __future__ import annotations
 from typing import Any
 
 from agents import analyze as analyze_agent
+from agents import build as build_agent
+from agents import deploy as deploy_agent
 from agents import testing as testing_agent
-from jobs.graph import ANALYZE, TEST
+from agents.context import AgentContext, StageResult
+from jobs.graph import ANALYZE, BUILD, DEPLOY, ROLLBACK, TEST
 from jobs.runner import execute_stage
 
 
 def analyze(run_id: str) -> dict[str, Any]:
-    """Lint, check imports and structure, classify the change's risk."""
+    """Lint, check imports, structure and security, classify the change's risk."""
     return execute_stage(run_id, ANALYZE, analyze_agent.run)
 
 
 def test(run_id: str) -> dict[str, Any]:
-    """Run the repository's own tests with coverage in an isolated virtualenv."""
+    """Run the repository's own tests with coverage in an isolated virtualenv; offer generated tests."""
     return execute_stage(run_id, TEST, testing_agent.run)
+
+
+def build(run_id: str) -> dict[str, Any]:
+    """Build one image per service (generating Dockerfiles where missing) and push them."""
+    return execute_stage(run_id, BUILD, build_agent.run)
+
+
+def deploy(run_id: str) -> dict[str, Any]:
+    """Put the built images live with the run's strategy, in depends_on order."""
+    return execute_stage(run_id, DEPLOY, deploy_agent.run)
+
+
+def rollback(run_id: str) -> dict[str, Any]:
+    """Put each service of the run back on its previous (or the requested) version."""
+    return execute_stage(run_id, ROLLBACK, _roll_back)
+
+
+def _roll_back(ctx: AgentContext) -> StageResult:
+    results = [deploy_agent.rollback(ctx, service, to_version=ctx.run.origin.get("to_version"))
+               for service in reversed(ctx.run.services)]
+    return StageResult(all(r.passed for r in results), "; ".join(r.summary for r in results),
+                       {"services": {r.data.get("service"): r.data for r in results}})

@@ -23,7 +23,7 @@ def events_of(settings: Settings, run_id: str) -> list[dict]:
 
 
 def test_a_clean_repository_passes_analysis_and_tests(settings: Settings, demo_repo: Path) -> None:
-    result = orchestra(settings, "run", "--repo", str(demo_repo), "--ref", "main")
+    result = orchestra(settings, "run", "--repo", str(demo_repo), "--ref", "main", "--validate-only")
     assert result.returncode == 0, result.stdout + result.stderr
     first, *rest = result.stdout.splitlines()
     assert first.startswith("run r-")
@@ -46,7 +46,7 @@ def test_a_clean_repository_passes_analysis_and_tests(settings: Settings, demo_r
 ])
 def test_the_analysis_gate_fails_with_file_and_line(settings: Settings, demo_repo: Path, branch: str,
                                                    expected: str) -> None:
-    result = orchestra(settings, "run", "--repo", str(demo_repo), "--ref", branch)
+    result = orchestra(settings, "run", "--repo", str(demo_repo), "--ref", branch, "--validate-only")
     assert result.returncode == 1
     run_id = result.stdout.splitlines()[0].split()[1]
     analysis = next(e for e in events_of(settings, run_id) if e["type"] == "code_analysis_result")["data"]
@@ -59,7 +59,7 @@ def test_the_analysis_gate_fails_with_file_and_line(settings: Settings, demo_rep
 
 
 def test_a_failing_test_fails_the_run_and_names_the_test(settings: Settings, demo_repo: Path) -> None:
-    result = orchestra(settings, "run", "--repo", str(demo_repo), "--ref", "demo/failing-test")
+    result = orchestra(settings, "run", "--repo", str(demo_repo), "--ref", "demo/failing-test", "--validate-only")
     assert result.returncode == 1
     run_id = result.stdout.splitlines()[0].split()[1]
     tests = next(e for e in events_of(settings, run_id) if e["type"] == "test_results")["data"]

@@ -1,0 +1,101 @@
+"""`orchestra run --env staging` puts the example live through the real queue; a rollback run restores it.
+
+Real dockerd, registry and nginx (started by the session), real burst workers.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from agents.targets.docker import LABEL
+from agents.targets.edge import Edge
+from jobs.dispatch import dispatch
+from orchestra.events import EventBus, EventType
+from orchestra.intents import Intent, IntentKind
+from orchestra.settings import Settings
+from orchestra.store import RunStatus, RunStore
+from tests.jobs.conftest import orchestra_env
+from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def docker_env() -> Iterator[DockerEnv]:
+    with shared_docker() as env:
+        yield env
+
+
+@pytest.fixture
+def deploy_settings(settings: Settings, docker_env: DockerEnv) -> Iterator[Settings]:
+    yield settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
+                         base_image=docker_env.base_image,
+                         build_ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"))
+    for edge_dir in (settings.workdir / "edge").glob("*"):
+        Edge(edge_dir, 0).stop()
+    client = docker_env.client()
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        container.remove(force=True)
+    client.close()
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**orchestra_env(settings), "DOCKER_HOST": settings.docker_host or "",
+           "ORCHESTRA_REGISTRY": settings.registry, "ORCHESTRA_BASE_IMAGE": settings.base_image,
+           "ORCHESTRA_BUILD_CA_BUNDLE": str(settings.build_ca_bundle)}
+    return subprocess.run([sys.executable, "-m", "orchestra.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_version(
+        deploy_settings: Settings, demo_repo: Path, redis: Redis) -> None:
+    first = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "main", "--env", "staging",
+                    "--user", "U0ALICE")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage_event in ("code_analysis_result", "test_results", "build_ready", "deployment_succeeded"):
+        assert stage_event in first.stdout
+    run_id = first.stdout.splitlines()[0].split()[1]
+    live = next(e for e in EventBus(redis).replay(run_id) if e.type == EventType.DEPLOYMENT_SUCCEEDED).data
+    frontend = live["live"]["frontend"]["url"]
+    old_version = live["versions"]["backend"]
+    main_commit = RunStore(redis).get(run_id).commit or ""
+    assert "<h1>Shop</h1>" in page(frontend + "/") and old_version == main_commit[:12]
+
+    git = ["git", "-C", str(demo_repo)]
+    subprocess.run([*git, "checkout", "-q", "-B", "v2", "main"], check=True)
+    (demo_repo / "backend" / "CHANGELOG.md").write_text("v2\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "backend changelog"], check=True)
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)
+    second = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "v2", "--env", "staging",
+                     "--service", "backend", "--user", "U0ALICE")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    new_version = json.loads(page(live["live"]["backend"]["url"] + "/health"))["version"]
+    assert new_version != old_version
+
+    intent = Intent(kind=IntentKind.ROLLBACK, service="backend", env="staging", user="U0BOB", source="slack")
+    rollback = dispatch(intent, redis=redis, settings=deploy_settings, repo=demo_repo)
+    worker = subprocess.Popen([sys.executable, "-m", "orchestra.cli", "worker"],
+                              env={**orchestra_env(deploy_settings), "DOCKER_HOST": deploy_settings.docker_host or ""},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: RunStore(redis).get(rollback.id).status.finished, timeout=120, interval=0.2,
+                 what="the rollback run")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert RunStore(redis).get(rollback.id).status == RunStatus.SUCCEEDED
+    assert json.loads(page(live["live"]["backend"]["url"] + "/health"))["version"] == old_version
