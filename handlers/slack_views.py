@@ -84,7 +84,17 @@ def milestone(event: Event) -> str | None:
         reasons=(": " + "; ".join(map(str, reasons))) if reasons else "",
         status=data.get("status", "finished"),
         status_icon=texts.STATUS_ICON.get(str(data.get("status")), ""),
-        duration=_duration(data.get("duration_s")))
+        duration=_duration(data.get("duration_s")), **_release(data))
+
+
+def _release(data: dict[str, Any]) -> dict[str, str]:
+    """Which service, version and strategy a deploy or rollback event is about, as phrase pieces."""
+    old, new = data.get("from_version"), data.get("to_version")
+    return {"service": str(data.get("service") or "the service"),
+            "version": f" `{data['version']}`" if data.get("version") else "",
+            "strategy": f" ({data['strategy']})" if data.get("strategy") else "",
+            "from_version": f", replacing `{old}`" if old else "",
+            "rolled": f" from `{old}` to `{new}`" if old and new else (f" to `{new}`" if new else "")}
 
 
 def confirm(summary: str, payload: str) -> list[dict[str, Any]]:

@@ -1,0 +1,55 @@
+"""What each event looks like in a run's thread."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handlers.slack_views import approval, milestone, parent
+from orchestra.events import Event, EventType
+from orchestra.store import Run, RunStatus
+
+
+def _event(type_: EventType, **data: Any) -> Event:
+    return Event(run_id="r-20261121-abc123", type=type_, actor="agent", data=data)
+
+
+@pytest.mark.parametrize("type_,data,line", [
+    (EventType.CODE_ANALYSIS_RESULT, {"passed": True, "summary": "no findings"},
+     ":white_check_mark: Code analysis: no findings"),
+    (EventType.TEST_RESULTS, {"passed": False, "summary": "1 failed"}, ":x: Tests: 1 failed"),
+    (EventType.RISK_CLASSIFIED, {"risk": "high", "reasons": ["migrations", "auth"]},
+     ":mag: Risk *high*: migrations; auth"),
+    (EventType.DEPLOYMENT_TRIGGERED, {"service": "frontend", "version": "5192ac9", "strategy": "canary",
+                                      "from_version": "aaa1111"},
+     ":ship: Deploying frontend `5192ac9` (canary), replacing `aaa1111`"),
+    (EventType.ROLLBACK_EVENT, {"service": "frontend", "from_version": "5192ac9", "to_version": "aaa1111",
+                                "reason": "p99 1200 ms above 800 ms"},
+     ":leftwards_arrow_with_hook: Rolled back frontend from `5192ac9` to `aaa1111`: p99 1200 ms above 800 ms"),
+    (EventType.STAGE_FAILED, {"stage": "build", "reason": "no Dockerfile and no framework found"},
+     ":x: `build` failed: no Dockerfile and no framework found"),
+    (EventType.RUN_FINISHED, {"status": "succeeded", "reason": "all stages passed", "duration_s": 185},
+     ":white_check_mark: Run succeeded: all stages passed (3.1 min)"),
+    (EventType.PROGRESS, {"message": "50%"}, None),
+    (EventType.STAGE_STARTED, {"stage": "test"}, None),
+])
+def test_milestones(type_: EventType, data: dict[str, Any], line: str | None) -> None:
+    assert milestone(_event(type_, **data)) == line
+
+
+def test_parent_message_shows_the_run_and_its_outcome() -> None:
+    run = Run(id="r-20261121-abc123", requested_by="U0ALICE", repo="/r", services=["frontend"],
+              env="production", ref="hotfix-v2", strategy="canary", status=RunStatus.FAILED,
+              reason="tests failed")
+    text, blocks = parent(run)
+    assert text.startswith(":x: *Deploy frontend* `hotfix-v2` → *production* · failed")
+    assert "requested by <@U0ALICE> · canary" in text and len(blocks) == 3
+
+
+def test_approval_buttons_carry_the_run_and_commit() -> None:
+    run = Run(id="r-20261121-abc123", requested_by="U0ALICE", repo="/r", services=["frontend"],
+              env="production")
+    _, blocks = approval(run, _event(EventType.APPROVAL_REQUESTED, stage="deploy", commit="3f9c2ab0",
+                                     approvers=["U0BOB"], deadline=0))
+    values = {e["action_id"]: e["value"] for e in blocks[1]["elements"]}
+    assert values == {"approve": "r-20261121-abc123|3f9c2ab0", "reject": "r-20261121-abc123|3f9c2ab0"}
