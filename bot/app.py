@@ -11,9 +11,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from handlers.slack import Deps, register
 from handlers.slack_catalog import Catalog
 from handlers.slack_understand import Understander
-from handlers.slack import Deps, register
 from orchestra.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from redis.exceptions import ResponseError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from handlers import slack_views as views
 from bot.pacer import Pacer
+from handlers import slack_views as views
 from handlers.slack_threads import Thread, Threads
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
@@ -191,14 +191,16 @@ class Relay:
         if not self.pacer.ready(channel):
             raise Wait()
         self.pacer.sent(channel)
-        response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks or None,
+        text, clean = views.outgoing(text, blocks)
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=clean,
                                                 thread_ts=thread_ts, unfurl_links=False)
         self.stats.posts += 1
         return str(response["ts"])
 
     def _close_approval(self, run: Run, channel: str, ts: str, event: Event) -> None:
         text, blocks = views.decided(run, event)
-        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        text, clean = views.outgoing(text, blocks)
+        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=clean)
         self.stats.updates += 1
 
     def _flush_updates(self) -> None:
@@ -208,7 +210,7 @@ class Relay:
             if due > now or thread is None:
                 continue
             try:
-                text, blocks = views.parent(self.store.get(run_id))
+                text, blocks = views.outgoing(*views.parent(self.store.get(run_id)))
                 self.client.chat_update(channel=thread.channel, ts=thread.ts, text=text, blocks=blocks)
                 self.stats.updates += 1
                 del self.dirty[run_id]

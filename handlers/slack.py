@@ -22,9 +22,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from handlers import slack_texts as texts
 from handlers import slack_views as views
 from handlers.slack_catalog import Catalog
+from handlers.slack_intents import Reply, Who, confirmed, execute
 from handlers.slack_threads import Threads
 from handlers.slack_understand import Understander
-from handlers.slack_intents import Reply, Who, confirmed, execute
 from jobs import approvals
 from orchestra.settings import Settings
 from orchestra.store import Audit, claim_once
@@ -117,8 +117,8 @@ def _on_command(deps: Deps) -> Any:
             return
         text = f"{command['command']} {command.get('text', '')}".strip()
         reply = await deps.off_loop(handle_text, text, who, deps)
-        await respond(text=reply.text, blocks=reply.blocks or None,
-                      response_type="in_channel" if reply.public else "ephemeral")
+        out, blocks = views.outgoing(reply.text, reply.blocks)
+        await respond(text=out, blocks=blocks, response_type="in_channel" if reply.public else "ephemeral")
     return listener
 
 
@@ -146,12 +146,12 @@ async def _converse(deps: Deps, client: AsyncWebClient, body: dict[str, Any], wh
         logger.info("slack retry of event %s ignored", body.get("event_id"))
         return
     reply = await deps.off_loop(handle_text, text, who, deps)
+    out, blocks = views.outgoing(reply.text, reply.blocks)
     if reply.public or who.via == "dm" or reply.run_id:
-        await client.chat_postMessage(channel=who.channel, thread_ts=who.thread_ts, text=reply.text,
-                                      blocks=reply.blocks or None)
+        await client.chat_postMessage(channel=who.channel, thread_ts=who.thread_ts, text=out, blocks=blocks)
     else:
         await client.chat_postEphemeral(channel=who.channel, user=who.user, thread_ts=who.thread_ts,
-                                        text=reply.text, blocks=reply.blocks or None)
+                                        text=out, blocks=blocks)
 
 
 def _on_approval(deps: Deps, *, approve: bool) -> Any:
@@ -188,5 +188,5 @@ def _on_confirm(deps: Deps, *, go: bool) -> Any:
         who = Who(user, body["channel"]["id"], via="button")
         parsed = confirmed(str(action.get("value", "{}")), body.get("message", {}).get("text", ""))
         reply = await deps.off_loop(execute, parsed, who, redis=deps.redis, settings=deps.settings)
-        await respond(text=reply.text, replace_original=True)
+        await respond(text=views.outgoing(reply.text)[0], replace_original=True)
     return listener

@@ -6,12 +6,39 @@ from typing import Any
 
 from handlers import slack_texts as texts
 from orchestra.events import Event
+from orchestra.redaction import redact
 from orchestra.store import Run
 
 APPROVE = "approve"
 REJECT = "reject"
 CONFIRM_YES = "confirm_intent"
 CONFIRM_NO = "drop_intent"
+
+
+MAX_TEXT = 3000  # Slack's limit for a section's text; messages stay readable too
+MAX_CONTEXT = 1500
+
+
+def outgoing(text: str, blocks: list[dict[str, Any]] | None = None) -> tuple[str, list[dict[str, Any]] | None]:
+    """What may leave for Slack: secrets redacted, texts clipped to Slack's limits."""
+    return _clip(redact(text), MAX_TEXT * 3), [_clean_block(b) for b in blocks] if blocks else None
+
+
+def _clean_block(block: dict[str, Any], limit: int = MAX_TEXT) -> dict[str, Any]:
+    limit = MAX_CONTEXT if block.get("type") == "context" else limit
+    out = dict(block)
+    text = out.get("text")
+    if isinstance(text, dict) and "text" in text:
+        out["text"] = {**text, "text": _clip(redact(str(text["text"])), limit)}
+    elif isinstance(text, str):  # a context element: {"type": "mrkdwn", "text": "..."}
+        out["text"] = _clip(redact(text), limit)
+    if isinstance(out.get("elements"), list):
+        out["elements"] = [_clean_block(e, limit) if isinstance(e, dict) else e for e in out["elements"]]
+    return out
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def who(user: str | None) -> str:

@@ -247,3 +247,16 @@ def test_a_channel_that_does_not_exist_is_dead_lettered_not_retried_forever(
     dead = dead_letters(redis)
     assert [(json.loads(d["event"])["run_id"], d["reason"]) for d in dead] == [(lost.id, "slack: channel_not_found")]
     assert _thread(control)["replies"][0]["text"] == ":white_check_mark: Tests: ok"
+
+
+def test_secrets_in_events_never_reach_slack(redis: Redis, settings: Settings,
+                                             slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    run = _run(redis)
+    EventBus(redis).emit(run.id, EventType.STAGE_FAILED, "build", stage="build",
+                         reason="pip failed: https://user:sk-ant-api03-abcdefghijkl@pypi.internal/simple")
+    _until(relay, lambda: control.transcript("C0DEPLOYS") and _thread(control)["replies"])
+    posted = [c["args"] for c in control.calls("chat.postMessage")]
+    assert all("sk-ant-api03" not in str(args) for args in posted)
+    assert "[REDACTED]" in _thread(control)["replies"][0]["text"]

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from handlers.slack_views import approval, milestone, parent
+from handlers.slack_views import approval, milestone, outgoing, parent
 from orchestra.events import Event, EventType
 from orchestra.store import Run, RunStatus
 
@@ -53,3 +53,13 @@ def test_approval_buttons_carry_the_run_and_commit() -> None:
                                      approvers=["U0BOB"], deadline=0))
     values = {e["action_id"]: e["value"] for e in blocks[1]["elements"]}
     assert values == {"approve": "r-20261121-abc123|3f9c2ab0", "reject": "r-20261121-abc123|3f9c2ab0"}
+
+
+def test_nothing_secret_or_oversized_leaves_for_slack() -> None:
+    token = "xoxb-1234567890-abcdefghij"
+    text, blocks = outgoing(f"failed: token {token}", [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"GITHUB_TOKEN=ghp_{'a' * 36}"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "x" * 5000}]}])
+    assert token not in text and "[REDACTED]" in text
+    assert blocks is not None and "ghp_" not in blocks[0]["text"]["text"]
+    assert len(blocks[1]["elements"][0]["text"]) <= 1500
