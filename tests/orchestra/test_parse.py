@@ -99,6 +99,12 @@ UNDERSTOOD = [
     ("why is staging broken?", "explain", None, None, "staging", None),
     ("how did the last deploy go?", "explain", None, None, None, None),
     ("how do I deploy?", "help", None, None, None, None),
+    ("deploy `frontend` `v1.4.2` to prod", "deploy", "frontend", "v1.4.2", "production", None),
+    ("/deploy frontend `hotfix-v2`", "deploy", "frontend", "hotfix-v2", None, None),
+    ("deploy frontend:v1.4.2 to stg", "deploy", "frontend", "v1.4.2", "staging", None),
+    ("deploy api to staging", "deploy", "api-server", None, "staging", None),
+    ("/deploy api main", "deploy", "api-server", "main", None, None),
+    ("deploy frontend in 10 minutes", "deploy", "frontend", None, None, None),
     ("can you tell me why the payments deploy failed", "explain", "payments", None, None, None),
     ("any deploys running in prod?", "status", None, None, "production", None),
     ("what's going on with backend", "status", "backend", None, None, None),
@@ -183,7 +189,8 @@ def test_an_action_without_a_service_asks_which(text: str) -> None:
     assert solo.intent.service == "solo" and solo.problem is None
 
 
-UNSAFE_REFS = ["deploy frontend `whoami` to staging", "/deploy frontend $(id)", "deploy frontend main&&ls",
+UNSAFE_REFS = ["deploy frontend `whoami` to staging", "deploy frontend `rm -rf /`", "/deploy frontend $(id)",
+               "deploy frontend main&&ls",
                "/deploy frontend x|y", "/deploy frontend a..b"]
 
 
