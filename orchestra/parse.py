@@ -10,8 +10,6 @@ deploy" is chit-chat.
 """
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,27 +27,29 @@ from orchestra.parse_vocab import (
     QUANTIFIERS,
     QUESTION_STARTS,
     REF_PREPOSITIONS,
-    REF_WORDS,
     RUN_ID,
-    SHA,
     SHELL,
     SLASH_KINDS,
     SLOT_FILLERS,
     STATUS_RE,
     STRATEGY_ALIASES,
     UNSAFE_CHARS,
+    by_prefix,
     clean,
-    distance,
     env_of,
+    looks_like_ref,
+    resolve_service,
+    service_at_ref,
     squash,
+    strategy_of,
     tokens,
+    unquote,
     verb_kind,
 )
 
 __all__ = ["ENV_ALIASES", "NEGATIONS", "UNSAFE_CHARS", "Parsed", "parse", "resolve_service"]
 
 ACTIONS = (IntentKind.DEPLOY, IntentKind.ROLLBACK, IntentKind.CANCEL)
-BACKTICKED = re.compile(r"`([^`\s]+)`")
 INJECTED = "that reads like an instruction to ignore the rules; I only take plain requests"
 NEGATED = "that sounds like a request *not* to act, so I did nothing"
 SHELLISH = "that message contains shell characters (` $( ; | &&); write the request in plain words"
@@ -84,28 +84,10 @@ class _Slots:
 
 def parse(text: str, services: Sequence[str]) -> Parsed:
     """Turn one chat message or slash command into a :class:`Parsed` intent."""
-    text_clean = _unquote(clean(text), services)
+    text_clean = unquote(clean(text), services)
     if text_clean.startswith("/"):
         return _parse_slash(text_clean, services, text)
     return _parse_free(text_clean, services, text)
-
-
-def resolve_service(word: str, services: Sequence[str]) -> str | None:
-    """The known service ``word`` names: exact, ignoring case/-/_ , or one typo away."""
-    key = squash(word)
-    if not key:
-        return None
-    by_key = {squash(s): s for s in services}
-    if key in by_key:
-        return by_key[key]
-    if key.endswith("s") and key[:-1] in by_key:
-        return by_key[key[:-1]]
-    if len(key) < 4 or key in ENV_ALIASES or key in STRATEGY_ALIASES or key in SLOT_FILLERS:
-        return None
-    close = difflib.get_close_matches(key, list(by_key), n=2, cutoff=0.8)
-    if len(close) == 1 or (close and distance(key, close[0]) < distance(key, close[1])):
-        return by_key[close[0]] if distance(key, close[0]) <= (1 if len(key) <= 5 else 2) else None
-    return None
 
 
 def _parse_slash(text: str, services: Sequence[str], raw: str) -> Parsed:
@@ -141,8 +123,8 @@ def _slash_slots(args: list[str], services: Sequence[str]) -> _Slots:
         else:
             rest.append(arg)
     if rest:
-        name, at_ref = _service_at_ref(rest[0], services)
-        slots.service = resolve_service(name, services) or _by_prefix(name.lower(), services)
+        name, at_ref = service_at_ref(rest[0], services)
+        slots.service = resolve_service(name, services) or by_prefix(name.lower(), services)
         if slots.service is None:
             slots.problem = slots.problem or _unknown_service(name, services)
         refs = ([at_ref] if at_ref else []) + rest[1:2]
@@ -236,50 +218,23 @@ def _free_slots(toks: list[str], services: Sequence[str], *, strict: bool = Fals
         if i in skip:
             continue
         prev, following = (words[i - 1] if i else ""), words[i + 1:i + 2]
-        name, at_ref = _service_at_ref(toks[i], services)
+        name, at_ref = service_at_ref(toks[i], services)
         pair = resolve_service(name + following[0], services) if following else None
         if pair and slots.service is None and squash(pair) == squash(name + following[0]):
             slots.service = pair  # "api server"
             skip.add(i + 1)
         elif env_of(word) and slots.env is None and prev not in REF_PREPOSITIONS:
             slots.env = env_of(word)
-        elif _strategy(word, following) and slots.strategy is None:
-            slots.strategy = _strategy(word, following)
+        elif strategy_of(word, following) and slots.strategy is None:
+            slots.strategy = strategy_of(word, following)
         elif RUN_ID.match(word):
             slots.run_id = word
-        elif svc := resolve_service(name, services) or (_by_prefix(word, services) if strict else None):
+        elif svc := resolve_service(name, services) or (by_prefix(word, services) if strict else None):
             _set_service(slots, svc, at_ref)
         elif word not in SLOT_FILLERS and word not in LEADING_FILLERS and word not in ENV_ALIASES:
             candidates.append(i)
     _fill_ref_and_unknown(slots, toks, words, candidates, services, strict)
     return slots
-
-
-def _service_at_ref(token: str, services: Sequence[str]) -> tuple[str, str]:
-    """``frontend@v1.4.2`` or ``frontend:v1.4.2`` -> (``frontend``, ``v1.4.2``); else (token, "")."""
-    for sep in ("@", ":"):
-        name, found, ref = token.partition(sep)
-        if found and resolve_service(name, services):
-            return name, ref
-    return token, ""
-
-
-def _by_prefix(word: str, services: Sequence[str]) -> str | None:
-    """In a request, "api" names api-server when no other service starts like it."""
-    if len(word) < 3 or word in SLOT_FILLERS or word in LEADING_FILLERS or env_of(word):
-        return None
-    matches = [s for s in services if s.lower().startswith(word)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _unquote(text: str, services: Sequence[str]) -> str:
-    """`frontend` and `v1.4.2` in backticks are formatting; anything else in backticks stays (and is refused)."""
-    def plain(match: re.Match[str]) -> str:
-        word = match.group(1)
-        safe = REF_PATTERN.match(word) and (resolve_service(word, services) or env_of(word.lower())
-                                           or word.lower() in STRATEGY_ALIASES or _looks_like_ref(word))
-        return word if safe else match.group(0)
-    return BACKTICKED.sub(plain, text)
 
 
 def _set_service(slots: _Slots, service: str, at_ref: str) -> None:
@@ -294,17 +249,17 @@ def _fill_ref_and_unknown(slots: _Slots, toks: list[str], words: list[str], cand
                           services: Sequence[str], strict: bool) -> None:
     for i in candidates:
         token, prev = toks[i], (words[i - 1] if i else "")
-        if slots.ref is None and (_looks_like_ref(token) or prev in REF_PREPOSITIONS
+        if slots.ref is None and (looks_like_ref(token) or prev in REF_PREPOSITIONS
                                   or (strict and UNSAFE_CHARS.search(token))):
             _set_ref(slots, token)
         elif token.isdigit():  # "in 10 minutes": not a ref, not an environment, not a service
             continue
-        elif strict and prev in ENV_PREPOSITIONS and slots.env is None and not _looks_like_ref(token) \
+        elif strict and prev in ENV_PREPOSITIONS and slots.env is None and not looks_like_ref(token) \
                 and (slots.service is not None or resolve_service(token, services) is None and i > 0):
             slots.problem = slots.problem or (
                 f"I don't know an environment called `{token}`; use production (prod), staging (stg) "
                 "or development (dev)")
-        elif strict and slots.service is None and slots.problem is None and not _looks_like_ref(token):
+        elif strict and slots.service is None and slots.problem is None and not looks_like_ref(token):
             slots.problem = _unknown_service(token, services)
 
 
@@ -330,23 +285,6 @@ def _result(kind: IntentKind, slots: _Slots, raw: str, services: Sequence[str] =
 
 def _refused(raw: str, problem: str | None, *, understood: bool = True) -> Parsed:
     return Parsed(Intent(kind=IntentKind.UNKNOWN, text=raw), problem=problem, understood=understood)
-
-
-def _strategy(word: str, following: list[str]) -> str | None:
-    if word == "rolling" and following[:1] and following[0] in {"back", "out", "forward"}:
-        return None
-    if word in {"blue", "green"} and following[:1] in (["green"], ["blue"]):
-        return "blue-green"
-    return STRATEGY_ALIASES.get(word)
-
-
-def _looks_like_ref(token: str) -> bool:
-    """hotfix-v2, v1.4.2, release/2026-11, 3f9c2ab, main; not "10" (as in "in 10 minutes")."""
-    low = token.lower()
-    if low in ENV_ALIASES or (low.isdigit() and not SHA.match(low)):
-        return False
-    return low in REF_WORDS or bool(SHA.match(low)) or any(c.isdigit() for c in low) \
-        or any(c in low for c in "/.-_+")
 
 
 def _which_service(kind: IntentKind, services: Sequence[str]) -> str:

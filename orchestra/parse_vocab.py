@@ -1,9 +1,11 @@
-"""The parser's vocabulary: words, aliases and patterns (pure data and tiny helpers)."""
+"""The parser's vocabulary: words, aliases and patterns, and how single words are resolved."""
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 
-from orchestra.intents import IntentKind
+from orchestra.intents import REF_PATTERN, IntentKind
 
 ENV_ALIASES = {
     "production": "production", "prod": "production", "prd": "production", "live": "production",
@@ -59,6 +61,7 @@ WORD = re.compile(r"\S+")
 MENTION = re.compile(r"<[@#!][^>]*>")
 LINK = re.compile(r"<(?:https?|mailto):[^|>]*\|([^>]*)>|<(?:https?|mailto):([^>]*)>")
 EDGE_PUNCT = ".,!?;:\"“”‘’()[]*_"
+BACKTICKED = re.compile(r"`([^`\s]+)`")
 
 HELP_RE = re.compile(r"\b(help|commands?|usage|what can you do|how (do|can|should) (i|we|you))\b")
 NOT_HELP_RE = re.compile(r"\b(why|status|deployed|running)\b")
@@ -133,3 +136,65 @@ def tokens(text: str) -> list[str]:
 
 def squash(word: str) -> str:
     return re.sub(r"[-_\s.]", "", word.lower().strip(EDGE_PUNCT))
+
+
+def resolve_service(word: str, services: Sequence[str]) -> str | None:
+    """The known service ``word`` names: exact, ignoring case/-/_ , or one typo away."""
+    key = squash(word)
+    if not key:
+        return None
+    by_key = {squash(s): s for s in services}
+    if key in by_key:
+        return by_key[key]
+    if key.endswith("s") and key[:-1] in by_key:
+        return by_key[key[:-1]]
+    if len(key) < 4 or key in ENV_ALIASES or key in STRATEGY_ALIASES or key in SLOT_FILLERS:
+        return None
+    close = difflib.get_close_matches(key, list(by_key), n=2, cutoff=0.8)
+    if len(close) == 1 or (close and distance(key, close[0]) < distance(key, close[1])):
+        return by_key[close[0]] if distance(key, close[0]) <= (1 if len(key) <= 5 else 2) else None
+    return None
+
+
+def service_at_ref(token: str, services: Sequence[str]) -> tuple[str, str]:
+    """``frontend@v1.4.2`` or ``frontend:v1.4.2`` -> (``frontend``, ``v1.4.2``); else (token, "")."""
+    for sep in ("@", ":"):
+        name, found, ref = token.partition(sep)
+        if found and resolve_service(name, services):
+            return name, ref
+    return token, ""
+
+
+def by_prefix(word: str, services: Sequence[str]) -> str | None:
+    """In a request, "api" names api-server when no other service starts like it."""
+    if len(word) < 3 or word in SLOT_FILLERS or word in LEADING_FILLERS or env_of(word):
+        return None
+    matches = [s for s in services if s.lower().startswith(word)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def unquote(text: str, services: Sequence[str]) -> str:
+    """`frontend` and `v1.4.2` in backticks are formatting; anything else in backticks stays (and is refused)."""
+    def plain(match: re.Match[str]) -> str:
+        word = match.group(1)
+        safe = REF_PATTERN.match(word) and (resolve_service(word, services) or env_of(word.lower())
+                                           or word.lower() in STRATEGY_ALIASES or looks_like_ref(word))
+        return word if safe else match.group(0)
+    return BACKTICKED.sub(plain, text)
+
+
+def strategy_of(word: str, following: list[str]) -> str | None:
+    if word == "rolling" and following[:1] and following[0] in {"back", "out", "forward"}:
+        return None
+    if word in {"blue", "green"} and following[:1] in (["green"], ["blue"]):
+        return "blue-green"
+    return STRATEGY_ALIASES.get(word)
+
+
+def looks_like_ref(token: str) -> bool:
+    """hotfix-v2, v1.4.2, release/2026-11, 3f9c2ab, main; not "10" (as in "in 10 minutes")."""
+    low = token.lower()
+    if low in ENV_ALIASES or (low.isdigit() and not SHA.match(low)):
+        return False
+    return low in REF_WORDS or bool(SHA.match(low)) or any(c.isdigit() for c in low) \
+        or any(c in low for c in "/.-_+")
