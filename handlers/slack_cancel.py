@@ -6,7 +6,7 @@ from redis import Redis
 from handlers import slack_texts as texts
 from jobs.repos import resolve_service
 from orchestra import policy
-from orchestra.errors import NotFound
+from orchestra.errors import NotFound, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent
 from orchestra.settings import Settings
@@ -21,7 +21,12 @@ def cancel(intent: Intent, *, run_id: str | None, redis: Redis, settings: Settin
         raise NotFound(f"run {run.id} already ended ({run.status.value})")
     if intent.user != run.requested_by:
         _, config = resolve_service(run.services[0] if run.services else None, settings)
-        policy.check_deploy(intent.user, run.env, config.environment(run.env), rollback=True)
+        try:
+            policy.check_deploy(intent.user, run.env, config.environment(run.env), rollback=True)
+        except PolicyDenied as exc:
+            Audit(redis).record("cancel_denied", actor=intent.user, run_id=run.id, reason=str(exc),
+                                source=intent.source)
+            raise
     EventBus(redis).emit(run.id, EventType.RUN_CANCELLED, intent.user, reason=f"cancelled by {intent.user}")
     Audit(redis).record("run_cancel_requested", actor=intent.user, run_id=run.id, source=intent.source)
     return texts.CANCEL_DONE.format(run_id=run.id, services=", ".join(run.services), env=run.env,

@@ -53,7 +53,7 @@ def execute(parsed: Parsed, who: Who, *, redis: Redis, settings: Settings) -> Re
     intent = parsed.intent.model_copy(update={"user": who.user, "source": "slack", "origin": _origin(who)})
     try:
         return _execute(parsed, intent, who, redis=redis, settings=settings)
-    except (PolicyDenied, LockHeld) as exc:  # dispatch has recorded these in the audit trail
+    except (PolicyDenied, LockHeld) as exc:  # already in the audit trail (dispatch, cancel)
         return Reply(texts.DENIED.format(message=exc))
     except OrchestraError as exc:
         _audit_refusal(redis, who, intent, str(exc))

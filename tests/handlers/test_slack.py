@@ -184,6 +184,7 @@ def test_cancel_from_slack(redis: Redis, slack: tuple[WorkspaceClient, Settings]
                                       env="production", status=RunStatus.RUNNING))
     denied = _said(control, "/orchestra cancel frontend", "U0DAVE")
     assert denied.startswith(":no_entry: <@U0DAVE> may not deploy to production")
+    assert [e["run_id"] for e in Audit(redis).entries() if e["action"] == "cancel_denied"] == [prod.id]
     assert _said(control, "/orchestra cancel", "U0CAROL").startswith(
         "I did nothing: which service or a run id? e.g. `/orchestra cancel backend`")
     done = _said(control, "/orchestra cancel backend", "U0CAROL")
