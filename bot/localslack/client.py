@@ -58,6 +58,10 @@ class WorkspaceClient:
     def add_channel(self, channel_id: str, name: str) -> None:
         self._post("channel", {"id": channel_id, "name": name})
 
+    def disconnect(self) -> None:
+        """Tell connected apps to reconnect (Slack's periodic refresh)."""
+        self._post("disconnect", {})
+
     def reset(self) -> None:
         self._post("reset", {})
 

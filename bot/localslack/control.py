@@ -17,7 +17,8 @@ PREFIX = "/_control"
 
 def add_routes(app: web.Application, srv: LocalSlack) -> None:
     routes = {"command": command, "message": message, "click": click, "faults": faults,
-              "rate_limit": rate_limit, "reset": reset, "user": add_user, "channel": add_channel}
+              "rate_limit": rate_limit, "reset": reset, "user": add_user, "channel": add_channel,
+              "disconnect": disconnect}
     for name, handler in routes.items():
         app.router.add_post(f"{PREFIX}/{name}", _bind(srv, handler))
     app.router.add_get(f"{PREFIX}/transcript", _bind(srv, transcript))
@@ -137,6 +138,14 @@ async def add_user(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
 async def add_channel(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
     srv.ws.channels[str(body["id"])] = str(body.get("name", body["id"]))
     return {"ok": True}
+
+
+async def disconnect(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
+    """Ask every connected app to reconnect, as Slack does when it refreshes a socket-mode link."""
+    for sock in list(srv.sockets):
+        await sock.send_json({"type": "disconnect", "reason": "refresh_requested",
+                              "debug_info": {"host": "localslack"}})
+    return {"ok": True, "sockets": len(srv.sockets)}
 
 
 async def health(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:

@@ -228,3 +228,12 @@ def test_an_unexpected_failure_gets_a_generic_answer(redis_url: str, slack: tupl
         admin.close()
     assert answer == [":warning: Something went wrong on my side while handling that (it has been logged). "
                       "Please try again."]
+
+
+def test_the_bot_reconnects_when_slack_refreshes_the_link(slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    before = len(control.calls("apps.connections.open"))
+    control.disconnect()
+    wait_for(lambda: len(control.calls("apps.connections.open")) > before, what="a new connection")
+    wait_for(lambda: control.health()["sockets"] == 1, what="the old link closed, the new one open")
+    assert _said(control, "/orchestra help", "U0CAROL").startswith("*DevOps Orchestra*")
