@@ -50,7 +50,7 @@ def default_specs(*, error_rate: float | None = 0.05, latency_s: float | None = 
     """The judged metrics: errors and p99 latency (required), CPU and memory (when exported)."""
     specs = [
         MetricSpec("error_rate", tolerance=0.5, floor=0.01, threshold=error_rate),
-        MetricSpec("latency_p99", tolerance=0.25, floor=0.005, threshold=latency_s),
+        MetricSpec("latency_p99", tolerance=0.3, floor=0.008, threshold=latency_s),
         MetricSpec("cpu", tolerance=0.5, floor=10.0, threshold=cpu, required=False),
         MetricSpec("memory_growth", tolerance=1.0, floor=LEAK_BYTES_PER_S, required=False),
     ]

@@ -31,7 +31,7 @@ VERSIONS = {
     "v1": {"base_latency_ms": 20},  # the baseline
     "v2-ok": {"base_latency_ms": 20},
     "v2-errors": {"base_latency_ms": 20, "error_rate": 0.05},  # +5 points of errors
-    "v2-slow": {"base_latency_ms": 20, "latency_ms": 13},  # about +50% p99
+    "v2-slow": {"base_latency_ms": 20, "latency_ms": 15},  # +50% of the baseline p99 (about 30 ms)
     "v2-leak": {"base_latency_ms": 20, "leak_kb": 32},
     "v2-idle": {"base_latency_ms": 20},  # gets no traffic
 }
