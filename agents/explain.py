@@ -7,18 +7,19 @@ written from those facts only and must contain them; otherwise a template.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
 from agents import explain_texts as texts
-from agents.crashlog import redact
+from agents.crashlog import redact, summarize
+from agents.explain_llm import Summarizer, prose, writer_for
 from agents.judge import format_value
+from agents.targets.state import all_live
 from orchestra.errors import NotFound
 from orchestra.events import Event, EventBus, EventType
 from orchestra.intents import Intent, IntentKind
@@ -34,13 +35,7 @@ RECENT_RUNS = 50
 RECENT_EVENTS = 2000
 _ROLLBACK_WORDS = ("roll", "revert", "undo")
 RUN_ID = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
-PROMPT = "explain_run"
-
-
-class Summarizer(Protocol):
-    """What explain needs from an LLM: prose from facts, or None when it cannot."""
-
-    def summarize(self, question: str, facts: dict[str, Any], draft: str) -> str | None: ...
+CRASH_TAIL = 5
 
 
 @dataclass(frozen=True)
@@ -52,23 +47,6 @@ class Answer:
     source: str = "template"  # template | llm
 
 
-class LLMSummarizer:
-    """The product's LLM client as a :class:`Summarizer` (prompt ``explain_run``)."""
-
-    def __init__(self, llm: LLM) -> None:
-        self.llm = llm
-
-    def summarize(self, question: str, facts: dict[str, Any], draft: str) -> str | None:
-        from orchestra.llm import LLMError
-
-        variables = {"question": question, "facts": json.dumps(facts, default=str), "draft": draft}
-        try:
-            return self.llm.text(PROMPT, variables, run_id=facts.get("run_id"), max_tokens=600)
-        except LLMError as exc:
-            logger.info("explain: no LLM summary (%s); using the template", exc)
-            return None
-
-
 def answer(intent: Intent, *, redis: Redis, settings: Settings,
            llm: Summarizer | LLM | None = None) -> Answer:
     """Answer an explain / status / history question from the event log.
@@ -77,23 +55,13 @@ def answer(intent: Intent, *, redis: Redis, settings: Settings,
     """
     facts = gather(intent, redis=redis)
     draft = render(facts)
-    writer = _writer(llm, settings, redis)
+    writer = writer_for(llm, settings, redis)
     if writer is None or not facts.get("found"):
         return Answer(text=draft, facts=facts)
-    prose = _llm_prose(writer, intent, facts, draft)
-    if prose is None:
+    text = prose(writer, intent, facts, draft)
+    if text is None:
         return Answer(text=draft, facts=facts)
-    return Answer(text=prose, facts=facts, source="llm")
-
-
-def _writer(llm: Summarizer | LLM | None, settings: Settings, redis: Redis) -> Summarizer | None:
-    if llm is None:
-        if not settings.anthropic_api_key:
-            return None
-        from orchestra.llm import LLM  # the SDK is heavy: only load it when a key is set
-
-        llm = LLM.from_settings(settings, redis=redis)
-    return llm if hasattr(llm, "summarize") else LLMSummarizer(llm)  # type: ignore[arg-type]
+    return Answer(text=text, facts=facts, source="llm")
 
 
 def gather(intent: Intent, *, redis: Redis) -> dict[str, Any]:
@@ -167,8 +135,19 @@ def run_facts(run: Run, events: list[Event]) -> dict[str, Any]:
         "reason": redact(run.reason) if run.reason else None,
         "started_at": _iso(run.created_at), "finished_at": _iso(run.finished_at),
         "versions": _versions(events),
-        "failure": redact(_failure_text(failures[-1])) if failures else None,
+        "failure": None, "crash": None,
+        **(_failure(failures[-1]) if failures else {}),
     }
+
+
+def _failure(event: Event) -> dict[str, Any]:
+    """The failure's first line, and a crash-log summary when a container log follows it."""
+    head, _, log = _failure_text(event).partition("\n")
+    out: dict[str, Any] = {"failure": redact(head)}
+    if log.strip():
+        summary = summarize(log, tail=CRASH_TAIL)
+        out["crash"] = {"error": summary.error, "tail": summary.tail, "lines": summary.total_lines}
+    return out
 
 
 def rollback_detail(event: Event) -> dict[str, Any]:
@@ -190,7 +169,28 @@ def rollback_detail(event: Event) -> dict[str, Any]:
 
 
 def running_facts(store: RunStore, bus: EventBus, *, env: str | None, service: str | None) -> dict[str, Any]:
-    """What is live per service and environment, from the newest deploy and rollback events."""
+    """What is live per service and environment: the deploy target's live state, else the event log."""
+    rows = live_state_rows(store, env=env, service=service) or event_rows(store, bus, env=env, service=service)
+    return {"topic": "status", "found": bool(rows), "env": env, "service": service, "running": rows}
+
+
+def live_state_rows(store: RunStore, *, env: str | None, service: str | None) -> list[dict[str, Any]]:
+    """Rows from agents.targets.state (versions, weights, who ran the last change)."""
+    runs: dict[str, Run | None] = {}
+    rows = []
+    for state in all_live(store.redis):
+        if state.current is None or (env and state.env != env) or (service and state.service != service):
+            continue
+        run = _cached_run(store, runs, state.run_id) if state.run_id else None
+        rows.append({"service": state.service, "env": state.env, "version": state.current.version,
+                     "run_id": state.run_id, "since": _iso(state.updated_at), "weights": state.weights,
+                     "by": run.requested_by if run else "unknown", "via": state.last_action,
+                     "previous": state.previous.version if state.previous else None, "url": state.url})
+    return rows
+
+
+def event_rows(store: RunStore, bus: EventBus, *, env: str | None, service: str | None) -> list[dict[str, Any]]:
+    """Rows from the newest deploy and rollback events (when no live state is kept)."""
     live: dict[tuple[str, str], dict[str, Any]] = {}
     runs: dict[str, Run | None] = {}
     for event in bus.recent(RECENT_EVENTS):
@@ -206,8 +206,7 @@ def running_facts(store: RunStore, bus: EventBus, *, env: str | None, service: s
                                           "by": run.requested_by if run else event.actor,
                                           "via": "rollback" if event.type == EventType.ROLLBACK_EVENT
                                           else "deploy"}
-    rows = sorted(live.values(), key=lambda r: (r["env"] or "", r["service"]))
-    return {"topic": "status", "found": bool(rows), "env": env, "service": service, "running": rows}
+    return sorted(live.values(), key=lambda r: (r["env"] or "", r["service"]))
 
 
 def render(facts: dict[str, Any]) -> str:
@@ -219,31 +218,6 @@ def render(facts: dict[str, Any]) -> str:
     if facts["topic"] == "rollback" or facts.get("rollback"):
         return texts.rollback(facts)
     return texts.run(facts)
-
-
-def required_mentions(facts: dict[str, Any]) -> list[str]:
-    """Strings an LLM answer must contain to count as grounded in ``facts``."""
-    if facts.get("topic") == "status":
-        return [str(r["version"]) for r in facts.get("running", []) if r.get("version")]
-    needed = [facts.get("run_id")]
-    rb = facts.get("rollback") or {}
-    needed += [rb.get("value_text"), rb.get("threshold_text"), rb.get("metric")]
-    return [str(n) for n in needed if n]
-
-
-def _llm_prose(llm: Summarizer, intent: Intent, facts: dict[str, Any], draft: str) -> str | None:
-    try:
-        prose = llm.summarize(intent.text or intent.kind.value, facts, draft)
-    except Exception:
-        logger.exception("explain: the LLM summary failed; using the template")
-        return None
-    if not prose:
-        return None
-    missing = [m for m in required_mentions(facts) if m not in prose]
-    if missing:
-        logger.warning("explain: LLM answer left out %s; using the template", missing)
-        return None
-    return redact(prose)
 
 
 def _versions(events: list[Event]) -> dict[str, str]:

@@ -71,6 +71,7 @@ def run(facts: dict[str, Any]) -> str:
         lines.append(f"Finished {facts['finished_at']}.")
     if facts.get("failure"):
         lines.append(f"What failed: {facts['failure']}")
+        lines += crash(facts.get("crash"))
     elif facts.get("reason"):
         lines.append(f"Reason: {facts['reason']}")
     if facts.get("rollback"):
@@ -78,10 +79,21 @@ def run(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def crash(summary: dict[str, Any] | None) -> list[str]:
+    if not summary:
+        return []
+    lines = [f"Container log ({summary['lines']} lines): {summary['error'] or 'no error line'}",
+             "Last lines:"]
+    return lines + [f"    {line}" for line in summary["tail"]]
+
+
 def status(facts: dict[str, Any]) -> str:
     rows = facts.get("running") or []
     lines = [f"Running {_scope(facts)}:"]
     for r in rows:
-        lines.append(f"- {r['service']} in {r['env']}: {r['version']} since {r['since']} "
+        split = ""
+        if len(r.get("weights") or {}) > 1 or (r.get("weights") or {}).get(r["version"], 100) != 100:
+            split = " [" + ", ".join(f"{v} {w}%" for v, w in r["weights"].items()) + "]"
+        lines.append(f"- {r['service']} in {r['env']}: {r['version']}{split} since {r['since']} "
                      f"(run {r['run_id']}, {r['via']} by {r['by']})")
     return "\n".join(lines)

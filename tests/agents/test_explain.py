@@ -11,6 +11,7 @@ from redis import Redis
 
 from agents.crashlog import redact, summarize
 from agents.explain import Answer, answer
+from agents.targets.state import LiveState, Release, set_live
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
@@ -190,3 +191,35 @@ def test_cli_gives_the_same_answer(redis: Redis, redis_url: str, settings: Setti
     assert status.returncode == 1 and "Nothing is recorded as running" in status.stdout
     bad = _cli(redis_url, "--env", "moon")
     assert bad.returncode == 1 and "unknown environment 'moon'" in bad.stderr
+
+
+def test_whats_running_prefers_the_targets_live_state(redis: Redis, settings: Settings) -> None:
+    run = _deploy(redis, service="backend", env="staging", version="b1", user="alice")
+    release = Release(version="b2", image="reg/shop-backend:b2", port=41001, container="c-b2", run_id=run.id)
+    old = Release(version="b1", image="reg/shop-backend:b1", port=41000, container="c-b1", run_id=run.id)
+    set_live(redis, LiveState(service="backend", env="staging", edge_port=5000, edge_prefix="/tmp/e",
+                              current=release, previous=old, weights={"b2": 25, "b1": 75}, run_id=run.id))
+    result = answer(Intent(kind=IntentKind.STATUS, env="staging", text="what's running in staging?"),
+                    redis=redis, settings=settings)
+    (row,) = result.facts["running"]
+    assert (row["version"], row["previous"], row["by"]) == ("b2", "b1", "alice")
+    assert "backend in staging: b2 [b2 25%, b1 75%]" in result.text and run.id in result.text
+
+
+def test_a_crashed_container_log_is_summarised_and_redacted(redis: Redis, settings: Settings) -> None:
+    store, bus = RunStore(redis), EventBus(redis)
+    run = store.create(Run(requested_by="erin", repo="r", services=["frontend"], env="staging"))
+    log = "\n".join(["booting", "loading config", "Traceback (most recent call last):",
+                     '  File "/app/app.py", line 7, in <module>',
+                     "KeyError: 'DATABASE_URL' (DB_PASSWORD=hunter2)", "worker exited with code 1"])
+    bus.emit(run.id, EventType.DEPLOYMENT_FAILED, "deploy", summary="deploy of frontend failed",
+             error=f"orchestra-frontend-staging-v2 is not healthy at http://127.0.0.1:5/health: "
+                   f"the container exited\n{log}")
+    store.update(run.id, status=RunStatus.FAILED)
+    result = answer(Intent(kind=IntentKind.EXPLAIN, service="frontend", text="why did the frontend deploy fail?"),
+                    redis=redis, settings=settings)
+    crash = result.facts["crash"]
+    assert crash["error"] == "KeyError: 'DATABASE_URL' (DB_PASSWORD=[REDACTED])"
+    assert crash["tail"][-1] == "worker exited with code 1" and len(crash["tail"]) == 5
+    assert "the container exited" in result.text and "KeyError: 'DATABASE_URL'" in result.text
+    assert "hunter2" not in result.text
