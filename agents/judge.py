@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -103,37 +103,32 @@ def judge_metric(spec: MetricSpec, canary: Sequence[float], baseline: Sequence[f
                  alpha: float = DEFAULT_ALPHA) -> MetricResult:
     """One metric: absolute threshold first, then the statistical comparison."""
     c, b = _clean(canary), _clean(baseline)
-    base = {"metric": spec.name, "threshold": spec.threshold, "samples": (len(c), len(b)),
-            "required": spec.required}
+    base = MetricResult(spec.name, Verdict.INCONCLUSIVE, "", threshold=spec.threshold,
+                        samples=(len(c), len(b)), required=spec.required)
     if len(c) < spec.min_samples:
-        return MetricResult(verdict=Verdict.INCONCLUSIVE,
-                            reason=f"{len(c)} canary samples, need {spec.min_samples}", **base)
+        return replace(base, reason=f"{len(c)} canary samples, need {spec.min_samples}")
     c_mean = _mean(c)
     if spec.threshold is not None and c_mean > spec.threshold:
-        return MetricResult(verdict=Verdict.FAIL, canary=c_mean, baseline=_mean(b) if b else None,
-                            reason=f"{format_value(spec.name, c_mean)} is above the threshold "
-                                   f"{format_value(spec.name, spec.threshold)}", **base)
+        return replace(base, verdict=Verdict.FAIL, canary=c_mean, baseline=_mean(b) if b else None,
+                       reason=f"{format_value(spec.name, c_mean)} is above the threshold "
+                              f"{format_value(spec.name, spec.threshold)}")
     if len(b) < spec.min_samples:
-        return MetricResult(verdict=Verdict.INCONCLUSIVE, canary=c_mean,
-                            reason=f"{len(b)} baseline samples, need {spec.min_samples}", **base)
+        return replace(base, canary=c_mean, reason=f"{len(b)} baseline samples, need {spec.min_samples}")
     return _compare(spec, c, b, alpha, base)
 
 
 def _compare(spec: MetricSpec, c: list[float], b: list[float], alpha: float,
-             base: dict[str, Any]) -> MetricResult:
+             base: MetricResult) -> MetricResult:
     c_mean, b_mean = _mean(c), _mean(b)
     allowed = max(spec.tolerance * abs(b_mean), spec.floor)
     u, p = _mann_whitney(c, b)
-    numbers = {"canary": c_mean, "baseline": b_mean, "allowed": allowed, "p_value": p, "u_statistic": u}
-    worse_by = c_mean - b_mean
-    if p < alpha and worse_by > allowed:
-        reason = (f"canary {format_value(spec.name, c_mean)} vs baseline {format_value(spec.name, b_mean)}: "
-                  f"worse by more than {format_value(spec.name, allowed)} (p={p:.3g})")
-        return MetricResult(verdict=Verdict.FAIL, reason=reason, **numbers, **base)
+    numbers = replace(base, canary=c_mean, baseline=b_mean, allowed=allowed, p_value=p, u_statistic=u)
+    versus = f"canary {format_value(spec.name, c_mean)} vs baseline {format_value(spec.name, b_mean)}"
+    if p < alpha and c_mean - b_mean > allowed:
+        return replace(numbers, verdict=Verdict.FAIL,
+                       reason=f"{versus}: worse by more than {format_value(spec.name, allowed)} (p={p:.3g})")
     why = "no significant difference" if p >= alpha else "difference within tolerance"
-    reason = (f"canary {format_value(spec.name, c_mean)} vs baseline {format_value(spec.name, b_mean)}: "
-              f"{why} (p={p:.3g})")
-    return MetricResult(verdict=Verdict.PASS, reason=reason, **numbers, **base)
+    return replace(numbers, verdict=Verdict.PASS, reason=f"{versus}: {why} (p={p:.3g})")
 
 
 def _overall(results: list[MetricResult], canary_requests: float | None,
