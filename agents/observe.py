@@ -22,10 +22,10 @@ from typing import Protocol
 from agents.autorollback import RollbackFacts, alert, auto_rollback
 from agents.context import AgentContext, StageResult
 from agents.judge import Judgement, Verdict, judge
-from agents.metrics import Prometheus, Selector, collect, requests_served
+from agents.metrics import MetricsError, Prometheus, Selector, collect, requests_served
 from agents.observe_policy import DEFAULT_PROMETHEUS_URL, Policy, policy_from_config
 from agents.observe_watch import Release, watch_release
-from orchestra.events import Event, EventType
+from orchestra.events import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -120,18 +120,6 @@ class ReleaseSource(Protocol):
     def rollback(self, ctx: AgentContext, release: Release) -> None: ...
 
 
-def releases_from_events(events: list[Event], env: str) -> list[Release]:
-    """Releases of a run, from its deployment_succeeded events (service, version, previous_version)."""
-    out: dict[str, Release] = {}
-    for e in events:
-        if e.type == EventType.DEPLOYMENT_SUCCEEDED and e.data.get("service") and e.data.get("version"):
-            d = e.data
-            previous = d.get("previous_version") or d.get("previous")
-            out[str(d["service"])] = Release(str(d["service"]), str(d.get("env") or env), str(d["version"]),
-                                             str(previous) if previous else None)
-    return list(out.values())
-
-
 def run(ctx: AgentContext, *, source: ReleaseSource | None = None, prom: Prometheus | None = None,
         policy: Policy | None = None, sleep: Sleep = time.sleep, clock: Clock = time.time) -> StageResult:
     """The observe stage: watch what this run released and roll it back when it misbehaves."""
@@ -146,5 +134,9 @@ def run(ctx: AgentContext, *, source: ReleaseSource | None = None, prom: Prometh
     ctx.progress(f"watching {', '.join(f'{r.service} {r.version}' for r in releases)} for "
                  f"{policy.watch_s:.0f}s", kind="watch_started")
     undo = source.rollback
-    return watch_release(ctx, releases, prom=prom or prometheus_for(ctx), policy=policy,
-                         rollback=lambda rel: undo(ctx, rel), sleep=sleep, clock=clock)
+    try:
+        return watch_release(ctx, releases, prom=prom or prometheus_for(ctx), policy=policy,
+                             rollback=lambda rel: undo(ctx, rel), sleep=sleep, clock=clock)
+    except MetricsError as exc:
+        ctx.emit(EventType.OBSERVABILITY_ALERT, kind="metrics_unavailable", message=exc.message, hint=exc.hint)
+        return StageResult(False, f"could not watch the release: {exc.message}", {"hint": exc.hint})

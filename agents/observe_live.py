@@ -19,7 +19,7 @@ import docker
 from agents.autorollback import record_rollback
 from agents.context import AgentContext
 from agents.judge import Verdict
-from agents.metrics import Prometheus, Target, write_targets
+from agents.metrics import MetricsError, Prometheus, Target, write_targets
 from agents.observe import CanaryStep, judge_step, policy_for, prometheus_for, step_facts
 from agents.observe_policy import Policy
 from agents.observe_watch import Release
@@ -62,34 +62,50 @@ def sync_targets(ctx: AgentContext, path: Path | None = None) -> bool:
     return path.read_text() != before
 
 
-def canary_versions(events: list[Event], service: str) -> tuple[str, str] | None:
-    """(new, old) version of the service's latest deployment_triggered event in a run."""
+def canary_versions(events: list[Event], service: str | None) -> tuple[str, str, str] | None:
+    """(service, new, old) of the latest deployment_triggered event in a run (of ``service`` if given)."""
     for event in reversed(events):
-        if event.type == EventType.DEPLOYMENT_TRIGGERED and event.data.get("service") == service:
-            new, old = event.data.get("version"), event.data.get("from_version")
-            return (str(new), str(old)) if new and old else None
+        if event.type != EventType.DEPLOYMENT_TRIGGERED or (service and event.data.get("service") != service):
+            continue
+        name, new, old = event.data.get("service"), event.data.get("version"), event.data.get("from_version")
+        return (str(name), str(new), str(old)) if name and new and old else None
     return None
 
 
-def canary_judge(ctx: AgentContext, service: str, *, pause_s: float, prom: Prometheus | None = None,
-                 policy: Policy | None = None, targets_file: Path | None = None,
+def canary_judge(ctx: AgentContext, service: str | None = None, *, pause_s: float | None = None,
+                 prom: Prometheus | None = None, policy: Policy | None = None, targets_file: Path | None = None,
                  clock: Callable[[], float] = time.time) -> Callable[[int, int], str]:
-    """The deploy agent's judge for one service's canary; a fail publishes the rollback_event."""
+    """The deploy agent's judge: ``deploy.run(ctx, judge=canary_judge(ctx))``.
+
+    Without ``service`` it judges whichever service the run is deploying now (the latest
+    deployment_triggered event). A fail publishes the rollback_event; Prometheus out of reach
+    is inconclusive (never a pass) with an alert saying so.
+    """
     prom = prom or prometheus_for(ctx)
     policy = replace(policy or policy_for(ctx), window_s=0.0, max_wait_s=0.0)  # the strategy paused already
-    started: dict[int, float] = {}
+    pause = ctx.config.deployment.canary.analysis_interval if pause_s is None else pause_s
+    started: dict[tuple[str, int], float] = {}
 
     def judge(step: int, weight: int) -> str:
+        try:
+            return _judge(step, weight)
+        except MetricsError as exc:
+            ctx.emit(EventType.OBSERVABILITY_ALERT, kind="metrics_unavailable", step=step, message=exc.message,
+                     hint=exc.hint)
+            return Verdict.INCONCLUSIVE.value
+
+    def _judge(step: int, weight: int) -> str:
         versions = canary_versions(ctx.bus.replay(ctx.run.id), service)
         if versions is None:
             return Verdict.INCONCLUSIVE.value
+        name, new, old = versions
         if sync_targets(ctx, targets_file):  # a new canary: its window starts when scraping does
-            started[step] = clock()
-            ctx.progress(f"scraping {service} {versions[0]} from now on; judging after the next pause",
-                         kind="canary_scrape_started", service=service, step=step)
+            started[(name, step)] = clock()
+            ctx.progress(f"scraping {name} {new} from now on; judging after the next pause",
+                         kind="canary_scrape_started", service=name, step=step)
             return Verdict.INCONCLUSIVE.value
-        canary = CanaryStep(service, ctx.run.env, versions[1], versions[0], step, weight,
-                            started.setdefault(step, clock() - pause_s))
+        canary = CanaryStep(name, ctx.run.env, old, new, step, weight,
+                            started.setdefault((name, step), clock() - pause))
         judgement = judge_step(ctx, canary, prom=prom, policy=policy, clock=clock)
         if judgement.verdict == Verdict.FAIL:
             record_rollback(ctx, step_facts(canary, judgement, clock() - canary.started_at), policy)

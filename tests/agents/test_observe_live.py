@@ -1,0 +1,91 @@
+"""The observe stage's wiring to the deploy target, without Docker: targets, versions, Prometheus down."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from redis import Redis
+
+from agents.context import AgentContext
+from agents.metrics import Prometheus
+from agents.observe import run
+from agents.observe_live import canary_judge, canary_versions, live_targets, sync_targets
+from agents.observe_watch import Release as Live
+from agents.targets.state import LiveState, Release, set_live
+from orchestra.config import ProjectConfig
+from orchestra.events import EventBus, EventType
+from orchestra.settings import Settings
+from orchestra.store import Run, RunStore
+from tests.support.services import free_port
+
+
+def _ctx(redis: Redis, settings: Settings, tmp_path: Path) -> AgentContext:
+    config = ProjectConfig.model_validate({"project": {"name": "shop"},
+                                           "deployment": {"services": [{"name": "backend"}]}})
+    run = RunStore(redis).create(Run(requested_by="alice", repo="r", services=["backend"], env="staging"))
+    return AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=tmp_path,
+                        config=config, actor="observe")
+
+
+def _release(version: str, port: int, run_id: str) -> Release:
+    return Release(version=version, image=f"reg/backend:{version}", port=port, container=f"c-{version}",
+                   run_id=run_id)
+
+
+def test_targets_come_from_live_state_and_the_runs_traffic_shifts(redis: Redis, settings: Settings,
+                                                                   tmp_path: Path) -> None:
+    ctx = _ctx(redis, settings, tmp_path)
+    set_live(redis, LiveState(service="backend", env="staging", edge_port=5000, edge_prefix="/tmp/e",
+                              current=_release("v1", 41000, ctx.run.id), weights={"v1": 100}))
+    ctx.emit(EventType.DEPLOYMENT_TRIGGERED, service="backend", env="staging", version="v2", from_version="v1")
+    ctx.emit(EventType.DEPLOYMENT_PROGRESS, service="backend", env="staging", phase="shift", step=1,
+             weights={"v2": 10, "v1": 90}, ports={"v2": 41001, "v1": 41000})
+    assert [(t.address, t.version) for t in live_targets(ctx)] == [("127.0.0.1:41000", "v1"),
+                                                                   ("127.0.0.1:41001", "v2")]
+    path = tmp_path / "targets.json"
+    assert sync_targets(ctx, path) is True and sync_targets(ctx, path) is False
+    groups = json.loads(path.read_text())
+    assert groups[1] == {"targets": ["127.0.0.1:41001"], "labels": {
+        "service": "backend", "version": "v2", "env": "staging", "__metrics_path__": "/metrics"}}
+    assert canary_versions(ctx.bus.replay(ctx.run.id), None) == ("backend", "v2", "v1")
+    assert canary_versions(ctx.bus.replay(ctx.run.id), "frontend") is None
+
+
+def test_prometheus_out_of_reach_is_inconclusive_and_says_so(redis: Redis, settings: Settings,
+                                                              tmp_path: Path) -> None:
+    ctx = _ctx(redis, settings, tmp_path)
+    ctx.emit(EventType.DEPLOYMENT_TRIGGERED, service="backend", env="staging", version="v2", from_version="v1")
+    ctx.emit(EventType.DEPLOYMENT_PROGRESS, service="backend", env="staging", phase="shift", step=1,
+             weights={"v2": 10, "v1": 90}, ports={"v2": 41001, "v1": 41000})
+    url = f"http://127.0.0.1:{free_port()}"
+    judge = canary_judge(ctx, pause_s=5, prom=Prometheus(url, timeout=1), targets_file=tmp_path / "t.json")
+    assert judge(1, 10) == "inconclusive"  # scraping starts
+    assert judge(1, 10) == "inconclusive"  # Prometheus cannot be asked: never a pass
+    alerts = [e.data for e in ctx.bus.replay(ctx.run.id) if e.type == EventType.OBSERVABILITY_ALERT]
+    assert alerts[-1]["kind"] == "metrics_unavailable" and url in alerts[-1]["message"]
+
+
+class _Source:
+    def releases(self, ctx: AgentContext) -> list[Live]:
+        return [Live("backend", "staging", "v2", "v1")]
+
+    def rollback(self, ctx: AgentContext, release: Live) -> None:
+        raise AssertionError("nothing to roll back without metrics")
+
+
+def test_the_watch_without_prometheus_fails_with_the_reason(redis: Redis, settings: Settings,
+                                                            tmp_path: Path) -> None:
+    ctx = _ctx(redis, settings, tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run(ctx, source=_Source(), prom=Prometheus(url, timeout=1))
+    assert not result.passed and f"cannot reach Prometheus at {url}" in result.summary
+    assert "ORCHESTRA_PROMETHEUS_URL" in result.data["hint"]
+
+
+def test_nothing_released_nothing_to_watch(redis: Redis, settings: Settings, tmp_path: Path) -> None:
+    class Empty(_Source):
+        def releases(self, ctx: AgentContext) -> list[Live]:
+            return []
+
+    result = run(_ctx(redis, settings, tmp_path), source=Empty())
+    assert result.passed and "nothing to watch" in result.summary
