@@ -147,3 +147,12 @@ class LiveReleases:
             if self.client is None:
                 client.close()
             locks.release(release.service, release.env, run_id=ctx.run.id)
+
+
+def deploy_judge(ctx: AgentContext) -> Callable[[int, int], str] | None:
+    """The judge the deploy stage should pass to ``deploy.run``: canary analysis when the project
+    watches Prometheus metrics (observability.enabled with prometheus), else None (health checks only)."""
+    obs = ctx.config.observability
+    if not obs.enabled or "prometheus" not in obs.tools:
+        return None
+    return canary_judge(ctx)

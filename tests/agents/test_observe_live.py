@@ -9,7 +9,7 @@ from redis import Redis
 from agents.context import AgentContext
 from agents.metrics import Prometheus
 from agents.observe import run
-from agents.observe_live import canary_judge, canary_versions, live_targets, sync_targets
+from agents.observe_live import canary_judge, canary_versions, deploy_judge, live_targets, sync_targets
 from agents.observe_watch import Release as Live
 from agents.targets.state import LiveState, Release, set_live
 from orchestra.config import ProjectConfig
@@ -89,3 +89,13 @@ def test_nothing_released_nothing_to_watch(redis: Redis, settings: Settings, tmp
 
     result = run(_ctx(redis, settings, tmp_path), source=Empty())
     assert result.passed and "nothing to watch" in result.summary
+
+
+def test_the_deploy_stage_gets_a_metrics_judge_only_when_metrics_are_watched(redis: Redis, settings: Settings,
+                                                                              tmp_path: Path) -> None:
+    ctx = _ctx(redis, settings, tmp_path)
+    assert deploy_judge(ctx) is not None
+    off = ProjectConfig.model_validate({"project": {"name": "shop"}, "observability": {"enabled": False},
+                                        "deployment": {"services": [{"name": "backend"}]}})
+    ctx.config = off
+    assert deploy_judge(ctx) is None
