@@ -63,7 +63,8 @@ LINK = re.compile(r"<(?:https?|mailto):[^|>]*\|([^>]*)>|<(?:https?|mailto):([^>]
 EDGE_PUNCT = ".,!?;:\"“”‘’()[]*_"
 BACKTICKED = re.compile(r"`([^`\s]+)`")
 
-HELP_RE = re.compile(r"\b(help|commands?|usage|what can you do|how (do|can|should) (i|we|you))\b")
+HELP_RE = re.compile(r"\b(help|commands?|usage|what can you do|how (do|can|should) (i|we|you)|"
+                     r"what can (i|we) (ask|say|type|do))\b")
 NOT_HELP_RE = re.compile(r"\b(why|status|deployed|running)\b")
 EXPLAIN_RE = re.compile(r"\bwhat (happened|went wrong|broke|failed)\b|\broot cause\b|\bpost-?mortem\b|"
                         r"\bhow did\b|\bwhat caused\b|\bwhy\b")
@@ -78,7 +79,8 @@ STATUS_RE = re.compile(
     r"\b(which|what) version\b|\bhow'?s\b|\bhow is\b|\bis \S+ (up|down|healthy|ok|broken)\b|"
     r"\b(show|list) (me )?(the )?(active|running|current)\b|\bwhat'?s (the )?(current|latest) version\b|"
     r"\bany (\w+ )?(deploys?|deployments|runs|rollouts) (running|active|going|in progress)\b|"
-    r"\bwhat'?s (going on|happening)\b|\bwho('?s| is) deploying\b")
+    r"\bwhat'?s (going on|happening)\b|\bwho('?s| is) deploying\b|"
+    r"^(is|are)\b.*\b(done|finished|complete|completed|over|live|up|down|healthy|ok|running|deployed|broken)\b")
 QUESTION_STARTS = {"what", "what's", "whats", "which", "where"}
 
 
@@ -125,7 +127,7 @@ def tokens(text: str) -> list[str]:
     """Words with edge punctuation removed, except where it would hide shell characters."""
     out = []
     for raw in WORD.findall(text):
-        stripped = raw.strip(EDGE_PUNCT)
+        stripped = raw.lstrip(EDGE_PUNCT.replace(".", "")).rstrip(EDGE_PUNCT)  # keep "../x" whole
         token = stripped if not UNSAFE_CHARS.search(raw.strip(EDGE_PUNCT + "?!")) else raw
         if token.lower().endswith("'s") and len(token) > 2:
             token = token[:-2]
