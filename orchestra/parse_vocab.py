@@ -117,9 +117,10 @@ def env_of(word: str) -> str | None:
 
 
 def clean(text: str) -> str:
-    """Slack markup out (mentions, links), curly apostrophes straightened, spaces collapsed."""
+    """Slack markup out (mentions, links, &amp; escapes), curly apostrophes straightened, spaces collapsed."""
     text = LINK.sub(lambda m: m.group(1) or m.group(2) or "", text)
     text = MENTION.sub(" ", text).replace("’", "'")
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")  # Slack's escaping
     return " ".join(text.split())
 
 
