@@ -200,7 +200,8 @@ def test_an_action_without_a_service_asks_which(text: str) -> None:
     assert solo.intent.service == "solo" and solo.problem is None
 
 
-UNSAFE_REFS = ["deploy frontend main&amp;&amp;ls", "deploy frontend `whoami` to staging", "deploy frontend `rm -rf /`", "/deploy frontend $(id)",
+UNSAFE_REFS = ["deploy frontend main&amp;&amp;ls", "deploy frontend `whoami` to staging",
+               "deploy frontend `rm -rf /`", "/deploy frontend $(id)",
                "deploy frontend main&&ls",
                "/deploy frontend x|y", "/deploy frontend a..b"]
 
