@@ -42,7 +42,7 @@ async def command(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
     name, _, text = str(body.get("command", "")).strip().partition(" ")
     if not name.startswith("/"):
         raise ValueError("command must start with '/', e.g. /deploy")
-    text = str(body.get("text", text)).strip()
+    text = payloads.escape(str(body.get("text", text)).strip())
     url = srv.new_response_url(channel, user)
     payload = payloads.slash_command(srv.ws, user=user, channel=channel, command=name, text=text,
                                      response_url=url)
@@ -60,7 +60,7 @@ async def message(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
     """A user writes ``text`` in a channel, a thread, or a DM (``"channel": "dm"``)."""
     user = _user(srv.ws, body)
     channel = srv.ws.dm(user) if body.get("channel") == "dm" else _channel(srv.ws, body)
-    text = str(body.get("text", ""))
+    text = payloads.escape(str(body.get("text", "")))
     if not text.strip():
         raise ValueError("text is empty")
     msg = srv.ws.post(channel, user, text, thread_ts=body.get("thread_ts"))

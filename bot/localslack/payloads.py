@@ -1,10 +1,26 @@
 """Payloads shaped like the ones Slack sends in socket-mode envelopes."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from bot.localslack.state import APP_ID, BOT_USER_ID, TEAM_ID, Message, Workspace
+
+MARKUP = re.compile(r"<(?:[@#!]|https?:|mailto:)[^<>]*>")
+
+
+def escape(text: str) -> str:
+    """Text as Slack delivers what a person typed: & < > escaped, mention and link markup kept."""
+    parts, last = [], 0
+    for match in MARKUP.finditer(text):
+        parts += [_escape(text[last:match.start()]), match.group(0)]
+        last = match.end()
+    return "".join([*parts, _escape(text[last:])])
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def slash_command(ws: Workspace, *, user: str, channel: str, command: str, text: str,

@@ -237,3 +237,12 @@ def test_the_bot_reconnects_when_slack_refreshes_the_link(slack: tuple[Workspace
     wait_for(lambda: len(control.calls("apps.connections.open")) > before, what="a new connection")
     wait_for(lambda: control.health()["sockets"] == 1, what="the old link closed, the new one open")
     assert _said(control, "/orchestra help", "U0CAROL").startswith("*DevOps Orchestra*")
+
+
+def test_shell_characters_arrive_escaped_and_are_refused(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
+    control, _ = slack
+    control.say("<@U0ORCHESTRA> deploy frontend main&&reboot to dev", user="U0ALICE")
+    wait_for(lambda: any("shell characters" in t for t in _mine(control, "U0ALICE")), what="the refusal")
+    typed = next(m for m in control.transcript() if m["user"] == "U0ALICE")
+    assert typed["text"] == "<@U0ORCHESTRA> deploy frontend main&amp;&amp;reboot to dev"
+    assert RunStore(redis).recent() == []
