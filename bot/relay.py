@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -58,7 +58,6 @@ class RelayStats:
     updates: int = 0
     rate_limited: int = 0
     errors: int = 0
-    first_reply_at: dict[str, float] = field(default_factory=dict)
 
 
 class Relay:
@@ -169,11 +168,10 @@ class Relay:
             if line is None:
                 return
             text, blocks = line, []
-        ts = self._post(channel, text, blocks, thread_ts=thread.ts)
+        ts = self._post(thread.channel, text, blocks, thread_ts=thread.ts)
         if event.type == EventType.APPROVAL_REQUESTED:
             self.threads.save_approval(run.id, ts)
         self.threads.mark_posted(run.id, delivery.entry_id)
-        self.stats.first_reply_at.setdefault(run.id, time.time())
 
     def _open_thread(self, run: Run, channel: str) -> Thread:
         if not self.pacer.ready(channel) or not self.threads.claim(run.id, channel):
@@ -198,9 +196,16 @@ class Relay:
         return str(response["ts"])
 
     def _close_approval(self, run: Run, channel: str, ts: str, event: Event) -> None:
+        """Take the buttons off the approval request; a message that is gone is no reason to stop."""
         text, blocks = views.decided(run, event)
         text, clean = views.outgoing(text, blocks)
-        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=clean)
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=text, blocks=clean)
+        except SlackApiError as exc:
+            if exc.response is None or exc.response.get("error") not in PERMANENT:
+                raise
+            logger.warning("run %s: approval message %s not updated: %s", run.id, ts, exc.response.get("error"))
+            return
         self.stats.updates += 1
 
     def _flush_updates(self) -> None:
@@ -210,17 +215,24 @@ class Relay:
             if due > now or thread is None:
                 continue
             try:
-                text, blocks = views.outgoing(*views.parent(self.store.get(run_id)))
-                self.client.chat_update(channel=thread.channel, ts=thread.ts, text=text, blocks=blocks)
-                self.stats.updates += 1
+                self._update_parent(run_id, thread)
                 del self.dirty[run_id]
-            except SlackApiError as exc:
-                retry = exc.response.headers.get("Retry-After") if exc.response is not None else None
-                self.dirty[run_id] = now + float(retry or 2)
-                logger.warning("run %s: parent update failed (%s); retrying", run_id,
-                               exc.response.get("error") if exc.response is not None else exc)
             except NotFound:
                 del self.dirty[run_id]
+            except SlackApiError as exc:
+                error = exc.response.get("error") if exc.response is not None else None
+                if error in PERMANENT:  # the parent is gone: nothing left to update
+                    logger.warning("run %s: parent message %s not updated: %s", run_id, thread.ts, error)
+                    del self.dirty[run_id]
+                    continue
+                retry = exc.response.headers.get("Retry-After") if exc.response is not None else None
+                self.dirty[run_id] = now + float(retry or 2)
+                logger.warning("run %s: parent update failed (%s); retrying", run_id, error or exc)
+
+    def _update_parent(self, run_id: str, thread: Thread) -> None:
+        text, blocks = views.outgoing(*views.parent(self.store.get(run_id)))
+        self.client.chat_update(channel=thread.channel, ts=thread.ts, text=text, blocks=blocks)
+        self.stats.updates += 1
 
     def _run(self, event: Event) -> Run | None:
         try:

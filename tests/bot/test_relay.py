@@ -260,3 +260,19 @@ def test_secrets_in_events_never_reach_slack(redis: Redis, settings: Settings,
     posted = [c["args"] for c in control.calls("chat.postMessage")]
     assert all("sk-ant-api03" not in str(args) for args in posted)
     assert "[REDACTED]" in _thread(control)["replies"][0]["text"]
+
+
+def test_a_vanished_approval_message_does_not_hold_up_the_decision(
+        redis: Redis, settings: Settings, slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis, status=RunStatus.AWAITING_APPROVAL)
+    bus.emit(run.id, EventType.APPROVAL_REQUESTED, "orchestra", stage="deploy", approvers=["U0BOB"],
+             requester="U0ALICE", deadline=time.time() + 60)
+    _until(relay, lambda: _thread(control)["replies"])
+    control.fail_next("chat.update", count=5, error="message_not_found")
+    bus.emit(run.id, EventType.APPROVAL_REJECTED, "U0BOB", stage="deploy", decided_by="U0BOB")
+    _until(relay, lambda: len(_thread(control)["replies"]) == 2 and _caught_up(redis))
+    assert _thread(control)["replies"][1]["text"] == ":no_entry_sign: Rejected by <@U0BOB>."
+    assert dead_letters(redis) == []
