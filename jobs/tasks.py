@@ -8,6 +8,7 @@ from agents import build as build_agent
 from agents import deploy as deploy_agent
 from agents import testing as testing_agent
 from agents.context import AgentContext, StageResult
+from agents.observe_live import deploy_judge
 from jobs.graph import ANALYZE, BUILD, DEPLOY, ROLLBACK, TEST
 from jobs.runner import execute_stage
 
@@ -29,7 +30,7 @@ def build(run_id: str) -> dict[str, Any]:
 
 def deploy(run_id: str) -> dict[str, Any]:
     """Put the built images live with the run's strategy, in depends_on order."""
-    return execute_stage(run_id, DEPLOY, deploy_agent.run)
+    return execute_stage(run_id, DEPLOY, lambda ctx: deploy_agent.run(ctx, judge=deploy_judge(ctx)))
 
 
 def rollback(run_id: str) -> dict[str, Any]:
