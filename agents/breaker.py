@@ -39,10 +39,10 @@ class RollbackBreaker:
         pipe.execute()
         return self.recent(service, env, now=now)
 
-    def reopens_at(self, service: str, env: str) -> float | None:
-        """When the oldest counted rollback leaves the window (None if the breaker is closed)."""
+    def reopens_at(self, service: str, env: str, *, now: float | None = None) -> float | None:
+        """When the oldest counted rollback leaves the window (None while rollbacks are allowed)."""
         key = BREAKER_KEY.format(service=service, env=env)
-        if self.allows(service, env):
+        if self.allows(service, env, now=now):
             return None
         oldest = self.redis.zrange(key, 0, 0, withscores=True)
         return float(oldest[0][1]) + self.window_s if oldest else None

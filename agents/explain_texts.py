@@ -41,10 +41,12 @@ def rollback(facts: dict[str, Any]) -> str:
             line += f", over a {rb['window_s']:.0f}s window"
         lines.append(line + ".")
     if rb.get("reason"):
-        lines.append(f"Judge: {rb['reason']}")
+        lines.append(f"{'Judge' if rb.get('metric') else 'Reason'}: {rb['reason']}")
     lines.append(_versions_line(rb))
     if rb.get("automatic") is False:
-        lines.append(f"The rollback was asked for by {rb.get('by')}.")
+        lines.append(f"The rollback was asked for by {facts.get('requested_by') or 'unknown'}, not automatic.")
+    elif rb.get("automatic"):
+        lines.append("The rollback was automatic.")
     return "\n".join(line for line in lines if line)
 
 

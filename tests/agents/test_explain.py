@@ -223,3 +223,15 @@ def test_a_crashed_container_log_is_summarised_and_redacted(redis: Redis, settin
     assert crash["tail"][-1] == "worker exited with code 1" and len(crash["tail"]) == 5
     assert "the container exited" in result.text and "KeyError: 'DATABASE_URL'" in result.text
     assert "hunter2" not in result.text
+
+
+def test_a_manual_rollback_says_who_asked(redis: Redis, settings: Settings) -> None:
+    store, bus = RunStore(redis), EventBus(redis)
+    run = store.create(Run(kind="rollback", requested_by="frank", repo="r", services=["backend"], env="production"))
+    bus.emit(run.id, EventType.APPROVAL_GRANTED, "grace", approver="grace")
+    bus.emit(run.id, EventType.ROLLBACK_EVENT, "rollback", service="backend", env="production", to_version="b1",
+             from_version="b2", changed=True, seconds=1.4, automatic=False)
+    text = answer(Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?"),
+                  redis=redis, settings=settings).text
+    assert "asked for by frank, not automatic" in text and "approved by grace" in text
+    assert "from b2 back to b1" in text and "Judge" not in text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from agents.breaker import RollbackBreaker
 from agents.context import AgentContext
 from agents.metrics import Prometheus
 from agents.observe import run
@@ -99,3 +100,16 @@ def test_the_deploy_stage_gets_a_metrics_judge_only_when_metrics_are_watched(red
                                         "deployment": {"services": [{"name": "backend"}]}})
     ctx.config = off
     assert deploy_judge(ctx) is None
+
+
+def test_breaker_counts_a_sliding_hour_per_service_and_environment(redis: Redis) -> None:
+    breaker = RollbackBreaker(redis, limit=2)
+    assert breaker.allows("backend", "production", now=1000.0)
+    breaker.record("backend", "production", now=1000.0)
+    breaker.record("backend", "production", now=2000.0)
+    assert not breaker.allows("backend", "production", now=2500.0)
+    assert breaker.reopens_at("backend", "production", now=2500.0) == 4600.0
+    assert breaker.reopens_at("backend", "staging", now=2500.0) is None
+    assert breaker.allows("backend", "staging", now=2500.0) and breaker.allows("frontend", "production", now=2500.0)
+    assert breaker.recent("backend", "production", now=4601.0) == 1  # the first left the hour
+    assert breaker.allows("backend", "production", now=4601.0)
