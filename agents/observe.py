@@ -23,7 +23,7 @@ from agents.autorollback import RollbackFacts, alert, auto_rollback
 from agents.context import AgentContext, StageResult
 from agents.judge import Judgement, Verdict, judge
 from agents.metrics import MetricsError, Prometheus, Selector, collect, requests_served
-from agents.observe_policy import DEFAULT_PROMETHEUS_URL, Policy, policy_from_config
+from agents.observe_policy import Policy, policy_from_config
 from agents.observe_watch import Release, watch_release
 from orchestra.events import EventType
 
@@ -48,7 +48,7 @@ class CanaryStep:
 
 def prometheus_for(ctx: AgentContext) -> Prometheus:
     """The Prometheus the settings point at."""
-    return Prometheus(getattr(ctx.settings, "prometheus_url", None) or DEFAULT_PROMETHEUS_URL)
+    return Prometheus(ctx.settings.prometheus_url)
 
 
 def policy_for(ctx: AgentContext) -> Policy:

@@ -12,7 +12,6 @@ if TYPE_CHECKING:
 
 # A steady growth above this (bytes/s, ~230 MB an hour) is a leak, whatever the baseline does.
 LEAK_BYTES_PER_S = 64_000.0
-DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
 
 
 @dataclass(frozen=True)

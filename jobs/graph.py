@@ -66,7 +66,9 @@ TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, re
 BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
 DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
                timeout=3600, approval=True, kinds=DEPLOY_ONLY)
+OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
+                failed=EventType.OBSERVABILITY_ALERT, timeout=3600, kinds=DEPLOY_ONLY)
 ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
                  failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
 
-PIPELINE = Graph((ANALYZE, TEST, BUILD, DEPLOY, ROLLBACK))
+PIPELINE = Graph((ANALYZE, TEST, BUILD, DEPLOY, OBSERVE, ROLLBACK))

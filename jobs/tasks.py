@@ -6,10 +6,11 @@ from typing import Any
 from agents import analyze as analyze_agent
 from agents import build as build_agent
 from agents import deploy as deploy_agent
+from agents import observe as observe_agent
 from agents import testing as testing_agent
 from agents.context import AgentContext, StageResult
 from agents.observe_live import deploy_judge
-from jobs.graph import ANALYZE, BUILD, DEPLOY, ROLLBACK, TEST
+from jobs.graph import ANALYZE, BUILD, DEPLOY, OBSERVE, ROLLBACK, TEST
 from jobs.runner import execute_stage
 
 
@@ -31,6 +32,11 @@ def build(run_id: str) -> dict[str, Any]:
 def deploy(run_id: str) -> dict[str, Any]:
     """Put the built images live with the run's strategy, in depends_on order."""
     return execute_stage(run_id, DEPLOY, lambda ctx: deploy_agent.run(ctx, judge=deploy_judge(ctx)))
+
+
+def observe(run_id: str) -> dict[str, Any]:
+    """Watch what the run released; roll it back on its own when a threshold stays exceeded."""
+    return execute_stage(run_id, OBSERVE, observe_agent.run)
 
 
 def rollback(run_id: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class EventType(StrEnum):
     DEPLOYMENT_PROGRESS = "deployment_progress"
     DEPLOYMENT_SUCCEEDED = "deployment_succeeded"
     DEPLOYMENT_FAILED = "deployment_failed"
+    OBSERVATION_PASSED = "observation_passed"
     OBSERVABILITY_ALERT = "observability_alert"
     ROLLBACK_EVENT = "rollback_event"
     LOCK_WAITING = "lock_waiting"

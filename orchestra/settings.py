@@ -47,6 +47,7 @@ class Settings:
     # Build and deploy
     docker_host: str | None = None  # the Docker engine; default the docker library's (local socket)
     registry: str = "127.0.0.1:5000"
+    prometheus_url: str = "http://127.0.0.1:9090"  # where the observe agent reads metrics
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
     dev_mode: bool = False
@@ -80,6 +81,7 @@ class Settings:
             github_api_url=env.get("GITHUB_API_URL", defaults.github_api_url),
             docker_host=env.get("DOCKER_HOST") or None,
             registry=env.get("ORCHESTRA_REGISTRY", defaults.registry),
+            prometheus_url=env.get("ORCHESTRA_PROMETHEUS_URL", defaults.prometheus_url),
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             build_ca_bundle=Path(ca) if ca else None,
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),

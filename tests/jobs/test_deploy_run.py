@@ -1,6 +1,6 @@
 """`orchestra run --env staging` puts the example live through the real queue; a rollback run restores it.
 
-Real dockerd, registry and nginx (started by the session), real burst workers.
+Real dockerd, registry, nginx and Prometheus (started by the test session), real burst workers.
 """
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import json
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
+from agents.observe_live import targets_path
 from agents.targets.docker import LABEL
 from agents.targets.edge import Edge
 from jobs.dispatch import dispatch
@@ -23,6 +24,7 @@ from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
 from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.prometheus import prometheus_server
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.docker
@@ -36,9 +38,10 @@ def docker_env() -> Iterator[DockerEnv]:
 
 @pytest.fixture
 def deploy_settings(settings: Settings, docker_env: DockerEnv) -> Iterator[Settings]:
-    yield settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
-                         base_image=docker_env.base_image,
-                         build_ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"))
+    with prometheus_server(targets_file=targets_path(settings.workdir)) as prometheus:
+        yield settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
+                             base_image=docker_env.base_image, prometheus_url=prometheus.url,
+                             build_ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"))
     for edge_dir in (settings.workdir / "edge").glob("*"):
         Edge(edge_dir, 0).stop()
     client = docker_env.client()
@@ -50,6 +53,7 @@ def deploy_settings(settings: Settings, docker_env: DockerEnv) -> Iterator[Setti
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**orchestra_env(settings), "DOCKER_HOST": settings.docker_host or "",
            "ORCHESTRA_REGISTRY": settings.registry, "ORCHESTRA_BASE_IMAGE": settings.base_image,
+           "ORCHESTRA_PROMETHEUS_URL": settings.prometheus_url,
            "ORCHESTRA_BUILD_CA_BUNDLE": str(settings.build_ca_bundle)}
     return subprocess.run([sys.executable, "-m", "orchestra.cli", *args], env=env, capture_output=True,
                           text=True, timeout=900)
@@ -60,26 +64,37 @@ def page(url: str) -> str:
         return response.read().decode()
 
 
+def commit_on(repo: Path, branch: str, start: str, change: Callable[[Path], None]) -> None:
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "checkout", "-q", "-B", branch, start], check=True)
+    change(repo)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", f"{branch}"], check=True)
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)
+
+
+def short_watch(repo: Path) -> None:
+    config = repo / "devops_orchestra.yaml"
+    config.write_text(config.read_text().replace("watch: 5m", "watch: 8s"))
+
+
 def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_version(
         deploy_settings: Settings, demo_repo: Path, redis: Redis) -> None:
-    first = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "main", "--env", "staging",
+    commit_on(demo_repo, "short-watch", "main", short_watch)
+    first = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "short-watch", "--env", "staging",
                     "--user", "U0ALICE")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage_event in ("code_analysis_result", "test_results", "build_ready", "deployment_succeeded"):
+    for stage_event in ("code_analysis_result", "test_results", "build_ready", "deployment_succeeded",
+                        "observation_passed"):
         assert stage_event in first.stdout
     run_id = first.stdout.splitlines()[0].split()[1]
     live = next(e for e in EventBus(redis).replay(run_id) if e.type == EventType.DEPLOYMENT_SUCCEEDED).data
     frontend = live["live"]["frontend"]["url"]
     old_version = live["versions"]["backend"]
-    main_commit = RunStore(redis).get(run_id).commit or ""
-    assert "<h1>Shop</h1>" in page(frontend + "/") and old_version == main_commit[:12]
+    first_commit = RunStore(redis).get(run_id).commit or ""
+    assert "<h1>Shop</h1>" in page(frontend + "/") and old_version == first_commit[:12]
 
-    git = ["git", "-C", str(demo_repo)]
-    subprocess.run([*git, "checkout", "-q", "-B", "v2", "main"], check=True)
-    (demo_repo / "backend" / "CHANGELOG.md").write_text("v2\n")
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "backend changelog"], check=True)
-    subprocess.run([*git, "checkout", "-q", "main"], check=True)
+    commit_on(demo_repo, "v2", "short-watch", lambda repo: (repo / "backend" / "CHANGELOG.md").write_text("v2\n"))
     second = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "v2", "--env", "staging",
                      "--service", "backend", "--user", "U0ALICE")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
