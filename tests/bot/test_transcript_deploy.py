@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from agents.observe_live import targets_path
 from bot.localslack.client import WorkspaceClient
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore
 from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.prometheus import prometheus_server
 from tests.support.services import wait_for
 from tests.support.slack_workspace import bot_process, local_slack, orchestra_process, process_env, thread_of
 
@@ -35,13 +37,14 @@ def docker_env() -> Iterator[DockerEnv]:
 
 
 def _demo_repo(root: Path) -> Path:
-    """The demo shop with a hotfix-v2 branch, and no Friday-evening freeze (the test may run then)."""
+    """The demo shop with a hotfix-v2 branch, no Friday-evening freeze (the test may run then), a short watch."""
     repo = root / "shop"
     subprocess.run([str(PROJECT_ROOT / "scripts" / "make-demo-repo"), str(repo)], check=True, capture_output=True)
     config = repo / "devops_orchestra.yaml"
     lines = config.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "freeze:")
-    config.write_text("\n".join(lines[:start] + lines[start + 6:]) + "\n")
+    text = "\n".join(lines[:start] + lines[start + 6:]) + "\n"
+    config.write_text(text.replace("watch: 5m", "watch: 8s"))  # the observe stage's watch window
     for args in (["commit", "-qam", "No freeze for the test"], ["branch", "hotfix-v2", "main"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True)
     return repo
@@ -54,8 +57,9 @@ def world(redis_url: str, docker_env: DockerEnv,
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     settings = Settings(redis_url=redis_url, workdir=root / "work", repos=(str(_demo_repo(root)),))
-    with local_slack() as (running, slack):
+    with local_slack() as (running, slack), prometheus_server(targets_file=targets_path(settings.workdir)) as prom:
         env = process_env(settings, running.api_url, ORCHESTRA_CACHE_DIR=str(root / "cache"),
+                          ORCHESTRA_PROMETHEUS_URL=prom.url,
                           DOCKER_HOST=docker_env.url, ORCHESTRA_REGISTRY=docker_env.registry,
                           ORCHESTRA_BASE_IMAGE=docker_env.base_image,
                           ORCHESTRA_BUILD_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt")
@@ -114,8 +118,9 @@ def test_production_deploy_waits_for_another_persons_approval(world: tuple[Works
     assert replies[-1].startswith(":white_check_mark: Run succeeded"), replies
     assert any(r.startswith(":ship: Deploying frontend `") and "(canary)" in r for r in replies), replies
     assert any(r.startswith(":white_check_mark: Deployed") for r in replies), replies
-    parent = thread_of(slack, run_id)
-    assert parent is not None and "→ *production* · succeeded" in parent["text"]
+    # The parent message is edited at most once a second: it catches up with the last reply.
+    wait_for(lambda: "→ *production* · succeeded" in (thread_of(slack, run_id) or {}).get("text", ""),
+             timeout=10, what="the parent message saying succeeded")
 
 
 def test_a_staging_deploy_needs_no_approval(world: tuple[WorkspaceClient, Redis]) -> None:
