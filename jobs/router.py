@@ -18,6 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from agents import deploy
 from jobs import approvals
 from jobs.graph import PIPELINE, Graph, Stage
 from jobs.queue import enqueue_stage, stage_queue
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ROUTER_GROUP = "router"
 TICK_S = 1.0
+REAP_RELEASES_S = 60.0  # how often releases past their keep window are stopped
 
 
 def job_id(run_id: str, stage: str) -> str:
@@ -54,7 +56,7 @@ class Router:
     def run(self, stop: threading.Event) -> None:
         """Handle events and tick until ``stop`` is set."""
         consumer = Consumer(self.bus, ROUTER_GROUP, self.name, claim_idle_ms=self.claim_idle_ms)
-        last_tick = 0.0
+        last_tick = last_reap = 0.0
         while not stop.is_set():
             for delivery in consumer.read(block_ms=int(TICK_S * 500)):
                 try:
@@ -67,6 +69,9 @@ class Router:
             if time.monotonic() - last_tick >= TICK_S:
                 last_tick = time.monotonic()
                 self.tick()
+            if time.monotonic() - last_reap >= REAP_RELEASES_S:
+                last_reap = time.monotonic()
+                self._reap_releases()
 
     def handle(self, event: Event) -> None:
         """Apply one event to its run."""
@@ -102,6 +107,14 @@ class Router:
                     approvals.expire_if_due(self.redis, run.id)
             except Exception:
                 logger.exception("run %s: router tick failed", run.id)
+
+    def _reap_releases(self) -> None:
+        """Stop previous releases whose blue-green keep window is over."""
+        try:
+            if deploy.live(self.redis):
+                deploy.reap(self.settings, self.redis)
+        except Exception:
+            logger.exception("stopping expired releases failed")
 
     def _on_result(self, event: Event, stage: Stage) -> None:
         run = self.store.get(event.run_id)
