@@ -46,7 +46,7 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     # Build and deploy
     docker_host: str | None = None  # the Docker engine; default the docker library's (local socket)
-    registry: str = "127.0.0.1:5000"
+    registry: str = "127.0.0.1:5050"
     prometheus_url: str = "http://127.0.0.1:9090"  # where the observe agent reads metrics
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
