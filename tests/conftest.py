@@ -8,6 +8,7 @@ import pytest
 from redis import Redis
 
 from orchestra.settings import Settings
+from tests.support.docker_services import DockerEnv, shared_docker
 from tests.support.services import redis_server
 
 
@@ -38,3 +39,10 @@ def settings(redis_url: str, tmp_path: Path, cache_dir: Path) -> Settings:
     return Settings.from_env().with_(redis_url=redis_url, workdir=tmp_path / "work", cache_dir=cache_dir,
                                      slack_bot_token=None, slack_app_token=None, anthropic_api_key=None,
                                      github_token=None)
+
+
+@pytest.fixture(scope="session")
+def docker_env() -> Iterator[DockerEnv]:
+    """A real Docker engine (with the base image) and registry, shared by every test that asks."""
+    with shared_docker() as env:
+        yield env

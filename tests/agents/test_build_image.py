@@ -14,18 +14,12 @@ from agents.build.dockerfile import Images
 from agents.build.image import PushFailed, build_image, context_tar, push_image
 from agents.build.service import BuildRequest, ServiceSpec, build_service
 from orchestra.settings import Settings
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv
 from tests.support.sample_apps import flask_app, plain_app
 from tests.support.services import free_port, wait_for
 
 pytestmark = pytest.mark.docker
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 @pytest.fixture

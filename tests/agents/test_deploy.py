@@ -19,22 +19,15 @@ from agents.build.dockerfile import Images
 from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.context import AgentContext
 from agents.targets.docker import LABEL
-from agents.targets.edge import Edge
 from agents.targets.state import get_live
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Locks, Run
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv, stop_deployed
 from tests.support.sample_apps import plain_app, sample_repo
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +52,7 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 def client(docker_env: DockerEnv, settings: Settings) -> Iterator[docker.DockerClient]:
     client = docker_env.client()
     yield client
-    for edge_dir in (settings.workdir / "edge").glob("*"):  # edges and containers are left live
-        Edge(edge_dir, 0).stop()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
+    stop_deployed(client, settings.workdir)  # deploys leave edges and containers live
     client.close()
 
 

@@ -13,32 +13,21 @@ from redis import Redis
 import agents.build
 from agents import deploy
 from agents.context import AgentContext, StageResult
-from agents.targets.docker import LABEL
-from agents.targets.edge import Edge
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv, stop_deployed
 
 pytestmark = pytest.mark.docker
 SHOP = PROJECT_ROOT / "examples" / "shop"
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 @pytest.fixture
 def client(docker_env: DockerEnv, settings: Settings) -> Iterator[docker.DockerClient]:
     client = docker_env.client()
     yield client
-    for edge_dir in (settings.workdir / "edge").glob("*"):
-        Edge(edge_dir, 0).stop()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
+    stop_deployed(client, settings.workdir)
     client.close()
 
 

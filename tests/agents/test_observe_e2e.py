@@ -25,15 +25,13 @@ from agents.loadgen import background_load
 from agents.observe import run as observe
 from agents.observe_live import LiveReleases, canary_judge, targets_path
 from agents.observe_policy import Policy, default_specs
-from agents.targets.docker import LABEL
-from agents.targets.edge import Edge
 from agents.targets.state import get_live
 from orchestra.config import ProjectConfig
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv, stop_deployed
 from tests.support.fault_app import SERVICE
 from tests.support.prometheus import PrometheusServer, prometheus_server
 from tests.support.services import free_port
@@ -47,12 +45,6 @@ SERVICES = {  # service -> the fault knobs its v2 gets
     "shop-slow": {"FAULT_LATENCY_MS": "15"},  # the baseline p99 is about 30 ms: +50%
     "shop-leak": {"FAULT_LEAK_KB": "64"},
 }
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +68,7 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 def client(docker_env: DockerEnv, settings: Settings) -> Iterator[docker.DockerClient]:
     client = docker_env.client()
     yield client
-    for edge_dir in (settings.workdir / "edge").glob("*"):
-        Edge(edge_dir, 0).stop()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
+    stop_deployed(client, settings.workdir)
     client.close()
 
 

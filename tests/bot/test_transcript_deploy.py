@@ -21,19 +21,13 @@ from agents.observe_live import targets_path
 from bot.localslack.client import WorkspaceClient
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv, stop_deployed
 from tests.support.prometheus import prometheus_server
 from tests.support.services import wait_for
 from tests.support.slack_workspace import bot_process, local_slack, orchestra_process, process_env, thread_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 FINISHED = (":white_check_mark: Run", ":x: Run", ":no_entry_sign: Run", ":octagonal_sign: Run")
-
-
-@pytest.fixture(scope="module")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 def _demo_repo(root: Path) -> Path:
@@ -71,14 +65,8 @@ def world(redis_url: str, docker_env: DockerEnv,
 
 
 def _stop_deployed(docker_env: DockerEnv, settings: Settings) -> None:
-    from agents.targets.docker import LABEL
-    from agents.targets.edge import Edge
-
-    for edge_dir in (settings.workdir / "edge").glob("*"):
-        Edge(edge_dir, 0).stop()
     client = docker_env.client()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
+    stop_deployed(client, settings.workdir)
     client.close()
 
 

@@ -15,25 +15,17 @@ import pytest
 from redis import Redis
 
 from agents.observe_live import targets_path
-from agents.targets.docker import LABEL
-from agents.targets.edge import Edge
 from jobs.dispatch import dispatch
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv, stop_deployed
 from tests.support.prometheus import prometheus_server
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 @pytest.fixture
@@ -42,11 +34,8 @@ def deploy_settings(settings: Settings, docker_env: DockerEnv) -> Iterator[Setti
         yield settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
                              base_image=docker_env.base_image, prometheus_url=prometheus.url,
                              build_ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"))
-    for edge_dir in (settings.workdir / "edge").glob("*"):
-        Edge(edge_dir, 0).stop()
     client = docker_env.client()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
+    stop_deployed(client, settings.workdir)
     client.close()
 
 

@@ -225,3 +225,14 @@ def shared_docker() -> Iterator[DockerEnv]:
         yield env
     finally:
         _SHARED.release()
+
+
+def stop_deployed(client: docker.DockerClient, workdir: Path) -> None:
+    """Stop what deploys under ``workdir`` left live: its nginx edges and the labelled containers."""
+    from agents.targets.docker import LABEL
+    from agents.targets.edge import Edge
+
+    for edge_dir in (workdir / "edge").glob("*"):
+        Edge(edge_dir, 0).stop()
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        container.remove(force=True)

@@ -11,16 +11,10 @@ from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.targets.docker import LABEL, DockerTarget
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
-from tests.support.docker_services import DockerEnv, shared_docker
+from tests.support.docker_services import DockerEnv
 from tests.support.sample_apps import plain_app
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    with shared_docker() as env:
-        yield env
 
 
 @pytest.fixture(scope="module")
