@@ -67,7 +67,7 @@ def generate(ctx: AgentContext, ran: list[ServiceTests]) -> dict[str, object]:
         ctx.progress("low-risk change: test generation skipped")
         return {}
     llm = LLM.from_settings(ctx.settings, redis=ctx.redis, bus=ctx.bus)
-    reports = {}
+    reports: dict[str, object] = {}
     for tests in ran:
         home = ctx.workspace / (ctx.config.service(tests.service).path or ".")
         ctx.progress(f"{tests.service}: generating tests for uncovered code")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 from redis import Redis, WatchError
@@ -110,7 +111,8 @@ def _record(redis: Redis, req: ApprovalRequest, *, user: str, outcome: str) -> D
     with redis.pipeline() as pipe:
         try:
             pipe.watch(key)
-            current = ApprovalRequest.model_validate_json(pipe.get(key))
+            raw: Any = pipe.get(key)
+            current = ApprovalRequest.model_validate_json(raw)
             if current.decision is not None:
                 return Decision(False, _already(current), current)
             if outcome != "expired" and time.time() >= current.deadline:

@@ -5,6 +5,7 @@ from redis import Redis
 from rq import Callback, Queue, Retry, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from jobs.graph import Stage
 
@@ -31,6 +32,6 @@ def enqueue_stage(queue: Queue, run_id: str, stage: Stage, *, job_id: str) -> Jo
     )
 
 
-def live_workers(redis: Redis) -> list[Worker]:
+def live_workers(redis: Redis) -> list[BaseWorker]:
     """Workers currently registered on the stage queue."""
     return [w for w in Worker.all(connection=redis) if QUEUE_NAME in w.queue_names()]

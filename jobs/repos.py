@@ -29,7 +29,7 @@ def resolve_service(service: str | None, settings: Settings, *,
         if service is None or service in names:
             return candidate, config
         known.extend(names)
-    if len(candidates) == 1:
+    if len(candidates) == 1 and service is not None:
         config.service(service)  # raises NotFound with a "did you mean"
     raise NotFound(f"no service {service!r} in the served repositories",
                    hint=f"known services: {', '.join(sorted(set(known))) or 'none'}")

@@ -98,12 +98,12 @@ class EventBus:
 
     def publish(self, event: Event) -> str:
         """Append ``event`` to the global stream and to its run's stream; return its id."""
-        body = {"event": event.to_json()}
+        body: dict[Any, Any] = {"event": event.to_json()}
         pipe = self.redis.pipeline(transaction=True)
         pipe.xadd(self.stream, body, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.xadd(RUN_STREAM.format(run_id=event.run_id), body, maxlen=STREAM_MAXLEN, approximate=True)
         entry_id, _ = pipe.execute()
-        return _text(entry_id)
+        return as_text(entry_id)
 
     def emit(self, run_id: str, type: EventType, actor: str, **data: Any) -> Event:
         """Build, publish and return an event."""
@@ -112,24 +112,24 @@ class EventBus:
 
     def replay(self, run_id: str) -> list[Event]:
         """All events of one run, oldest first."""
-        entries = self.redis.xrange(RUN_STREAM.format(run_id=run_id))
-        return [Event.from_entry(_text(i), _decode(f)) for i, f in entries]
+        entries: Any = self.redis.xrange(RUN_STREAM.format(run_id=run_id))
+        return [Event.from_entry(as_text(i), as_fields(f)) for i, f in entries]
 
     def tail(self, *, after: str = "$", block_ms: int = 1000,
              stop: threading.Event | None = None) -> Iterator[Event]:
         """Follow the global stream from ``after`` until ``stop`` is set."""
         last = after
         while stop is None or not stop.is_set():
-            result = self.redis.xread({self.stream: last}, block=block_ms, count=100)
+            result: Any = self.redis.xread({self.stream: last}, block=block_ms, count=100)
             for _, entries in result or []:
                 for entry_id, fields in entries:
-                    last = _text(entry_id)
-                    yield Event.from_entry(last, _decode(fields))
+                    last = as_text(entry_id)
+                    yield Event.from_entry(last, as_fields(fields))
 
     def recent(self, count: int = 1000) -> list[Event]:
         """The newest ``count`` events of the global stream, oldest first."""
-        entries = self.redis.xrevrange(self.stream, count=count)
-        return [Event.from_entry(_text(i), _decode(f)) for i, f in reversed(entries)]
+        entries: Any = self.redis.xrevrange(self.stream, count=count)
+        return [Event.from_entry(as_text(i), as_fields(f)) for i, f in reversed(entries)]
 
     def ensure_group(self, group: str) -> None:
         """Create a consumer group that sees every event published from now on."""
@@ -163,26 +163,27 @@ class Consumer:
         claimed = self.claim_stale(count=count)
         if claimed:
             return claimed
-        result = self.redis.xreadgroup(self.group, self.name, {self.bus.stream: ">"},
+        result: Any = self.redis.xreadgroup(self.group, self.name, {self.bus.stream: ">"},
                                        count=count, block=block_ms)
-        return [Delivery(_text(i), Event.from_entry(_text(i), _decode(f)))
+        return [Delivery(as_text(i), Event.from_entry(as_text(i), as_fields(f)))
                 for _, entries in result or [] for i, f in entries if f]
 
     def claim_stale(self, *, count: int = 50) -> list[Delivery]:
         """Take over entries idle for too long; dead-letter the ones that keep failing."""
-        _, entries, _ = self.redis.xautoclaim(self.bus.stream, self.group, self.name,
+        claimed: Any = self.redis.xautoclaim(self.bus.stream, self.group, self.name,
                                               min_idle_time=self.claim_idle_ms, start_id="0-0",
                                               count=count)
+        entries = claimed[1]
         if not entries:
             return []
-        counts = self._delivery_counts([_text(i) for i, _ in entries])
+        counts = self._delivery_counts([as_text(i) for i, _ in entries])
         out = []
         for entry_id, fields in entries:
-            entry_id = _text(entry_id)
+            entry_id = as_text(entry_id)
             if not fields:  # trimmed from the stream meanwhile: nothing left to deliver
                 self.redis.xack(self.bus.stream, self.group, entry_id)
                 continue
-            delivery = Delivery(entry_id, Event.from_entry(entry_id, _decode(fields)),
+            delivery = Delivery(entry_id, Event.from_entry(entry_id, as_fields(fields)),
                                 counts.get(entry_id, 1))
             if delivery.deliveries > self.max_deliveries:
                 self.dead_letter(delivery, reason=f"delivered {delivery.deliveries} times")
@@ -223,17 +224,20 @@ class Consumer:
     def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
         pending = self.redis.xpending_range(self.bus.stream, self.group, min=entry_ids[0],
                                             max=entry_ids[-1], count=len(entry_ids) * 2)
-        return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return {as_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
 
 
 def dead_letters(redis: Redis, count: int = 100) -> list[dict[str, str]]:
     """The newest dead-lettered entries (for `orchestra events --dead`)."""
-    return [_decode(f) for _, f in redis.xrevrange(DEAD_LETTER_STREAM, count=count)]
+    entries: Any = redis.xrevrange(DEAD_LETTER_STREAM, count=count)
+    return [as_fields(f) for _, f in entries]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: Any) -> str:
+    """A Redis reply value as text (replies are bytes unless the client decodes them)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode(fields: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
+def as_fields(fields: Any) -> dict[str, str]:
+    """A stream entry's fields as text."""
+    return {as_text(k): as_text(v) for k, v in (fields or {}).items()}

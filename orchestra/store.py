@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from redis import Redis, WatchError
 
 from orchestra.errors import LockHeld, NotFound
+from orchestra.events import as_fields, as_text
 
 RUN_KEY = "orchestra:run:{run_id}"
 RUNS_INDEX = "orchestra:runs"
@@ -108,12 +109,12 @@ class RunStore:
                     continue
 
     def active(self) -> list[Run]:
-        return [self.get(_text(i)) for i in self.redis.smembers(ACTIVE_RUNS)]
+        return [self.get(as_text(i)) for i in self.redis.smembers(ACTIVE_RUNS)]
 
     def recent(self, count: int = 20) -> list[Run]:
         """The newest runs, newest first."""
         ids = self.redis.zrevrange(RUNS_INDEX, 0, count - 1)
-        return [self.get(_text(i)) for i in ids]
+        return [self.get(as_text(i)) for i in ids]
 
 
 class Lock(BaseModel):
@@ -166,16 +167,17 @@ class Audit:
         self.redis = redis
 
     def record(self, action: str, *, actor: str, run_id: str | None = None, **detail: Any) -> str:
-        entry = {"action": action, "actor": actor, "run_id": run_id or "", "ts": str(time.time()),
-                 "detail": json.dumps(detail, default=str)}
-        return _text(self.redis.xadd(AUDIT_STREAM, entry))
+        entry: dict[Any, Any] = {"action": action, "actor": actor, "run_id": run_id or "",
+                                 "ts": str(time.time()), "detail": json.dumps(detail, default=str)}
+        return as_text(self.redis.xadd(AUDIT_STREAM, entry))
 
     def entries(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest audit entries, oldest first."""
         rows = []
-        for entry_id, fields in reversed(self.redis.xrevrange(AUDIT_STREAM, count=count)):
-            row = {_text(k): _text(v) for k, v in fields.items()}
-            rows.append({**row, "id": _text(entry_id), "detail": json.loads(row["detail"])})
+        newest: Any = self.redis.xrevrange(AUDIT_STREAM, count=count)
+        for entry_id, fields in reversed(newest):
+            row = as_fields(fields)
+            rows.append({**row, "id": as_text(entry_id), "detail": json.loads(row["detail"])})
         return rows
 
 
@@ -184,5 +186,3 @@ def claim_once(redis: Redis, key: str, *, ttl_s: int = 3 * 24 * 3600) -> bool:
     return bool(redis.set(ONCE_KEY.format(key=key), "1", nx=True, ex=ttl_s))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orchestra.errors import OrchestraError
-from orchestra.events import RUN_STREAM, Event, EventType
+from orchestra.events import RUN_STREAM, Event, EventType, as_fields, as_text
 from orchestra.settings import Settings
 
 
@@ -27,13 +28,13 @@ def run_events(redis: Redis, run_id: str, *, follow: bool, block_ms: int = 1000,
     """A run's events from the first; with ``follow`` until its ``run_finished``."""
     stream, last = RUN_STREAM.format(run_id=run_id), "0"
     while keep_going():
-        batch = redis.xread({stream: last}, block=block_ms if follow else None, count=200)
+        batch: Any = redis.xread({stream: last}, block=block_ms if follow else None, count=200)
         if not batch and not follow:
             return
         for _, entries in batch or []:
             for entry_id, fields in entries:
-                last = entry_id.decode()
-                event = Event.from_entry(last, {k.decode(): v.decode() for k, v in fields.items()})
+                last = as_text(entry_id)
+                event = Event.from_entry(last, as_fields(fields))
                 yield event
                 if event.type == EventType.RUN_FINISHED:
                     return

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         bus = EventBus(redis)
         recent = bus.recent(args.count)
-        events = chain(recent, bus.tail(after=recent[-1].id if recent else "0") if args.follow else [])
+        after = (recent[-1].id if recent else None) or "0"
+        events = chain(recent, bus.tail(after=after) if args.follow else [])
     try:
         for event in events:
             print(_format(event, args.json, with_run=not args.run), flush=True)
