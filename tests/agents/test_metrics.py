@@ -47,7 +47,8 @@ def test_per_version_error_rate_latency_and_memory(pair: Fleet) -> None:
     base = {k: sum(v) / len(v) for k, v in v1.items()}
     assert all(len(v) >= 5 for v in v2.values()), {k: len(v) for k, v in v2.items()}
     assert base["error_rate"] == 0.0 and 0.1 < mean["error_rate"] < 0.3
-    assert 0.010 <= base["latency_p50"] < 0.025 and 0.045 < mean["latency_p50"] < 0.075
+    # v1 sleeps 8-12 ms (median 10 ms): its p50 lies on either side of 10 ms, never below 8 ms.
+    assert 0.008 <= base["latency_p50"] < 0.025 and 0.045 < mean["latency_p50"] < 0.075
     assert mean["latency_p99"] > base["latency_p99"] + 0.03
     assert 40 < mean["request_rate"] < 60 and 40 < base["request_rate"] < 60
     assert mean["memory_growth"] > 500_000 > base["memory_growth"]  # 32 KB x 50/s is ~1.6 MB/s
