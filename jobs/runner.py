@@ -27,7 +27,7 @@ from orchestra.store import RunStatus, RunStore, claim_once
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "orchestra:hb:{run_id}"
-HEARTBEAT_TTL_S = 3
+HEARTBEAT_TTL_S = 10  # a loaded machine may stall a worker for seconds: that is not death
 _settings: Settings | None = None
 
 Agent = Callable[[AgentContext], StageResult]
@@ -120,7 +120,7 @@ def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
     def beat() -> None:
         while not stop.is_set():
             redis.set(key, "1", ex=HEARTBEAT_TTL_S)
-            stop.wait(HEARTBEAT_TTL_S / 3)
+            stop.wait(HEARTBEAT_TTL_S / 5)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
     thread.start()

@@ -80,10 +80,10 @@ def test_killing_the_worker_mid_stage_fails_the_run_with_an_event(
         os.kill(pid, signal.SIGKILL)
     worker.wait(timeout=10)
 
-    def finished() -> bool:
-        return RunStore(redis).get(run.id).status.finished
+    def finished() -> bool:  # the run_finished event is the last thing the router does
+        return any(e.type == EventType.RUN_FINISHED for e in bus.replay(run.id))
 
-    wait_for(finished, timeout=30, interval=0.2, what="the run to end")
+    wait_for(finished, timeout=60, interval=0.2, what="the run to end")
     events = bus.replay(run.id)
     failed = [e for e in events if e.type == EventType.STAGE_FAILED]
     assert len(failed) == 1 and failed[0].data["stage"] == "test"
