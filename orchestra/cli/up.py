@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               f"(try: orchestra say \"/deploy frontend\")", flush=True)
     if settings.github_webhook_secret is None:
         env["GITHUB_WEBHOOK_SECRET"] = secrets.token_hex(16)
-        print(f"no GITHUB_WEBHOOK_SECRET: using {env['GITHUB_WEBHOOK_SECRET']} for this session", flush=True)
+        print(f"no GITHUB_WEBHOOK_SECRET: using {env['GITHUB_WEBHOOK_SECRET']} until orchestra up stops", flush=True)
     return supervise(processes, env, slack_port=args.slack_port)
 
 
