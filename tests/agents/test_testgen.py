@@ -77,12 +77,12 @@ def test_llm_tests_are_kept_only_when_proven(repo: Path, venv_python: Path, sett
         server.on_tool("record_generated_tests", lambda body: {"tests": model_answer(body)})
         llm = LLM(settings.with_(anthropic_api_key=KEY, anthropic_base_url=server.base_url), redis=redis)
         report = generate_tests(repo, python=venv_python, settings=settings, llm=llm, run_id="tg1",
-                                test_timeout_s=5)
+                                test_timeout_s=30)  # roomy: a mutant run that times out counts as killed
         prompts = [r.body["messages"][0]["content"] for r in server.requests]
     by_file = {c.file_name: c for c in report.candidates}
     total = [c for c in report.candidates if c.target == "legacy.billing:Invoice.total"]
     hangs, *reasons = [c.reason for c in total]
-    assert hangs.startswith("did not finish") and "within 5s" in hangs
+    assert hangs.startswith("did not finish") and "within 30s" in hangs
     assert reasons[0].startswith("passes against all") and "does not check the result" in reasons[0]
     assert reasons[1].startswith("fails against the current code") and "assert 24.0 == 25.0" in reasons[1]
     assert reasons[2].startswith("does not parse") and reasons[3].startswith("kept")

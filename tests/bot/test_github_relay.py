@@ -100,7 +100,8 @@ def test_one_comment_per_run_updated_in_place_and_statuses(relay: RelayThread, r
     bus, gh = EventBus(redis), relay.gh
     bus.emit(run.id, EventType.RUN_REQUESTED, "github:alice", kind="validate")
     wait_for(lambda: gh.comment_bodies(REPO, 2), what="the PR comment")
-    assert gh.status_states(REPO, SHA) == [("orchestra/validate", "pending")]
+    # The status is posted after the comment: wait for it, and for nothing else.
+    wait_for(lambda: gh.status_states(REPO, SHA) == [("orchestra/validate", "pending")], what="the pending status")
     bus.emit(run.id, EventType.STAGE_STARTED, "analyze", stage="analyze")
     bus.emit(run.id, EventType.CODE_ANALYSIS_RESULT, "analyze", stage="analyze", passed=False,
              summary="1 error", findings=[FINDING])
@@ -126,7 +127,8 @@ def test_a_restarted_relay_finds_its_comment_by_the_marker(relay: RelayThread, r
     wait_for(lambda: "Deployed (to staging)" in relay.gh.comment_bodies(REPO, 2)[1], what="updated comment")
     assert len(relay.gh.comment_bodies(REPO, 2)) == 2
     assert relay.gh.calls_to("POST", f"/repos/{REPO}/issues/2/comments") == []
-    assert relay.gh.status_states(REPO, SHA) == [("orchestra/deploy-staging", "success")]
+    wait_for(lambda: relay.gh.status_states(REPO, SHA) == [("orchestra/deploy-staging", "success")],
+             what="the success status, after the comment")
 
 
 def test_runs_from_elsewhere_and_pushes_without_a_pr(relay: RelayThread, redis: Redis) -> None:

@@ -79,9 +79,9 @@ def test_a_consumer_killed_before_ack_leaves_the_event_to_another(redis: Redis, 
     assert proc.exitcode == -signal.SIGKILL
     assert redis.xpending("orchestra:events", "router")["pending"] == 1
 
-    survivor = Consumer(bus, "router", "survivor", claim_idle_ms=200)
+    survivor = Consumer(bus, "router", "survivor", claim_idle_ms=2000)
     assert survivor.read(block_ms=10) == []  # not idle long enough yet: still the dead one's
-    deliveries = wait_for(lambda: survivor.read(block_ms=10), timeout=5, what="re-claim")
+    deliveries = wait_for(lambda: survivor.read(block_ms=10), timeout=10, what="re-claim")
     assert [d.event.data["image"] for d in deliveries] == ["shop/backend:abc"]
     assert deliveries[0].deliveries == 2
     survivor.ack(deliveries[0])

@@ -101,14 +101,14 @@ def test_retry_after_is_honoured_for_secondary_rate_limits(gh: FakeGitHub) -> No
 
 
 def test_spent_primary_limit_waits_until_the_reset(gh: FakeGitHub) -> None:
-    reset = int(time.time()) + 5
+    now = 1_800_000_000.25  # the client's clock, stopped: the wait depends on nothing else
     gh.fail_next("GET", f"/repos/{REPO}/pulls/9", 403,
-                 headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+                 headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 5)},
                  body={"message": "API rate limit exceeded"})
     gh.add_pull(REPO, 9, sha="aaa")
     sleeps = Sleeps()
-    run(gh, lambda c: c.pull(REPO, 9), sleep=sleeps)
-    assert len(sleeps.waits) == 1 and 4.0 <= sleeps.waits[0] <= 7.0
+    run(gh, lambda c: c.pull(REPO, 9), sleep=sleeps, clock=lambda: now)
+    assert sleeps.waits == [5.75]  # until the reset (4.75 s away), plus a second for GitHub's rounding
 
 
 def test_a_reset_beyond_the_wait_budget_raises_rate_limited(gh: FakeGitHub) -> None:
