@@ -25,6 +25,7 @@ from jobs.queue import enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
 from orchestra.errors import OrchestraError
 from orchestra.events import Consumer, Event, EventBus, EventType
+from orchestra.policy import EnvironmentPolicy
 from orchestra.settings import Settings
 from orchestra.store import Audit, Locks, Run, RunStatus, RunStore
 
@@ -127,21 +128,18 @@ class Router:
         nxt = self.graph.after(stage.name, run)
         if nxt is None:
             self._finish(run.id, RunStatus.SUCCEEDED, "all stages passed")
-        elif nxt.approval and self._needs_approval(run):
-            self._park(run, nxt)
+            return
+        env_policy = approvals.environment_policy(run, self.settings) if nxt.approval else None
+        if env_policy is not None and env_policy.approval_required:
+            self._park(run, nxt, env_policy)
         else:
             self._enqueue(run.id, nxt, expect_stage=stage.name)
 
-    def _needs_approval(self, run: Run) -> bool:
-        return approvals.environment_policy(run, self.settings).approval_required
-
-    def _park(self, run: Run, stage: Stage) -> None:
+    def _park(self, run: Run, stage: Stage, env_policy: EnvironmentPolicy) -> None:
         parked = self.store.update(run.id, expect=lambda r: r.stage == run.stage and not r.status.finished,
                                    status=RunStatus.AWAITING_APPROVAL, stage=stage.name)
         if parked is not None:
-            env_policy = approvals.environment_policy(run, self.settings)
-            approvals.request(self.redis, parked, stage.name, env_policy,
-                              timeout_s=getattr(env_policy, "approval_timeout", 1800))
+            approvals.request(self.redis, parked, stage.name, env_policy, timeout_s=env_policy.approval_timeout)
 
     def _resume(self, event: Event) -> None:
         stage = self.graph.stage(event.data["stage"])
