@@ -81,7 +81,7 @@ def run_to_first_event(redis_url: str, repeats: int, workdir: Path) -> list[floa
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "orchestra.cli", "run", "--repo",
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "--repo",
                                  str(ROOT / "examples" / "shop"), "--validate-only"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None

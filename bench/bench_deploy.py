@@ -26,10 +26,10 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from redis import Redis  # noqa: E402
 
 import agents.build  # noqa: E402
-from agents import deploy  # noqa: E402
 from agents.context import AgentContext  # noqa: E402
-from agents.targets.docker import LABEL  # noqa: E402
-from agents.targets.edge import Edge  # noqa: E402
+from agents.deploy import stage as deploy  # noqa: E402
+from agents.deploy.targets.docker import LABEL  # noqa: E402
+from agents.deploy.targets.edge import Edge  # noqa: E402
 from orchestra.config import load_config  # noqa: E402
 from orchestra.events import EventBus, EventType  # noqa: E402
 from orchestra.settings import Settings  # noqa: E402

@@ -5,7 +5,7 @@
 For each service: coverage before and after (existing tests, then existing + kept generated
 tests), generated tests kept / proposed, share of kept tests that kill at least one mutant, the
 kept tests' mutation score (mutants killed / tried), wall time, and LLM tokens. Each service's
-tests run in an isolated virtualenv built from its requirements (agents.venvs). With
+tests run in an isolated virtualenv built from its requirements (agents.testing.venvs). With
 ANTHROPIC_API_KEY set the LLM writes candidates (Redis at REDIS_URL keeps budgets and events);
 without it the deterministic generator does, and the table says so.
 """
@@ -22,9 +22,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from redis import Redis  # noqa: E402
 
-from agents.testgen import generate_tests  # noqa: E402
-from agents.testgen_report import TestGenReport  # noqa: E402
-from agents.venvs import ensure_venv  # noqa: E402
+from agents.testing.report import TestGenReport  # noqa: E402
+from agents.testing.testgen import generate_tests  # noqa: E402
+from agents.testing.venvs import ensure_venv  # noqa: E402
 from orchestra.llm import LLM  # noqa: E402
 from orchestra.settings import Settings  # noqa: E402
 

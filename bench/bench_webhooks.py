@@ -27,7 +27,7 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from handlers.github_handoff import outcome  # noqa: E402
+from bot.github.handoff import outcome  # noqa: E402
 from orchestra.events import EventBus  # noqa: E402
 from tests.support.fake_github import fake_github  # noqa: E402
 from tests.support.github_payloads import SECRET, body_of, headers, load, push  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "REDIS_URL": redis_url, "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_TOKEN": str(gh.token),
                "GITHUB_API_URL": gh.url, "ORCHESTRA_REPOS": str(repo), "ORCHESTRA_WORKDIR": f"{tmp}/work"}
-        command = [sys.executable, "-m", "orchestra.cli", "webhooks", "--port", str(port)]
+        command = [sys.executable, "-m", "cli", "webhooks", "--port", str(port)]
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: port_open(port), timeout=30, what="orchestra webhooks")

@@ -1,1 +1,2 @@
-"""Ingress: Slack listeners and the GitHub webhook receiver, each turning input into an Intent."""
+"""One module per intent (deploy, rollback, status, history, explain, cancel, approve, plan, help):
+each takes an intent and who asked and returns a channel-neutral reply that every channel renders."""

@@ -1,1 +1,2 @@
-"""Dispatch, the queue, the router (stage graph) and the RQ entry points."""
+"""Dispatch (intent -> run -> first job), the queue, the router (stage graph), RQ entry points,
+approvals and scheduled checks."""

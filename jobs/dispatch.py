@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from redis import Redis
 
 from jobs.graph import PIPELINE, Graph
-from jobs.repos import resolve_service
 from jobs.router import ROUTER_GROUP, start_run
 from orchestra import policy
 from orchestra.errors import LockHeld, OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
+from orchestra.repos import resolve_service
 from orchestra.settings import Settings
 from orchestra.store import Audit, Locks, Run, RunStore
 

@@ -18,7 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from agents import deploy
+from agents.deploy import stage as deploy
 from jobs import approvals
 from jobs.graph import PIPELINE, Graph, Stage
 from jobs.queue import enqueue_stage, stage_queue

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import analyze as analyze_agent
 from agents import build as build_agent
-from agents import deploy as deploy_agent
-from agents import observe as observe_agent
-from agents import testing as testing_agent
+from agents.analysis import stage as analyze_agent
 from agents.context import AgentContext, StageResult
-from agents.observe_live import deploy_judge
+from agents.deploy import stage as deploy_agent
+from agents.observability import stage as observe_agent
+from agents.observability.live import deploy_judge
+from agents.testing import stage as testing_agent
 from jobs.graph import ANALYZE, BUILD, DEPLOY, OBSERVE, ROLLBACK, TEST
 from jobs.runner import execute_stage
 

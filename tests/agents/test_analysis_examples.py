@@ -4,11 +4,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agents.deps import dependency_findings
+from agents.analysis.deps import dependency_findings
+from agents.analysis.risk import RiskLevel, classify_risk
+from agents.analysis.security import security_findings
+from agents.analysis.structure import structure_findings
 from agents.findings import Severity
-from agents.risk import RiskLevel, classify_risk
-from agents.security import security_findings
-from agents.structure import structure_findings
 from orchestra.settings import PROJECT_ROOT
 
 SHOP = PROJECT_ROOT / "examples" / "shop"

@@ -14,12 +14,12 @@ import docker
 import pytest
 from redis import Redis
 
-from agents import deploy
 from agents.build.dockerfile import Images
 from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.context import AgentContext
-from agents.targets.docker import LABEL
-from agents.targets.state import get_live
+from agents.deploy import stage as deploy
+from agents.deploy.targets.docker import LABEL
+from agents.deploy.targets.state import get_live
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
@@ -248,7 +248,7 @@ def test_the_frontend_is_told_where_its_backend_lives(make_ctx: Any, images: dic
 def test_after_the_keep_window_the_old_release_stops_and_rollback_still_brings_it_back(
         make_ctx: Any, images: dict[str, Any], client: docker.DockerClient, redis: Redis,
         settings: Settings) -> None:
-    from agents.targets.local import LocalTarget
+    from agents.deploy.targets.local import LocalTarget
 
     assert deploy.run(make_ctx(["api"]), images=_pick(images, "api:v1"), client=client).passed
     assert deploy.run(make_ctx(["api"]), images=_pick(images, "api:v2"), client=client).passed

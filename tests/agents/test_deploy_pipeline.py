@@ -11,8 +11,8 @@ import pytest
 from redis import Redis
 
 import agents.build
-from agents import deploy
 from agents.context import AgentContext, StageResult
+from agents.deploy import stage as deploy
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.deps import RULE_MISSING, RULE_UNUSED, candidates, dependency_findings, normalize
+from agents.analysis.deps import RULE_MISSING, RULE_UNUSED, candidates, dependency_findings, normalize
 from agents.findings import Severity
 
 

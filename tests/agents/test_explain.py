@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from agents.crashlog import redact, summarize
-from agents.explain import Answer, answer
-from agents.targets.state import LiveState, Release, set_live
+from agents.chatops.answers import Answer, answer
+from agents.chatops.crashlog import redact, summarize
+from agents.deploy.targets.state import LiveState, Release, set_live
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
@@ -173,7 +173,7 @@ def test_a_run_named_by_id_is_explained(redis: Redis, settings: Settings) -> Non
 
 def _cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "REDIS_URL": redis_url, "HOME": os.environ.get("HOME", "/tmp")}
-    return subprocess.run([sys.executable, "-m", "orchestra.cli", "explain", *args], env=env,  # noqa: S603
+    return subprocess.run([sys.executable, "-m", "cli", "explain", *args], env=env,  # noqa: S603
                           capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from agents.judge import MetricSpec, Verdict, format_value, judge, judge_metric
+from agents.observability.judge import MetricSpec, Verdict, format_value, judge, judge_metric
 
 
 def _noisy(center: float, spread: float, n: int = 20, seed: int = 1) -> list[float]:

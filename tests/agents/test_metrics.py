@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.loadgen import LoadError, run_load
-from agents.metrics import MetricsError, Prometheus, Selector, collect, metric_queries, requests_served
+from agents.observability.metrics import MetricsError, Prometheus, Selector, collect, metric_queries, requests_served
 from tests.support.fault_app import fault_app
 from tests.support.fleet import Fleet, fleet
+from tests.support.loadgen import LoadError, run_load
 from tests.support.services import free_port, wait_for
 
 pytestmark = pytest.mark.slow

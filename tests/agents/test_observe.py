@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from agents.chatops.answers import answer
 from agents.context import AgentContext
-from agents.explain import answer
-from agents.judge import Verdict
-from agents.observe import CanaryStep, judge_step, run
-from agents.observe_policy import Policy, default_specs
-from agents.observe_watch import Release
+from agents.observability.judge import Verdict
+from agents.observability.policy import Policy, default_specs
+from agents.observability.stage import CanaryStep, judge_step, run
+from agents.observability.watch import Release
 from orchestra.config import ProjectConfig
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind

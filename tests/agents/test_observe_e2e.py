@@ -16,16 +16,15 @@ import docker
 import pytest
 from redis import Redis
 
-from agents import deploy
 from agents.build.dockerfile import Images
 from agents.build.service import BuildRequest, ServiceSpec, build_service
+from agents.chatops.answers import answer
 from agents.context import AgentContext
-from agents.explain import answer
-from agents.loadgen import background_load
-from agents.observe import run as observe
-from agents.observe_live import LiveReleases, canary_judge, targets_path
-from agents.observe_policy import Policy, default_specs
-from agents.targets.state import get_live
+from agents.deploy import stage as deploy
+from agents.deploy.targets.state import get_live
+from agents.observability.live import LiveReleases, canary_judge, targets_path
+from agents.observability.policy import Policy, default_specs
+from agents.observability.stage import run as observe
 from orchestra.config import ProjectConfig
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
@@ -33,6 +32,7 @@ from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 from tests.support.docker_services import DockerEnv, stop_deployed
 from tests.support.fault_app import SERVICE
+from tests.support.loadgen import background_load
 from tests.support.prometheus import PrometheusServer, prometheus_server
 from tests.support.services import free_port
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from redis import Redis
 
-from agents.breaker import RollbackBreaker
 from agents.context import AgentContext
-from agents.metrics import Prometheus
-from agents.observe import run
-from agents.observe_live import canary_judge, canary_versions, deploy_judge, live_targets, sync_targets
-from agents.observe_watch import Release as Live
-from agents.targets.state import LiveState, Release, set_live
+from agents.deploy.targets.state import LiveState, Release, set_live
+from agents.observability.breaker import RollbackBreaker
+from agents.observability.live import canary_judge, canary_versions, deploy_judge, live_targets, sync_targets
+from agents.observability.metrics import Prometheus
+from agents.observability.stage import run
+from agents.observability.watch import Release as Live
 from orchestra.config import ProjectConfig
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings

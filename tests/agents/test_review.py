@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
+from agents.analysis.review import added_lines, review_diff
 from agents.findings import Severity
-from agents.review import added_lines, review_diff
 from orchestra.events import EventBus, EventType
 from orchestra.llm import LLM
 from orchestra.settings import Settings

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.risk import RiskLevel, classify_risk, files_in_diff
+from agents.analysis.risk import RiskLevel, classify_risk, files_in_diff
 
 LOW, MEDIUM, HIGH = RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH
 

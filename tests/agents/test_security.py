@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agents.analysis.security import security_findings
 from agents.findings import Severity
-from agents.security import security_findings
 
 APP = '''import pickle
 import subprocess

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.structure import structure_findings
+from agents.analysis.structure import structure_findings
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from agents.codemap import code_map, measure
-from agents.mutation import mutants
-from agents.testgen import generate_tests
+from agents.testing.codemap import code_map, measure
+from agents.testing.mutation import mutants
+from agents.testing.testgen import generate_tests
 from orchestra.llm import LLM
 from orchestra.settings import PROJECT_ROOT, Settings
 from tests.support.fake_anthropic import fake_anthropic

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 from redis import Redis
 
-from bot.github_relay import MARKER, STATE_KEY, GitHubRelay, render_comment, view_of
+from bot.github.client import GitHubClient
+from bot.github.relay import MARKER, STATE_KEY, GitHubRelay, render_comment, view_of
 from orchestra.events import Event, EventBus, EventType
-from orchestra.github import GitHubClient
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.support.fake_github import FakeGitHub, fake_github

@@ -13,9 +13,9 @@ from slack_sdk import WebClient
 
 from bot.localslack import Running
 from bot.localslack.client import WorkspaceClient
-from bot.pacer import Pacer
-from bot.relay import RELAY_GROUP, Relay
-from handlers.slack_threads import Threads
+from bot.slack.pacer import Pacer
+from bot.slack.relay import RELAY_GROUP, Relay
+from bot.slack.threads import Threads
 from orchestra.events import EventBus, EventType, dead_letters
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore

@@ -13,7 +13,7 @@ from tests.support.slack_workspace import bot_in_thread, local_slack, orchestra_
 
 def _say(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ORCHESTRA_"))}
-    return subprocess.run([sys.executable, "-m", "orchestra.cli", "say", "--url", url, "--wait", "5", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "say", "--url", url, "--wait", "5", *args],
                           capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT, env=env)
 
 

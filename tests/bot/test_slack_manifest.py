@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import yaml
 
-from handlers.slack import COMMANDS
+from bot.slack.listeners import COMMANDS
 from orchestra.settings import PROJECT_ROOT
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from agents.observe_live import targets_path
+from agents.observability.live import targets_path
 from bot.localslack.client import WorkspaceClient
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore

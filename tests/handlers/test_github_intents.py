@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from handlers.github_intents import (
+from bot.github.deliveries import (
     Comment,
     Facts,
     Ignored,

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from handlers.github import build_app, signature_ok
-from handlers.github_handoff import Outcome, outcome
+from bot.github.handoff import Outcome, outcome
+from bot.github.receiver import build_app, signature_ok
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings

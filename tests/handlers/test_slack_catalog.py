@@ -4,8 +4,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from handlers.slack_catalog import Catalog
-from handlers.slack_understand import Understander
+from handlers.catalog import Catalog
+from handlers.understand import Understander
 from orchestra.settings import PROJECT_ROOT, Settings
 
 

@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 
 from bot.localslack.client import WorkspaceClient
-from handlers.slack_understand import Understander
+from handlers.understand import Understander
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore
 from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic
@@ -121,7 +121,7 @@ def test_parse_cli_uses_the_model_and_survives_without_redis(model: tuple[FakeAn
     server.on_tool(TOOL, lambda body: _guess())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "ORCHESTRA_"))}
     env.update(ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.base_url, REDIS_URL=settings.redis_url)
-    cmd = [sys.executable, "-m", "orchestra.cli", "parse", "--services", "frontend,backend", VAGUE]
+    cmd = [sys.executable, "-m", "cli", "parse", "--services", "frontend,backend", VAGUE]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
     assert json.loads(out.stdout)["intent"] == "deploy" and len(server.requests) == 1
     env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there

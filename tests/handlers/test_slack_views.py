@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from handlers.slack_views import approval, milestone, outgoing, parent
+from bot.slack.views import approval, milestone, outgoing, parent
 from orchestra.events import Event, EventType
 from orchestra.store import Run, RunStatus
 

@@ -35,7 +35,7 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestra.cli", "worker", *args], env=orchestra_env(settings),
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", *args], env=orchestra_env(settings),
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(proc)
         return proc

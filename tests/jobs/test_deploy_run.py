@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from agents.observe_live import targets_path
+from agents.observability.live import targets_path
 from jobs.dispatch import dispatch
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
@@ -44,7 +44,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
            "ORCHESTRA_REGISTRY": settings.registry, "ORCHESTRA_BASE_IMAGE": settings.base_image,
            "ORCHESTRA_PROMETHEUS_URL": settings.prometheus_url,
            "ORCHESTRA_BUILD_CA_BUNDLE": str(settings.build_ca_bundle)}
-    return subprocess.run([sys.executable, "-m", "orchestra.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True,
                           text=True, timeout=900)
 
 
@@ -92,7 +92,7 @@ def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_versio
 
     intent = Intent(kind=IntentKind.ROLLBACK, service="backend", env="staging", user="U0BOB", source="slack")
     rollback = dispatch(intent, redis=redis, settings=deploy_settings, repo=demo_repo)
-    worker = subprocess.Popen([sys.executable, "-m", "orchestra.cli", "worker"],
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker"],
                               env={**orchestra_env(deploy_settings), "DOCKER_HOST": deploy_settings.docker_host or ""},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

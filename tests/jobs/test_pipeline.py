@@ -13,7 +13,7 @@ from tests.jobs.conftest import orchestra_env
 
 
 def orchestra(settings: Settings, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestra.cli", *args], env=orchestra_env(settings),
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=orchestra_env(settings),
                           capture_output=True, text=True, timeout=timeout)
 
 

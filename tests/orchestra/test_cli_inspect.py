@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.cli import inspect
+from cli import inspect
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.cli import validate
+from cli import validate
 from orchestra.settings import PROJECT_ROOT, Settings
 
 SHOP = PROJECT_ROOT / "examples" / "shop"
@@ -24,7 +24,7 @@ deployment:
 
 
 def run_module(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestra.cli.validate", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cli.validate", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 

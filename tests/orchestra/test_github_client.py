@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestra.github import GitHubClient, GitHubError, RateLimited, can_write
+from bot.github.client import GitHubClient, GitHubError, RateLimited, can_write
 from tests.support.fake_github import FakeGitHub, fake_github
 from tests.support.services import free_port
 

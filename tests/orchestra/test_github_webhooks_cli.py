@@ -12,7 +12,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from handlers.github_handoff import outcome
+from bot.github.handoff import outcome
 from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT
 from orchestra.store import RunStatus, RunStore
@@ -20,7 +20,7 @@ from tests.support.fake_github import fake_github
 from tests.support.github_payloads import PR_SHA, REPO, SECRET, body_of, headers, load
 from tests.support.services import free_port, port_open, wait_for
 
-COMMAND = [sys.executable, "-m", "orchestra.cli", "webhooks"]
+COMMAND = [sys.executable, "-m", "cli", "webhooks"]
 
 
 def _start(env: dict[str, str], port: int) -> subprocess.Popen[str]:

@@ -250,7 +250,7 @@ def test_every_parsed_ref_is_a_safe_ref() -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestra.cli", "parse", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", "parse", *args], capture_output=True,
                           text=True, timeout=60, cwd=PROJECT_ROOT, env=env)
 
 

@@ -229,8 +229,8 @@ def shared_docker() -> Iterator[DockerEnv]:
 
 def stop_deployed(client: docker.DockerClient, workdir: Path) -> None:
     """Stop what deploys under ``workdir`` left live: its nginx edges and the labelled containers."""
-    from agents.targets.docker import LABEL
-    from agents.targets.edge import Edge
+    from agents.deploy.targets.docker import LABEL
+    from agents.deploy.targets.edge import Edge
 
     for edge_dir in (workdir / "edge").glob("*"):
         Edge(edge_dir, 0).stop()

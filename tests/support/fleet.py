@@ -6,9 +6,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from agents.loadgen import BackgroundLoad, background_load
-from agents.metrics import Target
+from agents.observability.metrics import Target
 from tests.support.fault_app import fault_app
+from tests.support.loadgen import BackgroundLoad, background_load
 from tests.support.prometheus import PrometheusServer, prometheus_server
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.metrics import Prometheus, Target, scrape_config, write_targets
+from agents.observability.metrics import Prometheus, Target, scrape_config, write_targets
 from tests.support.services import free_port, wait_for
 
 

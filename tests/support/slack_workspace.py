@@ -39,7 +39,7 @@ def process_env(settings: Settings, slack_api_url: str, **extra: str) -> dict[st
 def orchestra_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`orchestra ARGS` as a child process (output to ``log``); terminated on exit."""
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestra.cli", *args], env=env, cwd=PROJECT_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, cwd=PROJECT_ROOT,
                                 stdout=out, stderr=subprocess.STDOUT)
         try:
             yield proc
@@ -77,7 +77,7 @@ def bot_in_thread(settings: Settings, slack: WorkspaceClient, *, relay: bool = T
 
     from redis import Redis
 
-    from bot.process import serve
+    from bot.slack.process import serve
 
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()

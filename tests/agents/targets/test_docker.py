@@ -8,7 +8,7 @@ import pytest
 
 from agents.build.dockerfile import Images
 from agents.build.service import BuildRequest, ServiceSpec, build_service
-from agents.targets.docker import LABEL, DockerTarget
+from agents.deploy.targets.docker import LABEL, DockerTarget
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
 from tests.support.docker_services import DockerEnv

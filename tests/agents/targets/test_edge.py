@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.targets.edge import Backend, Edge
+from agents.deploy.targets.edge import Backend, Edge
 from orchestra.errors import OrchestraError, StageFailed
 from tests.support.services import free_port, port_open, wait_for
 

@@ -1,0 +1,213 @@
+"""The deploy agent: puts the run's images live on the local Docker target, behind nginx.
+
+Services deploy in ``depends_on`` order under one lock per service and environment; a failure
+rolls the services already deployed back, in reverse order. Every step is an event: the
+trigger (versions, strategy, edge URL), health, each weight change (with ports and the edge's
+access log for the observe stage), and rollbacks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+from redis import Redis
+
+from agents.build.image import docker_client
+from agents.context import AgentContext, StageResult
+from agents.deploy.strategies import STRATEGIES, Judge
+from agents.deploy.targets.local import LocalTarget, Outcome, Plan
+from agents.deploy.targets.state import LiveState, all_live, get_live
+from orchestra.errors import LockHeld, OrchestraError, StageFailed
+from orchestra.events import EventType
+from orchestra.settings import Settings
+from orchestra.store import Locks
+
+logger = logging.getLogger(__name__)
+
+LOCK_TTL_S = 1800
+
+
+def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerClient | None = None,
+        images: dict[str, dict[str, Any]] | None = None, pause_s: float | None = None) -> StageResult:
+    """Deploy the images of the run's build (or ``images``) to ``ctx.run.env``."""
+    images = images if images is not None else built_images(ctx)
+    if not images:
+        return StageResult(False, "nothing to deploy: the run built no images",
+                           {"hint": "run the build stage first"})
+    wanted = ctx.config.deploy_order(ctx.run.services or list(images))
+    missing = [s for s in wanted if s not in images]
+    if missing:
+        return StageResult(False, f"no image was built for {', '.join(missing)}",
+                           {"hint": "build those services first", "missing": missing})
+    order = wanted
+    own_client = client is None
+    client = client or docker_client(ctx.settings)
+    target = LocalTarget(client, ctx.redis, ctx.settings.workdir)
+    try:
+        with _locks(ctx, order):
+            target.reap()
+            return _deploy_group(ctx, target, order, images, judge, pause_s)
+    except LockHeld as exc:
+        return StageResult(False, exc.message, {"hint": exc.hint, "lock_holder": exc.owner,
+                                                "lock_run": exc.run_id})
+    finally:
+        if own_client:
+            client.close()
+
+
+def _deploy_group(ctx: AgentContext, target: LocalTarget, order: list[str],
+                  images: dict[str, dict[str, Any]], judge: Judge | None,
+                  pause_s: float | None) -> StageResult:
+    done: list[tuple[str, Outcome]] = []
+    for service in order:
+        plan = plan_for(ctx, service, images[service], pause_s)
+        try:
+            outcome = target.deploy(plan, judge=judge, report=_reporter(ctx, service))
+        except OrchestraError as exc:
+            rolled = _roll_back_group(ctx, target, done, reason=f"{service} failed: {exc.message}")
+            return StageResult(False, f"deploy of {service} to {ctx.run.env} failed: {exc.message}",
+                               {"failed": service, "error": str(exc), "rolled_back": rolled,
+                                "deployed": []})
+        done.append((service, outcome))
+    live = {s: _describe(o.after) for s, o in done}
+    changed = [s for s, o in done if o.changed]
+    urls = ", ".join(f"{s} {o.after.url}" for s, o in done)
+    summary = (f"live in {ctx.run.env}: {urls}" if changed else f"already live in {ctx.run.env}: {urls}")
+    versions = {s: o.after.current.version for s, o in done if o.after.current}
+    return StageResult(True, summary, {"deployed": [s for s, _ in done], "changed": changed, "live": live,
+                                       "env": ctx.run.env, "versions": versions,
+                                       "timings": {s: o.timings for s, o in done},
+                                       "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
+
+
+def _roll_back_group(ctx: AgentContext, target: LocalTarget, done: list[tuple[str, Outcome]], *,
+                     reason: str) -> list[str]:
+    rolled = []
+    for service, outcome in reversed(done):
+        if not outcome.changed:
+            continue
+        target.restore(outcome, ctx.config.service(service).health)
+        previous = outcome.before.current.version if outcome.before and outcome.before.current else None
+        ctx.emit(EventType.ROLLBACK_EVENT, service=service, env=ctx.run.env, reason=reason,
+                 from_version=outcome.after.current.version if outcome.after.current else None,
+                 to_version=previous, automatic=True)
+        rolled.append(service)
+    return rolled
+
+
+def plan_for(ctx: AgentContext, service: str, image: dict[str, Any], pause_s: float | None) -> Plan:
+    """The deploy plan of one service from the configuration and the build's image."""
+    config = ctx.config
+    spec = config.service(service)
+    strategy = ctx.run.strategy or config.strategy(ctx.run.env)
+    if strategy not in STRATEGIES:
+        raise StageFailed(f"unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+    canary = config.deployment.canary
+    return Plan(service=service, env=ctx.run.env, image=image["image"], version=image["version"],
+                run_id=ctx.run.id, health=spec.health, port_hint=spec.port,
+                extra_env={**spec.env_dict(), **_dependency_urls(ctx, spec.depends_on)},
+                strategy=strategy, steps=list(canary.steps),
+                pause_s=canary.analysis_interval if pause_s is None else pause_s,
+                keep_s=config.deployment.blue_green.keep_previous)
+
+
+def _dependency_urls(ctx: AgentContext, depends_on: list[str]) -> dict[str, str]:
+    """``<NAME>_URL`` for each dependency: its edge in the same environment."""
+    urls = {}
+    for name in depends_on:
+        state = get_live(ctx.redis, name, ctx.run.env)
+        if state is not None:
+            urls[f"{name.upper().replace('-', '_')}_URL"] = state.url
+    return urls
+
+
+def built_images(ctx: AgentContext) -> dict[str, dict[str, Any]]:
+    """The images of the run's latest successful ``build_ready`` event."""
+    for event in reversed(ctx.bus.replay(ctx.run.id)):
+        if event.type == EventType.BUILD_READY and event.data.get("passed", True):
+            return dict(event.data.get("images", {}))
+    return {}
+
+
+def _reporter(ctx: AgentContext, service: str) -> Any:
+    def report(kind: str, data: dict[str, Any]) -> None:
+        if kind == "triggered":
+            ctx.emit(EventType.DEPLOYMENT_TRIGGERED, **data)
+        else:
+            ctx.emit(EventType.DEPLOYMENT_PROGRESS, service=service, env=ctx.run.env, **data)
+    return report
+
+
+@contextmanager
+def _locks(ctx: AgentContext, services: list[str]) -> Iterator[None]:
+    """All the group's locks, or none (LockHeld names who has the one we could not get)."""
+    locks = Locks(ctx.redis)
+    taken: list[str] = []
+    try:
+        for service in services:
+            locks.acquire(service, ctx.run.env, owner=ctx.run.requested_by, run_id=ctx.run.id,
+                          ttl_s=LOCK_TTL_S)
+            taken.append(service)
+        yield
+    finally:
+        for service in taken:
+            locks.release(service, ctx.run.env, run_id=ctx.run.id)
+
+
+def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
+             client: docker.DockerClient | None = None) -> StageResult:
+    """Put all traffic of ``service`` in ``ctx.run.env`` back on ``to_version`` (default: the previous
+    release). Idempotent: rolling back again changes nothing."""
+    config = ctx.config
+    health = config.service(service).health
+    own_client = client is None
+    client = client or docker_client(ctx.settings)
+    started = time.monotonic()
+    try:
+        with _locks(ctx, [service]):
+            target = LocalTarget(client, ctx.redis, ctx.settings.workdir)
+            before = get_live(ctx.redis, service, ctx.run.env)
+            state, changed = target.rollback(service, ctx.run.env, to_version=to_version, health=health,
+                                             keep_s=config.deployment.blue_green.keep_previous,
+                                             run_id=ctx.run.id)
+    except LockHeld as exc:
+        return StageResult(False, exc.message, {"hint": exc.hint, "lock_holder": exc.owner})
+    finally:
+        if own_client:
+            client.close()
+    seconds = round(time.monotonic() - started, 2)
+    version = state.current.version if state.current else None
+    data = {"service": service, "env": ctx.run.env, "to_version": version, "changed": changed,
+            "from_version": before.current.version if before and before.current and changed else None,
+            "seconds": seconds, "url": state.url}
+    if not changed:
+        return StageResult(True, f"{service} in {ctx.run.env} is already on {version}", data)
+    ctx.emit(EventType.ROLLBACK_EVENT, **data, automatic=False)
+    return StageResult(True, f"{service} in {ctx.run.env} is back on {version} ({seconds}s)", data)
+
+
+def reap(settings: Settings, redis: Redis, *, client: docker.DockerClient | None = None) -> list[str]:
+    """Stop previous releases whose keep window is over (call it now and then, e.g. from a worker)."""
+    own_client = client is None
+    client = client or docker_client(settings)
+    try:
+        return LocalTarget(client, redis, settings.workdir).reap()
+    finally:
+        if own_client:
+            client.close()
+
+
+def live(redis: Redis) -> list[dict[str, Any]]:
+    """What runs where: one entry per service and environment (for "what's running?")."""
+    return [_describe(state) for state in all_live(redis)]
+
+
+def _describe(state: LiveState) -> dict[str, Any]:
+    return {"service": state.service, "env": state.env, "url": state.url, "weights": state.weights,
+            "current": state.current.model_dump() if state.current else None,
+            "previous": state.previous.model_dump() if state.previous else None,
+            "last_action": state.last_action, "run_id": state.run_id, "updated_at": state.updated_at}

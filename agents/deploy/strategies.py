@@ -1,0 +1,99 @@
+"""How traffic moves from the old release to the new one: blue-green, canary, rolling.
+
+A strategy only moves weights on the edge and asks the judge; starting, health-checking and
+undoing are the deploy agent's job. Every weight change is reported through ``on_shift``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from agents.deploy.targets.docker import DockerTarget
+from agents.deploy.targets.edge import Backend, Edge
+from agents.deploy.targets.state import Release
+from orchestra.errors import StageFailed
+
+logger = logging.getLogger(__name__)
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+Judge = Callable[[int, int], str]  # (step number from 1, weight of the new release) -> verdict
+STRATEGIES = ("blue-green", "canary", "rolling")
+ROLLING_STEPS = (25, 50, 75, 100)
+MAX_INCONCLUSIVE = 2  # re-asks before an inconclusive canary step counts as a failure
+
+
+class CanaryFailed(StageFailed):
+    """The judge failed a canary step."""
+
+
+@dataclass
+class Shift:
+    """The two releases between which traffic moves, and where it moves."""
+
+    edge: Edge
+    new: Release
+    old: Release | None
+    on_shift: Callable[[int, int], None]  # (step, weight of new) after each applied change
+
+    def to(self, weight: int, step: int = 0) -> None:
+        """Put ``weight`` percent on the new release and the rest on the old one."""
+        backends = [Backend(self.new.port, self.new.version, weight)]
+        if self.old is not None:
+            backends.insert(0, Backend(self.old.port, self.old.version, 100 - weight))
+        elif weight == 0:
+            raise StageFailed("cannot take all traffic off the only release")
+        self.edge.apply(backends)
+        self.on_shift(step, weight)
+
+
+def health_judge(target: DockerTarget, release: Release, health: str) -> Judge:
+    """The default judge: the new release passes a step while it answers its health check."""
+    def judge(step: int, weight: int) -> str:
+        try:
+            target.wait_healthy(release, health, timeout=5)
+        except StageFailed:
+            return "fail"
+        return "pass"
+    return judge
+
+
+def blue_green(shift: Shift) -> None:
+    """All traffic to the new release at once (it was health-checked before)."""
+    shift.to(100, step=1)
+
+
+def canary(shift: Shift, steps: list[int], judge: Judge, *, pause_s: float,
+           sleep: Callable[[float], None] = time.sleep) -> list[dict[str, object]]:
+    """Walk the steps; before leaving each step below 100 %, wait ``pause_s`` and ask the judge."""
+    if shift.old is None:  # nothing to compare with: the first release takes all traffic
+        shift.to(100, step=len(steps))
+        return []
+    verdicts: list[dict[str, object]] = []
+    for number, weight in enumerate(steps, start=1):
+        shift.to(weight, step=number)
+        if weight >= 100:
+            break
+        verdict = _judged(judge, number, weight, pause_s, sleep)
+        verdicts.append({"step": number, "weight": weight, "verdict": verdict})
+        if verdict != "pass":
+            raise CanaryFailed(f"canary step {number} ({weight}% on {shift.new.version}) judged {verdict}",
+                               hint="the previous version has all traffic again")
+    return verdicts
+
+
+def _judged(judge: Judge, step: int, weight: int, pause_s: float, sleep: Callable[[float], None]) -> str:
+    for _ in range(MAX_INCONCLUSIVE + 1):
+        sleep(pause_s)
+        verdict = str(judge(step, weight))
+        if verdict in ("pass", "fail"):
+            return verdict
+        logger.info("canary step %s at %s%%: inconclusive, asking again", step, weight)
+    return "inconclusive"
+
+
+def rolling(shift: Shift, judge: Judge) -> list[dict[str, object]]:
+    """Even steps without pauses, the judge checking health between them (one container per release)."""
+    return canary(shift, list(ROLLING_STEPS), judge, pause_s=0)

@@ -1,0 +1,1 @@
+"""Deploy targets. Only the local one exists: containers on this host behind an nginx edge."""

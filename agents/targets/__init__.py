@@ -1,1 +1,0 @@
-"""Deploy targets (local Docker, Kubernetes, ECS)."""

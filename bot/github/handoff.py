@@ -1,0 +1,243 @@
+"""After the webhook has answered: learn the slow facts, build the intent, dispatch, reply.
+
+Runs as a background task of the webhook server. Blocking work (configuration,
+dispatch, Redis) goes through ``asyncio.to_thread``; GitHub calls use the async
+client. The outcome of every delivery is kept in Redis for a few days
+(``orchestra webhooks`` users and tests read it with :func:`outcome`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+
+from bot.github import texts
+from bot.github.client import GitHubClient, GitHubError, can_write
+from bot.github.deliveries import (
+    Comment,
+    Facts,
+    Ignored,
+    PullRequest,
+    Push,
+    affected_services,
+    command_intent,
+    pull_intent,
+    push_intent,
+)
+from orchestra.errors import OrchestraError
+from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
+from orchestra.redaction import redact
+from orchestra.settings import Settings
+from orchestra.store import Run, RunStore
+
+if TYPE_CHECKING:
+    from orchestra.config import ProjectConfig
+
+logger = logging.getLogger(__name__)
+
+OUTCOME_KEY = "orchestra:github:delivery:{delivery}"
+OUTCOME_TTL_S = 3 * 24 * 3600
+CONFIG_FILE = "devops_orchestra.yaml"
+KNOWN_PERMISSIONS = frozenset({"admin", "maintain", "write", "triage", "read"})
+Dispatcher = Callable[..., Run]
+ConfigLoader = Callable[[str, Settings], "ProjectConfig"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a delivery: started | ignored | answered | refused | failed."""
+
+    status: str
+    reason: str = ""
+    run_id: str | None = None
+
+
+def outcome(redis: Redis, delivery: str) -> Outcome | None:
+    """The recorded outcome of a delivery, or None while it is still being handled."""
+    raw = redis.get(OUTCOME_KEY.format(delivery=delivery))
+    return Outcome(**json.loads(raw)) if raw else None
+
+
+def _record(redis: Redis, delivery: str, result: Outcome) -> None:
+    redis.set(OUTCOME_KEY.format(delivery=delivery), json.dumps(asdict(result)), ex=OUTCOME_TTL_S)
+
+
+def default_dispatcher(intent: Intent, *, redis: Redis, settings: Settings, repo: str) -> Run:
+    """jobs.dispatch.dispatch, imported late so the webhook module loads on its own."""
+    from jobs.dispatch import dispatch
+
+    return dispatch(intent, redis=redis, settings=settings, repo=repo)
+
+
+def default_config(repo: str, settings: Settings) -> ProjectConfig:
+    """The project's configuration from its local copy (a clone for URL repositories)."""
+    from orchestra.config import load_config
+    from orchestra.repos import local_copy
+
+    return load_config(local_copy(repo, settings))
+
+
+def parse_at_commit(text: str, filename: str, repo: str) -> ProjectConfig:
+    """A configuration file's text from GitHub; sections it leaves out are inferred from the served copy."""
+    from orchestra.config import parse_config
+
+    return parse_config(text, filename=filename, repo_dir=Path(repo) if Path(repo).is_dir() else None)
+
+
+class Handoff:
+    """Turns a parsed delivery into a run (or a reply) and records what happened."""
+
+    def __init__(self, settings: Settings, *, redis: Redis, client: GitHubClient,
+                 dispatcher: Dispatcher = default_dispatcher, load_config: ConfigLoader = default_config) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.client = client
+        self.dispatcher = dispatcher
+        self.load_config = load_config
+
+    async def __call__(self, parsed: Push | PullRequest | Comment, *, delivery: str, repo: str) -> Outcome:
+        try:
+            if isinstance(parsed, Push):
+                result = await self._push(parsed, delivery, repo)
+            elif isinstance(parsed, PullRequest):
+                result = await self._pull_request(parsed, delivery, repo)
+            else:
+                result = await self._comment(parsed, delivery, repo)
+        except OrchestraError as exc:  # config problems, policy, locks: told where the request came from
+            result = Outcome("refused", str(exc))
+            await self._tell(parsed, exc)
+        except Exception:
+            logger.exception("GitHub delivery %s failed", delivery)
+            result = Outcome("failed", "internal error (logged)")
+            if isinstance(parsed, Comment):
+                await self._reply(parsed.repo, parsed.number, texts.FAILED)
+        await asyncio.to_thread(_record, self.redis, delivery, result)
+        logger.info("GitHub delivery %s: %s %s %s", delivery, result.status, result.run_id or "", result.reason)
+        return result
+
+    async def _tell(self, parsed: Push | PullRequest | Comment, exc: OrchestraError) -> None:
+        if isinstance(parsed, Push):
+            await self._status(parsed.repo, parsed.sha, "error", "orchestra/push", exc.message)
+        else:
+            await self._reply(parsed.repo, parsed.number, texts.refused(exc.message, exc.hint))
+
+    async def _config(self, repo: str, gh_repo: str, sha: str) -> ProjectConfig:
+        """The configuration at the commit when GitHub has the file there, else the served copy's."""
+        try:
+            text = await self.client.file_text(gh_repo, CONFIG_FILE, sha)
+        except GitHubError as exc:
+            logger.warning("%s at %s@%s unavailable, using the served copy: %s", CONFIG_FILE, gh_repo, sha, exc)
+            text = None
+        if text is None:
+            return await asyncio.to_thread(self.load_config, repo, self.settings)
+        return await asyncio.to_thread(parse_at_commit, text, f"{gh_repo}@{sha[:7]}/{CONFIG_FILE}", repo)
+
+    async def _push(self, push: Push, delivery: str, repo: str) -> Outcome:
+        config = await self._config(repo, push.repo, push.sha)
+        facts = Facts(services=_service_paths(config), env=_push_env(config, push.branch))
+        intent = push_intent(push, facts, delivery=delivery)
+        if isinstance(intent, Ignored):
+            return Outcome("ignored", intent.reason)
+        run = await self._dispatch(intent, repo)
+        return Outcome("started", intent.text, run.id)
+
+    async def _pull_request(self, pr: PullRequest, delivery: str, repo: str) -> Outcome:
+        files = await self._changed_files(pr.repo, pr.number)
+        config = await self._config(repo, pr.repo, pr.sha)
+        intent = pull_intent(pr, Facts(changed_files=files, services=_service_paths(config)),
+                             delivery=delivery)
+        run = await self._dispatch(intent, repo)
+        return Outcome("started", intent.text, run.id)
+
+    async def _comment(self, comment: Comment, delivery: str, repo: str) -> Outcome:
+        command = comment.command
+        if command.error:
+            return await self._answer(comment, texts.not_understood(command.error), "ignored", command.error)
+        if command.kind is IntentKind.HELP:
+            return await self._answer(comment, texts.HELP, "answered", "help")
+        permission = await self.client.permission(comment.repo, comment.user)
+        if permission not in KNOWN_PERMISSIONS:
+            return await self._answer(comment, texts.NOT_ALLOWED, "refused", f"{comment.user} is no collaborator")
+        if command.kind is IntentKind.STATUS:
+            runs = await asyncio.to_thread(_runs_of, self.redis, comment.repo, comment.number)
+            return await self._answer(comment, texts.status(runs, comment.number), "answered", "status")
+        pull = await self.client.pull(comment.repo, comment.number)
+        if command.kind is IntentKind.PLAN:
+            return await self._plan(comment, pull, repo)
+        head_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+        if head_repo != comment.repo:
+            return await self._answer(comment, texts.FROM_FORK, "refused", f"fork {head_repo}")
+        if command.kind is IntentKind.DEPLOY and not can_write(permission):
+            return await self._answer(comment, texts.NEEDS_WRITE, "refused", f"{comment.user} is {permission}")
+        return await self._command_run(comment, pull, delivery, repo)
+
+    async def _command_run(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str) -> Outcome:
+        files = await self._changed_files(comment.repo, comment.number)
+        sha = str(pull["head"]["sha"])
+        config = await self._config(repo, comment.repo, sha)
+        intent = command_intent(comment, sha, Facts(changed_files=files, services=_service_paths(config)),
+                                delivery=delivery)
+        run = await self._dispatch(intent, repo)
+        return Outcome("started", intent.text, run.id)
+
+    async def _plan(self, comment: Comment, pull: dict[str, Any], repo: str) -> Outcome:
+        """What a deploy of this pull request would do, from the configuration; starts nothing."""
+        files = await self._changed_files(comment.repo, comment.number)
+        config = await self._config(repo, comment.repo, str(pull["head"]["sha"]))
+        changed = affected_services(files, _service_paths(config)) if files else config.service_names()
+        envs = [texts.PlanEnv(name, config.environment(name).strategy or config.deployment.strategy,
+                              config.environment(name).approval_required, config.environment(name).branches)
+                for name in ENVIRONMENTS]
+        body = texts.plan(comment.number, str(pull["head"]["sha"]), config.deploy_order(changed), envs)
+        return await self._answer(comment, body, "answered", "plan")
+
+    async def _dispatch(self, intent: Intent, repo: str) -> Run:
+        return await asyncio.to_thread(self.dispatcher, intent, redis=self.redis, settings=self.settings,
+                                       repo=repo)
+
+    async def _changed_files(self, repo: str, number: int) -> tuple[str, ...]:
+        try:
+            return tuple(await self.client.pull_files(repo, number))
+        except GitHubError as exc:  # validate everything rather than nothing
+            logger.warning("changed files of %s#%s unavailable, taking all services: %s", repo, number, exc)
+            return ()
+
+    async def _answer(self, comment: Comment, body: str, status: str, reason: str) -> Outcome:
+        await self._reply(comment.repo, comment.number, body)
+        return Outcome(status, reason)
+
+    async def _reply(self, repo: str, number: int, body: str) -> None:
+        try:
+            await self.client.create_comment(repo, number, redact(body))
+        except GitHubError:
+            logger.exception("could not reply on %s#%s", repo, number)
+
+    async def _status(self, repo: str, sha: str, state: str, context: str, description: str) -> None:
+        try:
+            await self.client.set_status(repo, sha, state, context=context, description=redact(description))
+        except GitHubError:
+            logger.exception("could not set status %s on %s@%s", context, repo, sha)
+
+
+def _push_env(config: ProjectConfig, branch: str) -> str | None:
+    """The least critical environment whose branch patterns match (development, staging, production)."""
+    for name in reversed(ENVIRONMENTS):
+        if any(fnmatchcase(branch, pattern) for pattern in config.environment(name).branches):
+            return name
+    return None
+
+
+def _service_paths(config: ProjectConfig) -> dict[str, str]:
+    return {s.name: s.path or "." for s in config.deployment.services}
+
+
+def _runs_of(redis: Redis, repo: str, number: int, *, scan: int = 200, keep: int = 10) -> list[Run]:
+    runs = [r for r in RunStore(redis).recent(scan) if r.origin.get("repo") == repo and r.origin.get("pr") == number]
+    return runs[:keep]

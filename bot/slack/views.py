@@ -1,0 +1,158 @@
+"""Block Kit views: a run's parent message, its approval request, thread replies, confirmations."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.slack import texts
+from orchestra.events import Event
+from orchestra.redaction import redact
+from orchestra.store import Run
+
+APPROVE = "approve"
+REJECT = "reject"
+CONFIRM_YES = "confirm_intent"
+CONFIRM_NO = "drop_intent"
+
+
+MAX_TEXT = 3000  # Slack's limit for a section's text; messages stay readable too
+MAX_CONTEXT = 1500
+
+
+def outgoing(text: str, blocks: list[dict[str, Any]] | None = None) -> tuple[str, list[dict[str, Any]] | None]:
+    """What may leave for Slack: secrets redacted, texts clipped to Slack's limits."""
+    return _clip(redact(text), MAX_TEXT * 3), [_clean_block(b) for b in blocks] if blocks else None
+
+
+def _clean_block(block: dict[str, Any], limit: int = MAX_TEXT) -> dict[str, Any]:
+    limit = MAX_CONTEXT if block.get("type") == "context" else limit
+    out = dict(block)
+    text = out.get("text")
+    if isinstance(text, dict) and "text" in text:
+        out["text"] = {**text, "text": _clip(redact(str(text["text"])), limit)}
+    elif isinstance(text, str):  # a context element: {"type": "mrkdwn", "text": "..."}
+        out["text"] = _clip(redact(text), limit)
+    if isinstance(out.get("elements"), list):
+        out["elements"] = [_clean_block(e, limit) if isinstance(e, dict) else e for e in out["elements"]]
+    return out
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def who(user: str | None) -> str:
+    """A Slack mention for user ids, the name otherwise."""
+    if user and user[:1] in "UW" and user.isalnum():
+        return f"<@{user}>"
+    return user or "someone"
+
+
+def parent(run: Run) -> tuple[str, list[dict[str, Any]]]:
+    """The run's one parent message: title line, meta line, and the reason once finished."""
+    status = run.status.value
+    title = texts.PARENT.format(
+        icon=texts.STATUS_ICON.get(status, ""), verb=texts.KIND_VERB.get(run.kind, run.kind.title()),
+        services=", ".join(run.services) or "all services", ref=f" `{run.ref}`" if run.ref else "",
+        env=run.env, status=texts.STATUS_WORD.get(status, status))
+    meta = texts.PARENT_META.format(
+        run_id=run.id, requester=who(run.requested_by),
+        strategy=f" · {run.strategy}" if run.strategy else "",
+        stage=f" · stage `{run.stage}`" if run.stage and not run.status.finished else "")
+    blocks: list[dict[str, Any]] = [_section(title), _context(meta)]
+    if run.status.finished and run.reason:
+        blocks.append(_context(texts.PARENT_REASON.format(reason=run.reason)))
+    return f"{title}\n{meta}", blocks
+
+
+def approval(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
+    """The approval request with its Approve / Reject buttons (value: run id and commit)."""
+    data = event.data
+    deadline = int(data.get("deadline") or time.time())
+    text = texts.APPROVAL_ASK.format(
+        stage=data.get("stage", "deploy"), services=", ".join(run.services), env=run.env,
+        commit=f" (commit `{str(data['commit'])[:7]}`)" if data.get("commit") else "",
+        requester=who(data.get("requester") or run.requested_by),
+        approvers=", ".join(who(a) for a in data.get("approvers") or []) or "anyone allowed",
+        deadline=deadline, left=_left(deadline))
+    value = f"{run.id}|{data.get('commit') or ''}"
+    buttons = {"type": "actions", "block_id": f"approval:{run.id}", "elements": [
+        _button("Approve", APPROVE, value, "primary"), _button("Reject", REJECT, value, "danger")]}
+    return text, [_section(text), buttons]
+
+
+def decision_line(event: Event) -> str:
+    """"Approved by @bob." and the like."""
+    return texts.APPROVAL_DONE[event.type.value].format(who=who(event.data.get("decided_by") or event.actor))
+
+
+def decided(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
+    """The approval message once decided: the buttons are gone, who decided is shown."""
+    head = texts.APPROVAL_CLOSED.format(stage=event.data.get("stage", "deploy"),
+                                        services=", ".join(run.services), env=run.env)
+    line = decision_line(event)
+    return f"{head}\n{line}", [_section(head), _context(line)]
+
+
+def milestone(event: Event) -> str | None:
+    """The thread reply for an event, or None when it only updates the parent message."""
+    template = texts.MILESTONES.get(event.type.value)
+    if template is None:
+        return None
+    data = event.data
+    passed = data.get("passed")
+    reasons = data.get("reasons") or []
+    return template.format(
+        summary=data.get("summary") or data.get("message") or data.get("reason") or event.type.value,
+        reason=data.get("reason") or data.get("summary") or "no reason given",
+        stage=data.get("stage") or event.actor, actor=who(event.actor),
+        pass_icon=texts.PASS_ICON.get(passed if isinstance(passed, bool) else None),
+        risk=data.get("risk") or data.get("level") or "unknown",
+        reasons=(": " + "; ".join(map(str, reasons))) if reasons else "",
+        status=data.get("status", "finished"),
+        status_icon=texts.STATUS_ICON.get(str(data.get("status")), ""),
+        duration=_duration(data.get("duration_s")), **_release(data))
+
+
+def _release(data: dict[str, Any]) -> dict[str, str]:
+    """Which service, version and strategy a deploy or rollback event is about, as phrase pieces."""
+    old, new = data.get("from_version"), data.get("to_version")
+    return {"service": str(data.get("service") or "the service"),
+            "version": f" `{data['version']}`" if data.get("version") else "",
+            "strategy": f" ({data['strategy']})" if data.get("strategy") else "",
+            "from_version": f", replacing `{old}`" if old else "",
+            "rolled": f" from `{old}` to `{new}`" if old and new else (f" to `{new}`" if new else "")}
+
+
+def confirm(summary: str, payload: str) -> list[dict[str, Any]]:
+    """Yes / No buttons for an action the language model (not the rules) understood."""
+    return [_section(texts.CONFIRM.format(summary=summary)),
+            {"type": "actions", "block_id": "confirm", "elements": [
+                _button("Yes, do it", CONFIRM_YES, payload, "primary"), _button("No", CONFIRM_NO, payload)]}]
+
+
+def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": label},
+                              "action_id": action_id, "value": value}
+    if style:
+        button["style"] = style
+    return button
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _left(deadline: int) -> str:
+    minutes = max(0, deadline - int(time.time())) // 60
+    return f"{minutes} min"
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f} min"

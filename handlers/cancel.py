@@ -1,0 +1,46 @@
+"""Cancel an active run from Slack: by run id, or the one active run of a service."""
+from __future__ import annotations
+
+from redis import Redis
+
+from bot.slack import texts
+from orchestra import policy
+from orchestra.errors import NotFound, PolicyDenied
+from orchestra.events import EventBus, EventType
+from orchestra.intents import Intent
+from orchestra.repos import resolve_service
+from orchestra.settings import Settings
+from orchestra.store import Audit, Run, RunStore
+
+
+def cancel(intent: Intent, *, run_id: str | None, redis: Redis, settings: Settings) -> str:
+    """Ask the router to cancel the run; the requester or anyone who may deploy there may."""
+    store = RunStore(redis)
+    run = store.get(run_id) if run_id else _only_active(store, intent)
+    if run.status.finished:
+        raise NotFound(f"run {run.id} already ended ({run.status.value})")
+    if intent.user != run.requested_by:
+        _, config = resolve_service(run.services[0] if run.services else None, settings)
+        try:
+            policy.check_deploy(intent.user, run.env, config.environment(run.env), rollback=True)
+        except PolicyDenied as exc:
+            Audit(redis).record("cancel_denied", actor=intent.user, run_id=run.id, reason=str(exc),
+                                source=intent.source)
+            raise
+    EventBus(redis).emit(run.id, EventType.RUN_CANCELLED, intent.user, reason=f"cancelled by {intent.user}")
+    Audit(redis).record("run_cancel_requested", actor=intent.user, run_id=run.id, source=intent.source)
+    return texts.CANCEL_DONE.format(run_id=run.id, services=", ".join(run.services), env=run.env,
+                                    user=intent.user)
+
+
+def _only_active(store: RunStore, intent: Intent) -> Run:
+    active = sorted((r for r in store.active() if (intent.service is None or intent.service in r.services)
+                     and (intent.env is None or r.env == intent.env)), key=lambda r: r.created_at)
+    what = f"for {intent.service} " if intent.service else ""
+    if not active:
+        raise NotFound(texts.CANCEL_NOTHING.format(what=what))
+    if len(active) > 1:
+        runs = ", ".join(f"`{r.id}` ({', '.join(r.services)} → {r.env})" for r in active)
+        raise NotFound(texts.CANCEL_AMBIGUOUS.format(what=f" {what.strip()}" if what else "", runs=runs,
+                                                     first=active[0].id))
+    return active[0]

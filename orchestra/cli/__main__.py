@@ -1,5 +1,0 @@
-import sys
-
-from orchestra.cli import main
-
-sys.exit(main())
