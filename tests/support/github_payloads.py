@@ -1,4 +1,5 @@
-"""Real GitHub webhook payloads (../shared/fixtures/github), signed by the test, and ones derived from them."""
+"""Real GitHub webhook payloads (tests/fixtures/github, from octokit/webhooks: see SOURCE.txt and LICENSE there),
+signed by the test, and ones derived from them."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "github"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "github"
 SECRET = "It's a Secret to Everybody"
 REPO = "Codertocat/Hello-World"
 PR_SHA = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"  # head of pull request #2 in the fixtures
@@ -18,11 +19,7 @@ PR_SHA = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"  # head of pull request #2 i
 
 @cache
 def _raw(name: str) -> str:
-    path = FIXTURES / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the fixtures live in ../shared/fixtures/github "
-                                "beside the repository")
-    return path.read_text(encoding="utf-8")
+    return (FIXTURES / name).read_text(encoding="utf-8")
 
 
 def load(name: str) -> dict[str, Any]:
