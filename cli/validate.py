@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.config import CONFIG_FILENAME, config_path, infer_config, load_file, messages
+from cli import texts as messages
+from orchestra.config import CONFIG_FILENAME, config_path, infer_config, load_file
 from orchestra.errors import ConfigError
 from orchestra.settings import Settings
 

@@ -38,11 +38,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until interrupted."""
-    from bot.github.receiver import WEBHOOK_PATH, build_app, check_secret
+    from bot.github.receiver import WEBHOOK_PATH, build_webhook_app, check_secret
 
     check_secret(settings)
     redis = connect(settings)
-    app = build_app(settings, redis=redis)  # raises without a secret outside dev mode
+    app = build_webhook_app(settings, redis=redis)  # raises without a secret outside dev mode
     if not settings.github_webhook_secret:
         logger.warning("dev mode: accepting UNSIGNED GitHub deliveries")
     if not settings.github_token:

@@ -1,10 +1,10 @@
-"""Cancel an active run from Slack: by run id, or the one active run of a service."""
+"""Cancel an active run: by run id, or the one active run of a service."""
 from __future__ import annotations
 
 from redis import Redis
 
-from bot.slack import texts
-from orchestra import policy
+from handlers.reply import Reply, ReplyKind, Who
+from orchestra import policy, texts
 from orchestra.errors import NotFound, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent
@@ -13,12 +13,12 @@ from orchestra.settings import Settings
 from orchestra.store import Audit, Run, RunStore
 
 
-def cancel(intent: Intent, *, run_id: str | None, redis: Redis, settings: Settings) -> str:
+def handle(intent: Intent, who: Who, *, redis: Redis, settings: Settings, run_id: str | None = None) -> Reply:
     """Ask the router to cancel the run; the requester or anyone who may deploy there may."""
     store = RunStore(redis)
     run = store.get(run_id) if run_id else _only_active(store, intent)
     if run.status.finished:
-        raise NotFound(f"run {run.id} already ended ({run.status.value})")
+        raise NotFound(texts.CANCEL_ENDED.format(run_id=run.id, status=run.status.value))
     if intent.user != run.requested_by:
         _, config = resolve_service(run.services[0] if run.services else None, settings)
         try:
@@ -29,8 +29,7 @@ def cancel(intent: Intent, *, run_id: str | None, redis: Redis, settings: Settin
             raise
     EventBus(redis).emit(run.id, EventType.RUN_CANCELLED, intent.user, reason=f"cancelled by {intent.user}")
     Audit(redis).record("run_cancel_requested", actor=intent.user, run_id=run.id, source=intent.source)
-    return texts.CANCEL_DONE.format(run_id=run.id, services=", ".join(run.services), env=run.env,
-                                    user=intent.user)
+    return Reply(ReplyKind.CANCELLED, run=run, data={"by": intent.user})
 
 
 def _only_active(store: RunStore, intent: Intent) -> Run:

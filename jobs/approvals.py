@@ -16,6 +16,7 @@ from redis import Redis, WatchError
 
 from jobs.workspace import source_dir
 from orchestra import policy
+from orchestra.config import EnvironmentPolicy
 from orchestra.errors import NotFound, OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
@@ -49,14 +50,14 @@ class Decision:
     request: ApprovalRequest | None = None
 
 
-def environment_policy(run: Run, settings: Settings) -> policy.EnvironmentPolicy:
+def environment_policy(run: Run, settings: Settings) -> EnvironmentPolicy:
     """The policy of the run's environment, read from the run's own checkout."""
     from orchestra.config import load_config
 
     return load_config(source_dir(settings, run)).environment(run.env)
 
 
-def request(redis: Redis, run: Run, stage: str, env_policy: policy.EnvironmentPolicy,
+def request(redis: Redis, run: Run, stage: str, env_policy: EnvironmentPolicy,
             timeout_s: float) -> ApprovalRequest:
     """Park ``run`` before ``stage`` and announce that it needs an approval."""
     now = time.time()

@@ -56,7 +56,7 @@ def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Pa
     run = RunStore(redis).create(Run(
         kind=kind, source=intent.source, requested_by=intent.user, repo=str(repo_path),
         services=services, env=env, ref=ref, commit=origin.get("sha"),
-        strategy=intent.strategy or env_policy.strategy, origin=origin))
+        strategy=intent.strategy or env_policy.strategy, origin=origin, channel=_channel(intent, config)))
     audit.record("run_requested", actor=intent.user, run_id=run.id, intent=intent.contract(),
                  source=intent.source)
     bus = EventBus(redis)
@@ -68,6 +68,13 @@ def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Pa
     start_run(redis, settings, run, graph=graph)
     logger.info("run %s: %s of %s to %s requested by %s", run.id, kind, ",".join(services), env, intent.user)
     return run
+
+
+def _channel(intent: Intent, config: ProjectConfig) -> str:
+    """Where the run's thread goes: where it was asked for, else the project's chatops channel ("" when off)."""
+    if intent.origin.get("slack_channel"):
+        return str(intent.origin["slack_channel"])
+    return config.chatops.channel if config.chatops.enabled else ""
 
 
 def _services(intent: Intent, config: ProjectConfig) -> list[str]:

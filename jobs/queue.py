@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from redis import Redis
 from rq import Callback, Queue, Retry, Worker
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from jobs.graph import Stage
 
 QUEUE_NAME = "orchestra"
+HOUSEKEEPING_TIMEOUT_S = 300
+UNFINISHED = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 def stage_queue(redis: Redis) -> Queue:
@@ -30,6 +33,18 @@ def enqueue_stage(queue: Queue, run_id: str, stage: Stage, *, job_id: str) -> Jo
         description=f"{stage.name} for run {run_id}",
         meta={"run_id": run_id, "stage": stage.name},
     )
+
+
+def enqueue_housekeeping(queue: Queue, func: str) -> Job | None:
+    """Enqueue a periodic clean-up job unless the last one is still waiting or running."""
+    job_id = f"housekeeping:{func.rsplit('.', 1)[-1]}"
+    try:
+        if Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).get_status() in UNFINISHED:
+            return None
+    except NoSuchJobError:
+        pass
+    return queue.enqueue(func, job_id=job_id, job_timeout=HOUSEKEEPING_TIMEOUT_S, result_ttl=600, failure_ttl=3600,
+                         description=func)
 
 
 def live_workers(redis: Redis) -> list[BaseWorker]:

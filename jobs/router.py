@@ -18,14 +18,13 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from agents.deploy import stage as deploy
 from jobs import approvals
 from jobs.graph import PIPELINE, Graph, Stage
-from jobs.queue import enqueue_stage, stage_queue
+from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
+from orchestra.config import EnvironmentPolicy
 from orchestra.errors import OrchestraError
 from orchestra.events import Consumer, Event, EventBus, EventType
-from orchestra.policy import EnvironmentPolicy
 from orchestra.settings import Settings
 from orchestra.store import Audit, Locks, Run, RunStatus, RunStore
 
@@ -110,12 +109,11 @@ class Router:
                 logger.exception("run %s: router tick failed", run.id)
 
     def _reap_releases(self) -> None:
-        """Stop previous releases whose blue-green keep window is over."""
+        """Have a worker stop previous releases whose blue-green keep window is over (one job at a time)."""
         try:
-            if deploy.live(self.redis):
-                deploy.reap(self.settings, self.redis)
+            enqueue_housekeeping(stage_queue(self.redis), "jobs.tasks.stop_expired_releases")
         except Exception:
-            logger.exception("stopping expired releases failed")
+            logger.exception("could not enqueue the clean-up of expired releases")
 
     def _on_result(self, event: Event, stage: Stage) -> None:
         run = self.store.get(event.run_id)

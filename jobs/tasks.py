@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from rq import get_current_job
+
 from agents import build as build_agent
 from agents.analysis import stage as analyze_agent
-from agents.context import AgentContext, StageResult
+from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
 from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.testing import stage as testing_agent
 from jobs.graph import ANALYZE, BUILD, DEPLOY, OBSERVE, ROLLBACK, TEST
-from jobs.runner import execute_stage
+from jobs.runner import current_settings, execute_stage
 
 
 def analyze(run_id: str) -> dict[str, Any]:
@@ -41,11 +43,10 @@ def observe(run_id: str) -> dict[str, Any]:
 
 def rollback(run_id: str) -> dict[str, Any]:
     """Put each service of the run back on its previous (or the requested) version."""
-    return execute_stage(run_id, ROLLBACK, _roll_back)
+    return execute_stage(run_id, ROLLBACK, rollback_agent.run)
 
 
-def _roll_back(ctx: AgentContext) -> StageResult:
-    results = [deploy_agent.rollback(ctx, service, to_version=ctx.run.origin.get("to_version"))
-               for service in reversed(ctx.run.services)]
-    return StageResult(all(r.passed for r in results), "; ".join(r.summary for r in results),
-                       {"services": {r.data.get("service"): r.data for r in results}})
+def stop_expired_releases() -> list[str]:
+    """Housekeeping, enqueued by the router once a minute: stop releases past their blue-green keep window."""
+    redis = get_current_job().connection  # type: ignore[union-attr]
+    return deploy_agent.reap(current_settings(), redis) if deploy_agent.live(redis) else []

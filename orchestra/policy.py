@@ -9,25 +9,12 @@ themselves live on the config's ``EnvironmentPolicy``; this module turns a
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from orchestra.errors import PolicyDenied
 
-
-class EnvironmentPolicy(Protocol):
-    """What this module needs of an environment's policy."""
-
-    approval_required: bool
-    approvers: list[str]
-    deployers: list[str]
-    allow_self_approval: bool
-    approval_timeout: float
-
-    def may_deploy(self, user: str) -> bool: ...
-
-    def may_approve(self, approver: str, requester: str) -> bool: ...
-
-    def frozen(self, at: datetime | None = None) -> Any: ...
+if TYPE_CHECKING:
+    from orchestra.config import EnvironmentPolicy
 
 
 def check_deploy(user: str, env: str, policy: EnvironmentPolicy, *, now: datetime | None = None,

@@ -60,6 +60,7 @@ class Run(BaseModel):
     reason: str | None = None
     risk: str | None = None
     origin: dict[str, Any] = Field(default_factory=dict)
+    channel: str | None = None  # where its Slack thread goes; "" for nowhere, None for the default channel
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     finished_at: float | None = None

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestra.config.graph import affected_services
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
 
 PR_ACTIONS = ("opened", "synchronize", "reopened")
@@ -77,7 +78,7 @@ class Comment:
     url: str | None = None
 
 
-Parsed = Push | PullRequest | Comment | Ignored
+Received = Push | PullRequest | Comment | Ignored
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Facts:
     env: str | None = None
 
 
-def parse_delivery(event: str, payload: Any) -> Parsed:
+def parse_delivery(event: str, payload: Any) -> Received:
     """The part of a delivery the bot acts on; raises Malformed for partial payloads."""
     if not isinstance(payload, dict):
         raise Malformed("the payload is not a JSON object")
@@ -102,7 +103,7 @@ def parse_delivery(event: str, payload: Any) -> Parsed:
     return Ignored(f"event {event!r} is not used (push, pull_request, issue_comment are)")
 
 
-def _parse_push(p: dict[str, Any]) -> Parsed:
+def _parse_push(p: dict[str, Any]) -> Received:
     ref, repo = _need(p, "ref", str), _repo_name(p)
     if not ref.startswith("refs/heads/"):
         return Ignored(f"push to {ref} is not a branch push")
@@ -122,7 +123,7 @@ def _parse_push(p: dict[str, Any]) -> Parsed:
                 url=_text_or_none(p.get("compare")))
 
 
-def _parse_pull_request(p: dict[str, Any]) -> Parsed:
+def _parse_pull_request(p: dict[str, Any]) -> Received:
     action = _need(p, "action", str)
     if action not in PR_ACTIONS:
         return Ignored(f"pull_request action {action!r} starts nothing ({', '.join(PR_ACTIONS)} do)")
@@ -135,7 +136,7 @@ def _parse_pull_request(p: dict[str, Any]) -> Parsed:
                        title=str(pr.get("title") or ""), url=_text_or_none(pr.get("html_url")))
 
 
-def _parse_comment(p: dict[str, Any]) -> Parsed:
+def _parse_comment(p: dict[str, Any]) -> Received:
     action = _need(p, "action", str)
     issue, comment = _need(p, "issue", dict), _need(p, "comment", dict)
     if action != "created":
@@ -182,16 +183,6 @@ def _command(words: list[str]) -> Command:
         return Command(IntentKind.DEPLOY, error=f"unknown environment `{words[1][:40]}`; "
                                                  f"use one of {', '.join(ENVIRONMENTS)}")
     return Command(IntentKind.DEPLOY, env=env)
-
-
-def affected_services(files: Sequence[str], services: Mapping[str, str]) -> list[str]:
-    """Services whose folder contains one of ``files`` (a service at the root takes everything)."""
-    out = []
-    for name, folder in services.items():
-        prefix = folder.strip("/")
-        if prefix in ("", ".") or any(f == prefix or f.startswith(prefix + "/") for f in files):
-            out.append(name)
-    return out
 
 
 def push_intent(push: Push, facts: Facts, *, delivery: str) -> Intent | Ignored:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -26,16 +25,17 @@ from bot.github.deliveries import (
     Ignored,
     PullRequest,
     Push,
-    affected_services,
     command_intent,
     pull_intent,
     push_intent,
 )
+from handlers import deploy, help, plan, status
+from handlers.reply import Reply, Who
 from orchestra.errors import OrchestraError
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
 from orchestra.redaction import redact
 from orchestra.settings import Settings
-from orchestra.store import Run, RunStore
+from orchestra.store import Run
 
 if TYPE_CHECKING:
     from orchestra.config import ProjectConfig
@@ -46,12 +46,10 @@ OUTCOME_KEY = "orchestra:github:delivery:{delivery}"
 OUTCOME_TTL_S = 3 * 24 * 3600
 CONFIG_FILE = "devops_orchestra.yaml"
 KNOWN_PERMISSIONS = frozenset({"admin", "maintain", "write", "triage", "read"})
-Dispatcher = Callable[..., Run]
-ConfigLoader = Callable[[str, Settings], "ProjectConfig"]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """What became of a delivery: started | ignored | answered | refused | failed."""
 
     status: str
@@ -59,21 +57,14 @@ class Outcome:
     run_id: str | None = None
 
 
-def outcome(redis: Redis, delivery: str) -> Outcome | None:
+def outcome(redis: Redis, delivery: str) -> DeliveryOutcome | None:
     """The recorded outcome of a delivery, or None while it is still being handled."""
     raw = redis.get(OUTCOME_KEY.format(delivery=delivery))
-    return Outcome(**json.loads(raw)) if raw else None
+    return DeliveryOutcome(**json.loads(raw)) if raw else None
 
 
-def _record(redis: Redis, delivery: str, result: Outcome) -> None:
+def _record(redis: Redis, delivery: str, result: DeliveryOutcome) -> None:
     redis.set(OUTCOME_KEY.format(delivery=delivery), json.dumps(asdict(result)), ex=OUTCOME_TTL_S)
-
-
-def default_dispatcher(intent: Intent, *, redis: Redis, settings: Settings, repo: str) -> Run:
-    """jobs.dispatch.dispatch, imported late so the webhook module loads on its own."""
-    from jobs.dispatch import dispatch
-
-    return dispatch(intent, redis=redis, settings=settings, repo=repo)
 
 
 def default_config(repo: str, settings: Settings) -> ProjectConfig:
@@ -94,15 +85,12 @@ def parse_at_commit(text: str, filename: str, repo: str) -> ProjectConfig:
 class Handoff:
     """Turns a parsed delivery into a run (or a reply) and records what happened."""
 
-    def __init__(self, settings: Settings, *, redis: Redis, client: GitHubClient,
-                 dispatcher: Dispatcher = default_dispatcher, load_config: ConfigLoader = default_config) -> None:
+    def __init__(self, settings: Settings, *, redis: Redis, client: GitHubClient) -> None:
         self.settings = settings
         self.redis = redis
         self.client = client
-        self.dispatcher = dispatcher
-        self.load_config = load_config
 
-    async def __call__(self, parsed: Push | PullRequest | Comment, *, delivery: str, repo: str) -> Outcome:
+    async def __call__(self, parsed: Push | PullRequest | Comment, *, delivery: str, repo: str) -> DeliveryOutcome:
         try:
             if isinstance(parsed, Push):
                 result = await self._push(parsed, delivery, repo)
@@ -111,11 +99,11 @@ class Handoff:
             else:
                 result = await self._comment(parsed, delivery, repo)
         except OrchestraError as exc:  # config problems, policy, locks: told where the request came from
-            result = Outcome("refused", str(exc))
+            result = DeliveryOutcome("refused", str(exc))
             await self._tell(parsed, exc)
         except Exception:
             logger.exception("GitHub delivery %s failed", delivery)
-            result = Outcome("failed", "internal error (logged)")
+            result = DeliveryOutcome("failed", "internal error (logged)")
             if isinstance(parsed, Comment):
                 await self._reply(parsed.repo, parsed.number, texts.FAILED)
         await asyncio.to_thread(_record, self.redis, delivery, result)
@@ -136,41 +124,44 @@ class Handoff:
             logger.warning("%s at %s@%s unavailable, using the served copy: %s", CONFIG_FILE, gh_repo, sha, exc)
             text = None
         if text is None:
-            return await asyncio.to_thread(self.load_config, repo, self.settings)
+            return await asyncio.to_thread(default_config, repo, self.settings)
         return await asyncio.to_thread(parse_at_commit, text, f"{gh_repo}@{sha[:7]}/{CONFIG_FILE}", repo)
 
-    async def _push(self, push: Push, delivery: str, repo: str) -> Outcome:
+    async def _push(self, push: Push, delivery: str, repo: str) -> DeliveryOutcome:
         config = await self._config(repo, push.repo, push.sha)
-        facts = Facts(services=_service_paths(config), env=_push_env(config, push.branch))
+        facts = Facts(services=config.service_paths(), env=_push_env(config, push.branch))
         intent = push_intent(push, facts, delivery=delivery)
         if isinstance(intent, Ignored):
-            return Outcome("ignored", intent.reason)
+            return DeliveryOutcome("ignored", intent.reason)
         run = await self._dispatch(intent, repo)
-        return Outcome("started", intent.text, run.id)
+        return DeliveryOutcome("started", intent.text, run.id)
 
-    async def _pull_request(self, pr: PullRequest, delivery: str, repo: str) -> Outcome:
+    async def _pull_request(self, pr: PullRequest, delivery: str, repo: str) -> DeliveryOutcome:
         files = await self._changed_files(pr.repo, pr.number)
         config = await self._config(repo, pr.repo, pr.sha)
-        intent = pull_intent(pr, Facts(changed_files=files, services=_service_paths(config)),
+        intent = pull_intent(pr, Facts(changed_files=files, services=config.service_paths()),
                              delivery=delivery)
         run = await self._dispatch(intent, repo)
-        return Outcome("started", intent.text, run.id)
+        return DeliveryOutcome("started", intent.text, run.id)
 
-    async def _comment(self, comment: Comment, delivery: str, repo: str) -> Outcome:
+    async def _comment(self, comment: Comment, delivery: str, repo: str) -> DeliveryOutcome:
         command = comment.command
         if command.error:
             return await self._answer(comment, texts.not_understood(command.error), "ignored", command.error)
+        who = Who(comment.user, source="github", place=f"{comment.repo}#{comment.number}", via="comment")
         if command.kind is IntentKind.HELP:
-            return await self._answer(comment, texts.HELP, "answered", "help")
+            return await self._answer(comment, help.handle(Intent(kind=IntentKind.HELP), who, redis=self.redis,
+                                                           settings=self.settings), "answered", "help")
         permission = await self.client.permission(comment.repo, comment.user)
         if permission not in KNOWN_PERMISSIONS:
             return await self._answer(comment, texts.NOT_ALLOWED, "refused", f"{comment.user} is no collaborator")
         if command.kind is IntentKind.STATUS:
-            runs = await asyncio.to_thread(_runs_of, self.redis, comment.repo, comment.number)
-            return await self._answer(comment, texts.status(runs, comment.number), "answered", "status")
+            question = Intent(kind=IntentKind.STATUS, origin={"repo": comment.repo, "pr": comment.number})
+            reply = await asyncio.to_thread(status.handle, question, who, redis=self.redis, settings=self.settings)
+            return await self._answer(comment, reply, "answered", "status")
         pull = await self.client.pull(comment.repo, comment.number)
         if command.kind is IntentKind.PLAN:
-            return await self._plan(comment, pull, repo)
+            return await self._plan(comment, who, pull, repo)
         head_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
         if head_repo != comment.repo:
             return await self._answer(comment, texts.FROM_FORK, "refused", f"fork {head_repo}")
@@ -178,29 +169,29 @@ class Handoff:
             return await self._answer(comment, texts.NEEDS_WRITE, "refused", f"{comment.user} is {permission}")
         return await self._command_run(comment, pull, delivery, repo)
 
-    async def _command_run(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str) -> Outcome:
+    async def _command_run(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str) -> DeliveryOutcome:
         files = await self._changed_files(comment.repo, comment.number)
         sha = str(pull["head"]["sha"])
         config = await self._config(repo, comment.repo, sha)
-        intent = command_intent(comment, sha, Facts(changed_files=files, services=_service_paths(config)),
+        intent = command_intent(comment, sha, Facts(changed_files=files, services=config.service_paths()),
                                 delivery=delivery)
         run = await self._dispatch(intent, repo)
-        return Outcome("started", intent.text, run.id)
+        return DeliveryOutcome("started", intent.text, run.id)
 
-    async def _plan(self, comment: Comment, pull: dict[str, Any], repo: str) -> Outcome:
+    async def _plan(self, comment: Comment, who: Who, pull: dict[str, Any], repo: str) -> DeliveryOutcome:
         """What a deploy of this pull request would do, from the configuration; starts nothing."""
         files = await self._changed_files(comment.repo, comment.number)
-        config = await self._config(repo, comment.repo, str(pull["head"]["sha"]))
-        changed = affected_services(files, _service_paths(config)) if files else config.service_names()
-        envs = [texts.PlanEnv(name, config.environment(name).strategy or config.deployment.strategy,
-                              config.environment(name).approval_required, config.environment(name).branches)
-                for name in ENVIRONMENTS]
-        body = texts.plan(comment.number, str(pull["head"]["sha"]), config.deploy_order(changed), envs)
-        return await self._answer(comment, body, "answered", "plan")
+        sha = str(pull["head"]["sha"])
+        config = await self._config(repo, comment.repo, sha)
+        reply = plan.handle(Intent(kind=IntentKind.PLAN, ref=sha), who, config=config, changed_files=files)
+        return await self._answer(comment, reply, "answered", "plan")
 
     async def _dispatch(self, intent: Intent, repo: str) -> Run:
-        return await asyncio.to_thread(self.dispatcher, intent, redis=self.redis, settings=self.settings,
-                                       repo=repo)
+        who = Who(intent.user, source="github", via=str(intent.origin.get("event", "")))
+        reply = await asyncio.to_thread(deploy.handle, intent, who, redis=self.redis, settings=self.settings,
+                                        repo=repo)
+        assert reply.run is not None  # deploy.handle raises instead of starting nothing
+        return reply.run
 
     async def _changed_files(self, repo: str, number: int) -> tuple[str, ...]:
         try:
@@ -209,9 +200,10 @@ class Handoff:
             logger.warning("changed files of %s#%s unavailable, taking all services: %s", repo, number, exc)
             return ()
 
-    async def _answer(self, comment: Comment, body: str, status: str, reason: str) -> Outcome:
-        await self._reply(comment.repo, comment.number, body)
-        return Outcome(status, reason)
+    async def _answer(self, comment: Comment, body: str | Reply, status: str, reason: str) -> DeliveryOutcome:
+        text = body if isinstance(body, str) else texts.render(body, number=comment.number)
+        await self._reply(comment.repo, comment.number, text)
+        return DeliveryOutcome(status, reason)
 
     async def _reply(self, repo: str, number: int, body: str) -> None:
         try:
@@ -232,12 +224,3 @@ def _push_env(config: ProjectConfig, branch: str) -> str | None:
         if any(fnmatchcase(branch, pattern) for pattern in config.environment(name).branches):
             return name
     return None
-
-
-def _service_paths(config: ProjectConfig) -> dict[str, str]:
-    return {s.name: s.path or "." for s in config.deployment.services}
-
-
-def _runs_of(redis: Redis, repo: str, number: int, *, scan: int = 200, keep: int = 10) -> list[Run]:
-    runs = [r for r in RunStore(redis).recent(scan) if r.origin.get("repo") == repo and r.origin.get("pr") == number]
-    return runs[:keep]

@@ -54,7 +54,7 @@ def check_secret(settings: Settings) -> None:
                                   "deliveries on a development machine")
 
 
-def build_app(settings: Settings, *, redis: Redis, client: GitHubClient | None = None,
+def build_webhook_app(settings: Settings, *, redis: Redis, client: GitHubClient | None = None,
               handoff: Handoff | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
     """The webhook application; refuses to build without a secret unless ``settings.dev_mode``."""
     check_secret(settings)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from handlers.plan import PlanEnv
+from handlers.reply import Reply, ReplyKind
 from orchestra.store import Run
 
 HELP = (
@@ -47,14 +48,6 @@ def status(runs: Sequence[Run], number: int) -> str:
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class PlanEnv:
-    name: str
-    strategy: str
-    approval: bool
-    branches: Sequence[str]
-
-
 def plan(number: int, sha: str, services: Sequence[str], envs: Sequence[PlanEnv]) -> str:
     """What `/orchestra deploy <env>` would do for this pull request."""
     order = " → ".join(f"`{s}`" for s in services) or "nothing (no service's files changed)"
@@ -66,3 +59,16 @@ def plan(number: int, sha: str, services: Sequence[str], envs: Sequence[PlanEnv]
         lines.append(f"| {env.name} | {env.strategy} | {'required' if env.approval else 'no'} | {branches} |")
     lines += ["", "Start it with `/orchestra deploy <environment>`."]
     return "\n".join(lines)
+
+
+def render(reply: Reply, *, number: int) -> str:
+    """A handler's reply as a comment on pull request ``number``."""
+    if reply.kind == ReplyKind.HELP:
+        return HELP
+    if reply.kind == ReplyKind.RUNS:
+        return status(reply.runs, number)
+    if reply.kind == ReplyKind.PLAN:
+        return plan(number, reply.data["sha"], reply.data["services"], reply.data["envs"])
+    if reply.kind == ReplyKind.FAILED:
+        return FAILED
+    return reply.text

@@ -1,4 +1,4 @@
-"""The Slack app factory: ``build_app(settings, client=..., redis=...)`` (STYLE rule 2)."""
+"""The Slack app factory: ``build_slack_app(settings, client=..., redis=...)`` (STYLE rule 2)."""
 from __future__ import annotations
 
 import logging
@@ -22,7 +22,7 @@ LOCAL_BOT_TOKEN = "xoxb-local"
 LOCAL_APP_TOKEN = "xapp-local"
 
 
-def build_app(settings: Settings, *, client: AsyncWebClient, redis: Redis,
+def build_slack_app(settings: Settings, *, client: AsyncWebClient, redis: Redis,
               understander: Understander | None = None, catalog: Catalog | None = None) -> AsyncApp:
     """A Bolt app whose listeners use ``client`` for Slack and ``redis`` for everything else."""
     app = AsyncApp(client=client, logger=logging.getLogger("slack_bolt"),

@@ -21,12 +21,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import texts, views
 from bot.slack.threads import Threads
+from handlers import approve as approve_handler
 from handlers.catalog import Catalog
-from handlers.execute import Reply, Who, confirmed, execute
+from handlers.intake import confirmed, handle
+from handlers.reply import Reply, ReplyKind, Who
 from handlers.understand import Understander
-from jobs import approvals
 from orchestra.settings import Settings
-from orchestra.store import Audit, claim_once
+from orchestra.store import claim_once
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,11 @@ def handle_text(text: str, who: Who, deps: Deps) -> Reply:
 
     Inside a run's thread, the message is about that run ("@orchestra cancel").
     """
-    run_id = Threads(deps.redis).run_of(who.channel, who.thread_ts) if who.thread_ts else None
+    run_id = Threads(deps.redis).run_of(who.place or "", who.thread) if who.thread else None
     if run_id and not RUN_ID_IN_TEXT.search(text):
         text = f"{text} {run_id}"
     parsed = deps.understander.understand(text, deps.catalog.service_names())
-    return execute(parsed, who, redis=deps.redis, settings=deps.settings)
+    return handle(parsed, who, redis=deps.redis, settings=deps.settings)
 
 
 def _on_command(deps: Deps) -> Any:
@@ -110,13 +111,13 @@ def _on_command(deps: Deps) -> Any:
     async def listener(ack: Any, command: dict[str, Any], respond: Any, body: dict[str, Any],
                        client: AsyncWebClient) -> None:
         await ack()
-        who = Who(command["user_id"], command["channel_id"], via="command")
+        who = Who(command["user_id"], place=command["channel_id"], via="command")
         key = f"slack:trigger:{command.get('trigger_id') or command.get('response_url')}"
         if not await deps.off_loop(claim_once, deps.redis, key):
             return
         text = f"{command['command']} {command.get('text', '')}".strip()
         reply = await deps.off_loop(handle_text, text, who, deps)
-        out, blocks = views.outgoing(reply.text, reply.blocks)
+        out, blocks = views.outgoing(*views.reply(reply))
         await respond(text=out, blocks=blocks, response_type="in_channel" if reply.public else "ephemeral")
     return listener
 
@@ -125,7 +126,7 @@ def _on_mention(deps: Deps) -> Any:
     @_guarded
     async def listener(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
         thread_ts = event.get("thread_ts") or event["ts"]
-        who = Who(event["user"], event["channel"], thread_ts=thread_ts, via="mention")
+        who = Who(event["user"], place=event["channel"], thread=thread_ts, via="mention")
         await _converse(deps, client, body, who, event.get("text", ""))
     return listener
 
@@ -135,7 +136,7 @@ def _on_message(deps: Deps) -> Any:
     async def listener(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
             return  # channel messages reach us as app_mention; ignore edits and bots
-        who = Who(event["user"], event["channel"], thread_ts=event.get("thread_ts"), via="dm")
+        who = Who(event["user"], place=event["channel"], thread=event.get("thread_ts"), via="dm")
         await _converse(deps, client, body, who, event.get("text", ""))
     return listener
 
@@ -145,11 +146,12 @@ async def _converse(deps: Deps, client: AsyncWebClient, body: dict[str, Any], wh
         logger.info("slack retry of event %s ignored", body.get("event_id"))
         return
     reply = await deps.off_loop(handle_text, text, who, deps)
-    out, blocks = views.outgoing(reply.text, reply.blocks)
-    if reply.public or who.via == "dm" or reply.run_id:
-        await client.chat_postMessage(channel=who.channel, thread_ts=who.thread_ts, text=out, blocks=blocks)
+    out, blocks = views.outgoing(*views.reply(reply))
+    channel = str(who.place)
+    if reply.public or who.via == "dm" or reply.kind == ReplyKind.STARTED:
+        await client.chat_postMessage(channel=channel, thread_ts=who.thread, text=out, blocks=blocks)
     else:
-        await client.chat_postEphemeral(channel=who.channel, user=who.user, thread_ts=who.thread_ts,
+        await client.chat_postEphemeral(channel=channel, user=who.user, thread_ts=who.thread,
                                         text=out, blocks=blocks)
 
 
@@ -163,13 +165,12 @@ def _on_approval(deps: Deps, *, approve: bool) -> Any:
         run_id, _, commit = str(action.get("value", "")).partition("|")
         if not await deps.off_loop(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
             return
-        decision = await deps.off_loop(approvals.decide, run_id, user=user, approve=approve,
-                                           redis=deps.redis, settings=deps.settings, commit=commit or None)
-        if not decision.accepted:
-            await deps.off_loop(Audit(deps.redis).record, "approval_click_refused", actor=user,
-                                    run_id=run_id, reason=decision.message)
+        who = Who(user, place=channel, thread=thread_ts, via="button")
+        reply = await deps.off_loop(approve_handler.handle, run_id, who, approve=approve, commit=commit or None,
+                                    redis=deps.redis, settings=deps.settings)
+        if reply.kind == ReplyKind.DENIED:  # an accepted decision shows in the thread through the relay
             await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
-                                            text=texts.APPROVAL_NOT_ACCEPTED.format(message=decision.message))
+                                            text=texts.APPROVAL_NOT_ACCEPTED.format(message=reply.text))
     return listener
 
 
@@ -182,10 +183,10 @@ def _on_confirm(deps: Deps, *, go: bool) -> Any:
         if not await deps.off_loop(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
             return
         if not go:
-            await respond(text=texts.CONFIRM_DROPPED, replace_original=True)
+            await respond(text=texts.render(Reply(ReplyKind.DROPPED)), replace_original=True)
             return
-        who = Who(user, body["channel"]["id"], via="button")
+        who = Who(user, place=body["channel"]["id"], via="button")
         parsed = confirmed(str(action.get("value", "{}")), body.get("message", {}).get("text", ""))
-        reply = await deps.off_loop(execute, parsed, who, redis=deps.redis, settings=deps.settings)
-        await respond(text=views.outgoing(reply.text)[0], replace_original=True)
+        reply = await deps.off_loop(handle, parsed, who, redis=deps.redis, settings=deps.settings)
+        await respond(text=views.outgoing(texts.render(reply))[0], replace_original=True)
     return listener

@@ -11,7 +11,7 @@ from redis import Redis
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk import WebClient
 
-from bot.slack.app import LOCAL_APP_TOKEN, LOCAL_BOT_TOKEN, build_app, web_client
+from bot.slack.app import LOCAL_APP_TOKEN, LOCAL_BOT_TOKEN, build_slack_app, web_client
 from bot.slack.relay import Relay
 from orchestra.settings import Settings
 
@@ -23,7 +23,7 @@ CONNECT_RETRY_S = (0.2, 0.5, 1, 2, 5)
 async def serve(settings: Settings, redis: Redis, *, relay: bool = True,
                 stop: asyncio.Event | None = None) -> None:
     """Connect to Slack (or the local workspace) and handle requests until ``stop`` is set."""
-    app = build_app(settings, client=web_client(settings), redis=redis)
+    app = build_slack_app(settings, client=web_client(settings), redis=redis)
     handler = AsyncSocketModeHandler(app, app_token=settings.slack_app_token or LOCAL_APP_TOKEN)
     relay_stop = threading.Event()
     relay_thread = threading.Thread(target=_relay(settings).run, args=(relay_stop,), name="relay", daemon=True)

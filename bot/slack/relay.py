@@ -39,7 +39,6 @@ DECISIONS = {EventType.APPROVAL_GRANTED, EventType.APPROVAL_REJECTED, EventType.
 PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "msg_too_long",
              "message_not_found", "cant_update_message"}
 BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
-CONFIG_TTL_S = 60.0
 
 
 class Wait(Exception):
@@ -78,7 +77,6 @@ class Relay:
         self.backlog: list[_Pending] = []
         self.dirty: dict[str, float] = {}  # run id -> when its parent may be updated next
         self.stats = RelayStats()
-        self._configs: dict[str, tuple[float, Any]] = {}
 
     def run(self, stop: threading.Event, *, block_ms: int = 200) -> None:
         while not stop.is_set():
@@ -241,31 +239,11 @@ class Relay:
             return None
 
     def _channel(self, run: Run) -> str | None:
-        """Where the run's thread goes: where it was asked for, else the project's chatops channel.
+        """Where the run's thread goes (chosen at dispatch); None: the project turned chatops off.
 
-        None: the project turned chatops off and the run did not come from Slack.
+        Runs recorded without a channel (by an older version) go where they were asked for, else
+        to the default channel.
         """
-        if run.origin.get("slack_channel"):
-            return str(run.origin["slack_channel"])
-        chatops = self._chatops(run.repo)
-        if chatops is None:
-            return self.settings.slack_channel
-        return str(chatops.channel) if chatops.enabled else None
-
-    def _chatops(self, repo: str) -> Any:
-        cached = self._configs.get(repo)
-        if cached is None or time.monotonic() - cached[0] > CONFIG_TTL_S:
-            cached = (time.monotonic(), _load_chatops(repo, self.settings))
-            self._configs[repo] = cached
-        return cached[1]
-
-
-def _load_chatops(repo: str, settings: Settings) -> Any:
-    from orchestra.config import load_config
-    from orchestra.repos import local_copy
-
-    try:
-        return load_config(local_copy(repo, settings)).chatops
-    except Exception:  # an unreadable repository still gets its thread, in the default channel
-        logger.warning("relay: no chatops settings for %s; using %s", repo, settings.slack_channel, exc_info=True)
-        return None
+        if run.channel is not None:
+            return run.channel or None
+        return str(run.origin.get("slack_channel") or self.settings.slack_channel)

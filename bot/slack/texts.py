@@ -1,6 +1,8 @@
 """Every sentence the bot says in Slack, in one place."""
 from __future__ import annotations
 
+from handlers.reply import Reply, ReplyKind
+
 HELP = (
     "*DevOps Orchestra* — what I understand:\n"
     "• `/deploy <service> [ref] [env] [--strategy blue-green|canary|rolling]` — e.g. "
@@ -13,16 +15,19 @@ HELP = (
     "Environments: production (prod), staging (stg), development (dev). Default environment: staging."
 )
 NOT_UNDERSTOOD = "Sorry, I didn't understand that. Try `/orchestra help`."
-REFUSED = "I did nothing: {problem}"
+REFUSED = "I did nothing: {message}"
 DENIED = ":no_entry: {message}"
 FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
 STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Follow it in the thread."
-CANCEL_NOTHING = "There is no active run {what}to cancel."
 CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as <@{user}> asked."
-CANCEL_AMBIGUOUS = "Several runs are active{what}: {runs}. Say which one, e.g. `/orchestra cancel {first}`."
 CONFIRM = "Did you mean: *{summary}*?"
 CONFIRM_DROPPED = "OK, I did nothing."
+RUN_LINE = "`{run_id}` {kind} to {env}: {status}"
+NO_RUNS = "No runs yet."
 APPROVAL_NOT_ACCEPTED = ":raised_hand: {message}"
+
+FIXED = {ReplyKind.HELP: HELP, ReplyKind.NOT_UNDERSTOOD: NOT_UNDERSTOOD, ReplyKind.FAILED: FAILED,
+         ReplyKind.DROPPED: CONFIRM_DROPPED}
 
 # Relay: the parent message and thread replies of a run.
 KIND_VERB = {"deploy": "Deploy", "rollback": "Rollback", "validate": "Checks"}
@@ -58,3 +63,22 @@ MILESTONES = {
     "run_finished": "{status_icon} Run {status}: {reason} ({duration})",
 }
 PASS_ICON = {True: ":white_check_mark:", False: ":x:", None: ":information_source:"}
+
+
+def render(reply: Reply) -> str:
+    """The words of a handler's reply, in Slack's mrkdwn."""
+    run = reply.run
+    if reply.kind == ReplyKind.STARTED and run is not None:
+        return STARTED.format(run_id=run.id, kind=run.kind, services=", ".join(run.services), env=run.env)
+    if reply.kind == ReplyKind.CANCELLED and run is not None:
+        return CANCEL_DONE.format(run_id=run.id, services=", ".join(run.services), env=run.env,
+                                  user=reply.data.get("by", ""))
+    if reply.kind == ReplyKind.CONFIRM:
+        return CONFIRM.format(summary=reply.data.get("summary", ""))
+    if reply.kind == ReplyKind.RUNS:
+        return "\n".join(RUN_LINE.format(run_id=r.id, kind=r.kind, env=r.env, status=r.status.value)
+                         for r in reply.runs) or NO_RUNS
+    if reply.kind in FIXED:
+        return FIXED[reply.kind]
+    return {ReplyKind.REFUSED: REFUSED, ReplyKind.DENIED: DENIED}.get(reply.kind, "{message}").format(
+        message=reply.text)

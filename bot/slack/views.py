@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from bot.slack import texts
+from handlers.reply import Reply, ReplyKind
 from orchestra.events import Event
 from orchestra.redaction import redact
 from orchestra.store import Run
@@ -39,6 +40,14 @@ def _clean_block(block: dict[str, Any], limit: int = MAX_TEXT) -> dict[str, Any]
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reply(answer: Reply) -> tuple[str, list[dict[str, Any]]]:
+    """A handler's reply as Slack text and blocks (a confirmation gets its Yes/No buttons)."""
+    text = texts.render(answer)
+    if answer.kind == ReplyKind.CONFIRM:
+        return text, confirm(answer.data["summary"], answer.data["payload"])
+    return text, []
 
 
 def who(user: str | None) -> str:

@@ -1,7 +1,7 @@
 """The service graph: unique names and ports, known dependencies, no cycles, deploy order."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -113,3 +113,13 @@ def raw_graph_errors(data: dict[str, Any]) -> list[Any]:
 def problems_of(error: dict[str, Any]) -> list[Problem]:
     """The per-location problems carried by a cross-check error (see :func:`check_services`)."""
     return list((error.get("ctx") or {}).get("problems", []))
+
+
+def affected_services(files: Sequence[str], services: Mapping[str, str]) -> list[str]:
+    """Services whose folder contains one of ``files`` (a service at the root takes everything)."""
+    out = []
+    for name, folder in services.items():
+        prefix = folder.strip("/")
+        if prefix in ("", ".") or any(f == prefix or f.startswith(prefix + "/") for f in files):
+            out.append(name)
+    return out

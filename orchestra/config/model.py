@@ -51,12 +51,15 @@ class EnvVar(StrictModel):
         return str(value) if isinstance(value, int | float) else value
 
 
+PLANNED_RUNTIMES = ("kubernetes", "ecs", "ec2", "lambda")
+
+
 class ServiceConfig(StrictModel):
     """One deployable service: its folder, port, health check and dependencies."""
 
     name: Name
     path: str | None = None
-    runtime: Literal["docker", "kubernetes", "ecs", "ec2", "lambda"] = "docker"
+    runtime: str = "docker"
     port: int = Field(default=5000, ge=1, le=65535)
     health: UrlPath = "/health"
     metrics: UrlPath = "/metrics"
@@ -64,6 +67,16 @@ class ServiceConfig(StrictModel):
     env: list[EnvVar] = Field(default_factory=list)
     dockerfile: str | None = None
     replicas: int = Field(default=1, ge=1, le=50)
+
+    @field_validator("runtime")
+    @classmethod
+    def _supported_runtime(cls, value: str) -> str:
+        if value == "docker":
+            return value
+        if value in PLANNED_RUNTIMES:
+            raise ValueError(f"runtime `{value}` is not supported yet; only `docker` (containers on this host "
+                             "behind nginx) deploys today")
+        raise ValueError(f"`{value}` is not a runtime; use `docker`")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -234,6 +247,10 @@ class ProjectConfig(StrictModel):
     def environments_for_branch(self, branch: str) -> list[str]:
         """The environments a push to ``branch`` deploys to, in promotion order (development first)."""
         return [n for n in reversed(self.environments.names()) if self.environment(n).triggers_on(branch)]
+
+    def service_paths(self) -> dict[str, str]:
+        """Each service's folder in the repository ("." for the root)."""
+        return {s.name: s.path or "." for s in self.deployment.services}
 
     def deploy_order(self, names: Iterable[str] | None = None) -> list[str]:
         """``names`` (default: all services) ordered so that dependencies come first."""

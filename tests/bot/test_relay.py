@@ -16,7 +16,9 @@ from bot.localslack.client import WorkspaceClient
 from bot.slack.pacer import Pacer
 from bot.slack.relay import RELAY_GROUP, Relay
 from bot.slack.threads import Threads
+from jobs.dispatch import dispatch
 from orchestra.events import EventBus, EventType, dead_letters
+from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.support.slack_workspace import local_slack
@@ -227,14 +229,20 @@ def _project(tmp_path: Path, chatops: str) -> Path:
     return repo
 
 
+def _pushed(redis: Redis, settings: Settings, repo: Path) -> Run:
+    """A run started by a push, through dispatch (which picks the run's channel from the project)."""
+    intent = Intent(kind=IntentKind.VALIDATE, service="app", user="github:octocat", source="github",
+                    origin={"event": "push"})
+    return dispatch(intent, redis=redis, settings=settings, repo=repo)
+
+
 def test_runs_from_elsewhere_go_to_the_projects_channel(redis: Redis, settings: Settings, tmp_path: Path,
                                                         slack: tuple[Running, WorkspaceClient]) -> None:
     running, control = slack
     control.add_channel("C0RELEASES", "releases")
     repo = _project(tmp_path, 'chatops:\n  channel: "#releases"\n')
     relay = _relay(redis, settings, running)
-    run = RunStore(redis).create(Run(requested_by="github:octocat", repo=str(repo), services=["app"]))
-    EventBus(redis).emit(run.id, EventType.CODE_PUSH, "github:octocat")
+    run = _pushed(redis, settings, repo)  # the run's first event is its code_push
     _until(relay, lambda: control.transcript("releases"))
     assert run.id in control.transcript("releases")[0]["text"]
 
@@ -244,7 +252,7 @@ def test_chatops_off_means_no_thread(redis: Redis, settings: Settings, tmp_path:
     running, control = slack
     repo = _project(tmp_path, "chatops:\n  enabled: false\n")
     relay = _relay(redis, settings, running)
-    run = RunStore(redis).create(Run(requested_by="github:octocat", repo=str(repo), services=["app"]))
+    run = _pushed(redis, settings, repo)
     EventBus(redis).emit(run.id, EventType.TEST_RESULTS, "test", passed=True, summary="ok")
     _until(relay, lambda: _caught_up(redis))
     assert control.transcript() == []

@@ -8,7 +8,7 @@ from orchestra.settings import PROJECT_ROOT
 
 
 def test_the_slack_manifest_declares_what_the_bot_listens_to() -> None:
-    manifest = yaml.safe_load((PROJECT_ROOT / "bot" / "slack_manifest.yaml").read_text())
+    manifest = yaml.safe_load((PROJECT_ROOT / "bot" / "slack" / "manifest.yaml").read_text())
     commands = {c["command"] for c in manifest["features"]["slash_commands"]}
     assert commands == {"/deploy", "/rollback", "/orchestra"} and commands <= set(COMMANDS)
     assert manifest["settings"]["socket_mode_enabled"] is True

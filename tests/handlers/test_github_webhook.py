@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from bot.github.handoff import Outcome, outcome
-from bot.github.receiver import build_app, signature_ok
+from bot.github.handoff import DeliveryOutcome, outcome
+from bot.github.receiver import build_webhook_app, signature_ok
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
@@ -67,7 +67,7 @@ class Hook:
             text = err.read()
             return err.code, json.loads(text) if text.startswith(b"{") else {"text": text.decode()}
 
-    def deliver(self, event: str, payload: Any) -> Outcome:
+    def deliver(self, event: str, payload: Any) -> DeliveryOutcome:
         """Post a delivery that must be accepted, and wait for what became of it."""
         delivery = str(uuid.uuid4())
         status, answer = self.post(event, payload, delivery=delivery)
@@ -90,7 +90,7 @@ def hook(settings: Settings, redis: Redis, hello_repo: Path) -> Iterator[Hook]:
     with fake_github() as gh:
         served = settings.with_(github_webhook_secret=SECRET, github_token=gh.token, github_api_url=gh.url,
                                 repos=(str(hello_repo),))
-        with serve_in_thread(build_app(served, redis=redis), name="webhooks") as url:
+        with serve_in_thread(build_webhook_app(served, redis=redis), name="webhooks") as url:
             yield Hook(url, redis, gh)
 
 
@@ -105,8 +105,8 @@ def test_signature_matches_githubs_documented_vector() -> None:
 
 def test_refuses_to_start_without_a_secret_outside_dev_mode(settings: Settings, redis: Redis) -> None:
     with pytest.raises(OrchestraError, match="GITHUB_WEBHOOK_SECRET is not set"):
-        build_app(settings, redis=redis)
-    assert build_app(settings.with_(dev_mode=True), redis=redis) is not None
+        build_webhook_app(settings, redis=redis)
+    assert build_webhook_app(settings.with_(dev_mode=True), redis=redis) is not None
 
 
 def test_ping_and_bad_signatures(hook: Hook) -> None:
@@ -131,7 +131,7 @@ def test_deliveries_that_start_nothing_get_202_and_a_reason(hook: Hook, event: s
     assert status == 202 and answer["result"] in ("ignored", "accepted")
     if answer["result"] == "accepted":  # decided after the answer, once the config is read
         result = wait_for(lambda: outcome(hook.redis, delivery))
-        assert result == Outcome("ignored", reason)  # type: ignore[comparison-overlap]
+        assert result == DeliveryOutcome("ignored", reason)  # type: ignore[comparison-overlap]
     else:
         assert reason in answer["reason"]
     assert RunStore(hook.redis).recent() == []
@@ -149,7 +149,7 @@ def test_malformed_deliveries_get_400(hook: Hook, raw: bytes, hdrs: dict[str, st
 
 
 def test_bodies_over_the_cap_get_413(settings: Settings, redis: Redis) -> None:
-    app = build_app(settings.with_(github_webhook_secret=SECRET), redis=redis, max_body_bytes=4096)
+    app = build_webhook_app(settings.with_(github_webhook_secret=SECRET), redis=redis, max_body_bytes=4096)
     with serve_in_thread(app) as url:
         status, _ = Hook(url, redis, FakeGitHub()).post("push", push("main", ["x" * 5000]))
     assert status == 413
@@ -167,7 +167,7 @@ def test_push_to_a_deploy_branch_starts_a_run_once(hook: Hook, hello_repo: Path)
     status, _ = hook.post("push", push("main", ["frontend/app.py"], sha="b" * 40), delivery=delivery)
     assert status == 202
     result = wait_for(lambda: outcome(hook.redis, delivery))
-    assert isinstance(result, Outcome) and result.status == "started", result
+    assert isinstance(result, DeliveryOutcome) and result.status == "started", result
     run = RunStore(hook.redis).get(str(result.run_id))
     assert (run.source, run.kind, run.env, run.services, run.commit, run.repo) == \
         ("github", "deploy", "staging", ["frontend"], "b" * 40, str(hello_repo))
@@ -194,7 +194,7 @@ def test_an_opened_pull_request_starts_a_validation_of_its_changed_services(hook
     assert hook.gh.calls_to("GET", f"/repos/{REPO}/pulls/2/files")
 
 
-def _comment(hook: Hook, body: str, user: str) -> tuple[Outcome, list[str]]:
+def _comment(hook: Hook, body: str, user: str) -> tuple[DeliveryOutcome, list[str]]:
     result = hook.deliver("issue_comment", pr_comment(body, user=user))
     return result, hook.gh.comment_bodies(REPO, 2)
 
@@ -266,7 +266,7 @@ def test_dev_mode_without_a_secret_accepts_unsigned_deliveries(settings: Setting
                                                                hello_repo: Path) -> None:
     with fake_github() as gh:
         dev = settings.with_(dev_mode=True, github_api_url=gh.url, github_token=gh.token, repos=(str(hello_repo),))
-        with serve_in_thread(build_app(dev, redis=redis)) as url:
+        with serve_in_thread(build_webhook_app(dev, redis=redis)) as url:
             status, answer = Hook(url, redis, gh).post("push", push("main", ["backend/app.py"]), secret="any")
     assert (status, answer["result"]) == (202, "accepted")
 
@@ -296,7 +296,7 @@ def test_the_pushed_commit_is_what_the_run_checks_out(hook: Hook, hello_repo: Pa
 
 def test_an_unreachable_queue_asks_github_to_redeliver_later(settings: Settings, hello_repo: Path) -> None:
     gone = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
-    app = build_app(settings.with_(github_webhook_secret=SECRET, repos=(str(hello_repo),)), redis=gone)
+    app = build_webhook_app(settings.with_(github_webhook_secret=SECRET, repos=(str(hello_repo),)), redis=gone)
     with serve_in_thread(app) as url:
         status, answer = Hook(url, gone, FakeGitHub()).post("push", push("main", ["backend/app.py"]))
     assert status == 503 and "redeliver" in answer["reason"]

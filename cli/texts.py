@@ -1,4 +1,4 @@
-"""User-facing text of `orchestra validate`."""
+"""What the `orchestra` command says in the terminal (besides event lines, see cli.render)."""
 from __future__ import annotations
 
 VALID = "ok: {path}: {summary}"
