@@ -7,7 +7,7 @@ run as processes, each canary behind its own nginx edge with 20% of the traffic,
 second by a real Prometheus, under a bounded load. Every service has 1% background errors, as
 real services do. Both rules then judge the same recorded metrics:
 
-- canary judge: agents.observability.stage (Mann-Whitney U canary vs baseline with tolerances, plus the
+- canary judge: agents.observability.canary (Mann-Whitney U canary vs baseline with tolerances, plus the
   config's rollback thresholds), at the end of each analysis interval; a fail rolls back;
 - threshold rule: the canary's error rate > 2% or p99 > 500 ms or CPU > 90% (the config's alert
   defaults) over the last 5 s, checked every second; a breach rolls back.
@@ -31,10 +31,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from agents.deploy.targets.edge import Backend, Edge  # noqa: E402
+from agents.observability.canary import CanaryStep, evaluate_step  # noqa: E402
 from agents.observability.judge import Verdict  # noqa: E402
 from agents.observability.metrics import Prometheus, Selector, Target, metric_queries  # noqa: E402
 from agents.observability.policy import Policy, default_specs  # noqa: E402
-from agents.observability.stage import CanaryStep, evaluate_step  # noqa: E402
 from tests.support.fault_app import fault_app  # noqa: E402
 from tests.support.loadgen import background_load  # noqa: E402
 from tests.support.prometheus import prometheus_server  # noqa: E402

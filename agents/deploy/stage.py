@@ -19,7 +19,7 @@ from redis import Redis
 from agents.build.image import docker_client
 from agents.context import AgentContext, StageResult
 from agents.deploy.strategies import STRATEGIES, Judge
-from agents.deploy.targets.local import LocalTarget, Outcome, Plan
+from agents.deploy.targets.local import DeployOutcome, LocalTarget, Plan
 from agents.deploy.targets.state import LiveState, all_live, get_live
 from orchestra.errors import LockHeld, OrchestraError, StageFailed
 from orchestra.events import EventType
@@ -62,7 +62,7 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
 def _deploy_group(ctx: AgentContext, target: LocalTarget, order: list[str],
                   images: dict[str, dict[str, Any]], judge: Judge | None,
                   pause_s: float | None) -> StageResult:
-    done: list[tuple[str, Outcome]] = []
+    done: list[tuple[str, DeployOutcome]] = []
     for service in order:
         plan = plan_for(ctx, service, images[service], pause_s)
         try:
@@ -84,7 +84,7 @@ def _deploy_group(ctx: AgentContext, target: LocalTarget, order: list[str],
                                        "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
 
 
-def _roll_back_group(ctx: AgentContext, target: LocalTarget, done: list[tuple[str, Outcome]], *,
+def _roll_back_group(ctx: AgentContext, target: LocalTarget, done: list[tuple[str, DeployOutcome]], *,
                      reason: str) -> list[str]:
     rolled = []
     for service, outcome in reversed(done):

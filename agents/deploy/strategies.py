@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from agents.deploy.targets.docker import DockerTarget
 from agents.deploy.targets.edge import Backend, Edge
@@ -18,11 +17,25 @@ from orchestra.errors import StageFailed
 
 logger = logging.getLogger(__name__)
 
-Verdict = Literal["pass", "fail", "inconclusive"]
-Judge = Callable[[int, int], str]  # (step number from 1, weight of the new release) -> verdict
 STRATEGIES = ("blue-green", "canary", "rolling")
 ROLLING_STEPS = (25, 50, 75, 100)
 MAX_INCONCLUSIVE = 2  # re-asks before an inconclusive canary step counts as a failure
+
+
+@dataclass(frozen=True)
+class TrafficStep:
+    """What a judge is asked about: ``weight`` percent of ``service`` on ``new``, the rest on ``old``."""
+
+    service: str
+    env: str
+    new: Release
+    old: Release | None
+    step: int  # from 1
+    weight: int  # percent of traffic on the new release
+    pause_s: float  # how long the strategy waited at this weight before asking
+
+
+Judge = Callable[[TrafficStep], str]  # what a strategy asks between steps: "pass" | "fail" | "inconclusive"
 
 
 class CanaryFailed(StageFailed):
@@ -31,12 +44,14 @@ class CanaryFailed(StageFailed):
 
 @dataclass
 class Shift:
-    """The two releases between which traffic moves, and where it moves."""
+    """The two releases of one service between which traffic moves, and where it moves."""
 
     edge: Edge
     new: Release
     old: Release | None
     on_shift: Callable[[int, int], None]  # (step, weight of new) after each applied change
+    service: str
+    env: str
 
     def to(self, weight: int, step: int = 0) -> None:
         """Put ``weight`` percent on the new release and the rest on the old one."""
@@ -48,10 +63,14 @@ class Shift:
         self.edge.apply(backends)
         self.on_shift(step, weight)
 
+    def at(self, step: int, weight: int, pause_s: float) -> TrafficStep:
+        """The question for the judge once ``weight`` percent has been on the new release for ``pause_s``."""
+        return TrafficStep(self.service, self.env, self.new, self.old, step, weight, pause_s)
+
 
 def health_judge(target: DockerTarget, release: Release, health: str) -> Judge:
     """The default judge: the new release passes a step while it answers its health check."""
-    def judge(step: int, weight: int) -> str:
+    def judge(step: TrafficStep) -> str:
         try:
             target.wait_healthy(release, health, timeout=5)
         except StageFailed:
@@ -76,7 +95,7 @@ def canary(shift: Shift, steps: list[int], judge: Judge, *, pause_s: float,
         shift.to(weight, step=number)
         if weight >= 100:
             break
-        verdict = _judged(judge, number, weight, pause_s, sleep)
+        verdict = _judged(judge, shift.at(number, weight, pause_s), sleep)
         verdicts.append({"step": number, "weight": weight, "verdict": verdict})
         if verdict != "pass":
             raise CanaryFailed(f"canary step {number} ({weight}% on {shift.new.version}) judged {verdict}",
@@ -84,13 +103,13 @@ def canary(shift: Shift, steps: list[int], judge: Judge, *, pause_s: float,
     return verdicts
 
 
-def _judged(judge: Judge, step: int, weight: int, pause_s: float, sleep: Callable[[float], None]) -> str:
+def _judged(judge: Judge, asked: TrafficStep, sleep: Callable[[float], None]) -> str:
     for _ in range(MAX_INCONCLUSIVE + 1):
-        sleep(pause_s)
-        verdict = str(judge(step, weight))
+        sleep(asked.pause_s)
+        verdict = str(judge(asked))
         if verdict in ("pass", "fail"):
             return verdict
-        logger.info("canary step %s at %s%%: inconclusive, asking again", step, weight)
+        logger.info("canary step %s at %s%%: inconclusive, asking again", asked.step, asked.weight)
     return "inconclusive"
 
 

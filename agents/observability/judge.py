@@ -1,4 +1,4 @@
-"""The canary judge: canary against baseline, metric by metric, in the manner of Kayenta.
+"""The statistics of canary analysis: canary against baseline, metric by metric, in the manner of Kayenta.
 
 Pure: samples in, a verdict with the numbers behind it out. For each metric a
 one-sided Mann-Whitney U test asks "is the canary worse?"; a significant
@@ -88,11 +88,12 @@ class Judgement:
                             for m in self.metrics]}
 
 
-def judge(canary: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]],
-          specs: Iterable[MetricSpec], *, canary_requests: float | None = None,
-          baseline_requests: float | None = None, min_requests: float = 50,
-          alpha: float = DEFAULT_ALPHA) -> Judgement:
-    """Judge a canary step. ``canary_requests`` is the traffic the canary served in the window."""
+def compare(canary: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]],
+            specs: Iterable[MetricSpec], *, canary_requests: float | None = None,
+            baseline_requests: float | None = None, min_requests: float = 50,
+            alpha: float = DEFAULT_ALPHA) -> Judgement:
+    """Compare a canary step's samples with the baseline's. ``canary_requests`` is the traffic the
+    canary served in the window."""
     results = [judge_metric(s, canary.get(s.name, ()), baseline.get(s.name, ()), alpha=alpha)
                for s in specs]
     verdict, reason = _overall(results, canary_requests, min_requests)

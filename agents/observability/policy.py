@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from agents.observability.judge import MetricSpec
 
 if TYPE_CHECKING:
+    from agents.context import AgentContext
     from orchestra.config import ProjectConfig
 
 # A steady growth above this (bytes/s, ~230 MB an hour) is a leak, whatever the baseline does.
@@ -74,6 +75,11 @@ def policy_from_config(config: ProjectConfig, **overrides: object) -> Policy:
     }
     values.update(overrides)
     return Policy(**values)  # type: ignore[arg-type]
+
+
+def policy_for(ctx: AgentContext) -> Policy:
+    """The policy of the run's project."""
+    return policy_from_config(ctx.config)
 
 
 def alert_thresholds(config: ProjectConfig) -> dict[str, float]:

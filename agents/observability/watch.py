@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Release:
+class WatchedRelease:
     """A version that took all of a service's traffic, and the one it replaced."""
 
     service: str
@@ -38,7 +38,7 @@ class _Tracker:
 
     open: dict[tuple[str, str], _Breach] = field(default_factory=dict)
 
-    def update(self, rel: Release, values: dict[str, float | None], limits: dict[str, float],
+    def update(self, rel: WatchedRelease, values: dict[str, float | None], limits: dict[str, float],
                now: float, hold_s: float) -> tuple[str, float, float, _Breach] | None:
         """The first metric that has stayed above its limit for ``hold_s`` (or None)."""
         for metric, limit in limits.items():
@@ -53,15 +53,15 @@ class _Tracker:
         return None
 
 
-def current_values(prom: Prometheus, rel: Release, names: set[str], policy: Policy,
+def current_values(prom: Prometheus, rel: WatchedRelease, names: set[str], policy: Policy,
                    now: float) -> dict[str, float | None]:
     """The live version's metrics right now."""
     queries = metric_queries(Selector(rel.service, rel.version), policy.rate_window)
     return {name: prom.value(queries[name], at=now) for name in sorted(names) if name in queries}
 
 
-def watch_release(ctx: AgentContext, releases: list[Release], *, prom: Prometheus, policy: Policy,
-                  rollback: Callable[[Release], None], sleep: Callable[[float], None] = time.sleep,
+def watch_release(ctx: AgentContext, releases: list[WatchedRelease], *, prom: Prometheus, policy: Policy,
+                  rollback: Callable[[WatchedRelease], None], sleep: Callable[[float], None] = time.sleep,
                   clock: Callable[[], float] = time.time) -> StageResult:
     """Watch ``releases`` for ``policy.watch_s``; roll one back when a limit holds for ``policy.breach_s``."""
     limits, tracker, alerted = policy.limits(), _Tracker(), set[tuple[str, str]]()
@@ -84,8 +84,8 @@ def watch_release(ctx: AgentContext, releases: list[Release], *, prom: Prometheu
                        {"values": last, "limits": limits})
 
 
-def _roll_back(ctx: AgentContext, rel: Release, breach: tuple[str, float, float, _Breach], now: float,
-               policy: Policy, rollback: Callable[[Release], None]) -> StageResult:
+def _roll_back(ctx: AgentContext, rel: WatchedRelease, breach: tuple[str, float, float, _Breach], now: float,
+               policy: Policy, rollback: Callable[[WatchedRelease], None]) -> StageResult:
     metric, value, limit, info = breach
     mean = sum(info.values) / len(info.values)
     reason = (f"{metric} stayed above {format_value(metric, limit)} for {now - info.since:.0f}s "
@@ -105,7 +105,7 @@ def _roll_back(ctx: AgentContext, rel: Release, breach: tuple[str, float, float,
                        {**facts.data(), "rolled_back": done})
 
 
-def _raise_alerts(ctx: AgentContext, rel: Release, values: dict[str, float | None],
+def _raise_alerts(ctx: AgentContext, rel: WatchedRelease, values: dict[str, float | None],
                   alerts: dict[str, float], alerted: set[tuple[str, str]]) -> None:
     """One observability_alert per service and metric the first time it crosses its alert threshold."""
     for metric, threshold in alerts.items():

@@ -18,6 +18,7 @@ from agents.build.dockerfile import Images
 from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.context import AgentContext
 from agents.deploy import stage as deploy
+from agents.deploy.strategies import TrafficStep
 from agents.deploy.targets.docker import LABEL
 from agents.deploy.targets.state import get_live
 from orchestra.config import load_config
@@ -152,10 +153,15 @@ def test_canary_walks_the_configured_steps_to_100_asking_the_judge(
     asked: list[tuple[int, int]] = []
     split: dict[int, Counter[str]] = {}
     ctx = make_ctx(["api"], strategy="canary")
-    url = get_live(redis, "api", "staging").url  # type: ignore[union-attr]
+    live = get_live(redis, "api", "staging")
+    assert live is not None and live.current is not None
+    url, v1_port = live.url, live.current.port
 
-    def judge(step: int, weight: int) -> str:
+    def judge(traffic: TrafficStep) -> str:
+        step, weight = traffic.step, traffic.weight
         asked.append((step, weight))
+        assert (traffic.service, traffic.env, traffic.new.version, traffic.pause_s) == ("api", "staging", "v2", 0)
+        assert traffic.old is not None and (traffic.old.version, traffic.old.port) == ("v1", v1_port)
         assert get_live(redis, "api", "staging").weights == {"v2": weight, "v1": 100 - weight}  # type: ignore[union-attr]
         split[weight] = _versions(url, 100)
         return "pass"
@@ -178,7 +184,7 @@ def test_a_failed_canary_step_puts_all_traffic_back(make_ctx: Any, images: dict[
     assert deploy.run(make_ctx(["api"]), images=_pick(images, "api:v1"), client=client).passed
     verdicts = iter(["inconclusive", "fail"])
     result = deploy.run(make_ctx(["api"], strategy="canary"), images=_pick(images, "api:v2"), client=client,
-                        judge=lambda step, weight: next(verdicts), pause_s=0)
+                        judge=lambda step: next(verdicts), pause_s=0)
     assert not result.passed and "judged fail" in result.summary
     state = get_live(redis, "api", "staging")
     assert state and state.current and state.current.version == "v1" and state.weights == {"v1": 100}

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from agents.observability.judge import MetricSpec, Verdict, format_value, judge, judge_metric
+from agents.observability.judge import MetricSpec, Verdict, compare, format_value, judge_metric
 
 
 def _noisy(center: float, spread: float, n: int = 20, seed: int = 1) -> list[float]:
@@ -71,7 +71,7 @@ def test_step_verdict_and_traffic(canary_requests: float | None, canary_errors: 
                                   expected: Verdict) -> None:
     canary = {"error_rate": _noisy(canary_errors, 0.005, seed=20), "latency_p99": _noisy(0.1, 0.01, seed=21)}
     baseline = {"error_rate": _noisy(0.01, 0.005, seed=22), "latency_p99": _noisy(0.1, 0.01, seed=23)}
-    result = judge(canary, baseline, [ERRORS, LATENCY], canary_requests=canary_requests, min_requests=50)
+    result = compare(canary, baseline, [ERRORS, LATENCY], canary_requests=canary_requests, min_requests=50)
     assert result.verdict == expected, result.reason
     if expected == Verdict.INCONCLUSIVE:
         assert "not enough traffic" in result.reason
@@ -80,7 +80,7 @@ def test_step_verdict_and_traffic(canary_requests: float | None, canary_errors: 
 def test_culprit_is_the_metric_furthest_past_its_limit() -> None:
     canary = {"error_rate": _noisy(0.04, 0.005), "latency_p99": _noisy(0.5, 0.01)}
     baseline = {"error_rate": _noisy(0.01, 0.005, seed=3), "latency_p99": _noisy(0.1, 0.01, seed=4)}
-    result = judge(canary, baseline, [ERRORS, LATENCY], canary_requests=1000)
+    result = compare(canary, baseline, [ERRORS, LATENCY], canary_requests=1000)
     assert result.verdict == Verdict.FAIL
     assert result.culprit is not None and result.culprit.metric == "latency_p99"
     assert result.to_dict()["metrics"][1]["verdict"] == "fail"
@@ -88,11 +88,11 @@ def test_culprit_is_the_metric_furthest_past_its_limit() -> None:
 
 def test_optional_metric_without_data_does_not_block_a_pass() -> None:
     optional = MetricSpec("cpu", required=False)
-    result = judge({"latency_p99": _noisy(0.1, 0.01)}, {"latency_p99": _noisy(0.1, 0.01, seed=9)},
-                   [LATENCY, optional], canary_requests=1000)
+    result = compare({"latency_p99": _noisy(0.1, 0.01)}, {"latency_p99": _noisy(0.1, 0.01, seed=9)},
+                     [LATENCY, optional], canary_requests=1000)
     assert result.verdict == Verdict.PASS
-    required = judge({"latency_p99": _noisy(0.1, 0.01)}, {"latency_p99": _noisy(0.1, 0.01, seed=9)},
-                     [LATENCY, MetricSpec("cpu")], canary_requests=1000)
+    required = compare({"latency_p99": _noisy(0.1, 0.01)}, {"latency_p99": _noisy(0.1, 0.01, seed=9)},
+                       [LATENCY, MetricSpec("cpu")], canary_requests=1000)
     assert required.verdict == Verdict.INCONCLUSIVE
 
 

@@ -14,10 +14,11 @@ from redis import Redis
 
 from agents.chatops.answers import answer
 from agents.context import AgentContext
+from agents.observability.canary import CanaryStep, analyze_step
 from agents.observability.judge import Verdict
 from agents.observability.policy import Policy, default_specs
-from agents.observability.stage import CanaryStep, judge_step, run
-from agents.observability.watch import Release
+from agents.observability.stage import run
+from agents.observability.watch import WatchedRelease
 from orchestra.config import ProjectConfig
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
@@ -76,8 +77,8 @@ def test_canary_verdicts(shop: Fleet, redis: Redis, settings: Settings, tmp_path
                          verdict: Verdict, culprit: str | None) -> None:
     ctx = _ctx(redis, settings, tmp_path)
     rolled: list[str] = []
-    judgement = judge_step(ctx, _step(shop, canary), prom=shop.prom.client, policy=_policy(),
-                           rollback=lambda: rolled.append(canary))
+    judgement = analyze_step(ctx, _step(shop, canary), prom=shop.prom.client, policy=_policy(),
+                             rollback=lambda: rolled.append(canary))
     assert judgement.verdict == verdict, judgement.reason
     assert (judgement.culprit.metric if judgement.culprit else None) == culprit, judgement.reason
     assert rolled == ([canary] if verdict == Verdict.FAIL else [])
@@ -88,8 +89,8 @@ def test_canary_verdicts(shop: Fleet, redis: Redis, settings: Settings, tmp_path
 def test_failed_canary_is_rolled_back_and_explained(shop: Fleet, redis: Redis, settings: Settings,
                                                      tmp_path: Path) -> None:
     ctx = _ctx(redis, settings, tmp_path, user="carol")
-    judge_step(ctx, _step(shop, "v2-errors", step=1, weight=10), prom=shop.prom.client, policy=_policy(),
-               rollback=lambda: None)
+    analyze_step(ctx, _step(shop, "v2-errors", step=1, weight=10), prom=shop.prom.client, policy=_policy(),
+                 rollback=lambda: None)
     events = ctx.bus.replay(ctx.run.id)
     (rollback,) = [e for e in events if e.type == EventType.ROLLBACK_EVENT]
     d = rollback.data
@@ -107,8 +108,8 @@ def test_circuit_breaker_stops_repeated_rollbacks_and_says_so(shop: Fleet, redis
     ctx = _ctx(redis, settings, tmp_path)
     rolled: list[int] = []
     for attempt in range(3):
-        judge_step(ctx, _step(shop, "v2-errors"), prom=shop.prom.client,
-                   policy=_policy(max_rollbacks_per_hour=2), rollback=lambda a=attempt: rolled.append(a))
+        analyze_step(ctx, _step(shop, "v2-errors"), prom=shop.prom.client,
+                     policy=_policy(max_rollbacks_per_hour=2), rollback=lambda a=attempt: rolled.append(a))
     assert rolled == [0, 1]
     alerts = [e.data for e in ctx.bus.replay(ctx.run.id) if e.type == EventType.OBSERVABILITY_ALERT]
     (open_alert,) = [a for a in alerts if a.get("kind") == "circuit_breaker_open"]
@@ -118,14 +119,14 @@ def test_circuit_breaker_stops_repeated_rollbacks_and_says_so(shop: Fleet, redis
 class _Source:
     """The deploy agent's side of the watch, as the test sees it: what went live, and a rollback."""
 
-    def __init__(self, release: Release) -> None:
+    def __init__(self, release: WatchedRelease) -> None:
         self.release = release
-        self.rolled_back: list[Release] = []
+        self.rolled_back: list[WatchedRelease] = []
 
-    def releases(self, ctx: AgentContext) -> list[Release]:
+    def releases(self, ctx: AgentContext) -> list[WatchedRelease]:
         return [self.release]
 
-    def rollback(self, ctx: AgentContext, release: Release) -> None:
+    def rollback(self, ctx: AgentContext, release: WatchedRelease) -> None:
         self.rolled_back.append(release)
 
 
@@ -133,7 +134,7 @@ class _Source:
 def test_release_breaching_a_threshold_is_rolled_back(shop: Fleet, redis: Redis, settings: Settings,
                                                      tmp_path: Path, version: str, metric: str) -> None:
     ctx = _ctx(redis, settings, tmp_path)
-    source = _Source(Release("backend", "staging", version, "v1"))
+    source = _Source(WatchedRelease("backend", "staging", version, "v1"))
     specs = default_specs(error_rate=0.02)
     started = time.monotonic()
     result = run(ctx, source=source, prom=shop.prom.client, policy=_policy(specs=specs, watch_s=30.0))
@@ -147,7 +148,7 @@ def test_release_breaching_a_threshold_is_rolled_back(shop: Fleet, redis: Redis,
 def test_healthy_release_passes_the_watch_and_alerts_once(shop: Fleet, redis: Redis, settings: Settings,
                                                           tmp_path: Path) -> None:
     ctx = _ctx(redis, settings, tmp_path)
-    source = _Source(Release("backend", "staging", "v2-ok", "v1"))
+    source = _Source(WatchedRelease("backend", "staging", "v2-ok", "v1"))
     result = run(ctx, source=source, prom=shop.prom.client,
                  policy=_policy(watch_s=4.0, alerts={"latency_p99": 0.001}))
     assert result.passed, result.summary

@@ -120,7 +120,7 @@ def test_canary_is_promoted_or_rolled_back_before_100(redis: Redis, settings: Se
                                                       metric: str | None) -> None:
     url = _go_live(redis, settings, tmp_path, client, images, service)
     ctx = _ctx(redis, settings, tmp_path, service, SERVICES[service], strategy="canary")
-    judge = canary_judge(ctx, service, pause_s=PAUSE_S, prom=prom.client, policy=_policy())
+    judge = canary_judge(ctx, prom=prom.client, policy=_policy())
     with background_load(url + "/", seconds=120, rate=60, concurrency=4) as load:
         result = deploy.run(ctx, images={service: images["v2"]}, client=client, judge=judge, pause_s=PAUSE_S)
     assert load.result is not None and load.result.total > 500

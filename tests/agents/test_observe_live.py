@@ -7,12 +7,13 @@ from pathlib import Path
 from redis import Redis
 
 from agents.context import AgentContext
+from agents.deploy.strategies import TrafficStep
 from agents.deploy.targets.state import LiveState, Release, set_live
 from agents.observability.breaker import RollbackBreaker
-from agents.observability.live import canary_judge, canary_versions, deploy_judge, live_targets, sync_targets
+from agents.observability.live import canary_judge, deploy_judge, live_targets, step_targets, sync_targets
 from agents.observability.metrics import Prometheus
 from agents.observability.stage import run
-from agents.observability.watch import Release as Live
+from agents.observability.watch import WatchedRelease
 from orchestra.config import ProjectConfig
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
@@ -33,44 +34,47 @@ def _release(version: str, port: int, run_id: str) -> Release:
                    run_id=run_id)
 
 
-def test_targets_come_from_live_state_and_the_runs_traffic_shifts(redis: Redis, settings: Settings,
-                                                                   tmp_path: Path) -> None:
+def _step(ctx: AgentContext) -> TrafficStep:
+    """Step 1 of a canary of backend v2 (10 %) against v1, as the deploy agent's strategy asks it."""
+    return TrafficStep("backend", "staging", new=_release("v2", 41001, ctx.run.id),
+                       old=_release("v1", 41000, ctx.run.id), step=1, weight=10, pause_s=5.0)
+
+
+def test_targets_come_from_live_state_and_the_step_being_judged(redis: Redis, settings: Settings,
+                                                                tmp_path: Path) -> None:
     ctx = _ctx(redis, settings, tmp_path)
     set_live(redis, LiveState(service="backend", env="staging", edge_port=5000, edge_prefix="/tmp/e",
                               current=_release("v1", 41000, ctx.run.id), weights={"v1": 100}))
-    ctx.emit(EventType.DEPLOYMENT_TRIGGERED, service="backend", env="staging", version="v2", from_version="v1")
-    ctx.emit(EventType.DEPLOYMENT_PROGRESS, service="backend", env="staging", phase="shift", step=1,
-             weights={"v2": 10, "v1": 90}, ports={"v2": 41001, "v1": 41000})
-    assert [(t.address, t.version) for t in live_targets(ctx)] == [("127.0.0.1:41000", "v1"),
-                                                                   ("127.0.0.1:41001", "v2")]
+    canary = step_targets(_step(ctx))
+    assert [(t.address, t.version) for t in live_targets(ctx)] == [("127.0.0.1:41000", "v1")]
+    assert [(t.address, t.version) for t in live_targets(ctx, canary)] == [("127.0.0.1:41000", "v1"),
+                                                                           ("127.0.0.1:41001", "v2")]
     path = tmp_path / "targets.json"
-    assert sync_targets(ctx, path) is True and sync_targets(ctx, path) is False
+    assert sync_targets(ctx, path, extra=canary) is True and sync_targets(ctx, path, extra=canary) is False
     groups = json.loads(path.read_text())
     assert groups[1] == {"targets": ["127.0.0.1:41001"], "labels": {
         "service": "backend", "version": "v2", "env": "staging", "__metrics_path__": "/metrics"}}
-    assert canary_versions(ctx.bus.replay(ctx.run.id), None) == ("backend", "v2", "v1")
-    assert canary_versions(ctx.bus.replay(ctx.run.id), "frontend") is None
 
 
 def test_prometheus_out_of_reach_is_inconclusive_and_says_so(redis: Redis, settings: Settings,
                                                               tmp_path: Path) -> None:
     ctx = _ctx(redis, settings, tmp_path)
-    ctx.emit(EventType.DEPLOYMENT_TRIGGERED, service="backend", env="staging", version="v2", from_version="v1")
-    ctx.emit(EventType.DEPLOYMENT_PROGRESS, service="backend", env="staging", phase="shift", step=1,
-             weights={"v2": 10, "v1": 90}, ports={"v2": 41001, "v1": 41000})
     url = f"http://127.0.0.1:{free_port()}"
-    judge = canary_judge(ctx, pause_s=5, prom=Prometheus(url, timeout=1), targets_file=tmp_path / "t.json")
-    assert judge(1, 10) == "inconclusive"  # scraping starts
-    assert judge(1, 10) == "inconclusive"  # Prometheus cannot be asked: never a pass
-    alerts = [e.data for e in ctx.bus.replay(ctx.run.id) if e.type == EventType.OBSERVABILITY_ALERT]
+    judge = canary_judge(ctx, prom=Prometheus(url, timeout=1), targets_file=tmp_path / "t.json")
+    assert judge(_step(ctx)) == "inconclusive"  # scraping starts
+    assert judge(_step(ctx)) == "inconclusive"  # Prometheus cannot be asked: never a pass
+    events = ctx.bus.replay(ctx.run.id)
+    (scraping,) = [e.data for e in events if e.data.get("kind") == "canary_scrape_started"]
+    assert (scraping["service"], scraping["step"]) == ("backend", 1) and "backend v2" in scraping["message"]
+    alerts = [e.data for e in events if e.type == EventType.OBSERVABILITY_ALERT]
     assert alerts[-1]["kind"] == "metrics_unavailable" and url in alerts[-1]["message"]
 
 
 class _Source:
-    def releases(self, ctx: AgentContext) -> list[Live]:
-        return [Live("backend", "staging", "v2", "v1")]
+    def releases(self, ctx: AgentContext) -> list[WatchedRelease]:
+        return [WatchedRelease("backend", "staging", "v2", "v1")]
 
-    def rollback(self, ctx: AgentContext, release: Live) -> None:
+    def rollback(self, ctx: AgentContext, release: WatchedRelease) -> None:
         raise AssertionError("nothing to roll back without metrics")
 
 
@@ -85,7 +89,7 @@ def test_the_watch_without_prometheus_fails_with_the_reason(redis: Redis, settin
 
 def test_nothing_released_nothing_to_watch(redis: Redis, settings: Settings, tmp_path: Path) -> None:
     class Empty(_Source):
-        def releases(self, ctx: AgentContext) -> list[Live]:
+        def releases(self, ctx: AgentContext) -> list[WatchedRelease]:
             return []
 
     result = run(_ctx(redis, settings, tmp_path), source=Empty())

@@ -52,7 +52,7 @@ class Plan:
 
 
 @dataclass
-class Outcome:
+class DeployOutcome:
     """What a deploy changed, enough to undo it."""
 
     before: LiveState | None
@@ -73,13 +73,13 @@ class LocalTarget:
     def edge(self, state: LiveState) -> Edge:
         return Edge(Path(state.edge_prefix), state.edge_port, name=f"{state.service}-{state.env}")
 
-    def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> Outcome:
+    def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
         """Start the new release, health-check it, then move traffic with the plan's strategy."""
         before = get_live(self.redis, plan.service, plan.env)
         state = before or self._new_state(plan)
         if state.current and state.current.image == plan.image and self.docker.running(state.current) \
                 and state.weights.get(state.current.version) == 100:
-            return Outcome(before, state, changed=False)
+            return DeployOutcome(before, state, changed=False)
         report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version,
                              "image": plan.image, "strategy": plan.strategy, "url": state.url,
                              "from_version": state.current.version if state.current else None})
@@ -99,7 +99,7 @@ class LocalTarget:
                 clear_live(self.redis, plan.service, plan.env)
             raise
         after = self._promote(state, new, plan)
-        return Outcome(before, after, True, {"health": health_s,
+        return DeployOutcome(before, after, True, {"health": health_s,
                                              "total": round(time.monotonic() - started, 2)}, verdicts)
 
     def _move(self, plan: Plan, state: LiveState, new: Release, judge: Judge | None,
@@ -113,7 +113,7 @@ class LocalTarget:
                                 "ports": {new.version: new.port, **({old.version: old.port} if old else {})},
                                 "url": state.url, "access_log": str(self.edge(state).access_log)})
 
-        shift = Shift(self.edge(state), new, old, on_shift)
+        shift = Shift(self.edge(state), new, old, on_shift, service=plan.service, env=plan.env)
         judge = judge or health_judge(self.docker, new, plan.health)
         if plan.strategy == "canary":
             return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
@@ -141,7 +141,7 @@ class LocalTarget:
             "current": new, "previous": previous, "weights": {new.version: 100},
             "last_action": "deploy", "run_id": plan.run_id}))
 
-    def restore(self, outcome: Outcome, health: str) -> None:
+    def restore(self, outcome: DeployOutcome, health: str) -> None:
         """Undo a finished deploy of a group whose later member failed."""
         after = outcome.after
         if outcome.before is None or outcome.before.current is None:
