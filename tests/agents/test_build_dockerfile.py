@@ -9,6 +9,7 @@ import pytest
 from agents.build.detect import Stack, UnknownStack, detect_stack
 from agents.build.dockerfile import Images, generate, lint, python_command, render, template_names
 from agents.findings import Severity
+from tests.support.files import write_files as _files
 
 ALL_STACKS = [
     Stack("python", "flask", "requirements.txt", "app:app"),
@@ -22,13 +23,6 @@ ALL_STACKS = [
     Stack("java", "maven", "pom.xml"),
     Stack("java", "gradle", "build.gradle"),
 ]
-
-
-def _files(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
 
 
 DETECT_CASES = [

@@ -24,9 +24,8 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 @pytest.fixture
 def client(docker_env: DockerEnv) -> Iterator[docker.DockerClient]:
-    client = docker_env.client()
-    yield client
-    client.close()
+    with docker_env.connected() as client:
+        yield client
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """LLM refinement of generated Dockerfiles against a local Messages API server (real SDK)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,18 @@ from agents.build.dockerfile import Images, generate
 from agents.build.refine import check_proposal, refine
 from orchestra.llm import LLM
 from orchestra.settings import Settings
-from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic
+from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic_fixture
 from tests.support.sample_apps import flask_app
 
 KEY = "sk-ant-build-test"
 TOOL = "record_dockerfile_proposal"
 
-
-@pytest.fixture
-def server() -> Iterator[FakeAnthropic]:
-    with fake_anthropic(api_key=KEY) as s:
-        yield s
+server = fake_anthropic_fixture(api_key=KEY)
 
 
 @pytest.fixture
 def llm(settings: Settings, server: FakeAnthropic, redis: Redis) -> LLM:
-    return LLM(settings.with_(anthropic_api_key=KEY, anthropic_base_url=server.base_url), redis=redis,
-               max_retries=0)
+    return LLM(server.client_settings(settings), redis=redis, max_retries=0)
 
 
 @pytest.fixture

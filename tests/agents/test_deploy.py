@@ -25,7 +25,7 @@ from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Locks, Run
-from tests.support.docker_services import DockerEnv, stop_deployed
+from tests.support.docker_services import DockerEnv
 from tests.support.sample_apps import plain_app, sample_repo
 
 pytestmark = pytest.mark.docker
@@ -51,10 +51,8 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 
 @pytest.fixture
 def client(docker_env: DockerEnv, settings: Settings) -> Iterator[docker.DockerClient]:
-    client = docker_env.client()
-    yield client
-    stop_deployed(client, settings.workdir)  # deploys leave edges and containers live
-    client.close()
+    with docker_env.connected(stop_deployed_in=settings.workdir) as client:  # deploys leave edges live
+        yield client
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run
-from tests.support.docker_services import DockerEnv, stop_deployed
+from tests.support.docker_services import DockerEnv
 
 pytestmark = pytest.mark.docker
 SHOP = PROJECT_ROOT / "examples" / "shop"
@@ -25,10 +25,8 @@ SHOP = PROJECT_ROOT / "examples" / "shop"
 
 @pytest.fixture
 def client(docker_env: DockerEnv, settings: Settings) -> Iterator[docker.DockerClient]:
-    client = docker_env.client()
-    yield client
-    stop_deployed(client, settings.workdir)
-    client.close()
+    with docker_env.connected(stop_deployed_in=settings.workdir) as client:
+        yield client
 
 
 def _ctx(repo: Path, settings: Settings, redis: Redis, commit: str) -> AgentContext:

@@ -5,14 +5,7 @@ from pathlib import Path
 
 from agents.analysis.deps import RULE_MISSING, RULE_UNUSED, candidates, dependency_findings, normalize
 from agents.findings import Severity
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
+from tests.support.files import write_files
 
 
 def by_rule(findings, rule):
@@ -20,7 +13,7 @@ def by_rule(findings, rule):
 
 
 def test_undeclared_import_is_an_error_with_file_line_and_distribution(tmp_path: Path) -> None:
-    write(tmp_path, {
+    write_files(tmp_path, {
         "requirements.txt": "Flask==3.0.0\n",
         "app.py": "import os\nimport json\n\nimport flask\nimport yaml\nfrom requests import get\n",
     })
@@ -32,7 +25,7 @@ def test_undeclared_import_is_an_error_with_file_line_and_distribution(tmp_path:
 
 
 def test_stdlib_local_modules_and_relative_imports_are_not_reported(tmp_path: Path) -> None:
-    write(tmp_path, {
+    write_files(tmp_path, {
         "requirements.txt": "",
         "app.py": "import sys, asyncio, tomllib\nimport helpers\nfrom shop.models import Item\n",
         "helpers.py": "from . import x\n",
@@ -43,7 +36,7 @@ def test_stdlib_local_modules_and_relative_imports_are_not_reported(tmp_path: Pa
 
 
 def test_declared_but_unused_is_a_warning_and_tools_are_ignored(tmp_path: Path) -> None:
-    write(tmp_path, {
+    write_files(tmp_path, {
         "requirements.txt": "# web\nflask>=3\nPyYAML==6.0.1  # config\nrequests\ngunicorn==22\n",
         "app.py": "import flask\nimport yaml\n",
     })
@@ -55,7 +48,7 @@ def test_declared_but_unused_is_a_warning_and_tools_are_ignored(tmp_path: Path) 
 
 
 def test_each_service_is_checked_against_its_own_requirements(tmp_path: Path) -> None:
-    write(tmp_path, {
+    write_files(tmp_path, {
         "backend/requirements.txt": "flask\n",
         "backend/app.py": "import flask\n",
         "frontend/requirements.txt": "aiohttp\n",
@@ -66,7 +59,7 @@ def test_each_service_is_checked_against_its_own_requirements(tmp_path: Path) ->
 
 
 def test_pyproject_includes_and_optional_imports(tmp_path: Path) -> None:
-    write(tmp_path, {
+    write_files(tmp_path, {
         "pyproject.toml": '[project]\nname = "x"\ndependencies = [\n  "PyJWT>=2",\n]\n'
                           '[project.optional-dependencies]\ndev = ["pytest"]\n',
         "requirements.txt": "-r requirements-base.txt\n",
@@ -81,7 +74,7 @@ def test_pyproject_includes_and_optional_imports(tmp_path: Path) -> None:
 
 
 def test_no_requirements_file_at_all(tmp_path: Path) -> None:
-    write(tmp_path, {"main.py": "import numpy as np\n", ".venv/lib/site.py": "import nothing_here\n"})
+    write_files(tmp_path, {"main.py": "import numpy as np\n", ".venv/lib/site.py": "import nothing_here\n"})
     [finding] = dependency_findings(tmp_path)
     assert finding.rule == RULE_MISSING and finding.file == "main.py"
     assert "no requirements file" in finding.message
@@ -95,7 +88,7 @@ def test_name_mapping() -> None:
 
 
 def test_a_same_named_module_elsewhere_does_not_hide_a_distribution(tmp_path: Path) -> None:
-    write(tmp_path, {
+    write_files(tmp_path, {
         "requirements.txt": "docker==7.0\n",
         "agents/__init__.py": "", "agents/targets/__init__.py": "",
         "agents/targets/docker.py": "import docker\nimport redis\n",  # own name: still the distribution

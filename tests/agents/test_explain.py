@@ -146,8 +146,8 @@ def test_with_an_api_key_the_llm_writes_the_answer_from_the_facts(redis: Redis, 
     run = _deploy(redis, service="payments", env="production", version="v2.1.0", user="carol",
                   approver="dave", rollback=ROLLBACK)
     intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
-    with fake_anthropic(api_key="sk-ant-test-key") as server:
-        keyed = settings.with_(anthropic_api_key="sk-ant-test-key", anthropic_base_url=server.base_url)
+    with fake_anthropic() as server:
+        keyed = server.client_settings(settings)
         server.reply_text(f"Payments rolled back in run {run.id}: error_rate reached 6.12% against "
                           "a 2.00% threshold; carol asked, dave approved.")
         result = answer(intent, redis=redis, settings=keyed)

@@ -30,7 +30,7 @@ from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
-from tests.support.docker_services import DockerEnv, stop_deployed
+from tests.support.docker_services import DockerEnv
 from tests.support.fault_app import SERVICE
 from tests.support.loadgen import background_load
 from tests.support.prometheus import PrometheusServer, prometheus_server
@@ -66,10 +66,8 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 
 @pytest.fixture
 def client(docker_env: DockerEnv, settings: Settings) -> Iterator[docker.DockerClient]:
-    client = docker_env.client()
-    yield client
-    stop_deployed(client, settings.workdir)
-    client.close()
+    with docker_env.connected(stop_deployed_in=settings.workdir) as client:  # deploys leave edges live
+        yield client
 
 
 @pytest.fixture

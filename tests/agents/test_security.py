@@ -5,6 +5,7 @@ from pathlib import Path
 
 from agents.analysis.security import security_findings
 from agents.findings import Severity
+from tests.support.files import write_files
 
 APP = '''import pickle
 import subprocess
@@ -24,12 +25,8 @@ def load(blob, text):
 
 
 def test_bandit_findings_carry_file_line_rule_severity_and_suggestion(tmp_path: Path) -> None:
-    (tmp_path / "svc").mkdir()
-    (tmp_path / "svc" / "app.py").write_text(APP)
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_app.py").write_text("def test_x():\n    assert True\n")
-    (tmp_path / ".venv" / "lib").mkdir(parents=True)
-    (tmp_path / ".venv" / "lib" / "bad.py").write_text("import os\nos.system('rm -rf ' + x)\n")
+    write_files(tmp_path, {"svc/app.py": APP, "tests/test_app.py": "def test_x():\n    assert True\n",
+                           ".venv/lib/bad.py": "import os\nos.system('rm -rf ' + x)\n"})
     findings = {f.rule: f for f in security_findings(tmp_path)}
     shell = findings["B602"]
     assert (shell.file, shell.line, shell.severity) == ("svc/app.py", 10, Severity.ERROR)

@@ -75,7 +75,7 @@ def test_llm_tests_are_kept_only_when_proven(repo: Path, venv_python: Path, sett
         (repo / "legacy" / other).unlink()
     with fake_anthropic(api_key=KEY) as server:
         server.on_tool("record_generated_tests", lambda body: {"tests": model_answer(body)})
-        llm = LLM(settings.with_(anthropic_api_key=KEY, anthropic_base_url=server.base_url), redis=redis)
+        llm = LLM(server.client_settings(settings), redis=redis)
         report = generate_tests(repo, python=venv_python, settings=settings, llm=llm, run_id="tg1",
                                 test_timeout_s=30)  # roomy: a mutant run that times out counts as killed
         prompts = [r.body["messages"][0]["content"] for r in server.requests]

@@ -21,7 +21,7 @@ from agents.observability.live import targets_path
 from bot.localslack.client import WorkspaceClient
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStore
-from tests.support.docker_services import DockerEnv, stop_deployed
+from tests.support.docker_services import DockerEnv
 from tests.support.prometheus import prometheus_server
 from tests.support.services import wait_for
 from tests.support.slack_workspace import bot_process, local_slack, orchestra_process, process_env, thread_of
@@ -51,7 +51,8 @@ def world(redis_url: str, docker_env: DockerEnv,
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     settings = Settings(redis_url=redis_url, workdir=root / "work", repos=(str(_demo_repo(root)),))
-    with local_slack() as (running, slack), prometheus_server(targets_file=targets_path(settings.workdir)) as prom:
+    with docker_env.connected(stop_deployed_in=settings.workdir), local_slack() as (running, slack), \
+            prometheus_server(targets_file=targets_path(settings.workdir)) as prom:
         env = process_env(settings, running.api_url, ORCHESTRA_CACHE_DIR=str(root / "cache"),
                           ORCHESTRA_PROMETHEUS_URL=prom.url,
                           DOCKER_HOST=docker_env.url, ORCHESTRA_REGISTRY=docker_env.registry,
@@ -60,14 +61,7 @@ def world(redis_url: str, docker_env: DockerEnv,
         with bot_process(settings, slack, running.api_url, root / "bot.log"), \
                 orchestra_process(["worker"], env, root / "worker.log"):
             yield slack, redis
-    _stop_deployed(docker_env, settings)
     redis.close()
-
-
-def _stop_deployed(docker_env: DockerEnv, settings: Settings) -> None:
-    client = docker_env.client()
-    stop_deployed(client, settings.workdir)
-    client.close()
 
 
 def _replies(slack: WorkspaceClient, run_id: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ VAGUE = "could you get the newest frontend out onto the staging boxes"
 @pytest.fixture
 def model(settings: Settings) -> Iterator[tuple[FakeAnthropic, Settings]]:
     with fake_anthropic(api_key="sk-test") as server:
-        yield server, settings.with_(anthropic_api_key="sk-test", anthropic_base_url=server.base_url)
+        yield server, server.client_settings(settings)
 
 
 def _understander(settings: Settings, redis: Redis) -> Understander:

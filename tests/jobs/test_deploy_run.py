@@ -21,7 +21,7 @@ from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.support.docker_services import DockerEnv, stop_deployed
+from tests.support.docker_services import DockerEnv
 from tests.support.prometheus import prometheus_server
 from tests.support.services import wait_for
 
@@ -30,13 +30,11 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def deploy_settings(settings: Settings, docker_env: DockerEnv) -> Iterator[Settings]:
-    with prometheus_server(targets_file=targets_path(settings.workdir)) as prometheus:
+    with docker_env.connected(stop_deployed_in=settings.workdir), \
+            prometheus_server(targets_file=targets_path(settings.workdir)) as prometheus:
         yield settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
                              base_image=docker_env.base_image, prometheus_url=prometheus.url,
                              build_ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"))
-    client = docker_env.client()
-    stop_deployed(client, settings.workdir)
-    client.close()
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

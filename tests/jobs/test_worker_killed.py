@@ -16,6 +16,7 @@ from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore
+from tests.support.files import write_files
 from tests.support.services import wait_for
 
 
@@ -38,14 +39,12 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.fixture
 def slow_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "slowpoke"
-    (repo / "tests").mkdir(parents=True)
-    (repo / "requirements.txt").write_text("")
-    (repo / "slowpoke.py").write_text("def answer() -> int:\n    return 42\n")
-    (repo / "tests" / "test_slow.py").write_text(
-        "import time\n\nfrom slowpoke import answer\n\n\ndef test_takes_its_time():\n"
-        "    time.sleep(120)\n    assert answer() == 42\n")
-    return repo
+    return write_files(tmp_path / "slowpoke", {
+        "requirements.txt": "",
+        "slowpoke.py": "def answer() -> int:\n    return 42\n",
+        "tests/test_slow.py": "import time\n\nfrom slowpoke import answer\n\n\ndef test_takes_its_time():\n"
+                              "    time.sleep(120)\n    assert answer() == 42\n",
+    })
 
 
 @pytest.fixture

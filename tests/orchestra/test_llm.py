@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel, Field
@@ -12,7 +11,7 @@ from orchestra.events import EventBus, EventType
 from orchestra.llm import LLM, SKIP_NO_KEY, LLMFailed, LLMSkipped
 from orchestra.llm_budget import Budget, cost_usd
 from orchestra.settings import Settings
-from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic
+from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic_fixture
 
 KEY = "sk-ant-test-0123456789"
 
@@ -32,15 +31,12 @@ class Review(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
 
 
-@pytest.fixture
-def server() -> Iterator[FakeAnthropic]:
-    with fake_anthropic(api_key=KEY) as s:
-        yield s
+server = fake_anthropic_fixture(api_key=KEY)
 
 
 @pytest.fixture
 def llm_settings(settings: Settings, server: FakeAnthropic) -> Settings:
-    return settings.with_(anthropic_api_key=KEY, anthropic_base_url=server.base_url)
+    return server.client_settings(settings)
 
 
 def llm_calls(redis: Redis, run_id: str) -> list[dict]:

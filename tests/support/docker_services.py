@@ -181,6 +181,19 @@ class DockerEnv:
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, version="auto", timeout=300)
 
+    @contextmanager
+    def connected(self, *, stop_deployed_in: Path | None = None) -> Iterator[docker.DockerClient]:
+        """A client, closed afterwards; given a workdir, what deploys under it left live is stopped first."""
+        client = self.client()
+        try:
+            yield client
+        finally:
+            try:
+                if stop_deployed_in is not None:
+                    stop_deployed(client, stop_deployed_in)
+            finally:
+                client.close()
+
 
 class _Shared:
     """One engine and registry per test process, however many test modules ask for them."""

@@ -3,7 +3,9 @@
     with fake_anthropic(api_key="sk-test") as server:
         server.on_tool("record_intent_guess", lambda request: {"intent": "deploy", ...})
         server.fail(429, times=2)                 # the next two requests get a 429
-        settings = settings.with_(anthropic_api_key="sk-test", anthropic_base_url=server.base_url)
+        settings = server.client_settings(settings)  # the key and base_url of this server
+
+In a test module, ``server = fake_anthropic_fixture(api_key=KEY)`` is a ``server`` fixture (one per test).
 
 Replies, in order of preference: queued failures, queued replies (``reply_text`` /
 ``reply_tool``), a handler registered for the forced tool (``on_tool``), a text handler
@@ -21,11 +23,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from aiohttp import web
 
 from tests.support.services import free_port, port_open, wait_for
+
+if TYPE_CHECKING:
+    from orchestra.settings import Settings
+
+DEFAULT_KEY = "sk-ant-test-key"
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
@@ -52,6 +60,10 @@ class FakeAnthropic:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def client_settings(self, settings: Settings) -> Settings:
+        """``settings`` with this server's key and base URL: an LLM built on them talks to the fake."""
+        return settings.with_(anthropic_api_key=self.api_key, anthropic_base_url=self.base_url)
 
     def fail(self, status: int, *, times: int = 1, retry_after_ms: str = "5") -> None:
         """The next ``times`` requests get an HTTP ``status`` error."""
@@ -120,7 +132,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 @contextmanager
-def fake_anthropic(api_key: str = "sk-ant-test-key") -> Iterator[FakeAnthropic]:
+def fake_anthropic(api_key: str = DEFAULT_KEY) -> Iterator[FakeAnthropic]:
     """Run the fake Messages API on a free loopback port in a background thread."""
     server = FakeAnthropic(api_key=api_key, port=free_port())
     loop = asyncio.new_event_loop()
@@ -144,3 +156,15 @@ def fake_anthropic(api_key: str = "sk-ant-test-key") -> Iterator[FakeAnthropic]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+def fake_anthropic_fixture(*, api_key: str = DEFAULT_KEY) -> Any:
+    """A pytest fixture running the fake for one test, named by what it is bound to in a test module:
+    ``server = fake_anthropic_fixture(api_key=KEY)``."""
+
+    @pytest.fixture
+    def fixture() -> Iterator[FakeAnthropic]:
+        with fake_anthropic(api_key=api_key) as server:
+            yield server
+
+    return fixture

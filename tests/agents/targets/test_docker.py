@@ -20,22 +20,20 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def image(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("target")
-    client = docker_env.client()
-    result = build_service(client, ServiceSpec("probe", plain_app(root / "probe"), 8000),
-                           BuildRequest("shop", "t1", root / "out", Images(python=docker_env.base_image),
-                                        push=False),
-                           settings=Settings(registry=docker_env.registry))
-    client.close()
+    with docker_env.connected() as client:
+        result = build_service(client, ServiceSpec("probe", plain_app(root / "probe"), 8000),
+                               BuildRequest("shop", "t1", root / "out", Images(python=docker_env.base_image),
+                                            push=False),
+                               settings=Settings(registry=docker_env.registry))
     return str(result["image"])
 
 
 @pytest.fixture
 def target(docker_env: DockerEnv) -> Iterator[DockerTarget]:
-    client = docker_env.client()
-    yield DockerTarget(client)
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
-    client.close()
+    with docker_env.connected() as client:
+        yield DockerTarget(client)
+        for container in client.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
 
 
 def test_a_release_runs_on_host_networking_with_init_and_stops_fast(target: DockerTarget, image: str) -> None:
