@@ -20,7 +20,7 @@ from orchestra.llm import LLM
 from orchestra.settings import PROJECT_ROOT, Settings
 from tests.support.fake_anthropic import fake_anthropic
 
-LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy_repo"
+LEGACY = Path(__file__).resolve().parents[2] / "fixtures" / "legacy_repo"
 KEY = "sk-ant-testgen"
 
 
