@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="target functions covered less than this percent (default: any gap)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    llm = LLM(settings, redis=Redis.from_url(settings.redis_url)) if settings.anthropic_api_key else None
+    llm = LLM(settings, redis=Redis.from_url(settings.redis_url)) if settings.llm_configured else None
     run_id = f"bench-testgen-{uuid.uuid4().hex[:8]}"
     rows = []
     for service in args.service or DEFAULT_SERVICES:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(_row(report, venv_s))
     _print(rows)
     if llm is None:
-        print("\nno ANTHROPIC_API_KEY: candidates come from the deterministic generator; tokens are 0")
+        print("\nno model configured: candidates come from the deterministic generator; tokens are 0")
     return 0
 
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         diff = _read_diff(args.diff, root)
         risk = classify_risk([], diff)
         print(risk.summary())
-        llm = LLM(settings, redis=connect(settings)) if settings.anthropic_api_key else None
+        llm = LLM(settings, redis=connect(settings)) if settings.llm_configured else None
         review = review_diff(diff, llm=llm)
         print(f"review: {review.note}" + (f" — {review.summary}" if review.summary else ""))
         findings += review.findings

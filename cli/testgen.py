@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     root = args.path.resolve()
     if not root.is_dir():
         raise OrchestraError(f"{args.path} is not a directory", hint="pass the service's directory")
-    llm = LLM(settings, redis=connect(settings)) if settings.anthropic_api_key else None
+    llm = LLM(settings, redis=connect(settings)) if settings.llm_configured else None
     out = args.out or settings.workdir / "generated-tests" / root.name
     print(f"preparing an isolated virtualenv for {root.name} ...")
     report = generate_tests(root, python=ensure_venv(root, settings), settings=settings, llm=llm,

@@ -48,7 +48,7 @@ class Understander:
     @classmethod
     def from_settings(cls, settings: Settings, *, redis: Redis | None = None,
                       use_llm: bool = True) -> Understander:
-        if not (use_llm and settings.anthropic_api_key):
+        if not (use_llm and settings.llm_configured):
             return cls(llm=None)
         from orchestra.llm import LLM
 
@@ -64,7 +64,7 @@ class Understander:
         variables = {"text": text, "intents": ", ".join(CHAT_INTENTS), "services": ", ".join(services),
                      "environments": ", ".join(ENVIRONMENTS)}
         try:
-            guess = self.llm.structured(PROMPT, variables, IntentGuess, max_tokens=300)
+            guess = self.llm.structured(PROMPT, variables, IntentGuess, max_tokens=300, fast=True)
         except (LLMError, RedisError) as exc:  # no model, over budget, API down, or no Redis for budgets
             logger.info("intent model not used: %s", exc)
             return parsed

@@ -9,6 +9,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from orchestra.errors import OrchestraError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REPO = PROJECT_ROOT / "examples" / "shop"
@@ -17,6 +20,8 @@ TOOL_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_CERT", "PIP_I
                   "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK", "SSL_CERT_FILE",
                   "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "HTTP_PROXY",
                   "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+LLM_PROTOCOLS = ("anthropic", "openai")
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,15 @@ class Settings:
     slack_app_token: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_channel: str = "#devops-orchestra"
-    # Anthropic: without a key every caller takes its deterministic path.
-    anthropic_api_key: str | None = None
-    anthropic_base_url: str | None = None
-    anthropic_model: str = "claude-sonnet-4-6"
+    # The model: Anthropic's API with a key, or any server speaking the Anthropic or OpenAI protocol at
+    # llm_url (Ollama, llama.cpp, vLLM, LM Studio, TGI). Without either, every caller takes its
+    # deterministic path.
+    llm_protocol: str = "anthropic"  # anthropic | openai
+    llm_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "claude-sonnet-4-6"
+    llm_model_fast: str | None = None  # chat understanding; default llm_model
+    llm_price: tuple[float, float] | None = None  # USD per million tokens (in, out); None: see from_env
     llm_run_token_budget: int = 200_000
     llm_daily_token_budget: int = 2_000_000
     llm_run_budget_usd: float | None = None
@@ -69,9 +79,7 @@ class Settings:
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
             slack_api_url=env.get("SLACK_API_URL", defaults.slack_api_url),
             slack_channel=env.get("ORCHESTRA_SLACK_CHANNEL", defaults.slack_channel),
-            anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
-            anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
-            anthropic_model=env.get("ORCHESTRA_LLM_MODEL", defaults.anthropic_model),
+            **_llm(env, defaults),
             llm_run_token_budget=int(env.get("ORCHESTRA_LLM_RUN_TOKENS", defaults.llm_run_token_budget)),
             llm_daily_token_budget=int(env.get("ORCHESTRA_LLM_DAILY_TOKENS", defaults.llm_daily_token_budget)),
             llm_run_budget_usd=_float(env.get("ORCHESTRA_LLM_RUN_USD")),
@@ -89,6 +97,11 @@ class Settings:
         )
 
     @property
+    def llm_configured(self) -> bool:
+        """A model can be asked: a key for Anthropic's API, or the URL of a server of our own."""
+        return bool(self.llm_api_key or self.llm_url)
+
+    @property
     def cache(self) -> Path:
         """Where virtualenvs and clones shared across runs live."""
         return self.cache_dir or self.workdir / "cache"
@@ -100,6 +113,34 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and sub-processes)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _llm(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """The model settings: ORCHESTRA_LLM_* first, the protocol's usual variables as fallbacks."""
+    protocol = env.get("ORCHESTRA_LLM_PROTOCOL", defaults.llm_protocol).strip().lower()
+    if protocol not in LLM_PROTOCOLS:
+        raise OrchestraError(f"ORCHESTRA_LLM_PROTOCOL={protocol!r} is not a protocol",
+                             hint=f"use one of {', '.join(LLM_PROTOCOLS)}")
+    fallback_url, fallback_key = (("OPENAI_BASE_URL", "OPENAI_API_KEY") if protocol == "openai"
+                                  else ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"))
+    url = env.get("ORCHESTRA_LLM_URL") or env.get(fallback_url) or None
+    return {"llm_protocol": protocol, "llm_url": url,
+            "llm_api_key": env.get("ORCHESTRA_LLM_API_KEY") or env.get(fallback_key) or None,
+            "llm_model": env.get("ORCHESTRA_LLM_MODEL", defaults.llm_model),
+            "llm_model_fast": env.get("ORCHESTRA_LLM_MODEL_FAST") or None,
+            "llm_price": _price(env.get("ORCHESTRA_LLM_PRICE"), local=url is not None and "anthropic.com" not in url)}
+
+
+def _price(value: str | None, *, local: bool) -> tuple[float, float] | None:
+    """``"IN,OUT"`` USD per million tokens; a model of our own costs nothing unless told otherwise."""
+    if not value:
+        return (0.0, 0.0) if local else None
+    try:
+        per_in, per_out = (float(v) for v in value.split(","))
+    except ValueError as exc:
+        raise OrchestraError(f"ORCHESTRA_LLM_PRICE={value!r} is not a price",
+                             hint="write the USD per million tokens in and out, e.g. 0.2,0.6") from exc
+    return per_in, per_out
 
 
 def _float(value: str | None) -> float | None:

@@ -37,7 +37,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(redis_url: str, tmp_path: Path, cache_dir: Path) -> Settings:
     """This machine's settings (tool environment included), on the test's Redis and directories."""
     return Settings.from_env().with_(redis_url=redis_url, workdir=tmp_path / "work", cache_dir=cache_dir,
-                                     slack_bot_token=None, slack_app_token=None, anthropic_api_key=None,
+                                     slack_bot_token=None, slack_app_token=None, llm_api_key=None, llm_url=None,
                                      github_token=None)
 
 

@@ -44,7 +44,7 @@ class LLMSummarizer:
 
 def writer_for(llm: Summarizer | LLM | None, settings: Settings, redis: Redis) -> Summarizer | None:
     if llm is None:
-        if not settings.anthropic_api_key:
+        if not settings.llm_configured:
             return None
         from orchestra.llm import LLM  # the SDK is heavy: only load it when a key is set
 

@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field
 from redis import Redis
 
 from orchestra.events import EventBus, EventType
-from orchestra.llm import LLM, SKIP_NO_KEY, LLMFailed, LLMSkipped
-from orchestra.llm_budget import Budget, cost_usd
+from orchestra.llm import LLM, SKIP_NO_MODEL, LLMFailed, LLMSkipped
+from orchestra.llm.budget import Budget, cost_usd
 from orchestra.settings import Settings
 from tests.support.fake_anthropic import FakeAnthropic, fake_anthropic_fixture
 
@@ -57,7 +57,7 @@ def test_structured_output_through_tool_use_is_validated_and_recorded(
     assert body["tools"][0]["input_schema"]["properties"]["findings"]["type"] == "array"
     [call] = llm_calls(redis, "r1")
     assert call["outcome"] == "ok" and call["prompt"] == "review_diff" and call["prompt_version"] == "1"
-    assert call["model"] == llm_settings.anthropic_model
+    assert call["model"] == llm_settings.llm_model
     assert call["input_tokens"] > 0 and call["output_tokens"] > 0 and call["latency_ms"] >= 0
     assert call["cost_usd"] == round(cost_usd(call["model"], call["input_tokens"], call["output_tokens"]), 6)
 
@@ -113,7 +113,7 @@ def test_errors_after_the_last_retry_and_client_errors_fail(llm_settings: Settin
         LLM(llm_settings, redis=redis, max_retries=2).text(
             "explain_run", {"question": "q", "facts": "{}", "draft": "d"}, run_id="r3")
     assert len(server.requests) == 3
-    bad = llm_settings.with_(anthropic_api_key="sk-ant-wrong-key")
+    bad = llm_settings.with_(llm_api_key="sk-ant-wrong-key")
     with pytest.raises(LLMFailed, match="AuthenticationError"):
         LLM(bad, redis=redis).text("explain_run", {"question": "q", "facts": "{}", "draft": "d"}, run_id="r3")
     assert [c["outcome"] for c in llm_calls(redis, "r3")] == ["error", "error"]
@@ -124,7 +124,7 @@ def test_without_a_key_the_call_is_skipped_and_says_so(settings: Settings, redis
     assert not llm.available
     with pytest.raises(LLMSkipped) as info:
         llm.structured("review_diff", REVIEW_VARS, Review, run_id="r4")
-    assert info.value.reason == SKIP_NO_KEY
+    assert info.value.reason == SKIP_NO_MODEL
     assert llm_calls(redis, "r4")[0]["outcome"] == "skipped"
 
 

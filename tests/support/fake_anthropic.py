@@ -63,7 +63,7 @@ class FakeAnthropic:
 
     def client_settings(self, settings: Settings) -> Settings:
         """``settings`` with this server's key and base URL: an LLM built on them talks to the fake."""
-        return settings.with_(anthropic_api_key=self.api_key, anthropic_base_url=self.base_url)
+        return settings.with_(llm_protocol="anthropic", llm_api_key=self.api_key, llm_url=self.base_url)
 
     def fail(self, status: int, *, times: int = 1, retry_after_ms: str = "5") -> None:
         """The next ``times`` requests get an HTTP ``status`` error."""

@@ -22,10 +22,14 @@ PRICES: dict[str, tuple[float, float]] = {
 DEFAULT_PRICE = (3.0, 15.0)
 
 
-def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float:
-    """What a call cost, from the price table (longest matching model prefix)."""
-    match = max((m for m in PRICES if model.startswith(m)), key=len, default=None)
-    per_in, per_out = PRICES[match] if match else DEFAULT_PRICE
+def cost_usd(model: str, input_tokens: int, output_tokens: int, *,
+             price: tuple[float, float] | None = None) -> float:
+    """What a call cost: at ``price`` (USD per million tokens in, out) when given, else from the
+    Anthropic price table (longest matching model prefix)."""
+    if price is None:
+        match = max((m for m in PRICES if model.startswith(m)), key=len, default=None)
+        price = PRICES[match] if match else DEFAULT_PRICE
+    per_in, per_out = price
     return (input_tokens * per_in + output_tokens * per_out) / 1_000_000
 
 
