@@ -1,0 +1,3 @@
+module example.com/eval
+
+go 1.22
