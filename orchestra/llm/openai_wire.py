@@ -1,8 +1,10 @@
 """OpenAI chat completions through the ``openai`` SDK (vLLM, llama.cpp's server, Ollama, LM Studio, TGI).
 
 Structured answers are asked for with ``response_format`` and a JSON schema: servers that support it
-constrain the grammar, so even a small model answers valid JSON. The schema is also stated in the
-system prompt for servers that ignore ``response_format``.
+constrain the grammar, so even a small model answers valid JSON. OpenAI, vLLM and Ollama take the
+standard ``{"type": "json_schema"}``; llama-cpp-python's server takes only its own
+``{"type": "json_object", "schema": ...}``: a server that rejects the first is asked the second way from
+then on. The schema is also stated in the system prompt for servers that ignore ``response_format``.
 """
 from __future__ import annotations
 
@@ -21,26 +23,49 @@ class OpenAIWire:
         # A local server that wants no key still needs the header filled in.
         self.client = openai.OpenAI(api_key=api_key or "no-key", base_url=base_url, max_retries=max_retries,
                                     timeout=timeout_s)
+        self.formats = list(FORMATS)  # the response_format styles still worth trying, best first
 
     def ask(self, *, model: str, system: str, messages: list[dict[str, Any]], max_tokens: int,
             schema: Schema | None) -> Answer:
-        extra: dict[str, Any] = {}
         if schema is not None:
             system = f"{system}\n\n{_schema_rule(schema)}"
-            extra["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": schema.name, "description": schema.description, "schema": schema.json_schema}}
-        try:
-            conversation: Any = [{"role": "system", "content": system}, *messages]
-            response = self.client.chat.completions.create(model=model, max_tokens=max_tokens,
-                                                           messages=conversation, **extra)
-        except openai.APIError as exc:
-            raise WireError(type(exc).__name__, getattr(exc, "message", str(exc))[:300]) from exc
-        return _answer(response, model, schema)
+        conversation: Any = [{"role": "system", "content": system}, *messages]
+        while True:
+            extra: Any = {"response_format": FORMATS[self.formats[0]](schema)} if schema is not None else {}
+            try:
+                response = self.client.chat.completions.create(model=model, max_tokens=max_tokens,
+                                                               messages=conversation, **extra)
+                return _answer(response, model, schema)
+            except openai.APIStatusError as exc:
+                if not (schema is not None and _refused_format(exc) and len(self.formats) > 1):
+                    raise WireError(type(exc).__name__, exc.message[:300]) from exc
+                self.formats.pop(0)
+            except openai.APIError as exc:
+                raise WireError(type(exc).__name__, getattr(exc, "message", str(exc))[:300]) from exc
 
     def repair(self, answer: Answer, schema: Schema, problems: str) -> list[dict[str, Any]]:
         return [{"role": "assistant", "content": answer.text},
                 {"role": "user", "content": f"That answer is invalid: {problems}. Answer again with one JSON "
                                             f"object that matches the {schema.name} schema, and nothing else."}]
+
+
+def _json_schema_format(schema: Schema | None) -> dict[str, Any]:
+    assert schema is not None
+    return {"type": "json_schema", "json_schema": {"name": schema.name, "description": schema.description,
+                                                   "schema": schema.json_schema}}
+
+
+def _json_object_format(schema: Schema | None) -> dict[str, Any]:
+    assert schema is not None
+    return {"type": "json_object", "schema": schema.json_schema}
+
+
+FORMATS = {"json_schema": _json_schema_format, "json_object": _json_object_format}
+
+
+def _refused_format(exc: openai.APIStatusError) -> bool:
+    """The server said no to the response_format itself (llama-cpp-python answers 500 with the reason)."""
+    return exc.status_code in (400, 422, 500) and "response_format" in str(exc.message) + str(exc.body)
 
 
 def _schema_rule(schema: Schema) -> str:

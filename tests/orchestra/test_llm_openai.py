@@ -71,6 +71,17 @@ def test_output_that_stays_invalid_fails_clearly(settings: Settings, server: Fak
     assert len(server.requests) == 2
 
 
+def test_a_server_that_only_takes_json_object_is_asked_that_way_from_then_on(settings: Settings,
+                                                                            redis: Redis) -> None:
+    with fake_openai(json_object_only=True) as server:  # llama-cpp-python's server
+        server.on_schema("record_verdict", lambda body: {"safe": True, "reason": "docs only"})
+        llm = LLM(server.client_settings(settings), redis=redis, max_retries=0)
+        assert llm.structured("review_diff", VARS, Verdict).safe is True
+        assert llm.structured("review_diff", VARS, Verdict).reason == "docs only"
+    assert [r["response_format"]["type"] for r in server.requests] == ["json_schema", "json_object", "json_object"]
+    assert server.requests[1]["response_format"]["schema"]["required"] == ["safe", "reason"]
+
+
 def test_chat_understanding_uses_the_fast_model(settings: Settings, server: FakeOpenAI, redis: Redis) -> None:
     llm = LLM(server.client_settings(settings).with_(llm_model_fast="small-model"), redis=redis)
     llm.text("explain_run", EXPLAIN, run_id="r2")

@@ -33,6 +33,7 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 @dataclass
 class FakeOpenAI:
     api_key: str | None = None
+    json_object_only: bool = False  # refuse {"type": "json_schema"} as llama-cpp-python's server does
     base_url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     _failures: deque[int] = field(default_factory=deque)
@@ -60,6 +61,8 @@ class FakeOpenAI:
             return _error(401, "invalid_api_key", "Incorrect API key provided")
         if not body.get("model") or not body.get("messages"):
             return _error(400, "invalid_request_error", "model and messages are required")
+        if self.json_object_only and (body.get("response_format") or {}).get("type") == "json_schema":
+            return _error(500, "server_error", "response_format.type: Input should be 'text' or 'json_object'")
         if self._failures:
             status = self._failures.popleft()
             return _error(status, "rate_limit_exceeded" if status == 429 else "server_error", "try again later")
@@ -68,9 +71,11 @@ class FakeOpenAI:
     def _content(self, body: dict[str, Any]) -> str:
         if self._replies:
             return self._replies.popleft()
-        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
-        if schema in self._schemas:
-            return json.dumps(self._schemas[schema](body))
+        fmt = body.get("response_format") or {}
+        schema = (fmt.get("json_schema") or {}).get("name") or (fmt.get("schema") or {}).get("title")
+        handler = self._schemas.get(schema) or self._schemas.get(f"record_{str(schema).lower()}")
+        if handler is not None:
+            return json.dumps(handler(body))
         return "echo: " + str(body["messages"][-1]["content"]).splitlines()[0]
 
     def _completion(self, body: dict[str, Any], content: str) -> dict[str, Any]:
@@ -88,9 +93,9 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 @contextmanager
-def fake_openai(api_key: str | None = None) -> Iterator[FakeOpenAI]:
+def fake_openai(api_key: str | None = None, *, json_object_only: bool = False) -> Iterator[FakeOpenAI]:
     """Run the fake chat-completions API (``/v1/chat/completions``) on a free loopback port."""
-    server = FakeOpenAI(api_key=api_key)
+    server = FakeOpenAI(api_key=api_key, json_object_only=json_object_only)
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.handle)
     with serve_in_thread(app, name="fake-openai") as url:
