@@ -3,7 +3,8 @@
 The model proposes, code decides: its answer is validated against the known
 services, environments and safe refs (a ref must appear in the message), and
 an action it proposes (deploy, rollback, cancel) is only carried out after the
-user confirms it with a button.
+user confirms it with a button. An action it proposes, and an answer that does
+not validate, are recorded in the audit trail with what became of them.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from redis.exceptions import RedisError
 
 from orchestra.intents import ENVIRONMENTS, REF_PATTERN, STRATEGIES, Intent, IntentKind
 from orchestra.parse import ENV_ALIASES, NEGATIONS, UNSAFE_CHARS, Parsed, parse
+from orchestra.redaction import redact
 from orchestra.settings import Settings
+from orchestra.store import Audit
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Understander:
     """Turns text into a :class:`Parsed`; ``llm`` (orchestra.llm.LLM) is None without a model."""
 
     llm: Any = None
+    audit: Audit | None = None  # where the model's actions and invalid answers are recorded
 
     @classmethod
     def from_settings(cls, settings: Settings, *, redis: Redis | None = None,
@@ -52,14 +56,15 @@ class Understander:
             return cls(llm=None)
         from orchestra.llm import LLM
 
-        return cls(llm=LLM.from_settings(settings, redis=redis or Redis.from_url(settings.redis_url)))
+        conn = redis or Redis.from_url(settings.redis_url)
+        return cls(llm=LLM.from_settings(settings, redis=conn), audit=Audit(conn))
 
     def understand(self, text: str, services: Sequence[str]) -> Parsed:
         """The deterministic parse; the model is asked only when the rules did not understand."""
         parsed = parse(text, services)
         if parsed.understood or self.llm is None or not self.llm.available:
             return parsed
-        from orchestra.llm import LLMError
+        from orchestra.llm import LLMError, LLMFailed
 
         variables = {"text": text, "intents": ", ".join(CHAT_INTENTS), "services": ", ".join(services),
                      "environments": ", ".join(ENVIRONMENTS)}
@@ -67,8 +72,23 @@ class Understander:
             guess = self.llm.structured(PROMPT, variables, IntentGuess, max_tokens=300, fast=True)
         except (LLMError, RedisError) as exc:  # no model, over budget, API down, or no Redis for budgets
             logger.info("intent model not used: %s", exc)
+            if isinstance(exc, LLMFailed):
+                self._record(text, None, f"not used: {exc.message}")
             return parsed
-        return validated(guess, text, services)
+        understood = validated(guess, text, services)
+        if IntentKind(guess.intent) in ACTIONS:
+            self._record(text, guess, "held for the user's confirmation" if understood.needs_confirmation
+                         else f"discarded: {doubt(guess, text, services)}")
+        return understood
+
+    def _record(self, text: str, guess: IntentGuess | None, outcome: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            self.audit.record("llm_guess_not_acted_on", actor="llm", outcome=outcome, text=redact(text)[:300],
+                              guess=redact(guess.model_dump_json())[:300] if guess else None)
+        except RedisError as exc:  # the parse still answers without Redis
+            logger.info("intent model answer not recorded: %s", exc)
 
 
 def validated(guess: IntentGuess, text: str, services: Sequence[str]) -> Parsed:
@@ -78,13 +98,24 @@ def validated(guess: IntentGuess, text: str, services: Sequence[str]) -> Parsed:
     env = ENV_ALIASES.get((guess.env or "").lower())
     strategy = guess.strategy if guess.strategy in STRATEGIES else None
     ref = guess.ref if guess.ref and _safe_ref_in(guess.ref, text) else None
-    words = f" {text.lower()} "
-    doubtful = guess.confidence < MIN_CONFIDENCE or (
-        kind in ACTIONS and (service is None or any(f" {n} " in words for n in NEGATIONS)))
-    if doubtful or kind == IntentKind.UNKNOWN:
+    if doubt(guess, text, services) or kind == IntentKind.UNKNOWN:
         return Parsed(Intent(kind=IntentKind.UNKNOWN, text=text), understood=False)
     intent = Intent(kind=kind, service=service, ref=ref, env=env, strategy=strategy, text=text)
     return Parsed(intent, needs_confirmation=kind in ACTIONS)
+
+
+def doubt(guess: IntentGuess, text: str, services: Sequence[str]) -> str | None:
+    """Why the guess may not be taken (None: it may)."""
+    if guess.confidence < MIN_CONFIDENCE:
+        return f"confidence {guess.confidence:.2f} is below {MIN_CONFIDENCE}"
+    if IntentKind(guess.intent) not in ACTIONS:
+        return None
+    if guess.service not in services:
+        return "it names no configured service"
+    words = f" {text.lower()} "
+    if any(f" {n} " in words for n in NEGATIONS):
+        return "the message says not to"
+    return None
 
 
 def _safe_ref_in(ref: str, text: str) -> bool:

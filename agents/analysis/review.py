@@ -1,9 +1,10 @@
 """Review of a diff: rule checks on the added lines always, plus an LLM review when one is available.
 
-The diff is untrusted text: it goes to the model fenced as data (prompts/review_diff.md), and
-what comes back is validated into typed findings; findings on files the diff does not touch are
-dropped. LLM findings are warnings (the model proposes, code decides); the rule checks can fail
-the gate (e.g. a committed secret).
+The diff is untrusted text: it goes to the model fenced as data (prompts/review_diff.md), and the
+list of changed files only names that read as paths. What comes back is validated into typed
+findings; findings on files the diff does not touch, or carrying what looks like a secret, are
+dropped and counted in the note. LLM findings are warnings (the model proposes, code decides); the
+rule checks can fail the gate (e.g. a committed secret).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 TOOL = "review"
 MAX_DIFF_CHARS = 60_000
 HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+PATH_NAME = re.compile(r"[\w./@+-]{1,200}")  # a file name that cannot carry a sentence
 
 
 class ReviewItem(BaseModel):
@@ -84,16 +86,16 @@ def review_diff(diff: str, *, llm: LLM | None, run_id: str | None = None) -> Rev
     files = sorted({a.file for a in added})
     text = diff if len(diff) <= MAX_DIFF_CHARS else diff[:MAX_DIFF_CHARS] + "\n[diff truncated]\n"
     try:
-        out = llm.structured("review_diff", {"files": ", ".join(files), "diff": text}, ReviewOutput,
+        out = llm.structured("review_diff", {"files": _listed(files), "diff": text}, ReviewOutput,
                              run_id=run_id)
     except LLMError as exc:
         logger.info("run %s: LLM review not done: %s", run_id, exc)
         return ReviewResult(findings=findings, source="rules",
                             note=f"LLM review not done ({exc.message}): rule-based review only")
-    kept = [_from_item(item) for item in out.findings if item.file in files]
-    dropped = len(out.findings) - len(kept)
-    note = "LLM review and rule checks" + (f"; {dropped} LLM finding(s) on unchanged files dropped"
-                                           if dropped else "")
+    on_changed = [item for item in out.findings if item.file in files]
+    kept = [_from_item(item) for item in on_changed if not _carries_secret(item)]
+    note = "LLM review and rule checks" + _dropped(len(out.findings) - len(on_changed), "on unchanged files") \
+        + _dropped(len(on_changed) - len(kept), "carrying secret-like text")
     return ReviewResult(findings=findings + kept, source="llm", note=note, summary=redact(out.summary))
 
 
@@ -129,6 +131,23 @@ def rule_findings(added: list[AddedLine]) -> list[Finding]:
                 findings.append(Finding(tool=TOOL, rule=rule, file=line.file, line=line.line,
                                         severity=severity, message=message, suggestion=suggestion))
     return findings
+
+
+def _listed(files: list[str]) -> str:
+    """The changed files for the prompt; a name that is not a plain path stays in the fenced diff only."""
+    plain = [f for f in files if PATH_NAME.fullmatch(f)]
+    odd = len(files) - len(plain)
+    return ", ".join(plain + ([f"{odd} file(s) with unusual names (see the diff)"] if odd else []))
+
+
+def _dropped(count: int, why: str) -> str:
+    return f"; {count} LLM finding(s) {why} dropped" if count else ""
+
+
+def _carries_secret(item: ReviewItem) -> bool:
+    """The model saw the diff redacted: a secret-looking value in its finding did not come from the change."""
+    text = " ".join((item.file, item.rule, item.message, item.suggestion))
+    return redact(text) != text
 
 
 def _from_item(item: ReviewItem) -> Finding:

@@ -1,8 +1,8 @@
 """Optional LLM refinement of a generated Dockerfile: the model proposes, the checks decide.
 
-A proposal is used only if it keeps the template's base images, a non-root user and a health
-check, pulls nothing from URLs and passes hadolint; otherwise the template is used and the
-reason is reported.
+A proposal is used only if it keeps the template's base images, USER lines and health check,
+reaches no host and uses no network tool the template does not, carries nothing that looks like
+a secret and passes hadolint; otherwise the template is used and the reason is reported.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from agents.build.dockerfile import lint
 from agents.findings import Severity
 from orchestra.llm import LLM, LLMError
+from orchestra.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ MAX_FILES = 200
 _FROM = re.compile(r"^\s*FROM\s+(\S+)", re.IGNORECASE | re.MULTILINE)
 _USER = re.compile(r"^\s*USER\s+(\S+)", re.IGNORECASE | re.MULTILINE)
 _FETCH = re.compile(r"^\s*ADD\s+https?://|(curl|wget)[^\n|]*\|\s*(ba)?sh", re.IGNORECASE | re.MULTILINE)
+_HEALTHCHECK = re.compile(r"^\s*HEALTHCHECK\s+(?!NONE\b)", re.IGNORECASE | re.MULTILINE)
+_HOST = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^\s/@'\"]*@)?([^\s/:'\"]+)", re.IGNORECASE)
+_NET_TOOL = re.compile(r"\b(curl|wget|nc|ncat|netcat|socat|telnet|ssh|scp|sftp|ftp|rsync)\b")
 
 
 class DockerfileProposal(BaseModel):
@@ -69,14 +73,27 @@ def check_proposal(original: str, proposed: str) -> list[str]:
     users = _USER.findall(proposed)
     if not users or users[-1].split(":")[0] in ("root", "0"):
         problems.append("it does not end with a non-root USER")
-    if "HEALTHCHECK" not in proposed.upper():
+    elif users != _USER.findall(original):
+        problems.append("it changes the USER lines")
+    if not _HEALTHCHECK.search(proposed):
         problems.append("it has no HEALTHCHECK")
     if _FETCH.search(proposed):
         problems.append("it downloads code from a URL")
+    problems += _reach(original, proposed)
+    if redact(proposed) != proposed:
+        problems.append("it contains what looks like a secret")
     blocking = [f.rule for f in lint(proposed) if f.severity is Severity.ERROR]
     if blocking:
         problems.append("hadolint: " + ", ".join(sorted(set(blocking))))
     return problems
+
+
+def _reach(original: str, proposed: str) -> list[str]:
+    """Hosts and network tools the proposal adds to the template's (a download or an upload)."""
+    hosts = sorted(set(_HOST.findall(proposed)) - set(_HOST.findall(original)))
+    tools = sorted(set(_NET_TOOL.findall(proposed)) - set(_NET_TOOL.findall(original)))
+    return ([f"it reaches {', '.join(hosts)}"] if hosts else []) + \
+        ([f"it adds the network tool(s) {', '.join(tools)}"] if tools else [])
 
 
 def _listing(service_dir: Path) -> str:

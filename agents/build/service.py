@@ -75,7 +75,7 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
                           + "; ".join(f.one_line() for f in blocking))
     repository = repository_for(settings, request.project, spec.name)
     ref = f"{repository}:{request.version}"
-    progress(f"building {spec.name} ({stack}) as {ref}")
+    progress(f"building {spec.name} ({stack}) as {ref}: {note}")  # said before a build that may fail
     context = context_tar(spec.path, dockerfile, ca_bundle=settings.build_ca_bundle)
     outcome, build_s = timed(lambda: build_image(client, context, ref, nocache=request.nocache))
     digest, push_s = (timed(lambda: push_image(client, repository, request.version,

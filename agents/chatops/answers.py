@@ -8,7 +8,6 @@ written from those facts only and must contain them; otherwise a template.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,14 +16,14 @@ from redis import Redis
 
 from agents.chatops import texts
 from agents.chatops.crashlog import redact, summarize
-from agents.chatops.prose import Summarizer, prose, writer_for
+from agents.chatops.prose import RUN_ID, Summarizer, prose, writer_for
 from agents.deploy.targets.state import all_live
 from agents.observability.judge import format_value
 from orchestra.errors import NotFound
 from orchestra.events import Event, EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
-from orchestra.store import Run, RunStore
+from orchestra.store import Audit, Run, RunStore
 
 if TYPE_CHECKING:
     from orchestra.llm import LLM
@@ -34,7 +33,6 @@ logger = logging.getLogger(__name__)
 RECENT_RUNS = 50
 RECENT_EVENTS = 2000
 _ROLLBACK_WORDS = ("roll", "revert", "undo")
-RUN_ID = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
 CRASH_TAIL = 5
 
 
@@ -58,7 +56,7 @@ def answer(intent: Intent, *, redis: Redis, settings: Settings,
     writer = writer_for(llm, settings, redis)
     if writer is None or not facts.get("found"):
         return Answer(text=draft, facts=facts)
-    text = prose(writer, intent, facts, draft)
+    text = prose(writer, intent, facts, draft, audit=Audit(redis))
     if text is None:
         return Answer(text=draft, facts=facts)
     return Answer(text=text, facts=facts, source="llm")

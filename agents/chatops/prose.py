@@ -1,15 +1,26 @@
-"""The LLM side of explain: prose written from the facts only, and checked to contain them."""
+"""The LLM side of explain: prose written from the facts only, and checked to contain them.
+
+An answer is shown only if it keeps every required fact and adds nothing that could mislead or
+leak: a secret-looking value, a link, run id or bot command that the facts we wrote do not hold
+(logs and test output may be an attacker's), or its own instructions. A rejected answer is
+recorded in the audit trail.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import re
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis import Redis
 
 from agents.chatops.crashlog import redact
 from orchestra.intents import Intent
+from orchestra.prompts import load_prompt
+from orchestra.redaction import UNTRUSTED_RULE
 from orchestra.settings import Settings
+from orchestra.store import Audit
 
 if TYPE_CHECKING:
     from orchestra.llm import LLM
@@ -17,6 +28,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROMPT = "explain_run"
+RUN_ID = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
+LOGGED_FACTS = ("reason", "failure", "crash")  # written by the run's code and logs, not by us
+# What an answer may only repeat from the facts we wrote, never add.
+ADDED = {"link": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s)>\]]+", re.IGNORECASE), "run": RUN_ID,
+         "command": re.compile(r"(?<![\w/])/(?:deploy|rollback|cancel|approve|orchestra)\b", re.IGNORECASE)}
 
 
 class Summarizer(Protocol):
@@ -58,12 +74,31 @@ def required_mentions(facts: dict[str, Any]) -> list[str]:
         return [str(r["version"]) for r in facts.get("running", []) if r.get("version")]
     needed = [facts.get("run_id")]
     rb = facts.get("rollback") or {}
-    needed += [rb.get("value_text"), rb.get("threshold_text"), rb.get("metric")]
+    needed += [rb.get("value_text"), rb.get("threshold_text"), rb.get("metric"), rb.get("from_version")]
     return [str(n) for n in needed if n]
 
 
-def prose(llm: Summarizer, intent: Intent, facts: dict[str, Any], draft: str) -> str | None:
-    """The LLM's answer when it keeps every required fact; None (use the template) otherwise."""
+def unfit(text: str, facts: dict[str, Any]) -> str | None:
+    """Why an LLM answer may not be shown (None: it may)."""
+    missing = [m for m in required_mentions(facts) if m not in text]
+    if missing:
+        return f"it leaves out {', '.join(missing)}"
+    if redact(text) != text:
+        return "it contains what looks like a secret"
+    known = json.dumps({k: v for k, v in facts.items() if k not in LOGGED_FACTS}, default=str)
+    for what, pattern in ADDED.items():
+        added = [m for m in pattern.findall(text) if m not in known]
+        if added:
+            return f"it adds a {what} that is not in the facts ({added[0][:80]})"
+    flat = " ".join(text.split())
+    if any(sentence in flat for sentence in _instructions()):
+        return "it repeats its instructions"
+    return None
+
+
+def prose(llm: Summarizer, intent: Intent, facts: dict[str, Any], draft: str, *,
+          audit: Audit | None = None) -> str | None:
+    """The LLM's answer when it is :func:`unfit` for no reason; None (use the template) otherwise."""
     try:
         text = llm.summarize(intent.text or intent.kind.value, facts, draft)
     except Exception:
@@ -71,8 +106,18 @@ def prose(llm: Summarizer, intent: Intent, facts: dict[str, Any], draft: str) ->
         return None
     if not text:
         return None
-    missing = [m for m in required_mentions(facts) if m not in text]
-    if missing:
-        logger.warning("explain: LLM answer left out %s; using the template", missing)
+    problem = unfit(text, facts)
+    if problem:
+        logger.warning("explain: LLM answer not used (%s); using the template", problem)
+        if audit is not None:
+            audit.record("llm_answer_rejected", actor="llm", run_id=facts.get("run_id"), prompt=PROMPT,
+                         reason=problem)
         return None
     return redact(text)
+
+
+@lru_cache(maxsize=1)
+def _instructions() -> tuple[str, ...]:
+    """The sentences of the prompt's instructions (and the fence marker), whitespace flattened."""
+    said = " ".join(f"{load_prompt(PROMPT).system} {UNTRUSTED_RULE}".split())
+    return ("untrusted-data", *(s for s in re.split(r"(?<=[.:])\s", said) if len(s) >= 30))

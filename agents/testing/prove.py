@@ -1,4 +1,9 @@
-"""Proving a generated test: it runs, passes on the current code, adds coverage, and kills a mutant."""
+"""Proving a generated test: it runs, passes on the current code, adds coverage, and kills a mutant.
+
+Before any of that it must stay inside the test: a candidate that reads the environment, starts
+processes, opens sockets or URLs, or evaluates strings is refused without being run (the model
+writing it may have been steered by the code it read).
+"""
 from __future__ import annotations
 
 import ast
@@ -16,6 +21,12 @@ logger = logging.getLogger(__name__)
 
 TEST_TIMEOUT_S = 60
 MUTANTS_PER_TEST = 4
+# What a unit test of a function has no use for, and an exfiltrating one needs.
+OUTSIDE_MODULES = frozenset({"subprocess", "socket", "urllib", "http", "requests", "httpx", "aiohttp", "ftplib",
+                             "smtplib", "telnetlib", "ctypes", "multiprocessing", "pty", "importlib", "webbrowser"})
+OS_CALLS = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "system", "popen", "fork", "forkpty",
+                      "execl", "execle", "execlp", "execv", "execve", "execvp", "spawnl", "spawnv", "posix_spawn"})
+BUILTINS = frozenset({"eval", "exec", "__import__"})
 
 
 class Prover:
@@ -39,9 +50,12 @@ class Prover:
         verdict = Candidate(target=f"{target.module}:{target.qualname}", file_name=name, origin=origin,
                             kept=False, reason="", code=code)
         try:
-            ast.parse(code)
+            tree = ast.parse(code)
         except SyntaxError as exc:
             return verdict.model_copy(update={"reason": f"does not parse: {exc.msg} (line {exc.lineno})"})
+        reach = outside_reach(tree)
+        if reach:
+            return verdict.model_copy(update={"reason": f"refused without running it: it uses {reach}"})
         path = self.generated / name
         path.write_text(code)
         verdict = self._check(target, path, verdict)
@@ -98,6 +112,27 @@ class Prover:
         except OrchestraError:
             return True  # the mutant made it hang: the test noticed
         return proc.returncode != 0
+
+
+def outside_reach(tree: ast.AST) -> str | None:
+    """The first thing in a test that reaches outside it (environment, processes, network), or None."""
+    return next((name for node in ast.walk(tree) for name in _outside(node)), None)
+
+
+def _outside(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        names = [m for m in modules if m.split(".")[0] in OUTSIDE_MODULES]
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            names += [f"os.{a.name}" for a in node.names if a.name in OS_CALLS]
+        return names
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os":
+        return [f"os.{node.attr}"] if node.attr in OS_CALLS else []
+    if isinstance(node, ast.Name):
+        return [node.id] if node.id in BUILTINS else []
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and "/proc/" in node.value:
+        return ["/proc"]
+    return []
 
 
 def _first_error(output: str) -> str:

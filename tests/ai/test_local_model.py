@@ -90,5 +90,5 @@ def test_an_explanation_keeps_the_grounded_facts(model: LocalModel, settings: Se
     intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
     result = answer(intent, redis=redis, settings=model.client_settings(settings))
     assert [c["outcome"] for c in _calls(redis, run.id)] == ["ok"]
-    for fact in (run.id, "error_rate", "6.12%", "2.00%"):
+    for fact in (run.id, "error_rate", "6.12%", "2.00%", "v2.1.0"):
         assert fact in result.text, (fact, result.source)

@@ -109,7 +109,7 @@ def test_llm_answer_is_used_only_when_it_contains_the_facts(redis: Redis, settin
     run = _deploy(redis, service="payments", env="production", version="v2.1.0", user="carol",
                   rollback=ROLLBACK)
     intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
-    good = _Writer(f"Run {run.id} rolled back: error_rate hit 6.12% (limit 2.00%).")
+    good = _Writer(f"Run {run.id} rolled back v2.1.0: error_rate hit 6.12% (limit 2.00%).")
     assert answer(intent, redis=redis, settings=settings, llm=good).source == "llm"
     vague = _Writer("It rolled back because things looked bad.")
     result = answer(intent, redis=redis, settings=settings, llm=vague)
@@ -148,7 +148,7 @@ def test_with_an_api_key_the_llm_writes_the_answer_from_the_facts(redis: Redis, 
     intent = Intent(kind=IntentKind.EXPLAIN, env="production", text="why did prod roll back?")
     with fake_anthropic() as server:
         keyed = server.client_settings(settings)
-        server.reply_text(f"Payments rolled back in run {run.id}: error_rate reached 6.12% against "
+        server.reply_text(f"Payments rolled back in run {run.id}: v2.1.0's error_rate reached 6.12% against "
                           "a 2.00% threshold; carol asked, dave approved.")
         result = answer(intent, redis=redis, settings=keyed)
         assert result.source == "llm" and result.text.startswith("Payments rolled back")
