@@ -33,7 +33,8 @@ def handle(intent: Intent, who: Who, *, redis: Redis, settings: Settings, run_id
 
 
 def _only_active(store: RunStore, intent: Intent) -> Run:
-    active = sorted((r for r in store.active() if (intent.service is None or intent.service in r.services)
+    named = set(intent.services or ([intent.service] if intent.service else []))
+    active = sorted((r for r in store.active() if (not named or named & set(r.services))
                      and (intent.env is None or r.env == intent.env)), key=lambda r: r.created_at)
     what = f"for {intent.service} " if intent.service else ""
     if not active:

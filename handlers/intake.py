@@ -56,7 +56,7 @@ def _handle(parsed: Parsed, intent: Intent, who: Who, *, redis: Redis, settings:
         return cancel.handle(intent, who, redis=redis, settings=settings, run_id=parsed.run_id)
     handler = HANDLERS.get(kind)
     if handler is None:
-        return Reply(ReplyKind.NOT_UNDERSTOOD)
+        return Reply(ReplyKind.NOT_UNDERSTOOD, parsed.suggestion or "")
     reply: Reply = handler(intent, who, redis=redis, settings=settings)
     return reply
 
@@ -66,13 +66,17 @@ def confirmation(intent: Intent) -> Reply:
     c = intent.contract()
     summary = " ".join(str(v) for v in (c["intent"], c["service"], c["ref"], c["env"] and f"to {c['env']}",
                                         c["strategy"]) if v)
-    payload = json.dumps({k: v for k, v in c.items() if v and k != "intent"} | {"kind": c["intent"]})
+    fields = {k: v for k, v in c.items() if v and k not in ("intent", "service")}
+    named = {"services": intent.services} if intent.services else {"service": intent.service}
+    payload = json.dumps(fields | {k: v for k, v in named.items() if v} | {"kind": c["intent"]})
     return Reply(ReplyKind.CONFIRM, data={"summary": summary, "payload": payload})
 
 
 def confirmed(payload: str, text: str) -> Parsed:
     """The intent carried by a confirmation button, re-validated like any input."""
     data = json.loads(payload)
+    if data.get("services"):
+        data["service"] = data["services"][0]
     return Parsed(Intent(kind=IntentKind(data.pop("kind")), text=text, **data))
 
 

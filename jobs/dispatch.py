@@ -78,8 +78,10 @@ def _channel(intent: Intent, config: ProjectConfig) -> str:
 
 
 def _services(intent: Intent, config: ProjectConfig) -> list[str]:
-    if intent.service:
-        return [config.service(intent.service).name]
+    """The services to run, in deploy order: the ones named (each must exist here), else all of them."""
+    named = intent.services or ([intent.service] if intent.service else [])
+    if named:
+        return config.deploy_order([config.service(name).name for name in named])
     return config.deploy_order(config.service_names())
 
 

@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 # A git ref: branch, tag or sha. No shell metacharacters, no "..", no leading "-".
 REF_PATTERN = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@+-]{1,200}$")
@@ -36,6 +36,7 @@ class Intent(BaseModel):
 
     kind: IntentKind
     service: str | None = None
+    services: list[str] = Field(default_factory=list)  # when several were named: all of them, ``service`` first
     ref: str | None = None
     env: str | None = None
     strategy: str | None = None
@@ -65,7 +66,14 @@ class Intent(BaseModel):
             raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
         return strategy
 
+    @model_validator(mode="after")
+    def _first_of_several(self) -> Intent:
+        if self.services and self.service != self.services[0]:
+            raise ValueError(f"service {self.service!r} must be the first of services {self.services!r}")
+        return self
+
     def contract(self) -> dict[str, Any]:
-        """The public parse contract: intent, service, ref, env, strategy."""
-        return {"intent": self.kind.value, "service": self.service, "ref": self.ref,
+        """The public parse contract: intent, service (several comma-joined), ref, env, strategy."""
+        service = ",".join(self.services) if self.services else self.service
+        return {"intent": self.kind.value, "service": service, "ref": self.ref,
                 "env": self.env, "strategy": self.strategy}

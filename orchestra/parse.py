@@ -1,50 +1,54 @@
 """The deterministic intent parser: text in, typed :class:`Parsed` out.
 
 Pure: no Slack, Redis or network. It understands the slash commands
-(``/deploy``, ``/rollback``, ``/orchestra ...``) and common plain-language
-phrasings. Safety rules: negations, prompt-injection phrasing, shell
-characters, "all/every" quantifiers, unknown services, unknown environments
-and unsafe refs never become a deploy, rollback or cancel; an action verb
-only counts when it opens the sentence (an imperative), so "great job on the
-deploy" is chit-chat.
+(``/deploy``, ``/rollback``, ``/orchestra ...``) and everyday phrasings: "to/on/in
+<env>", "with/using <strategy>", several services ("frontend and backend"),
+politeness and urgency words, the service named before the verb ("prod frontend
+is broken, roll it back"). Safety rules: negations, prompt-injection phrasing,
+shell characters, "all/every" quantifiers, requests for later ("after QA signs
+off"), unknown services, unknown environments and unsafe refs never become a
+deploy, rollback or cancel; an action verb only counts when it opens a clause (an
+imperative) and what follows asks rather than describes, so "great job on the
+deploy" and "deploy failed for frontend" are chit-chat. An action the rules had
+to guess (a verb one typo away, or no verb: "frontend to staging please") is
+asked about before it is done.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from orchestra.intents import REF_PATTERN, Intent, IntentKind
+from orchestra.intents import Intent, IntentKind
+from orchestra.parse_slots import Slots, free_slots, slash_slots
 from orchestra.parse_vocab import (
+    COMMANDS,
+    CONDITIONS,
+    DESCRIPTIONS,
     ENV_ALIASES,
-    ENV_PREPOSITIONS,
     EXPLAIN_RE,
     HELP_RE,
     HISTORY_RE,
     INJECTION,
     LEADING_FILLERS,
+    MOVE_VERBS,
     NEGATIONS,
     NOT_HELP_RE,
     QUANTIFIERS,
     QUESTION_STARTS,
-    REF_PREPOSITIONS,
-    RUN_ID,
     SHELL,
     SLASH_KINDS,
-    SLOT_FILLERS,
     STATUS_RE,
     STRATEGY_ALIASES,
     UNSAFE_CHARS,
-    by_prefix,
+    VERBS,
     clean,
-    env_of,
-    looks_like_ref,
+    closest_command,
     resolve_service,
     service_at_ref,
-    squash,
-    strategy_of,
     tokens,
     unquote,
     verb_kind,
+    words_and_clauses,
 )
 
 __all__ = ["ENV_ALIASES", "NEGATIONS", "UNSAFE_CHARS", "Parsed", "parse", "resolve_service"]
@@ -53,33 +57,37 @@ ACTIONS = (IntentKind.DEPLOY, IntentKind.ROLLBACK, IntentKind.CANCEL)
 INJECTED = "that reads like an instruction to ignore the rules; I only take plain requests"
 NEGATED = "that sounds like a request *not* to act, so I did nothing"
 SHELLISH = "that message contains shell characters (` $( ; | &&); write the request in plain words"
+LATER = "that sounds like a request for later or on a condition; I only start things now, so ask me when it's time"
 
 
 @dataclass(frozen=True)
 class Parsed:
     """What the parser made of a text: the intent, and when it refused, why (user-facing).
 
-    An action (deploy, rollback, cancel) with a ``problem`` must not be carried out.
+    An action (deploy, rollback, cancel) with a ``problem`` must not be carried out. ``suggestion``
+    is the closest command (e.g. "`/deploy frontend`") to show the user, never to act on.
     """
 
     intent: Intent
     problem: str | None = None
     run_id: str | None = None
     understood: bool = True  # False: the rules did not recognise the sentence at all
-    needs_confirmation: bool = False  # an action guessed by a model: ask the user before doing it
+    needs_confirmation: bool = False  # an action guessed (by a model or the rules): ask before doing it
+    suggestion: str | None = None
 
     def contract(self) -> dict[str, str | None]:
         return self.intent.contract()
 
 
-@dataclass
-class _Slots:
-    service: str | None = None
-    ref: str | None = None
-    env: str | None = None
-    strategy: str | None = None
-    run_id: str | None = None
-    problem: str | None = None
+@dataclass(frozen=True)
+class _Verb:
+    """An action verb: what it asks for, where it stands, where its clause starts."""
+
+    kind: IntentKind
+    at: int
+    start: int
+    guessed: bool = False  # one typo away, or no verb at all: ask before acting
+    move: bool = False  # "get/put/bring/take", or no verb: only with a named service (and env, to deploy)
 
 
 def parse(text: str, services: Sequence[str]) -> Parsed:
@@ -95,104 +103,107 @@ def _parse_slash(text: str, services: Sequence[str], raw: str) -> Parsed:
     command, args = words[0][1:].lower(), words[1:]
     if command == "orchestra":
         if not args:
-            return _result(IntentKind.HELP, _Slots(), raw)
+            return _result(IntentKind.HELP, Slots(), raw)
         command, args = args[0].lower(), args[1:]
     kind = SLASH_KINDS.get(command)
     if kind is None:
-        return _refused(raw, f"unknown command `{command}`; try `/orchestra help`")
+        suggestion = _suggest([command], tokens(" ".join(args)), services)
+        hint = f"did you mean {suggestion}?" if suggestion else "try `/orchestra help`"
+        return _refused(raw, f"unknown command `{command}`; {hint}", suggestion=suggestion)
     if kind is IntentKind.EXPLAIN:
-        return _result(kind, _free_slots(tokens(" ".join(args)), services), raw)
-    return _result(kind, _slash_slots(args, services), raw, services)
-
-
-def _slash_slots(args: list[str], services: Sequence[str]) -> _Slots:
-    slots = _Slots()
-    rest: list[str] = []
-    it = iter(args)
-    for arg in it:
-        low = arg.lower()
-        if low.startswith(("--strategy", "--env")):
-            value = low.split("=", 1)[1] if "=" in low else next(it, "")
-            _flag(slots, low.startswith("--env"), value)
-        elif low in ENV_ALIASES and slots.env is None:
-            slots.env = ENV_ALIASES[low]
-        elif low in STRATEGY_ALIASES and slots.strategy is None:
-            slots.strategy = STRATEGY_ALIASES[low]
-        elif RUN_ID.match(low):
-            slots.run_id = low
-        else:
-            rest.append(arg)
-    if rest:
-        name, at_ref = service_at_ref(rest[0], services)
-        slots.service = resolve_service(name, services) or by_prefix(name.lower(), services)
-        if slots.service is None:
-            slots.problem = slots.problem or _unknown_service(name, services)
-        refs = ([at_ref] if at_ref else []) + rest[1:2]
-        if refs:
-            _set_ref(slots, refs[0])
-        if len(rest) > 2 or (at_ref and len(rest) > 1):
-            slots.problem = slots.problem or f"unexpected words: `{' '.join(rest[2:] or rest[1:])}`"
-    return slots
-
-
-def _flag(slots: _Slots, is_env: bool, value: str) -> None:
-    if is_env:
-        slots.env = ENV_ALIASES.get(value)
-        if slots.env is None:
-            slots.problem = f"unknown environment `{value}`; use production, staging or development"
-        return
-    slots.strategy = STRATEGY_ALIASES.get(value)
-    if slots.strategy is None:
-        slots.problem = f"unknown strategy `{value}`; use blue-green, canary or rolling"
+        return _result(kind, free_slots(tokens(" ".join(args)), services), raw)
+    return _result(kind, slash_slots(args, services), raw, services)
 
 
 def _parse_free(text: str, services: Sequence[str], raw: str) -> Parsed:
     low = text.lower()
-    toks = tokens(text)
+    toks, starts = words_and_clauses(text)
     words = [t.lower() for t in toks]
     if not words:
         return _refused(raw, None, understood=False)
     if INJECTION.search(low):
         return _refused(raw, INJECTED)
+    shellish = bool(SHELL.search(text))
+    for verb in _verbs(words, starts):
+        if (parsed := _parse_action(verb, toks, words, starts, services, raw, shellish=shellish)) is not None:
+            return parsed
     head = _skip_fillers(words)
-    verb, at = _action_verb(words, head)
-    if verb is not None:
-        return _parse_action(verb, toks, words, at, services, raw, shellish=bool(SHELL.search(text)))
     kind = _question_kind(low, words, head)
-    if kind is None:
-        return _refused(raw, None, understood=False)
-    return _result(kind, _free_slots(toks, services), raw)
+    if kind is not None:  # help names nothing ("what does /rollback do?" has no ref)
+        return _result(kind, Slots() if kind is IntentKind.HELP else free_slots(toks, services), raw)
+    if "?" not in text and head < len(words) and resolve_service(service_at_ref(toks[head], services)[0], services):
+        verbless = _Verb(IntentKind.DEPLOY, head - 1, 0, guessed=True, move=True)  # "frontend to staging please"
+        if (parsed := _parse_action(verbless, toks, words, starts, services, raw, shellish=shellish)) is not None:
+            return parsed
+    return _refused(raw, None, understood=False, suggestion=_suggest(words, toks, services))
 
 
-def _parse_action(kind: IntentKind, toks: list[str], words: list[str], at: int, services: Sequence[str],
-                  raw: str, *, shellish: bool) -> Parsed:
+def _verbs(words: list[str], starts: list[int]) -> Iterator[_Verb]:
+    """The action verb opening each clause, first clause first."""
+    for start in (0, *starts):
+        head = _skip_fillers(words, start)
+        if head < len(words) - 1 and words[head] in STRATEGY_ALIASES:  # "canary deploy frontend"
+            head += 1
+        if head < len(words) and (verb := _action_verb(words, head, start)) is not None:
+            yield verb
+
+
+def _action_verb(words: list[str], head: int, start: int) -> _Verb | None:
+    first, rest = words[head], words[head + 1:]
+    if rest[:1] and rest[0] in {"history", "log", "logs", "status", "state", "list"}:
+        return None
+    if first in {"roll", "rolling"}:
+        if rest[:1] in (["out"], ["forward"]):
+            return _Verb(IntentKind.DEPLOY, head, start)
+        return _Verb(IntentKind.ROLLBACK, head, start) if "back" in rest[:4] else None
+    if first == "back" and head > start and words[head - 1] == "go":  # "go back to the previous release"
+        return _Verb(IntentKind.ROLLBACK, head, start)
+    if first in MOVE_VERBS:  # "get payments onto staging", "take backend back to ..."
+        return _Verb(IntentKind.ROLLBACK if "back" in rest[:4] else IntentKind.DEPLOY, head, start, move=True)
+    kind = verb_kind(first)
+    return _Verb(kind, head, start, guessed=first not in VERBS) if kind is not None else None
+
+
+def _parse_action(verb: _Verb, toks: list[str], words: list[str], starts: list[int], services: Sequence[str],
+                  raw: str, *, shellish: bool) -> Parsed | None:
+    """The action ``verb`` asks for, a refusal, or None when the clause describes rather than asks."""
+    end = next((s for s in starts if s > verb.at), len(words))
+    if any(w in DESCRIPTIONS for w in words[verb.at + 1:end]):
+        return None  # "deploy failed for frontend", "release notes for frontend are out"
     joined = " " + " ".join(words) + " "
     if any(f" {n} " in joined for n in NEGATIONS):
         return _refused(raw, NEGATED)
     if shellish:
         return _refused(raw, SHELLISH)
-    if any(w in QUANTIFIERS for w in words):
-        return _refused(raw, f"I {kind.value} one service at a time; name it, e.g. `/{kind.value} frontend`")
-    slots = _free_slots(toks[at + 1:], services, strict=True)
+    kind, asked = verb.kind, words[verb.start:]  # "all good, ship frontend": the context is not the request
+    if any(w in QUANTIFIERS for w in asked):
+        example = _command(kind, Slots(services=list(services[:1]) or ["SERVICE"]))
+        return _refused(raw, f"name the services, e.g. `{example}`; I never act on all of them at once")
+    if any(w in CONDITIONS for w in asked) or _conditional_context(words, starts, verb.start):
+        return _refused(raw, LATER)
+    slots = free_slots(toks[verb.at + 1:], services, strict=True)
     if slots.strategy is None:  # "canary deploy frontend"
-        slots.strategy = next((STRATEGY_ALIASES[w] for w in words[:at] if w in STRATEGY_ALIASES), None)
-    return _result(kind, slots, raw, services)
+        slots.strategy = next((STRATEGY_ALIASES[w] for w in words[verb.start:verb.at] if w in STRATEGY_ALIASES),
+                              None)
+    if verb.start > 0:
+        _use_context(slots, free_slots(toks[:verb.start], services), kind)
+    if verb.move and (not slots.services or slots.unknown or (kind is IntentKind.DEPLOY and slots.env is None)):
+        return None  # "get me the status of frontend" asks no move
+    return _result(kind, slots, raw, services, guessed=verb.guessed)
 
 
-def _action_verb(words: list[str], head: int) -> tuple[IntentKind | None, int]:
-    """The action the sentence opens with, and the index of its verb."""
-    if head < len(words) - 1 and words[head] in STRATEGY_ALIASES:
-        head += 1
-    if head >= len(words):
-        return None, head
-    first, rest = words[head], words[head + 1:]
-    if rest[:1] and rest[0] in {"history", "log", "logs", "status", "state", "list"}:
-        return None, head
-    if first in {"roll", "rolling"}:
-        if rest[:1] in (["out"], ["forward"]):
-            return IntentKind.DEPLOY, head
-        return (IntentKind.ROLLBACK if "back" in rest[:4] else None), head
-    return verb_kind(first), head
+def _conditional_context(words: list[str], starts: list[int], until: int) -> bool:
+    """A clause before the verb opens with a condition: "if it's broken, roll it back", not "broke after"."""
+    heads = (_skip_fillers(words, s) for s in (0, *starts) if s < until)
+    return any(h < len(words) and words[h] in CONDITIONS for h in heads)
+
+
+def _use_context(slots: Slots, context: Slots, kind: IntentKind) -> None:
+    """What the clauses before the verb say: "prod frontend is broken, roll it back"."""
+    if not slots.services and context.services and context.problem is None:
+        slots.services, slots.env = context.services, slots.env or context.env
+    elif slots.services and context.env and slots.env is None:  # "staging looks good, deploy frontend"
+        slots.complain(f"which environment? e.g. `{_command(kind, slots)} {context.env}`")
 
 
 def _question_kind(low: str, words: list[str], head: int) -> IntentKind | None:
@@ -208,83 +219,46 @@ def _question_kind(low: str, words: list[str], head: int) -> IntentKind | None:
     return None
 
 
-def _free_slots(toks: list[str], services: Sequence[str], *, strict: bool = False) -> _Slots:
-    """Pick service, env, strategy and ref out of free text."""
-    slots = _Slots()
-    words = [t.lower() for t in toks]
-    candidates: list[int] = []
-    skip: set[int] = set()
-    for i, word in enumerate(words):
-        if i in skip:
-            continue
-        prev, following = (words[i - 1] if i else ""), words[i + 1:i + 2]
-        name, at_ref = service_at_ref(toks[i], services)
-        pair = resolve_service(name + following[0], services) if following else None
-        if pair and slots.service is None and squash(pair) == squash(name + following[0]):
-            slots.service = pair  # "api server"
-            skip.add(i + 1)
-        elif env_of(word) and slots.env is None and prev not in REF_PREPOSITIONS:
-            slots.env = env_of(word)
-        elif strategy_of(word, following) and slots.strategy is None:
-            slots.strategy = strategy_of(word, following)
-        elif RUN_ID.match(word):
-            slots.run_id = word
-        elif svc := resolve_service(name, services) or (by_prefix(word, services) if strict else None):
-            _set_service(slots, svc, at_ref)
-        elif word not in SLOT_FILLERS and word not in LEADING_FILLERS and word not in ENV_ALIASES:
-            candidates.append(i)
-    _fill_ref_and_unknown(slots, toks, words, candidates, services, strict)
-    return slots
-
-
-def _set_service(slots: _Slots, service: str, at_ref: str) -> None:
-    if slots.service not in (None, service):
-        slots.problem = slots.problem or "one service at a time, please: send one request per service"
-    slots.service = slots.service or service
-    if at_ref:
-        _set_ref(slots, at_ref)
-
-
-def _fill_ref_and_unknown(slots: _Slots, toks: list[str], words: list[str], candidates: list[int],
-                          services: Sequence[str], strict: bool) -> None:
-    for i in candidates:
-        token, prev = toks[i], (words[i - 1] if i else "")
-        if slots.ref is None and (looks_like_ref(token) or prev in REF_PREPOSITIONS
-                                  or (strict and UNSAFE_CHARS.search(token))):
-            _set_ref(slots, token)
-        elif token.isdigit():  # "in 10 minutes": not a ref, not an environment, not a service
-            continue
-        elif strict and prev in ENV_PREPOSITIONS and slots.env is None and not looks_like_ref(token) \
-                and (slots.service is not None or resolve_service(token, services) is None and i > 0):
-            slots.problem = slots.problem or (
-                f"I don't know an environment called `{token}`; use production (prod), staging (stg) "
-                "or development (dev)")
-        elif strict and slots.service is None and slots.problem is None and not looks_like_ref(token):
-            slots.problem = _unknown_service(token, services)
-
-
-def _set_ref(slots: _Slots, token: str) -> None:
-    if UNSAFE_CHARS.search(token) or not REF_PATTERN.match(token) or not any(c.isalnum() for c in token):
-        slots.problem = slots.problem or (
-            f"`{token}` is not a valid git ref (letters, digits and . _ / @ + - only, no `..`)")
-    else:
-        slots.ref = token
-
-
-def _result(kind: IntentKind, slots: _Slots, raw: str, services: Sequence[str] = ()) -> Parsed:
+def _result(kind: IntentKind, slots: Slots, raw: str, services: Sequence[str] = (), *,
+            guessed: bool = False) -> Parsed:
     if slots.problem and kind in ACTIONS:
         return _refused(raw, slots.problem)
-    if kind in ACTIONS and slots.service is None and not (kind is IntentKind.CANCEL and slots.run_id):
+    if kind in ACTIONS and not slots.services and not (kind is IntentKind.CANCEL and slots.run_id):
         if len(services) != 1:  # "ship it!" is chit-chat as often as a request: ask, do nothing
             return _refused(raw, _which_service(kind, services))
-        slots.service = services[0]
-    intent = Intent(kind=kind, service=slots.service, ref=slots.ref, env=slots.env,
-                    strategy=slots.strategy, text=raw)
-    return Parsed(intent, problem=slots.problem, run_id=slots.run_id)
+        slots.services = [services[0]]
+    several = slots.services if len(slots.services) > 1 else []
+    if guessed and (several or slots.run_id):  # a confirmation carries one service and no run id: say it
+        command = f"`{_command(kind, slots)}`"
+        return _refused(raw, f"did you mean {command}?", suggestion=command)
+    intent = Intent(kind=kind, service=slots.services[0] if slots.services else None, services=several,
+                    ref=slots.ref, env=slots.env, strategy=slots.strategy, text=raw)
+    return Parsed(intent, problem=slots.problem, run_id=slots.run_id, needs_confirmation=guessed,
+                  suggestion=f"`{_command(kind, slots)}`" if guessed else None)
 
 
-def _refused(raw: str, problem: str | None, *, understood: bool = True) -> Parsed:
-    return Parsed(Intent(kind=IntentKind.UNKNOWN, text=raw), problem=problem, understood=understood)
+def _refused(raw: str, problem: str | None, *, understood: bool = True, suggestion: str | None = None) -> Parsed:
+    return Parsed(Intent(kind=IntentKind.UNKNOWN, text=raw), problem=problem, understood=understood,
+                  suggestion=suggestion)
+
+
+def _command(kind: IntentKind, slots: Slots) -> str:
+    """The slash command asking for what ``slots`` name, e.g. ``/deploy frontend, backend v1.2 production``."""
+    command = COMMANDS.get(kind.value, f"/orchestra {kind.value}")
+    strategy = f"--strategy {slots.strategy}" if slots.strategy else None
+    parts = (command, ", ".join(slots.services), slots.run_id, slots.ref, slots.env, strategy)
+    return " ".join(p for p in parts if p)
+
+
+def _suggest(words: list[str], toks: list[str], services: Sequence[str]) -> str | None:
+    """The closest command to a text the rules did not understand: a near miss of a command word."""
+    command = next((c for w in words if (c := closest_command(w)) is not None), None)
+    if command is None:
+        return None
+    if command == COMMANDS["help"]:
+        return f"`{command}`"
+    slots = free_slots(toks, services)
+    return "`" + " ".join(p for p in (command, ", ".join(slots.services), slots.env) if p) + "`"
 
 
 def _which_service(kind: IntentKind, services: Sequence[str]) -> str:
@@ -295,13 +269,8 @@ def _which_service(kind: IntentKind, services: Sequence[str]) -> str:
     return f"which service{also}? e.g. `{command} {example}`; known services: {known}"
 
 
-def _unknown_service(name: str, services: Sequence[str]) -> str:
-    known = ", ".join(f"`{s}`" for s in services) or "none configured"
-    return f"I don't know a service called `{name}`; known services: {known}"
-
-
-def _skip_fillers(words: list[str]) -> int:
-    i = 0
+def _skip_fillers(words: list[str], start: int = 0) -> int:
+    i = start
     while i < len(words) and (words[i] in LEADING_FILLERS or words[i].startswith("@")):
         i += 1
     return i

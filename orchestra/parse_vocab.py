@@ -12,6 +12,7 @@ ENV_ALIASES = {
     "staging": "staging", "stg": "staging", "stage": "staging",
     "development": "development", "dev": "development",
 }
+WEAK_ENVS = {"live"}  # "what's live on stg": an explicit environment word wins over this one
 STRATEGY_ALIASES = {
     "blue-green": "blue-green", "bluegreen": "blue-green", "blue/green": "blue-green",
     "blue_green": "blue-green", "canary": "canary", "rolling": "rolling",
@@ -22,7 +23,15 @@ VERBS = {
     **dict.fromkeys(("rollback", "revert", "undo", "downgrade"), IntentKind.ROLLBACK),
     **dict.fromkeys(("cancel", "abort", "stop", "halt", "kill"), IntentKind.CANCEL),
 }
-TYPO_VERBS = ("deploy", "rollback", "cancel", "revert", "release")  # one typo away still counts
+TYPO_VERBS = ("deploy", "rollback", "cancel", "revert", "release")  # one typo away: asked, not done
+# Everyday verbs that only ask for something with a service right after them: "get payments onto
+# staging", "put the worker on main in dev"; with "back" they roll back ("take backend back").
+MOVE_VERBS = {"get", "bring", "put", "take", "move", "send"}
+COMMANDS = {  # what a near miss of a command word suggests
+    "deploy": "/deploy", "release": "/deploy", "rollback": "/rollback", "revert": "/rollback",
+    "cancel": "/orchestra cancel", "status": "/orchestra status", "history": "/orchestra history",
+    "help": "/orchestra help",
+}
 SLASH_KINDS = {
     "deploy": IntentKind.DEPLOY, "rollback": IntentKind.ROLLBACK, "status": IntentKind.STATUS,
     "history": IntentKind.HISTORY, "help": IntentKind.HELP, "explain": IntentKind.EXPLAIN,
@@ -33,7 +42,11 @@ LEADING_FILLERS = {
     "please", "pls", "plz", "kindly", "hey", "hi", "ok", "okay", "so", "now", "can", "could", "would",
     "will", "you", "u", "go", "ahead", "and", "let's", "lets", "let", "us", "i", "we", "want", "wanna",
     "to", "need", "needs", "i'd", "we'd", "like", "orchestra", "bot", "quickly", "just", "then",
+    "urgent", "urgently", "asap", "immediately", "yo", "sorry", "hello", "folks",
 }
+URGENCY = {"asap", "urgent", "urgently", "immediately", "quick", "quickly", "p0", "p1", "p2", "sev0", "sev1",
+           "sev2", "sev-0", "sev-1", "sev-2"}  # "it's a p1" names no version
+POLITENESS = {"please", "pls", "plz", "kindly", "thanks", "thank", "you", "thx", "ty", "cheers", "sorry"}
 SLOT_FILLERS = {
     "the", "a", "an", "to", "in", "into", "on", "onto", "for", "at", "of", "with", "using", "via",
     "service", "app", "application", "please", "pls", "now", "right", "asap", "again", "back",
@@ -42,7 +55,10 @@ SLOT_FILLERS = {
     "forward", "up", "over", "me", "this", "that", "today", "thanks", "thx", "run", "job", "build",
     "last", "deploys", "deployed", "deploying", "rolled", "rolling", "roll", "did", "was", "were",
     "previous", "prior", "stable", "good", "known", "update", "box", "boxes", "servers", "cluster",
+    "services", "apps", "both", "them", "as", "too", "also", "there", "plus", "well", "one",
+    *URGENCY, *POLITENESS,
 }
+LIST_JOINERS = {"and", "plus", "the", "both", "as", "well", "also"}  # "frontend and backend", "frontend, backend"
 ENV_PREPOSITIONS = {"to", "in", "into", "on", "onto"}
 REF_PREPOSITIONS = {"ref", "branch", "tag", "commit", "version", "sha", "at", "from"}
 NEGATIONS = {"don't", "dont", "do not", "never", "not", "no", "shouldn't", "shouldnt", "won't",
@@ -53,6 +69,13 @@ INJECTION = re.compile(
     r"prompt|guardrails?|safety|previous|above|approvals?)\b|\bsystem prompt\b|\byou are now\b", re.I)
 SHELL = re.compile(r"`|\$\(|\$\{|;|&&|\|")  # in an action's text: refuse rather than guess
 QUANTIFIERS = {"all", "every", "everything", "everyone", "each", "any"}
+# A request for later or on a condition: not something to start now.
+CONDITIONS = {"if", "unless", "until", "once", "after", "when", "whenever", "tomorrow", "tonight", "later"}
+# Words that describe a deploy rather than ask for one: "deploy failed for frontend",
+# "release notes for frontend are out", "push notifications on frontend are broken".
+DESCRIPTIONS = {"is", "are", "was", "were", "went", "goes", "seems", "seemed", "looks", "looked", "failed",
+                "fails", "worked", "works", "broke", "broken", "crashed", "stuck", "succeeded", "happened",
+                "has", "had", "have", "been", "took", "ran", "passed", "notes", "notifications"}
 REF_WORDS = {"main", "master", "develop", "trunk", "head"}
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
 RUN_ID = re.compile(r"^r-\d{8}-[0-9a-f]{6}$")
@@ -61,25 +84,36 @@ WORD = re.compile(r"\S+")
 MENTION = re.compile(r"<[@#!][^>]*>")
 LINK = re.compile(r"<(?:https?|mailto):[^|>]*\|([^>]*)>|<(?:https?|mailto):([^>]*)>")
 EDGE_PUNCT = ".,!?;:\"“”‘’()[]*_"
+CLAUSE_END = ",.!?:;"  # "prod frontend is broken, roll it back": the action is the second clause
+DASHES = {"-", "–", "—", "--"}
 BACKTICKED = re.compile(r"`([^`\s]+)`")
 
 HELP_RE = re.compile(r"\b(help|commands?|usage|what can you do|how (do|can|should) (i|we|you)|"
-                     r"what can (i|we) (ask|say|type|do))\b")
+                     r"what can (i|we) (ask|say|type|do))\b|\bwhat (does|do|is) /\w+\b|\bhow does /\w+\b")
 NOT_HELP_RE = re.compile(r"\b(why|status|deployed|running)\b")
 EXPLAIN_RE = re.compile(r"\bwhat (happened|went wrong|broke|failed)\b|\broot cause\b|\bpost-?mortem\b|"
-                        r"\bhow did\b|\bwhat caused\b|\bwhy\b")
+                        r"\bhow did\b|\bwhat caused\b|\bwhy\b|\bhow come\b|\bwhat'?s wrong\b|"
+                        r"\bwhat (is|was) wrong\b|\bwhat made\b|\breason (for|why|behind)\b")
 HISTORY_RE = re.compile(
     r"\b(who|when) (deployed|shipped|released|rolled|last|approved)\b|\bhistory\b|\baudit\b|"
     r"\b(recent|last|previous|past) (\w+ )?(deploy|deploys|deployments|releases|runs|rollbacks)\b|"
     r"\b(list|show)( me)? (the )?(recent|last|past) |\blast (deployed|shipped|released)\b|"
     r"\bwhat did (we|you|i|they|\S+) (deploy|ship|release)\b|"
-    r"\b(list|show)( me)?( all)?( the)? (deploys|deployments|releases|runs)\b")
+    r"\b(list|show)( me)?( all)?( the)? (deploys|deployments|releases|runs)\b|"
+    r"\b(what|everything|anything|things)( that| which)? (went|got|has gone|have gone)( out)? (to|into|on)\b|"
+    r"\bwhat('?s| has| have) been (deployed|shipped|released|rolled back)\b|\bwhat changed\b|"
+    r"\bwho (touched|changed|pushed|approved)\b|\bwhen (did|was) \S+ last\b|"
+    r"\b(deploy|deployment|release|rollback) (log|logs|list)\b|\blast \d+ (deploys|deployments|releases|runs)\b")
 STATUS_RE = re.compile(
-    r"\bstatus\b|\bwhat'?s (deployed|running|live|up|out)\b|\bwhat is (deployed|running|live)\b|"
+    r"\bstatus\b|\bwhat'?s (deployed|running|live|up|out)\b|\bwhat is (currently |now )?(deployed|running|live)\b|"
+    r"\bwhat'?s (currently|now) (deployed|running|live)\b|\bthe state of\b|"
     r"\b(which|what) version\b|\bhow'?s\b|\bhow is\b|\bis \S+ (up|down|healthy|ok|broken)\b|"
     r"\b(show|list) (me )?(the )?(active|running|current)\b|\bwhat'?s (the )?(current|latest) version\b|"
     r"\bany (\w+ )?(deploys?|deployments|runs|rollouts) (running|active|going|in progress)\b|"
-    r"\bwhat'?s (going on|happening)\b|\bwho('?s| is) deploying\b|"
+    r"\bwhat'?s (going on|happening)\b|\bwho('?s| is) deploying\b|\bgoing on\b|\bin progress\b|"
+    r"\bis (there|anything|anyone|somebody|someone) (\w+ )?(deploying|rolling|running)\b|"
+    r"\bwhat'?s (on|in) (prod|production|staging|stg|stage|dev|development|live)\b|"
+    r"\bwhere is \S+ at\b|\bhow are things\b|"
     r"^(is|are)\b.*\b(done|finished|complete|completed|over|live|up|down|healthy|ok|running|deployed|broken)\b")
 QUESTION_STARTS = {"what", "what's", "whats", "which", "where"}
 
@@ -126,15 +160,38 @@ def clean(text: str) -> str:
 
 def tokens(text: str) -> list[str]:
     """Words with edge punctuation removed, except where it would hide shell characters."""
-    out = []
+    return words_and_clauses(text)[0]
+
+
+def words_and_clauses(text: str) -> tuple[list[str], list[int]]:
+    """:func:`tokens`, and the index of the token opening each clause after the first.
+
+    A clause ends at , . ! ? : ; or a lone dash: "prod frontend is broken, roll it back".
+    """
+    out: list[str] = []
+    starts: list[int] = []
     for raw in WORD.findall(text):
+        if raw in DASHES:
+            starts.append(len(out))
+            continue
         stripped = raw.lstrip(EDGE_PUNCT.replace(".", "")).rstrip(EDGE_PUNCT)  # keep "../x" whole
         token = stripped if not UNSAFE_CHARS.search(raw.strip(EDGE_PUNCT + "?!")) else raw
         if token.lower().endswith("'s") and len(token) > 2:
             token = token[:-2]
         if token:
             out.append(token)
-    return out
+        if raw.rstrip("\"“”‘’)]*_")[-1:] in tuple(CLAUSE_END):
+            starts.append(len(out))
+    return out, sorted(set(s for s in starts if 0 < s < len(out)))
+
+
+def closest_command(word: str) -> str | None:
+    """The command a near miss names ("dpeloy", "stauts"), never an exact word or its inflection."""
+    if len(word) < 4 or word in VERBS or word in COMMANDS or word.startswith(("un", "non")) \
+            or any(word.startswith(c) for c in (*COMMANDS, *VERBS)):
+        return None
+    close = [c for c in COMMANDS if distance(word, c) <= (1 if len(c) <= 4 else 2)]
+    return COMMANDS[close[0]] if len(close) == 1 or len({COMMANDS[c] for c in close}) == 1 else None
 
 
 def squash(word: str) -> str:

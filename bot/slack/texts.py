@@ -15,6 +15,7 @@ HELP = (
     "Environments: production (prod), staging (stg), development (dev). Default environment: staging."
 )
 NOT_UNDERSTOOD = "Sorry, I didn't understand that. Try `/orchestra help`."
+NOT_UNDERSTOOD_CLOSE = "Sorry, I didn't understand that. Did you mean {suggestion}? Or try `/orchestra help`."
 REFUSED = "I did nothing: {message}"
 DENIED = ":no_entry: {message}"
 FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
@@ -78,6 +79,8 @@ def render(reply: Reply) -> str:
     if reply.kind == ReplyKind.RUNS:
         return "\n".join(RUN_LINE.format(run_id=r.id, kind=r.kind, env=r.env, status=r.status.value)
                          for r in reply.runs) or NO_RUNS
+    if reply.kind == ReplyKind.NOT_UNDERSTOOD and reply.text:
+        return NOT_UNDERSTOOD_CLOSE.format(suggestion=reply.text)
     if reply.kind in FIXED:
         return FIXED[reply.kind]
     return {ReplyKind.REFUSED: REFUSED, ReplyKind.DENIED: DENIED}.get(reply.kind, "{message}").format(

@@ -56,3 +56,24 @@ def test_a_guessed_action_asks_first_and_its_button_carries_a_revalidated_intent
     again = confirmed(reply.data["payload"], "ship it")
     assert (again.intent.kind, again.intent.service, again.intent.env, again.needs_confirmation) == (
         IntentKind.DEPLOY, "backend", "development", False)
+
+
+def test_several_services_start_one_run_in_deploy_order(redis: Redis, settings: Settings) -> None:
+    reply = handle(parse("/deploy frontend and backend to dev", SERVICES), ALICE, redis=redis,
+                   settings=settings.with_(repos=(SHOP,)))
+    assert reply.kind == ReplyKind.STARTED and reply.run is not None
+    assert RunStore(redis).get(reply.run.id).services == ["backend", "frontend"]  # frontend depends on backend
+
+
+def test_a_typo_gets_the_closest_command_and_starts_nothing(redis: Redis, settings: Settings) -> None:
+    kind, text = _handle("deplyoo frontend", redis, settings)
+    assert (kind, text) == (ReplyKind.NOT_UNDERSTOOD, "`/deploy frontend`")
+    assert RunStore(redis).recent() == []
+
+
+def test_a_confirmation_carries_every_service(redis: Redis, settings: Settings) -> None:
+    guess = Parsed(Intent(kind=IntentKind.DEPLOY, service="frontend", services=["frontend", "backend"],
+                          env="staging", text="ship both"), needs_confirmation=True)
+    reply = handle(guess, ALICE, redis=redis, settings=settings)
+    again = confirmed(reply.data["payload"], "ship both").intent
+    assert (again.service, again.services, again.env) == ("frontend", ["frontend", "backend"], "staging")

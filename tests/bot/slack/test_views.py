@@ -63,3 +63,12 @@ def test_nothing_secret_or_oversized_leaves_for_slack() -> None:
     assert token not in text and "[REDACTED]" in text
     assert blocks is not None and "ghp_" not in blocks[0]["text"]["text"]
     assert len(blocks[1]["elements"][0]["text"]) <= 1500
+
+
+def test_not_understood_offers_the_closest_command_when_there_is_one() -> None:
+    from bot.slack import texts
+    from handlers.reply import Reply, ReplyKind
+
+    assert texts.render(Reply(ReplyKind.NOT_UNDERSTOOD)) == "Sorry, I didn't understand that. Try `/orchestra help`."
+    assert texts.render(Reply(ReplyKind.NOT_UNDERSTOOD, "`/deploy frontend`")) == (
+        "Sorry, I didn't understand that. Did you mean `/deploy frontend`? Or try `/orchestra help`.")
