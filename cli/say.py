@@ -6,7 +6,8 @@ import json
 import time
 from typing import Any
 
-from cli.slack_server import DEFAULT_PORT
+from cli.transcript import render as render_transcript
+from cli.transcript import workspace_url
 from orchestra.settings import Settings
 
 ANSWERERS = ("U0ORCHESTRA", "USLACKBOT")  # the bot, and Slack itself reporting a timeout
@@ -15,7 +16,8 @@ BUTTON_HELP = "press a button instead: TS:LABEL (e.g. 1795240357.000012:Approve)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("say", help="type a message or slash command in the local Slack workspace")
-    parser.add_argument("text", nargs="?", help='"/deploy frontend hotfix-v2" or "<@U0ORCHESTRA> status" or a DM')
+    parser.add_argument("text", nargs="?", help='"/deploy frontend hotfix-v2" or "<@U0ORCHESTRA> status" or a DM; '
+                                                'none: only print the last messages (`orchestra transcript`)')
     parser.add_argument("--user", default="U0ALICE", help="who types it (user id or name; default U0ALICE)")
     parser.add_argument("--channel", help="channel name or id (default #devops-orchestra); 'dm' for a DM")
     parser.add_argument("--click", metavar="TS:LABEL", help=BUTTON_HELP)
@@ -31,23 +33,32 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.localslack.client import WorkspaceClient
     from orchestra.errors import OrchestraError
 
-    client = WorkspaceClient(_url(args, settings))
+    client = WorkspaceClient(workspace_url(args.url, settings))
+    if not args.text and not args.click:
+        return _read(client, args, settings)
     before = _bot_lines(client.transcript(None if args.channel == "dm" else args.channel), args.user)
     if args.click:
         ts, sep, label = args.click.partition(":")
         if not sep:
             raise OrchestraError(f"--click wants TS:LABEL, got {args.click!r}")
         result = client.click(ts, label, user=args.user, channel=args.channel)
-    elif args.text:
-        result = _send(client, args)
     else:
-        raise OrchestraError("nothing to say", hint='orchestra say "/deploy frontend hotfix-v2"')
+        result = _send(client, args)
     if not result.get("acked", True):
         print("the bot did not acknowledge within 3 s (is `orchestra bot` running?)")
     viewer = str(result.get("user", args.user))
     channel = None if args.channel == "dm" else args.channel
     messages = _answers(client, channel, viewer, before, args.wait)[-max(1, args.last):]
     print(json.dumps(messages, indent=2) if args.json else render(messages, viewer))
+    return 0
+
+
+def _read(client: Any, args: argparse.Namespace, settings: Settings) -> int:
+    """Nothing to say: print the last messages as `orchestra transcript --last N` does."""
+    user = args.user if args.channel == "dm" else None
+    channel = args.channel or settings.slack_channel
+    messages = client.transcript(channel, user=user)[-max(1, args.last):]
+    print(json.dumps(messages, indent=2) if args.json else render_transcript(messages, channel))
     return 0
 
 
@@ -89,11 +100,3 @@ def _line(msg: dict[str, Any], indent: str) -> str:
     buttons = "".join(f" [{b['text']}]" for b in msg["buttons"])
     text = msg["text"].replace("\n", f"\n{indent}    ")
     return f"{indent}{msg['ts']} {msg['user']}: {who}{text}{buttons}{edited}"
-
-
-def _url(args: argparse.Namespace, settings: Settings) -> str:
-    if args.url:
-        return str(args.url)
-    if settings.slack_api_url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
-        return settings.slack_api_url
-    return f"http://127.0.0.1:{DEFAULT_PORT}"

@@ -38,9 +38,13 @@ class WorkspaceClient:
         return self._post("click", {"ts": ts, "action_id": button, "text": button, "user": user,
                                     "channel": channel, "stale": stale or None})
 
-    def transcript(self, channel: str | None = None) -> list[dict[str, Any]]:
-        query = f"?channel={urllib.parse.quote(channel)}" if channel else ""
-        return list(self._get(f"transcript{query}")["messages"])
+    def transcript(self, channel: str | None = None, *, user: str | None = None) -> list[dict[str, Any]]:
+        """Top-level messages in order, each with its ``replies``; every channel unless one is named.
+
+        ``channel="dm"`` reads ``user``'s DM with the bot; an unknown channel is refused.
+        """
+        query = urllib.parse.urlencode({k: v for k, v in {"channel": channel, "user": user}.items() if v})
+        return list(self._get(f"transcript?{query}" if query else "transcript")["messages"])
 
     def calls(self, method: str | None = None) -> list[dict[str, Any]]:
         query = f"?method={urllib.parse.quote(method)}" if method else ""
@@ -86,4 +90,4 @@ class WorkspaceClient:
             raise OrchestraError(f"local Slack workspace refused: {detail}") from exc
         except urllib.error.URLError as exc:
             raise OrchestraError(f"cannot reach the local Slack workspace at {self.url}: {exc.reason}",
-                                 hint="start it with `orchestra slack-server` or `orchestra up`") from exc
+                                 hint="start it with `scripts/up` or `orchestra slack-server`, or pass --url") from exc

@@ -96,7 +96,13 @@ async def click(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def transcript(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
-    channel = srv.ws.channel_id(body["channel"]) if body.get("channel") else None
+    """Top-level messages with their threads: of one channel (``"dm"``: the user's DM), else of all.
+
+    An unknown channel is an error, not every channel: a typo must not look like a transcript.
+    """
+    if not body.get("channel"):
+        return {"ok": True, "messages": srv.ws.transcript()}
+    channel = srv.ws.dm(_user(srv.ws, body)) if body["channel"] == "dm" else _channel(srv.ws, body)
     return {"ok": True, "messages": srv.ws.transcript(channel)}
 
 
