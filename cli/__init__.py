@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from orchestra.errors import OrchestraError
+from orchestra.logs import setup_logging
 from orchestra.settings import Settings
 
 COMMANDS = {
@@ -24,6 +24,7 @@ COMMANDS = {
     "bot": "the Slack bot (socket mode)",
     "slack-server": "the local Slack workspace",
     "say": "act as a user in the local Slack workspace",
+    "transcript": "print the local Slack workspace's channel and threads",
     "parse": "print the intent of each text",
     "webhooks": "the GitHub webhook receiver",
     "explain": "answer why/what/who questions from the event log",
@@ -48,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return int(args.handler(args, Settings.from_env()))
+        settings = Settings.from_env()
+        setup_logging(settings.log_format, verbose=args.verbose)
+        return int(args.handler(args, settings))
     except OrchestraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

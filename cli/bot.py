@@ -5,8 +5,10 @@ import argparse
 import asyncio
 
 from cli.common import connect
+from jobs.queue import stage_queue
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
+from orchestra.telemetry import metrics_registry, serve_metrics
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +22,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.slack.process import serve
 
     _check(settings)
-    asyncio.run(serve(settings, connect(settings), relay=not args.no_relay))
+    redis = connect(settings)
+    serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port)
+    asyncio.run(serve(settings, redis, relay=not args.no_relay))
     return 0
 
 

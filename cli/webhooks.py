@@ -2,6 +2,7 @@
 
 One process runs the webhook receiver (POST /github/webhook) and, unless
 ``--no-relay``, the GitHub relay that keeps PR comments and commit statuses current.
+Its metrics are at GET /metrics on the same address.
 """
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import argparse
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from cli.common import connect
+from jobs.queue import stage_queue
 from orchestra.settings import Settings
+from orchestra.telemetry import metrics_registry
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +54,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         logger.warning("GITHUB_TOKEN is not set: replies and statuses will fail on private repositories")
     if not args.no_relay:
         app.cleanup_ctx.append(_relay(settings))
+    app.router.add_get("/metrics", _metrics(metrics_registry(redis, queue=stage_queue(redis))))
     print(f"orchestra webhooks: listening on http://{args.host}:{args.port}{WEBHOOK_PATH}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0
+
+
+def _metrics(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def metrics(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, registry)  # the collector reads Redis
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics
 
 
 def _relay(settings: Settings) -> Any:

@@ -13,6 +13,7 @@ from jobs import runner
 from jobs.queue import stage_queue
 from jobs.router import Router
 from orchestra.settings import Settings
+from orchestra.telemetry import metrics_registry, serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = connect(settings)
     runner.configure(settings)
+    if not args.burst:  # a burst worker is gone before anyone scrapes it
+        serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1)
     stop = threading.Event()
     router = None
     if not args.no_router:

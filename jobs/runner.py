@@ -21,6 +21,7 @@ from jobs import workspace
 from jobs.graph import Stage
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
+from orchestra.logs import run_context
 from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore, claim_once
 
@@ -52,18 +53,19 @@ def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | Non
     redis = redis if redis is not None else job.connection  # type: ignore[union-attr]
     settings = settings or current_settings()
     store, bus = RunStore(redis), EventBus(redis)
-    run = store.get(run_id)
-    if run.status.finished:
-        logger.info("run %s: %s skipped, the run already ended as %s", run_id, stage.name, run.status)
-        return {"skipped": True}
-    run = store.update(run_id, stage=stage.name, status=RunStatus.RUNNING,
-                       job_id=job.id if job else run.job_id) or run
-    bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
-    with heartbeat(redis, run_id):
-        result = _conclude(run_id, stage, agent, redis, settings, bus)
-    bus.emit(run_id, stage.outcome(result.passed), stage.name,
-             **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary})
-    return {"passed": result.passed, "summary": result.summary}
+    with run_context(run_id, stage.name):  # every line logged while the stage runs names the run and stage
+        run = store.get(run_id)
+        if run.status.finished:
+            logger.info("run %s: %s skipped, the run already ended as %s", run_id, stage.name, run.status)
+            return {"skipped": True}
+        run = store.update(run_id, stage=stage.name, status=RunStatus.RUNNING,
+                           job_id=job.id if job else run.job_id) or run
+        bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
+        with heartbeat(redis, run_id):
+            result = _conclude(run_id, stage, agent, redis, settings, bus)
+        bus.emit(run_id, stage.outcome(result.passed), stage.name,
+                 **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary})
+        return {"passed": result.passed, "summary": result.summary}
 
 
 def _conclude(run_id: str, stage: Stage, agent: Agent, redis: Redis, settings: Settings,

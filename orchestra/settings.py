@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.errors import OrchestraError
+from orchestra.logs import LOG_FORMATS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REPO = PROJECT_ROOT / "examples" / "shop"
@@ -61,6 +62,10 @@ class Settings:
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
     dev_mode: bool = False
+    # The process's own signals: log lines as text or JSON; /metrics on 127.0.0.1 (the bot on this port,
+    # a worker on the next one; the webhook receiver on its own port)
+    log_format: str = "text"  # text | json
+    metrics_port: int = 9464
     tool_env: Mapping[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
 
     @classmethod
@@ -93,6 +98,8 @@ class Settings:
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             build_ca_bundle=Path(ca) if ca else None,
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
+            log_format=_log_format(env.get("ORCHESTRA_LOG_FORMAT", defaults.log_format)),
+            metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
             tool_env={k: env[k] for k in TOOL_ENV_NAMES if k in env},
         )
 
@@ -141,6 +148,23 @@ def _price(value: str | None, *, local: bool) -> tuple[float, float] | None:
         raise OrchestraError(f"ORCHESTRA_LLM_PRICE={value!r} is not a price",
                              hint="write the USD per million tokens in and out, e.g. 0.2,0.6") from exc
     return per_in, per_out
+
+
+def _log_format(value: str) -> str:
+    log_format = value.strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise OrchestraError(f"ORCHESTRA_LOG_FORMAT={value!r} is not a log format",
+                             hint=f"use one of {', '.join(LOG_FORMATS)}")
+    return log_format
+
+
+def _port(value: str | None, default: int) -> int:
+    if not value:
+        return default
+    if not value.strip().isdigit() or not 0 < int(value) < 65535:
+        raise OrchestraError(f"ORCHESTRA_METRICS_PORT={value!r} is not a port",
+                             hint="use a free TCP port below 65535; a worker takes the one above it")
+    return int(value)
 
 
 def _float(value: str | None) -> float | None:

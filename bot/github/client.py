@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from orchestra.errors import OrchestraError
+from orchestra.telemetry import GITHUB_CALLS
 
 logger = logging.getLogger(__name__)
 
@@ -159,12 +160,14 @@ class GitHubClient:
             try:
                 async with self._http().request(method, url, json=json, params=params,
                                                 headers=self._headers()) as resp:
+                    GITHUB_CALLS.labels(str(resp.status)).inc()
                     self._note_budget(resp.headers)
                     body = await resp.json(content_type=None) if resp.status != 204 else None
                     wait = self._retry_wait(resp.status, resp.headers, body, attempt, idempotent)
                     if wait is None:
                         return self._result(method, url, resp.status, body), resp.headers
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                GITHUB_CALLS.labels("error").inc()
                 if not idempotent or attempt == self.max_attempts:
                     raise GitHubError(f"GitHub API unreachable: {method} {url}: {exc!r}") from exc
                 wait = self._backoff(attempt)

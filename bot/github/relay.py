@@ -23,6 +23,7 @@ from redis import Redis
 from bot.github.client import GitHubClient
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
+from orchestra.logs import run_context
 from orchestra.redaction import redact
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
@@ -164,7 +165,8 @@ class GitHubRelay:
             batch = await asyncio.to_thread(self.consumer.read, block_ms=block_ms)
             for run_id, deliveries in _by_run(batch).items():
                 try:
-                    await self.refresh(run_id)
+                    with run_context(run_id):
+                        await self.refresh(run_id)
                 except Exception:  # left pending: re-claimed later, dead-lettered if it keeps failing
                     logger.exception("run %s: GitHub relay failed", run_id)
                     continue

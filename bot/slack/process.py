@@ -11,7 +11,7 @@ from redis import Redis
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk import WebClient
 
-from bot.slack.app import LOCAL_APP_TOKEN, LOCAL_BOT_TOKEN, build_slack_app, web_client
+from bot.slack.app import LOCAL_APP_TOKEN, LOCAL_BOT_TOKEN, CountCalls, build_slack_app, web_client
 from bot.slack.relay import Relay
 from orchestra.settings import Settings
 
@@ -42,6 +42,7 @@ async def serve(settings: Settings, redis: Redis, *, relay: bool = True,
 
 def _relay(settings: Settings) -> Relay:
     client = WebClient(token=settings.slack_bot_token or LOCAL_BOT_TOKEN, base_url=settings.slack_api_url)
+    client.retry_handlers.insert(0, CountCalls())
     name = f"{socket.gethostname()}-{os.getpid()}"
     return Relay(Redis.from_url(settings.redis_url), settings, client, name=name)
 

@@ -27,6 +27,7 @@ from bot.slack.pacer import Pacer
 from bot.slack.threads import Thread, Threads
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
+from orchestra.logs import run_context
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 
@@ -118,7 +119,8 @@ class Relay:
                 continue
             try:
                 if run is not None and channel is not None:
-                    self._show(pending.delivery, run, channel)
+                    with run_context(run.id):
+                        self._show(pending.delivery, run, channel)
             except Wait:
                 blocked.add(channel or "")
                 continue
