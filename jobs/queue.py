@@ -37,7 +37,7 @@ def enqueue_stage(queue: Queue, run_id: str, stage: Stage, *, job_id: str) -> Jo
 
 def enqueue_housekeeping(queue: Queue, func: str) -> Job | None:
     """Enqueue a periodic clean-up job unless the last one is still waiting or running."""
-    job_id = f"housekeeping:{func.rsplit('.', 1)[-1]}"
+    job_id = f"housekeeping-{func.rsplit('.', 1)[-1]}"  # RQ ids: letters, digits, _ and - only
     try:
         if Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).get_status() in UNFINISHED:
             return None
