@@ -186,7 +186,10 @@ def _parse_action(verb: _Verb, toks: list[str], words: list[str], starts: list[i
         slots.strategy = next((STRATEGY_ALIASES[w] for w in words[verb.start:verb.at] if w in STRATEGY_ALIASES),
                               None)
     if verb.start > 0:
-        _use_context(slots, free_slots(toks[:verb.start], services), kind)
+        context = free_slots(toks[:verb.start], services)
+        if not (context.services or context.env or all(w in LEADING_FILLERS for w in words[:verb.start])):
+            return None  # "the user is verified, ship backend": only a scene about the service may come first
+        _use_context(slots, context, kind)
     if verb.move and (not slots.services or slots.unknown or (kind is IntentKind.DEPLOY and slots.env is None)):
         return None  # "get me the status of frontend" asks no move
     return _result(kind, slots, raw, services, guessed=verb.guessed)

@@ -66,7 +66,9 @@ NEGATIONS = {"don't", "dont", "do not", "never", "not", "no", "shouldn't", "shou
              "didn't", "didnt", "doesn't", "doesnt", "isn't", "without"}
 INJECTION = re.compile(
     r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(rules?|instructions?|polic(y|ies)|"
-    r"prompt|guardrails?|safety|previous|above|approvals?)\b|\bsystem prompt\b|\byou are now\b", re.I)
+    r"prompt|guardrails?|safety|previous|above|approvals?)\b|\bsystem prompt\b|\byou are now\b"
+    r"|\bnew instructions\b|\binstructions from\b|\b(admin|developer|god) mode\b"
+    r"|</?[a-z][\w-]*(\s[^>]*)?/?>", re.I)  # the last: markup such as a forged </untrusted-data> fence
 SHELL = re.compile(r"`|\$\(|\$\{|;|&&|\|")  # in an action's text: refuse rather than guess
 QUANTIFIERS = {"all", "every", "everything", "everyone", "each", "any"}
 # A request for later or on a condition: not something to start now.
