@@ -24,6 +24,7 @@ def add_routes(app: web.Application, srv: LocalSlack) -> None:
     app.router.add_get(f"{PREFIX}/transcript", _bind(srv, transcript))
     app.router.add_get(f"{PREFIX}/calls", _bind(srv, calls))
     app.router.add_get(f"{PREFIX}/health", _bind(srv, health))
+    app.router.add_get(f"{PREFIX}/workspace", _bind(srv, workspace))
 
 
 def _bind(srv: LocalSlack, handler: Any) -> Any:
@@ -156,6 +157,13 @@ async def disconnect(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
 
 async def health(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "sockets": len(srv.sockets)}
+
+
+async def workspace(srv: LocalSlack, body: dict[str, Any]) -> dict[str, Any]:
+    """Who and where: the users (the bot among them) and the channels other than DMs."""
+    channels = {cid: name for cid, name in srv.ws.channels.items() if not cid.startswith("D")}
+    return {"ok": True, "users": dict(srv.ws.users), "bot_user": BOT_USER_ID, "channels": channels,
+            "default_channel": DEFAULT_CHANNEL[0]}
 
 
 def _user(ws: Workspace, body: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 The real slack-sdk / slack-bolt clients talk to it unchanged (base URL
 ``http://127.0.0.1:PORT/api/``). Tests and ``orchestra say`` act as users
-through the control API in :mod:`bot.localslack.control`.
+through the control API in :mod:`bot.localslack.control`, people in a browser
+through the page at ``/`` (:mod:`bot.localslack.view`).
 """
 from __future__ import annotations
 
@@ -74,13 +75,14 @@ class LocalSlack:
         self._turn = 0
 
     def application(self) -> web.Application:
-        from bot.localslack import control
+        from bot.localslack import control, view
 
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self.web_api)
         app.router.add_get("/link", self.socket)
         app.router.add_post("/response/{rid}", self.response_url)
         control.add_routes(app, self)
+        view.add_routes(app)
         return app
 
     async def web_api(self, request: web.Request) -> web.Response:
