@@ -1,7 +1,10 @@
 """Repository access: the served repositories, which one holds a service, clones, fetches and checkouts."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +18,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_IGNORED = shutil.ignore_patterns(".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache",
-                                  "node_modules", ".mypy_cache")
+_JUNK = (".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules", ".mypy_cache")
+_IGNORED = shutil.ignore_patterns(*_JUNK)
+SHORT_SHA = 7  # hex digits of a commit where people see it: image tags, threads, answers
+SOURCE_PREFIX = "src-"  # a plain folder's version: a content hash, never mistaken for a commit
+_HEX = re.compile(r"[0-9a-f]{4,40}")
 
 
 def resolve_service(service: str | None, settings: Settings, *,
@@ -79,6 +85,55 @@ def checkout(repo: str, dest: Path, ref: str | None) -> None:
 def head_commit(checkout_dir: Path) -> str:
     """The commit a checkout is at."""
     return _git(checkout_dir, "rev-parse", "HEAD")
+
+
+def short_sha(commit: str) -> str:
+    """The commit as people read it (``3f9c2ab``)."""
+    return commit[:SHORT_SHA]
+
+
+def source_version(checkout_dir: Path) -> str:
+    """What a checkout is: its commit's short SHA, or for a plain folder the ``src-`` content hash."""
+    if (checkout_dir / ".git").exists():
+        return short_sha(head_commit(checkout_dir))
+    return content_version(checkout_dir)
+
+
+def content_version(folder: Path) -> str:
+    """``src-`` and 7 hex digits of a hash of the folder's files (paths, bytes, executable bits).
+
+    Caches, virtualenvs and orchestra's own ``.orchestra-*`` markers do not count, so the version
+    changes when the code does and not otherwise.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(_source_files(folder)):
+        rel = path.relative_to(folder).as_posix()
+        body = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        executable = b"x" if not path.is_symlink() and os.access(path, os.X_OK) else b"-"
+        digest.update(b"%d:%s%s%d:" % (len(rel.encode()), rel.encode(), executable, len(body)) + body)
+    return SOURCE_PREFIX + digest.hexdigest()[:SHORT_SHA]
+
+
+def _source_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` that is code (a symlinked directory counts as its link)."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        links = [d for d in dirs if Path(root, d).is_symlink()]  # os.walk does not enter them
+        dirs[:] = [d for d in dirs if _counts(d) and d not in links]
+        files += [Path(root, n) for n in names + links if _counts(n)]
+    return files
+
+
+def _counts(name: str) -> bool:
+    return name not in _JUNK and name != ".git" and not name.startswith(".orchestra-") \
+        and not name.endswith(".pyc")
+
+
+def ref_beside(ref: str | None, commit: str | None) -> str | None:
+    """The ref to show beside a version: None when no ref was asked for or it is the commit itself."""
+    if not ref or (commit and _HEX.fullmatch(ref.lower()) and commit.lower().startswith(ref.lower())):
+        return None
+    return ref
 
 
 def _is_git(repo: str) -> bool:

@@ -18,17 +18,18 @@ from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.context import AgentContext, StageResult
 from orchestra.errors import OrchestraError
 from orchestra.llm import LLM
+from orchestra.repos import ref_beside, short_sha, source_version
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run", "build_service", "ServiceSpec", "BuildRequest", "services_of", "version_of"]
+__all__ = ["run", "build_service", "ServiceSpec", "BuildRequest", "services_of", "version_of", "ref_of"]
 
 
 def run(ctx: AgentContext, *, client: docker.DockerClient | None = None, nocache: bool = False) -> StageResult:
     """Build every service of the run (or of the configuration) and push it."""
     specs = services_of(ctx)
-    version = version_of(ctx)
-    request = BuildRequest(project=ctx.config.project.name, version=version,
+    version, ref = version_of(ctx), ref_of(ctx)
+    request = BuildRequest(project=ctx.config.project.name, version=version, ref=ref,
                            out_dir=build_dir(ctx), images=images_of(ctx), nocache=nocache,
                            llm=LLM.from_settings(ctx.settings, redis=ctx.redis, bus=ctx.bus),
                            run_id=ctx.run.id)
@@ -52,7 +53,7 @@ def run(ctx: AgentContext, *, client: docker.DockerClient | None = None, nocache
         if own_client:
             client.close()
     return StageResult(True, f"built {len(built)} image(s): " + ", ".join(b["image"] for b in built),
-                       {"images": {b["service"]: b for b in built}, "version": version,
+                       {"images": {b["service"]: b for b in built}, "version": version, "ref": ref,
                         "order": [b["service"] for b in built]})
 
 
@@ -75,8 +76,17 @@ def services_of(ctx: AgentContext) -> list[ServiceSpec]:
 
 
 def version_of(ctx: AgentContext) -> str:
-    """The image tag: the commit when known, else the run id."""
-    return ctx.run.commit[:12] if ctx.run.commit else ctx.run.id
+    """The image tag: the checkout's short SHA, or a plain folder's ``src-`` content hash.
+
+    Only the SHA, never the ref: a ref moves and may hold characters a tag may not, and the same
+    commit asked for by two names is the same image (and the same release to roll back to).
+    """
+    return short_sha(ctx.run.commit) if ctx.run.commit else source_version(ctx.workspace)
+
+
+def ref_of(ctx: AgentContext) -> str | None:
+    """The ref the run asked for, shown beside the version; None when it is the commit itself."""
+    return ref_beside(ctx.run.ref, ctx.run.commit)
 
 
 def images_of(ctx: AgentContext) -> Images:

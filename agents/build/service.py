@@ -41,13 +41,14 @@ class BuildRequest:
     """Where the image goes and where generated files are kept."""
 
     project: str
-    version: str
+    version: str  # the image tag: a short SHA, or a plain folder's content hash
     out_dir: Path
     images: Images = field(default_factory=Images)
     push: bool = True
     nocache: bool = False  # ignore the layer cache (a cold build)
     llm: LLM | None = None  # refines generated Dockerfiles when available
     run_id: str | None = None
+    ref: str | None = None  # the branch or tag the version was asked for by, shown beside it
 
 
 def repository_for(settings: Settings, project: str, service: str) -> str:
@@ -85,7 +86,7 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
     previous = _swap_size(redis, repository, size)
     return {
         "service": spec.name, "image": ref, "repository": repository, "version": request.version,
-        "digest": digest, "image_id": outcome.image_id, "stack": stack, "size": size,
+        "ref": request.ref, "digest": digest, "image_id": outcome.image_id, "stack": stack, "size": size,
         "previous_size": previous, "size_change": None if previous is None else size - previous,
         "dockerfile": dockerfile, "dockerfile_path": str(saved), "dockerfile_generated": generated,
         "dockerfile_note": note,

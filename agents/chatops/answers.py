@@ -17,7 +17,7 @@ from redis import Redis
 from agents.chatops import texts
 from agents.chatops.crashlog import redact, summarize
 from agents.chatops.prose import RUN_ID, Summarizer, prose, writer_for
-from agents.deploy.targets.state import all_live
+from agents.deploy.targets.state import all_live, releases
 from agents.observability.judge import format_value
 from orchestra.errors import NotFound
 from orchestra.events import Event, EventBus, EventType
@@ -100,7 +100,8 @@ def rollback_facts(bus: EventBus, runs: list[Run], *, env: str | None, service: 
         rollbacks = [e for e in events if e.type == EventType.ROLLBACK_EVENT]
         if rollbacks:
             facts = run_facts(run, events)
-            facts.update(topic="rollback", found=True, rollback=rollback_detail(rollbacks[-1]))
+            detail = with_refs(bus.redis, rollback_detail(rollbacks[-1]))
+            facts.update(topic="rollback", found=True, rollback=detail)
             return facts
     return {"topic": "rollback", "found": False, "env": env, "service": service}
 
@@ -116,7 +117,7 @@ def last_run_facts(bus: EventBus, runs: list[Run], *, env: str | None, service: 
         facts.update(topic="run", found=True)
         rollbacks = [e for e in events if e.type == EventType.ROLLBACK_EVENT]
         if rollbacks:
-            facts["rollback"] = rollback_detail(rollbacks[-1])
+            facts["rollback"] = with_refs(bus.redis, rollback_detail(rollbacks[-1]))
         return facts
     return {"topic": "run", "found": False, "env": env, "service": service}
 
@@ -132,7 +133,7 @@ def run_facts(run: Run, events: list[Event]) -> dict[str, Any]:
         "requested_by": run.requested_by, "approved_by": approver,
         "reason": redact(run.reason) if run.reason else None,
         "started_at": _iso(run.created_at), "finished_at": _iso(run.finished_at),
-        "versions": _versions(events),
+        "versions": _versions(events), "refs": _refs(events),
         "failure": None, "crash": None,
         **(_failure(failures[-1]) if failures else {}),
     }
@@ -153,7 +154,7 @@ def rollback_detail(event: Event) -> dict[str, Any]:
     d = event.data
     metric = d.get("metric")
     detail = {k: d.get(k) for k in ("service", "env", "metric", "value", "threshold", "baseline_value",
-                                    "window_s", "from_version", "to_version", "step", "weight",
+                                    "window_s", "from_version", "from_ref", "to_version", "to_ref", "step", "weight",
                                     "automatic", "reason", "verdict")}
     detail["at"] = _iso(event.ts)
     detail["by"] = event.actor
@@ -163,6 +164,16 @@ def rollback_detail(event: Event) -> dict[str, Any]:
         detail["threshold_text"] = format_value(metric, d["threshold"])
     if metric and d.get("baseline_value") is not None:
         detail["baseline_text"] = format_value(metric, d["baseline_value"])
+    return detail
+
+
+def with_refs(redis: Redis, detail: dict[str, Any]) -> dict[str, Any]:
+    """A rollback's versions with the refs they were deployed from, from the release history when the
+    event does not say (an automatic rollback names versions only)."""
+    if detail.get("service") and detail.get("env"):
+        known = {r.version: r.ref for r in releases(redis, detail["service"], detail["env"]) if r.ref}
+        for side in ("from", "to"):
+            detail[f"{side}_ref"] = detail.get(f"{side}_ref") or known.get(str(detail.get(f"{side}_version")))
     return detail
 
 
@@ -181,8 +192,8 @@ def live_state_rows(store: RunStore, *, env: str | None, service: str | None) ->
             continue
         run = _cached_run(store, runs, state.run_id) if state.run_id else None
         rows.append({"service": state.service, "env": state.env, "version": state.current.version,
-                     "run_id": state.run_id, "since": _iso(state.updated_at), "weights": state.weights,
-                     "by": run.requested_by if run else "unknown", "via": state.last_action,
+                     "ref": state.current.ref, "run_id": state.run_id, "since": _iso(state.updated_at),
+                     "weights": state.weights, "by": run.requested_by if run else "unknown", "via": state.last_action,
                      "previous": state.previous.version if state.previous else None, "url": state.url})
     return rows
 
@@ -196,10 +207,11 @@ def event_rows(store: RunStore, bus: EventBus, *, env: str | None, service: str 
             continue
         run = _cached_run(store, runs, event.run_id)
         ev_env = event.data.get("env") or (run.env if run else None)
+        ref = event.data.get("to_ref" if event.type == EventType.ROLLBACK_EVENT else "ref")
         for svc, version in _live_versions(event, run):
             if (env and ev_env != env) or (service and svc != service):
                 continue
-            live[(svc, ev_env or "?")] = {"service": svc, "env": ev_env, "version": version,
+            live[(svc, ev_env or "?")] = {"service": svc, "env": ev_env, "version": version, "ref": ref,
                                           "run_id": event.run_id, "since": _iso(event.ts),
                                           "by": run.requested_by if run else event.actor,
                                           "via": "rollback" if event.type == EventType.ROLLBACK_EVENT
@@ -226,6 +238,12 @@ def _versions(events: list[Event]) -> dict[str, str]:
             if svc and version:
                 out[str(svc)] = str(version)
     return out
+
+
+def _refs(events: list[Event]) -> dict[str, str]:
+    """The ref each service's version was asked for by, where it was not the commit itself."""
+    return {str(e.data["service"]): str(e.data["ref"]) for e in events
+            if e.type == EventType.DEPLOYMENT_TRIGGERED and e.data.get("service") and e.data.get("ref")}
 
 
 def _live_versions(event: Event, run: Run | None) -> list[tuple[str, str]]:

@@ -15,6 +15,11 @@ def _scope(facts: dict[str, Any]) -> str:
     return " ".join(parts) if parts else "anywhere"
 
 
+def named(version: object, ref: object = None) -> str:
+    """``3f9c2ab (hotfix-v2)``: a version with the ref it was asked by, when there was one."""
+    return f"{version} ({ref})" if ref else str(version)
+
+
 def nothing_found(facts: dict[str, Any]) -> str:
     topic = facts.get("topic")
     if topic == "rollback":
@@ -57,8 +62,8 @@ def _versions_line(rb: dict[str, Any]) -> str:
         if rb.get("weight") is not None:
             step += f" ({rb['weight']}% of traffic)"
     if rb.get("from_version") or rb.get("to_version"):
-        return (f"Traffic went from {rb.get('from_version') or '?'} back to "
-                f"{rb.get('to_version') or '?'}{step}.")
+        return (f"Traffic went from {named(rb.get('from_version') or '?', rb.get('from_ref'))} back to "
+                f"{named(rb.get('to_version') or '?', rb.get('to_ref'))}{step}.")
     return ""
 
 
@@ -66,9 +71,10 @@ def run(facts: dict[str, Any]) -> str:
     services = ", ".join(facts.get("services") or []) or "no service"
     lines = [f"Run {facts['run_id']} ({facts.get('kind')} of {services} to {facts.get('env')}), "
              f"{_who(facts)}, started {facts.get('started_at')}: {facts.get('status')}."]
-    versions = facts.get("versions") or {}
+    versions, refs = facts.get("versions") or {}, facts.get("refs") or {}
     if versions:
-        lines.append("Versions: " + ", ".join(f"{s} {v}" for s, v in sorted(versions.items())) + ".")
+        shown = ", ".join(f"{s} {named(v, refs.get(s))}" for s, v in sorted(versions.items()))
+        lines.append(f"Versions: {shown}.")
     if facts.get("finished_at"):
         lines.append(f"Finished {facts['finished_at']}.")
     if facts.get("failure"):
@@ -96,6 +102,6 @@ def status(facts: dict[str, Any]) -> str:
         split = ""
         if len(r.get("weights") or {}) > 1 or (r.get("weights") or {}).get(r["version"], 100) != 100:
             split = " [" + ", ".join(f"{v} {w}%" for v, w in r["weights"].items()) + "]"
-        lines.append(f"- {r['service']} in {r['env']}: {r['version']}{split} since {r['since']} "
+        lines.append(f"- {r['service']} in {r['env']}: {named(r['version'], r.get('ref'))}{split} since {r['since']} "
                      f"(run {r['run_id']}, {r['via']} by {r['by']})")
     return "\n".join(lines)

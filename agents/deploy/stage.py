@@ -20,7 +20,7 @@ from agents.build.image import docker_client
 from agents.context import AgentContext, StageResult
 from agents.deploy.strategies import STRATEGIES, Judge
 from agents.deploy.targets.local import DeployOutcome, LocalTarget, Plan
-from agents.deploy.targets.state import LiveState, all_live, get_live
+from agents.deploy.targets.state import LiveState, Release, all_live, get_live, resolve_version
 from orchestra.errors import LockHeld, OrchestraError, StageFailed
 from orchestra.events import EventType
 from orchestra.settings import Settings
@@ -91,10 +91,9 @@ def _roll_back_group(ctx: AgentContext, target: LocalTarget, done: list[tuple[st
         if not outcome.changed:
             continue
         target.restore(outcome, ctx.config.service(service).health)
-        previous = outcome.before.current.version if outcome.before and outcome.before.current else None
+        previous = outcome.before.current if outcome.before else None
         ctx.emit(EventType.ROLLBACK_EVENT, service=service, env=ctx.run.env, reason=reason,
-                 from_version=outcome.after.current.version if outcome.after.current else None,
-                 to_version=previous, automatic=True)
+                 **_versions(outcome.after.current, previous), automatic=True)
         rolled.append(service)
     return rolled
 
@@ -108,7 +107,7 @@ def plan_for(ctx: AgentContext, service: str, image: dict[str, Any], pause_s: fl
         raise StageFailed(f"unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
     canary = config.deployment.canary
     return Plan(service=service, env=ctx.run.env, image=image["image"], version=image["version"],
-                run_id=ctx.run.id, health=spec.health, port_hint=spec.port,
+                ref=image.get("ref"), run_id=ctx.run.id, health=spec.health, port_hint=spec.port,
                 extra_env={**spec.env_dict(), **_dependency_urls(ctx, spec.depends_on)},
                 strategy=strategy, steps=list(canary.steps),
                 pause_s=canary.analysis_interval if pause_s is None else pause_s,
@@ -161,7 +160,8 @@ def _locks(ctx: AgentContext, services: list[str]) -> Iterator[None]:
 def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
              client: docker.DockerClient | None = None) -> StageResult:
     """Put all traffic of ``service`` in ``ctx.run.env`` back on ``to_version`` (default: the previous
-    release). Idempotent: rolling back again changes nothing."""
+    release), named by its version, its full SHA or the ref it was deployed from. Idempotent: rolling
+    back again changes nothing."""
     config = ctx.config
     health = config.service(service).health
     own_client = client is None
@@ -171,6 +171,8 @@ def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
         with _locks(ctx, [service]):
             target = LocalTarget(client, ctx.redis, ctx.settings.workdir)
             before = get_live(ctx.redis, service, ctx.run.env)
+            if to_version is not None:
+                to_version = resolve_version(ctx.redis, service, ctx.run.env, to_version)
             state, changed = target.rollback(service, ctx.run.env, to_version=to_version, health=health,
                                              keep_s=config.deployment.blue_green.keep_previous,
                                              run_id=ctx.run.id)
@@ -180,14 +182,26 @@ def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
         if own_client:
             client.close()
     seconds = round(time.monotonic() - started, 2)
-    version = state.current.version if state.current else None
-    data = {"service": service, "env": ctx.run.env, "to_version": version, "changed": changed,
-            "from_version": before.current.version if before and before.current and changed else None,
-            "seconds": seconds, "url": state.url}
+    version = _named(state.current)
+    data = {"service": service, "env": ctx.run.env, "changed": changed, "seconds": seconds, "url": state.url,
+            **_versions(before.current if before and changed else None, state.current)}
     if not changed:
         return StageResult(True, f"{service} in {ctx.run.env} is already on {version}", data)
     ctx.emit(EventType.ROLLBACK_EVENT, **data, automatic=False)
     return StageResult(True, f"{service} in {ctx.run.env} is back on {version} ({seconds}s)", data)
+
+
+def _named(release: Release | None) -> str | None:
+    """``3f9c2ab (hotfix-v2)``: a release's version, with its ref when it had one."""
+    if release is None:
+        return None
+    return f"{release.version} ({release.ref})" if release.ref else release.version
+
+
+def _versions(old: Release | None, new: Release | None) -> dict[str, str | None]:
+    """A rollback's versions, each with the ref it was deployed from."""
+    return {"from_version": old.version if old else None, "from_ref": old.ref if old else None,
+            "to_version": new.version if new else None, "to_ref": new.ref if new else None}
 
 
 def reap(settings: Settings, redis: Redis, *, client: docker.DockerClient | None = None) -> list[str]:

@@ -103,6 +103,12 @@ def decided(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
     return f"{head}\n{line}", [_section(head), _context(line)]
 
 
+def plan(run: Run, stages: list[str]) -> str:
+    """The thread's first reply: what the run will do, in order."""
+    return texts.PLAN.format(stages=" → ".join(f"`{s}`" for s in stages) or "nothing",
+                             strategy=f" ({run.strategy})" if run.strategy and "deploy" in stages else "")
+
+
 def milestone(event: Event) -> str | None:
     """The thread reply for an event, or None when it only updates the parent message."""
     template = texts.MILESTONES.get(event.type.value)
@@ -125,12 +131,21 @@ def milestone(event: Event) -> str | None:
 
 def _release(data: dict[str, Any]) -> dict[str, str]:
     """Which service, version and strategy a deploy or rollback event is about, as phrase pieces."""
-    old, new = data.get("from_version"), data.get("to_version")
+    old = _version(data.get("from_version"), data.get("from_ref"))
+    new = _version(data.get("to_version"), data.get("to_ref"))
+    version = _version(data.get("version"), data.get("ref"))
     return {"service": str(data.get("service") or "the service"),
-            "version": f" `{data['version']}`" if data.get("version") else "",
+            "version": f" {version}" if version else "",
             "strategy": f" ({data['strategy']})" if data.get("strategy") else "",
-            "from_version": f", replacing `{old}`" if old else "",
-            "rolled": f" from `{old}` to `{new}`" if old and new else (f" to `{new}`" if new else "")}
+            "from_version": f", replacing {old}" if old else "",
+            "rolled": f" from {old} to {new}" if old and new else (f" to {new}" if new else "")}
+
+
+def _version(version: object, ref: object) -> str:
+    """"`3f9c2ab` (hotfix-v2)": the version as code, the ref it was asked by beside it ("" for none)."""
+    if not version:
+        return ""
+    return f"`{version}` ({ref})" if ref else f"`{version}`"
 
 
 def confirm(summary: str, payload: str) -> list[dict[str, Any]]:

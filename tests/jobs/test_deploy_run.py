@@ -1,4 +1,4 @@
-"""`orchestra run --env staging` puts the example live through the real queue; a rollback run restores it.
+"""`orchestra run --env staging` puts the example live through the real queue; a rollback run to its ref restores it.
 
 Real dockerd, registry, nginx and Prometheus (started by the test session), real burst workers.
 """
@@ -79,7 +79,9 @@ def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_versio
     frontend = live["live"]["frontend"]["url"]
     old_version = live["versions"]["backend"]
     first_commit = RunStore(redis).get(run_id).commit or ""
-    assert "<h1>Shop</h1>" in page(frontend + "/") and old_version == first_commit[:12]
+    assert "<h1>Shop</h1>" in page(frontend + "/") and old_version == first_commit[:7]
+    backend = live["live"]["backend"]["current"]
+    assert backend["image"].endswith(f"shop-backend:{first_commit[:7]}") and backend["ref"] == "short-watch"
 
     commit_on(demo_repo, "v2", "short-watch", lambda repo: (repo / "backend" / "CHANGELOG.md").write_text("v2\n"))
     second = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "v2", "--env", "staging",
@@ -88,7 +90,8 @@ def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_versio
     new_version = json.loads(page(live["live"]["backend"]["url"] + "/health"))["version"]
     assert new_version != old_version
 
-    intent = Intent(kind=IntentKind.ROLLBACK, service="backend", env="staging", user="U0BOB", source="slack")
+    intent = Intent(kind=IntentKind.ROLLBACK, service="backend", env="staging", ref="short-watch", user="U0BOB",
+                    source="slack")  # back to the version named by the ref it was deployed from
     rollback = dispatch(intent, redis=redis, settings=deploy_settings, repo=demo_repo)
     worker = subprocess.Popen([sys.executable, "-m", "cli", "worker"],
                               env={**orchestra_env(deploy_settings), "DOCKER_HOST": deploy_settings.docker_host or ""},

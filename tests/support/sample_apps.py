@@ -1,6 +1,7 @@
 """Tiny services written into a temp dir, for build and deploy tests."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tests.support.services import free_port
@@ -92,3 +93,23 @@ def sample_repo(path: Path, services: dict[str, list[str]], *, steps: str = "[10
 def free_port_hint(index: int) -> int:
     """A configured port that is free now (the edge listens there)."""
     return free_port()
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo``; its output."""
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def with_hotfix_branch(path: Path) -> Path:
+    """``path`` (a folder with an ``api/app.py``) as a git repository whose hotfix-v2 is a commit ahead of main."""
+    git(path, "init", "-q", "-b", "main")
+    for key, value in (("user.name", "Dev"), ("user.email", "dev@example.com"), ("commit.gpgsign", "false")):
+        git(path, "config", key, value)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "first")
+    git(path, "checkout", "-qb", "hotfix-v2")
+    (path / "api" / "app.py").write_text((path / "api" / "app.py").read_text() + "# the hotfix\n")
+    git(path, "commit", "-qam", "hotfix")
+    git(path, "checkout", "-q", "main")
+    return path

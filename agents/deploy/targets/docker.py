@@ -37,7 +37,7 @@ class DockerTarget:
         self.client = client
 
     def start(self, *, service: str, env: str, image: str, version: str, run_id: str,
-              extra_env: dict[str, str] | None = None) -> Release:
+              extra_env: dict[str, str] | None = None, ref: str | None = None) -> Release:
         """Run ``image`` as a new container on a free loopback port (replacing a stopped namesake)."""
         name = container_name(service, env, version)
         self.remove(name)
@@ -53,7 +53,7 @@ class DockerTarget:
         except APIError as exc:
             raise StageFailed(f"{service} {version} did not start: {exc.explanation or exc}") from exc
         logger.info("run %s: started %s (%s) on port %s", run_id, name, image, port)
-        return Release(version=version, image=image, port=port, container=name, run_id=run_id)
+        return Release(version=version, image=image, port=port, container=name, run_id=run_id, ref=ref)
 
     def restart(self, release: Release, *, service: str, env: str) -> Release:
         """Start a stopped release again on its port (rollback to a release that was wound down)."""
@@ -61,7 +61,7 @@ class DockerTarget:
             container = self.client.containers.get(release.container)
         except NotFound:
             return self.start(service=service, env=env, image=release.image, version=release.version,
-                              run_id=release.run_id)
+                              run_id=release.run_id, ref=release.ref)
         if container.status != "running":
             container.start()
         return release

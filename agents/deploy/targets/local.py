@@ -42,6 +42,7 @@ class Plan:
     image: str
     version: str
     run_id: str
+    ref: str | None = None  # the branch or tag asked for, recorded on the release beside its version
     health: str = "/health"
     port_hint: int | None = None  # the configured port: the edge listens there when it is free
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -80,12 +81,13 @@ class LocalTarget:
         if state.current and state.current.image == plan.image and self.docker.running(state.current) \
                 and state.weights.get(state.current.version) == 100:
             return DeployOutcome(before, state, changed=False)
-        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version,
+        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
                              "image": plan.image, "strategy": plan.strategy, "url": state.url,
-                             "from_version": state.current.version if state.current else None})
+                             "from_version": state.current.version if state.current else None,
+                             "from_ref": state.current.ref if state.current else None})
         started = time.monotonic()
         new = self.docker.start(service=plan.service, env=plan.env, image=plan.image, version=plan.version,
-                                run_id=plan.run_id, extra_env=plan.extra_env)
+                                run_id=plan.run_id, extra_env=plan.extra_env, ref=plan.ref)
         try:
             health_s = self.docker.wait_healthy(new, plan.health)
             report("progress", {"phase": "healthy", "version": plan.version, "port": new.port,

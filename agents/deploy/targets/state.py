@@ -5,25 +5,30 @@ answers and by the observe stage.
 """
 from __future__ import annotations
 
+import re
 import time
 
 from pydantic import BaseModel, Field
 from redis import Redis
 
+from orchestra.repos import SHORT_SHA
+
 LIVE_KEY = "orchestra:live:{service}:{env}"  # JSON LiveState
 LIVE_INDEX = "orchestra:live"  # set of "service:env"
 RELEASES_KEY = "orchestra:live:{service}:{env}:releases"  # list of Release JSON, newest first
 RELEASES_KEPT = 20
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class Release(BaseModel):
     """One version of a service running in one environment."""
 
-    version: str
+    version: str  # the image tag: a short SHA (or a plain folder's src- hash)
     image: str
     port: int
     container: str
     run_id: str
+    ref: str | None = None  # the branch or tag it was deployed from, when one was asked for
     started_at: float = Field(default_factory=time.time)
     keep_until: float | None = None  # a previous release is kept running until then for instant rollback
 
@@ -83,6 +88,24 @@ def releases(redis: Redis, service: str, env: str) -> list[Release]:
     """Releases deployed to ``service`` in ``env``, newest first."""
     raw = redis.lrange(RELEASES_KEY.format(service=service, env=env), 0, -1)
     return [Release.model_validate_json(r) for r in raw]
+
+
+def resolve_version(redis: Redis, service: str, env: str, name: str) -> str:
+    """The version ``name`` means for ``service`` in ``env``: a version as it is, else the newest
+    release deployed from the ref ``name``, else the one whose SHA ``name`` spells out in full;
+    otherwise ``name`` (and the target says it was never deployed)."""
+    history = releases(redis, service, env)
+    for matches in (lambda r: r.version == name, lambda r: r.ref == name, lambda r: _longer_sha(name, r.version)):
+        found = next((r.version for r in history if matches(r)), None)
+        if found is not None:
+            return found
+    return name
+
+
+def _longer_sha(name: str, version: str) -> bool:
+    """``name`` is a longer (or full) SHA of the commit ``version`` is the short SHA of."""
+    return len(version) == SHORT_SHA and _HEX.fullmatch(version) is not None \
+        and _HEX.fullmatch(name.lower()) is not None and name.lower().startswith(version)
 
 
 def all_live(redis: Redis) -> list[LiveState]:

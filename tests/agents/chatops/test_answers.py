@@ -11,7 +11,7 @@ from redis import Redis
 
 from agents.chatops.answers import Answer, answer
 from agents.chatops.crashlog import redact, summarize
-from agents.deploy.targets.state import LiveState, Release, set_live
+from agents.deploy.targets.state import LiveState, Release, record_release, set_live
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
@@ -204,6 +204,35 @@ def test_whats_running_prefers_the_targets_live_state(redis: Redis, settings: Se
     (row,) = result.facts["running"]
     assert (row["version"], row["previous"], row["by"]) == ("b2", "b1", "alice")
     assert "backend in staging: b2 [b2 25%, b1 75%]" in result.text and run.id in result.text
+
+
+def test_status_and_explanations_show_the_sha_with_the_ref_it_was_asked_by(redis: Redis,
+                                                                          settings: Settings) -> None:
+    store, bus = RunStore(redis), EventBus(redis)
+    run = store.create(Run(requested_by="alice", repo="r", services=["backend"], env="staging", ref="hotfix-v2"))
+    bus.emit(run.id, EventType.DEPLOYMENT_TRIGGERED, "deploy", service="backend", version="3f9c2ab",
+             ref="hotfix-v2", from_version="aaa1111", from_ref="main")
+    old = Release(version="aaa1111", ref="main", image="reg/shop-backend:aaa1111", port=41000, container="c-a",
+                  run_id="r-older")
+    new = Release(version="3f9c2ab", ref="hotfix-v2", image="reg/shop-backend:3f9c2ab", port=41001,
+                  container="c-3", run_id=run.id)
+    for release in (old, new):
+        record_release(redis, "backend", "staging", release)
+    set_live(redis, LiveState(service="backend", env="staging", edge_port=5000, edge_prefix="/tmp/e",
+                              current=new, previous=old, weights={"3f9c2ab": 100}, run_id=run.id))
+
+    status = answer(Intent(kind=IntentKind.STATUS, env="staging", text="what's running in staging?"),
+                    redis=redis, settings=settings).text
+    assert "backend in staging: 3f9c2ab (hotfix-v2) since" in status
+    history = answer(Intent(kind=IntentKind.HISTORY, service="backend", text="who deployed backend last?"),
+                     redis=redis, settings=settings).text
+    assert "Versions: backend 3f9c2ab (hotfix-v2)." in history
+
+    bus.emit(run.id, EventType.ROLLBACK_EVENT, "observe", service="backend", env="staging",  # versions only
+             **{**ROLLBACK, "from_version": "3f9c2ab", "to_version": "aaa1111"})
+    why = answer(Intent(kind=IntentKind.EXPLAIN, env="staging", text="why did staging roll back?"),
+                 redis=redis, settings=settings).text
+    assert "Traffic went from 3f9c2ab (hotfix-v2) back to aaa1111 (main) at canary step 1" in why
 
 
 def test_a_crashed_container_log_is_summarised_and_redacted(redis: Redis, settings: Settings) -> None:

@@ -213,6 +213,28 @@ def test_rollback_restores_the_old_version_within_seconds_and_is_idempotent(
     assert forward.data["changed"] and _versions(url) == Counter({"v2": 20})
 
 
+def test_a_rollback_to_a_version_named_by_its_ref_finds_the_release_deployed_from_it(
+        make_ctx: Any, images: dict[str, Any], client: docker.DockerClient, redis: Redis) -> None:
+    main, hotfix = {**images["api:v1"], "ref": "main"}, {**images["api:v2"], "ref": "hotfix-v2"}
+    assert deploy.run(make_ctx(["api"]), images={"api": main}, client=client).passed
+    ctx = make_ctx(["api"])
+    assert deploy.run(ctx, images={"api": hotfix}, client=client).passed
+    (triggered,) = _events(redis, ctx.run.id, EventType.DEPLOYMENT_TRIGGERED)
+    assert [triggered[k] for k in ("version", "ref", "from_version", "from_ref")] == ["v2", "hotfix-v2", "v1", "main"]
+    state = get_live(redis, "api", "staging")
+    assert state and state.current and (state.current.version, state.current.ref) == ("v2", "hotfix-v2")
+
+    ctx = make_ctx(["api"])
+    back = deploy.rollback(ctx, "api", to_version="main", client=client)
+    assert back.passed and back.data["changed"], back.summary
+    assert (back.data["from_version"], back.data["from_ref"]) == ("v2", "hotfix-v2")
+    assert (back.data["to_version"], back.data["to_ref"]) == ("v1", "main")
+    assert "back on v1 (main)" in back.summary and _versions(state.url) == Counter({"v1": 20})
+    assert _events(redis, ctx.run.id, EventType.ROLLBACK_EVENT)[0]["to_ref"] == "main"
+    again = deploy.rollback(make_ctx(["api"]), "api", to_version="main", client=client)
+    assert not again.data["changed"] and "already on v1 (main)" in again.summary
+
+
 def test_a_held_lock_names_its_holder(make_ctx: Any, images: dict[str, Any], client: docker.DockerClient,
                                       redis: Redis) -> None:
     Locks(redis).acquire("api", "staging", owner="U0BOB", run_id="r-other")

@@ -5,7 +5,8 @@
         ↳ ✅ Code analysis … ↳ ✅ Tests … ↳ ✅ Build …
         ↳ ✋ Approval needed before `deploy` … [Approve] [Reject]
     alice presses Approve → (only alice) you cannot approve your own request
-    bob presses Approve   → ↳ ✅ Approved by @bob. … ↳ ✅ Deployed … ↳ ✅ Run succeeded
+    bob presses Approve   → ↳ ✅ Approved by @bob. ↳ 🚢 Deploying frontend `3f9c2ab` (hotfix-v2) (canary) …
+                            ↳ ✅ Deployed … ↳ ✅ Run succeeded
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def _finished(slack: WorkspaceClient, run_id: str, timeout: float = 600) -> list
 
 def test_production_deploy_waits_for_another_persons_approval(world: tuple[WorkspaceClient, Redis]) -> None:
     slack, redis = world
-    run_id = _run_id(slack, redis, "/deploy frontend hotfix-v2 prod", "U0ALICE")
+    # frontend needs backend, which is not running in production yet: production deploys only what is named
+    run_id = _run_id(slack, redis, "/deploy frontend and backend hotfix-v2 prod", "U0ALICE")
     ask: Any = wait_for(lambda: [r for r in _replies(slack, run_id) if r["buttons"]], timeout=600, interval=0.5,
                         what="the approval request")
     assert [b["text"] for b in ask[0]["buttons"]] == ["Approve", "Reject"]
@@ -98,7 +100,8 @@ def test_production_deploy_waits_for_another_persons_approval(world: tuple[Works
     replies = _finished(slack, run_id)
     assert ":white_check_mark: Approved by <@U0BOB>." in replies
     assert replies[-1].startswith(":white_check_mark: Run succeeded"), replies
-    assert any(r.startswith(":ship: Deploying frontend `") and "(canary)" in r for r in replies), replies
+    sha = (RunStore(redis).get(run_id).commit or "")[:7]
+    assert any(r.startswith(f":ship: Deploying frontend `{sha}` (hotfix-v2) (canary)") for r in replies), replies
     assert any(r.startswith(":white_check_mark: Deployed") for r in replies), replies
     # The parent message is edited at most once a second: it catches up with the last reply.
     wait_for(lambda: "→ *production* · succeeded" in (thread_of(slack, run_id) or {}).get("text", ""),
@@ -110,6 +113,8 @@ def test_a_staging_deploy_needs_no_approval(world: tuple[WorkspaceClient, Redis]
     run_id = _run_id(slack, redis, "/deploy backend hotfix-v2", "U0CAROL")
     replies = _finished(slack, run_id)
     assert replies[-1].startswith(":white_check_mark: Run succeeded"), replies
+    sha = (RunStore(redis).get(run_id).commit or "")[:7]  # the version is the commit, the ref goes beside it
+    assert any(r.startswith(f":ship: Deploying backend `{sha}` (hotfix-v2)") for r in replies), replies
     assert not any(r["buttons"] for r in _replies(slack, run_id))
 
 
