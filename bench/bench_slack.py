@@ -31,6 +31,7 @@ from redis import Redis  # noqa: E402
 
 from bot.localslack import start_in_thread  # noqa: E402
 from bot.localslack.client import WorkspaceClient  # noqa: E402
+from bot.slack.pacer import BURST  # noqa: E402
 from orchestra.settings import Settings  # noqa: E402
 from orchestra.store import RunStore  # noqa: E402
 from tests.support.services import redis_server, wait_for  # noqa: E402
@@ -72,7 +73,7 @@ def thread_latencies(slack: WorkspaceClient, redis: Redis, runs: int) -> tuple[l
     """Sequential /deploy commands: time to the parent message and to the first milestone reply."""
     parents, replies, run_ids = [], [], []
     for i in range(runs):
-        time.sleep(1.1)  # past the previous thread's last post, so channel pacing adds nothing
+        time.sleep(BURST + 0.1)  # the channel's burst refilled after the previous thread: pacing adds nothing
         started = time.monotonic()
         run_id = _deploy(slack, redis, i)
         wait_for(lambda r=run_id: thread_of(slack, r), timeout=30, interval=0.01, what="the parent message")

@@ -4,12 +4,16 @@ from __future__ import annotations
 from redis import Redis
 
 from handlers.reply import Reply, ReplyKind, Who
-from jobs.dispatch import dispatch
+from jobs.dispatch import dispatch_run
 from orchestra.intents import Intent
 from orchestra.settings import Settings
 
 
 def handle(intent: Intent, who: Who, *, redis: Redis, settings: Settings, repo: str | None = None) -> Reply:
-    """Start the run; a refusal (policy, lock, unknown service) raises an OrchestraError."""
-    run = dispatch(intent, redis=redis, settings=settings, repo=repo)
-    return Reply(ReplyKind.STARTED, run=run)
+    """Start the run; a refusal (policy, lock, unknown service) raises an OrchestraError.
+
+    The reply's ``data["added_dependencies"]`` (name -> why) names the dependencies the run deploys
+    first because they were not running in the environment.
+    """
+    started = dispatch_run(intent, redis=redis, settings=settings, repo=repo)
+    return Reply(ReplyKind.STARTED, run=started.run, data={"added_dependencies": started.added_dependencies})

@@ -1,21 +1,25 @@
 """Dispatch: the one place that turns an intent into a run.
 
-It resolves the service across the served repositories, checks the policy
-and the deploy lock, records the run, publishes its first event and enqueues
-its first stage. Ingress (Slack, GitHub, the CLI) calls nothing else.
+It resolves the service across the served repositories, adds the dependencies
+that are not running, checks the policy and the deploy lock, records the run,
+publishes its first event and enqueues its first stage. Ingress (Slack, GitHub,
+the CLI) calls nothing else: :func:`dispatch`, or :func:`dispatch_run` to also
+learn which dependencies were added.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis import Redis
 
+from agents.deploy.targets.state import get_live
 from jobs.graph import PIPELINE, Graph
 from jobs.router import ROUTER_GROUP, start_run
 from orchestra import policy
-from orchestra.errors import LockHeld, OrchestraError
+from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.repos import resolve_service
@@ -29,22 +33,47 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_KINDS = {IntentKind.DEPLOY: "deploy", IntentKind.ROLLBACK: "rollback", IntentKind.VALIDATE: "validate"}
 DEFAULT_ENV = "staging"
+# Why a dependency joined a run (channel-neutral: it travels in the run's first event).
+NEEDED = "{dependents} {verb} on it and it is not running in {env}"
+# Production gets nothing it was not asked for: the requester deploys the dependency first.
+PRODUCTION_NEEDS = "{needs}; I don't add services to a production deploy on my own"
+PRODUCTION_NEEDS_ONE = "{dependents} {verb} on {dependency}, which is not running in production"
+PRODUCTION_HINT = "deploy {them} first with `/deploy {names} prod`, or name {them} in the same request"
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A started run, and the dependencies dispatch added to it (name -> why, in deploy order)."""
+
+    run: Run
+    added_dependencies: dict[str, str] = field(default_factory=dict)
 
 
 def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Path | None = None,
              graph: Graph = PIPELINE) -> Run:
     """Start a run for ``intent``; raises an OrchestraError the requester can act on."""
+    return dispatch_run(intent, redis=redis, settings=settings, repo=repo, graph=graph).run
+
+
+def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Path | None = None,
+                 graph: Graph = PIPELINE) -> Dispatched:
+    """Like :func:`dispatch`, and say which dependencies joined the run because they were not running."""
     kind = PIPELINE_KINDS.get(intent.kind)
     if kind is None:
         raise OrchestraError(f"{intent.kind.value} does not start a run")
     repo_path, config = resolve_service(intent.service, settings, repo=repo)
-    services = _services(intent, config)
     env = intent.env or DEFAULT_ENV
+    named = _services(intent, config)
+    needed = _missing_dependencies(redis, config, named, env) if kind == "deploy" else {}
+    added = {dep: _why(dependents, env) for dep, dependents in needed.items()}
+    services = config.deploy_order([*named, *added])
     env_policy = config.environment(env)
     audit = Audit(redis)
     if kind != "validate":
         try:
             policy.check_deploy(intent.user, env, env_policy, rollback=kind == "rollback")
+            if needed and env == "production":
+                raise _production_needs(needed)
             _check_locks(redis, services, env)
         except OrchestraError as exc:
             audit.record("request_denied", actor=intent.user, reason=str(exc), intent=intent.contract(),
@@ -64,10 +93,11 @@ def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Pa
     first = EventType.CODE_PUSH if intent.origin.get("event") == "push" else EventType.RUN_REQUESTED
     bus.emit(run.id, first, intent.user, kind=kind, source=intent.source, services=services, env=env,
              ref=intent.ref, commit=run.commit, strategy=run.strategy, text=intent.text,
-             project=config.project.name)
+             project=config.project.name, added_dependencies=added)
     start_run(redis, settings, run, graph=graph)
-    logger.info("run %s: %s of %s to %s requested by %s", run.id, kind, ",".join(services), env, intent.user)
-    return run
+    logger.info("run %s: %s of %s to %s requested by %s (added, not running: %s)", run.id, kind,
+                ",".join(services), env, intent.user, ",".join(added) or "none")
+    return Dispatched(run, added)
 
 
 def _channel(intent: Intent, config: ProjectConfig) -> str:
@@ -83,6 +113,49 @@ def _services(intent: Intent, config: ProjectConfig) -> list[str]:
     if named:
         return config.deploy_order([config.service(name).name for name in named])
     return config.deploy_order(config.service_names())
+
+
+def _missing_dependencies(redis: Redis, config: ProjectConfig, named: list[str],
+                          env: str) -> dict[str, list[str]]:
+    """What ``named`` needs (directly or through other services) that is not named and not running in
+    ``env``: each such dependency, in deploy order, with the services that depend on it directly."""
+    dependents: dict[str, list[str]] = {}
+    todo, seen = list(named), set(named)
+    while todo:
+        service = todo.pop(0)
+        for dep in config.service(service).depends_on:
+            if dep not in named:
+                dependents.setdefault(dep, []).append(service)
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return {dep: dependents[dep] for dep in config.deploy_order(dependents) if not _running(redis, dep, env)}
+
+
+def _running(redis: Redis, service: str, env: str) -> bool:
+    """Has ``service`` a current release in ``env``? (The live state the deploy target records.)"""
+    live = get_live(redis, service, env)
+    return live is not None and live.current is not None
+
+
+def _why(dependents: list[str], env: str) -> str:
+    return NEEDED.format(dependents=_and(dependents), verb=_depend(dependents), env=env)
+
+
+def _production_needs(needed: dict[str, list[str]]) -> PolicyDenied:
+    needs = "; ".join(PRODUCTION_NEEDS_ONE.format(dependents=_and(users), verb=_depend(users), dependency=dep)
+                      for dep, users in needed.items())
+    them = "it" if len(needed) == 1 else "them"
+    return PolicyDenied(PRODUCTION_NEEDS.format(needs=needs),
+                        hint=PRODUCTION_HINT.format(them=them, names=", ".join(needed)))
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _depend(names: list[str]) -> str:
+    return "depends" if len(names) == 1 else "depend"
 
 
 def _check_locks(redis: Redis, services: list[str], env: str) -> None:

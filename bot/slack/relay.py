@@ -25,6 +25,7 @@ from slack_sdk.errors import SlackApiError
 from bot.slack import views
 from bot.slack.pacer import Pacer
 from bot.slack.threads import Thread, Threads
+from jobs.graph import PIPELINE
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.logs import run_context
@@ -34,8 +35,8 @@ from orchestra.store import Run, RunStore
 logger = logging.getLogger(__name__)
 
 RELAY_GROUP = "relay"
-IGNORED = {EventType.LLM_CALL, EventType.PROGRESS, EventType.DEPLOYMENT_PROGRESS, EventType.STAGE_STARTED,
-           EventType.RUN_REQUESTED, EventType.CODE_PUSH}
+IGNORED = {EventType.LLM_CALL, EventType.PROGRESS, EventType.DEPLOYMENT_PROGRESS, EventType.STAGE_STARTED}
+FIRST = {EventType.RUN_REQUESTED, EventType.CODE_PUSH}  # answered at once with what the run will do
 DECISIONS = {EventType.APPROVAL_GRANTED, EventType.APPROVAL_REJECTED, EventType.APPROVAL_EXPIRED}
 PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "msg_too_long",
              "message_not_found", "cant_update_message"}
@@ -157,18 +158,14 @@ class Relay:
         event = delivery.event
         thread = self.threads.get(run.id) or self._open_thread(run, channel)
         self.dirty.setdefault(run.id, time.monotonic() + self.update_interval_s)
-        if event.type in IGNORED or self.threads.posted(run.id, delivery.entry_id):
+        if self.threads.posted(run.id, delivery.entry_id):
             return
         if event.type in DECISIONS and thread.approval_ts:
             self._close_approval(run, thread.channel, thread.approval_ts, event)
-        if event.type == EventType.APPROVAL_REQUESTED:
-            text, blocks = views.approval(run, event)
-        else:
-            line = views.milestone(event) if event.type not in DECISIONS else views.decision_line(event)
-            if line is None:
-                return
-            text, blocks = line, []
-        ts = self._post(thread.channel, text, blocks, thread_ts=thread.ts)
+        reply = _reply(event, run)
+        if reply is None:
+            return
+        ts = self._post(thread.channel, *reply, thread_ts=thread.ts)
         if event.type == EventType.APPROVAL_REQUESTED:
             self.threads.save_approval(run.id, ts)
         self.threads.mark_posted(run.id, delivery.entry_id)
@@ -249,3 +246,15 @@ class Relay:
         if run.channel is not None:
             return run.channel or None
         return str(run.origin.get("slack_channel") or self.settings.slack_channel)
+
+
+def _reply(event: Event, run: Run) -> tuple[str, list[dict[str, Any]]] | None:
+    """The thread reply an event gets (text and blocks), or None when it only updates the parent."""
+    if event.type in FIRST:
+        return views.plan(run, [s.name for s in PIPELINE.stages if s.applies_to(run)]), []
+    if event.type in IGNORED:
+        return None
+    if event.type == EventType.APPROVAL_REQUESTED:
+        return views.approval(run, event)
+    line = views.decision_line(event) if event.type in DECISIONS else views.milestone(event)
+    return (line, []) if line else None

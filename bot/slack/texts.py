@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from handlers.reply import Reply, ReplyKind
+from orchestra.store import Run
 
 HELP = (
     "*DevOps Orchestra* — what I understand:\n"
@@ -20,6 +21,7 @@ REFUSED = "I did nothing: {message}"
 DENIED = ":no_entry: {message}"
 FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
 STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Follow it in the thread."
+ALSO_DEPLOYING = "Also deploying {service} first: {reason}."
 CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as <@{user}> asked."
 CONFIRM = "Did you mean: *{summary}*?"
 CONFIRM_DROPPED = "OK, I did nothing."
@@ -46,6 +48,7 @@ APPROVAL_CLOSED = ":raised_hand: Approval for `{stage}` of {services} to *{env}*
 APPROVAL_DONE = {"approval_granted": ":white_check_mark: Approved by {who}.",
                  "approval_rejected": ":no_entry_sign: Rejected by {who}.",
                  "approval_expired": ":hourglass: The approval request expired; nothing was deployed."}
+PLAN = ":clipboard: Plan: {stages}{strategy}. Each step reports here."
 MILESTONES = {
     "risk_classified": ":mag: Risk *{risk}*{reasons}",
     "code_analysis_result": "{pass_icon} Code analysis: {summary}",
@@ -70,7 +73,7 @@ def render(reply: Reply) -> str:
     """The words of a handler's reply, in Slack's mrkdwn."""
     run = reply.run
     if reply.kind == ReplyKind.STARTED and run is not None:
-        return STARTED.format(run_id=run.id, kind=run.kind, services=", ".join(run.services), env=run.env)
+        return _started(reply, run)
     if reply.kind == ReplyKind.CANCELLED and run is not None:
         return CANCEL_DONE.format(run_id=run.id, services=", ".join(run.services), env=run.env,
                                   user=reply.data.get("by", ""))
@@ -85,3 +88,11 @@ def render(reply: Reply) -> str:
         return FIXED[reply.kind]
     return {ReplyKind.REFUSED: REFUSED, ReplyKind.DENIED: DENIED}.get(reply.kind, "{message}").format(
         message=reply.text)
+
+
+def _started(reply: Reply, run: Run) -> str:
+    """The run as asked for, then one line per dependency dispatch added because it was not running."""
+    added: dict[str, str] = reply.data.get("added_dependencies") or {}
+    asked = [s for s in run.services if s not in added] or run.services
+    lines = [STARTED.format(run_id=run.id, kind=run.kind, services=", ".join(asked), env=run.env)]
+    return "\n".join(lines + [ALSO_DEPLOYING.format(service=s, reason=why) for s, why in added.items()])

@@ -108,7 +108,7 @@ def test_confirming_in_slack_starts_the_run(redis: Redis, model: tuple[FakeAnthr
             assert RunStore(redis).recent() == []
             control.click(ask[0]["ts"], "Yes, do it", user="U0ALICE", channel="D0ALICE")
             run: Any = wait_for(lambda: RunStore(redis).recent(), what="the run")
-            assert (run[0].services, run[0].env, run[0].requested_by) == (["frontend"], "staging", "U0ALICE")
+            assert (run[0].services, run[0].env, run[0].requested_by) == (["backend", "frontend"], "staging", "U0ALICE")
             wait_for(lambda: any(m["text"].startswith(":rocket:") for m in _dm(control)), what="started")
 
 

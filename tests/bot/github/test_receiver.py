@@ -170,7 +170,7 @@ def test_push_to_a_deploy_branch_starts_a_run_once(hook: Hook, hello_repo: Path)
     assert isinstance(result, DeliveryOutcome) and result.status == "started", result
     run = RunStore(hook.redis).get(str(result.run_id))
     assert (run.source, run.kind, run.env, run.services, run.commit, run.repo) == \
-        ("github", "deploy", "staging", ["frontend"], "b" * 40, str(hello_repo))
+        ("github", "deploy", "staging", ["backend", "frontend"], "b" * 40, str(hello_repo))  # backend not live
     assert run.origin["delivery"] == delivery and run.origin["changed_files"] == ["frontend/app.py"]
     assert EventBus(hook.redis).replay(run.id)[0].type == EventType.CODE_PUSH
     # GitHub redelivers with the same id: nothing new starts
@@ -206,7 +206,7 @@ def test_a_writer_deploys_the_pull_request_head_from_a_comment(hook: Hook) -> No
     assert result.status == "started" and replies == []
     run = RunStore(hook.redis).get(str(result.run_id))
     assert (run.kind, run.env, run.commit, run.requested_by, run.services) == \
-        ("deploy", "staging", PR_SHA, "github:alice", ["frontend"])
+        ("deploy", "staging", PR_SHA, "github:alice", ["backend", "frontend"])  # backend is not live
 
 
 @pytest.mark.parametrize(("user", "permission", "head_repo", "reply"), [

