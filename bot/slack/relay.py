@@ -79,6 +79,7 @@ class Relay:
         self.backlog: list[_Pending] = []
         self.dirty: dict[str, float] = {}  # run id -> when its parent may be updated next
         self.stats = RelayStats()
+        self.shown: dict[str, str] = {}  # run id -> the parent's text as Slack has it
 
     def run(self, stop: threading.Event, *, block_ms: int = 200) -> None:
         while not stop.is_set():
@@ -176,6 +177,7 @@ class Relay:
         text, blocks = views.parent(run)
         try:
             ts = self._post(channel, text, blocks)
+            self._remember(run, views.outgoing(text)[0])
         except SlackApiError:
             self.threads.release(run.id)
             raise
@@ -227,9 +229,21 @@ class Relay:
                 logger.warning("run %s: parent update failed (%s); retrying", run_id, error or exc)
 
     def _update_parent(self, run_id: str, thread: Thread) -> None:
-        text, blocks = views.outgoing(*views.parent(self.store.get(run_id)))
+        """Edit the parent message, unless it would read exactly as it does (a Slack call saved)."""
+        run = self.store.get(run_id)
+        text, blocks = views.outgoing(*views.parent(run))
+        if self.shown.get(run_id) == text:
+            return
         self.client.chat_update(channel=thread.channel, ts=thread.ts, text=text, blocks=blocks)
         self.stats.updates += 1
+        self._remember(run, text)
+
+    def _remember(self, run: Run, text: str) -> None:
+        """What the parent shows now; forgotten once the run has finished (its last edit is done)."""
+        if run.status.finished:
+            self.shown.pop(run.id, None)
+        else:
+            self.shown[run.id] = text
 
     def _run(self, event: Event) -> Run | None:
         try:

@@ -307,3 +307,19 @@ def test_a_vanished_approval_message_does_not_hold_up_the_decision(
     _until(relay, lambda: len(_thread(control)["replies"]) == 2 and _caught_up(redis))
     assert _thread(control)["replies"][1]["text"] == ":no_entry_sign: Rejected by <@U0BOB>."
     assert dead_letters(redis) == []
+
+
+def test_a_parent_that_would_read_the_same_is_not_edited(redis: Redis, settings: Settings,
+                                                         slack: tuple[Running, WorkspaceClient]) -> None:
+    running, control = slack
+    relay = _relay(redis, settings, running)
+    bus = EventBus(redis)
+    run = _run(redis)
+    bus.emit(run.id, EventType.RUN_REQUESTED, "U0ALICE")
+    bus.emit(run.id, EventType.CODE_ANALYSIS_RESULT, "analyze", passed=True, summary="no findings")
+    _until(relay, lambda: len(_thread(control)["replies"]) == 2 and not relay.dirty)
+    assert control.calls("chat.update") == []  # the run record did not change: nothing to edit
+    RunStore(redis).update(run.id, status=RunStatus.RUNNING, stage="test")
+    bus.emit(run.id, EventType.STAGE_STARTED, "test", stage="test")
+    _until(relay, lambda: "running" in _thread(control)["text"] and not relay.dirty)
+    assert len(control.calls("chat.update")) == 1
