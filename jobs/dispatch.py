@@ -18,7 +18,7 @@ from redis import Redis
 from agents.deploy.targets.state import get_live
 from jobs.graph import PIPELINE, Graph
 from jobs.router import ROUTER_GROUP, start_run
-from orchestra import policy
+from orchestra import policy, texts
 from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
@@ -33,12 +33,6 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_KINDS = {IntentKind.DEPLOY: "deploy", IntentKind.ROLLBACK: "rollback", IntentKind.VALIDATE: "validate"}
 DEFAULT_ENV = "staging"
-# Why a dependency joined a run (channel-neutral: it travels in the run's first event).
-NEEDED = "{dependents} {verb} on it and it is not running in {env}"
-# Production gets nothing it was not asked for: the requester deploys the dependency first.
-PRODUCTION_NEEDS = "{needs}; I don't add services to a production deploy on my own"
-PRODUCTION_NEEDS_ONE = "{dependents} {verb} on {dependency}, which is not running in production"
-PRODUCTION_HINT = "deploy {them} first with `/deploy {names} prod`, or name {them} in the same request"
 
 
 @dataclass(frozen=True)
@@ -139,15 +133,15 @@ def _running(redis: Redis, service: str, env: str) -> bool:
 
 
 def _why(dependents: list[str], env: str) -> str:
-    return NEEDED.format(dependents=_and(dependents), verb=_depend(dependents), env=env)
+    return texts.NEEDED.format(dependents=_and(dependents), verb=_depend(dependents), env=env)
 
 
 def _production_needs(needed: dict[str, list[str]]) -> PolicyDenied:
-    needs = "; ".join(PRODUCTION_NEEDS_ONE.format(dependents=_and(users), verb=_depend(users), dependency=dep)
+    needs = "; ".join(texts.PRODUCTION_NEEDS_ONE.format(dependents=_and(users), verb=_depend(users), dependency=dep)
                       for dep, users in needed.items())
     them = "it" if len(needed) == 1 else "them"
-    return PolicyDenied(PRODUCTION_NEEDS.format(needs=needs),
-                        hint=PRODUCTION_HINT.format(them=them, names=", ".join(needed)))
+    return PolicyDenied(texts.PRODUCTION_NEEDS.format(needs=needs),
+                        hint=texts.PRODUCTION_HINT.format(them=them, names=", ".join(needed)))
 
 
 def _and(names: list[str]) -> str:
