@@ -23,7 +23,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     _check(settings)
     redis = connect(settings)
-    serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port)
+    serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port,
+                  host=settings.metrics_host)
     asyncio.run(serve(settings, redis, relay=not args.no_relay))
     return 0
 

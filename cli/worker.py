@@ -30,7 +30,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = connect(settings)
     runner.configure(settings)
     if not args.burst:  # a burst worker is gone before anyone scrapes it
-        serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1)
+        serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1,
+                      host=settings.metrics_host)
     stop = threading.Event()
     router = None
     if not args.no_router:

@@ -66,6 +66,7 @@ class Settings:
     # a worker on the next one; the webhook receiver on its own port)
     log_format: str = "text"  # text | json
     metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"  # where the bot and workers serve /metrics (0.0.0.0 in a container)
     tool_env: Mapping[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
 
     @classmethod
@@ -100,6 +101,7 @@ class Settings:
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
             log_format=_log_format(env.get("ORCHESTRA_LOG_FORMAT", defaults.log_format)),
             metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
+            metrics_host=env.get("ORCHESTRA_METRICS_HOST", defaults.metrics_host),
             tool_env={k: env[k] for k in TOOL_ENV_NAMES if k in env},
         )
 

@@ -211,13 +211,16 @@ def test_the_env_file_is_documented_ignored_and_holds_no_values_of_secrets() -> 
     assert ".env" in (PACKAGING / ".gitignore").read_text().splitlines()
 
 
-def test_prometheus_scrapes_the_webhook_receivers_metrics(compose: Doc) -> None:
+def test_prometheus_scrapes_every_process(compose: Doc) -> None:
     prometheus = compose["services"]["prometheus"]
     config = yaml.safe_load((PACKAGING / "prometheus.yml").read_text())
 
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
-    [job] = config["scrape_configs"]
-    assert job["metrics_path"] == "/metrics" and job["static_configs"] == [{"targets": ["webhooks:8080"]}]
+    targets = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
+    assert targets == {"orchestra-webhooks": [{"targets": ["webhooks:8080"]}],
+                       "orchestra-bot": [{"targets": ["bot:9464"]}], "orchestra-worker": [{"targets": ["worker:9465"]}]}
+    assert all(compose["services"][name]["environment"]["ORCHESTRA_METRICS_HOST"] == "0.0.0.0"
+               for name in ("bot", "worker"))
 
 
 def test_the_compose_commands_start_processes_their_health_checks_find_ready(

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from orchestra.events import Consumer, Event, EventBus, EventType
 from orchestra.logs import log_handler, run_context
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run, RunStore
-from orchestra.telemetry import metrics_registry
+from orchestra.telemetry import metrics_registry, serve_metrics
 from tests.support.services import free_port
 from tests.support.slack_workspace import local_slack
 
@@ -253,3 +254,13 @@ def test_an_unknown_log_format_or_metrics_port_is_refused() -> None:
     with pytest.raises(OrchestraError, match="is not a port"):
         Settings.from_env({"ORCHESTRA_METRICS_PORT": "metrics"})
     assert Settings.from_env({}).metrics_port == 9464
+
+
+def test_the_metrics_host_is_where_the_bot_and_workers_listen() -> None:
+    assert Settings.from_env({}).metrics_host == "127.0.0.1"
+    settings = Settings.from_env({"ORCHESTRA_METRICS_HOST": "127.0.0.2"})  # another loopback address
+    port = serve_metrics(CollectorRegistry(), free_port(), host=settings.metrics_host)
+    with socket.create_connection(("127.0.0.2", port), timeout=2):
+        pass
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
