@@ -28,6 +28,15 @@ EVENTS_STREAM = "orchestra:events"
 DEAD_LETTER_STREAM = "orchestra:events:dead"
 RUN_STREAM = "orchestra:run:{run_id}:events"
 STREAM_MAXLEN = 100_000
+# Both streams get the entry in one step and under the same id (two XADD * in a row could straddle
+# a millisecond); the run's stream falls back to a fresh id only if its last one is already higher.
+_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+if not pcall(redis.call, 'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'event', ARGV[1]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+end
+return id
+"""
 
 
 class EventType(StrEnum):
@@ -97,12 +106,9 @@ class EventBus:
         self.stream = stream
 
     def publish(self, event: Event) -> str:
-        """Append ``event`` to the global stream and to its run's stream; return its id."""
-        body: dict[Any, Any] = {"event": event.to_json()}
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.stream, body, maxlen=STREAM_MAXLEN, approximate=True)
-        pipe.xadd(RUN_STREAM.format(run_id=event.run_id), body, maxlen=STREAM_MAXLEN, approximate=True)
-        entry_id, _ = pipe.execute()
+        """Append ``event`` to the global stream and to its run's stream, atomically and under one id."""
+        entry_id = self.redis.eval(_PUBLISH, 2, self.stream, RUN_STREAM.format(run_id=event.run_id),
+                                   event.to_json(), STREAM_MAXLEN)
         return as_text(entry_id)
 
     def emit(self, run_id: str, type: EventType, actor: str, **data: Any) -> Event:

@@ -114,3 +114,10 @@ def test_an_event_that_keeps_failing_goes_to_the_dead_letter_stream(redis: Redis
 def test_a_malformed_event_is_refused_before_it_is_published() -> None:
     with pytest.raises(ValueError):
         Event(run_id="r-1", type="not_an_event", actor="x")  # type: ignore[arg-type]
+
+
+def test_an_event_has_the_same_id_in_the_global_stream_and_its_runs(redis: Redis) -> None:
+    bus = EventBus(redis)
+    emitted = [bus.emit(f"r-{i % 3}", EventType.PROGRESS, "agent", step=i).id for i in range(300)]
+    replayed = {e.id for run in ("r-0", "r-1", "r-2") for e in bus.replay(run)}
+    assert replayed == set(emitted)  # published together: one id, whichever millisecond each XADD ran in
