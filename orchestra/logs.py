@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +15,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from orchestra.ids import RUN_ID
+
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-RUN_IN_MESSAGE = re.compile(r"\b(r-\d{8}-[0-9a-f]{6})\b")
 _current: ContextVar[tuple[str, str | None] | None] = ContextVar("orchestra_run", default=None)
 
 
@@ -37,8 +37,8 @@ class RunFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         run_id, stage = _current.get() or (None, None)
-        if run_id is None and (found := RUN_IN_MESSAGE.search(record.getMessage())):
-            run_id = found.group(1)
+        if run_id is None and (found := RUN_ID.search(record.getMessage())):
+            run_id = found.group(0)
         record.__dict__.update(run_id=run_id, stage=stage)
         return True
 

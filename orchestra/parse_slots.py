@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from orchestra.ids import RUN_ID
 from orchestra.intents import REF_PATTERN
 from orchestra.parse_vocab import (
     ENV_ALIASES,
@@ -20,7 +21,6 @@ from orchestra.parse_vocab import (
     LIST_JOINERS,
     POLITENESS,
     REF_PREPOSITIONS,
-    RUN_ID,
     SLOT_FILLERS,
     STRATEGY_ALIASES,
     UNSAFE_CHARS,
@@ -79,7 +79,7 @@ def free_slots(toks: list[str], services: Sequence[str], *, strict: bool = False
         elif strategy := strategy_of(word, following):
             _set_strategy(slots, strategy, strict)
             step = 2 if word in {"blue", "green"} else 1
-        elif RUN_ID.match(word):
+        elif RUN_ID.fullmatch(word):
             slots.run_id = word
         elif svc := resolve_service(name, services) or (by_prefix(word, services) if strict else None):
             last = _add_service(slots, svc, words, last, i)
@@ -170,7 +170,7 @@ def slash_slots(args: list[str], services: Sequence[str]) -> Slots:
         elif prep != "ref" and (strategy := strategy_of(low, following)):
             _set_strategy(slots, strategy, True)
             i += low in {"blue", "green"}
-        elif RUN_ID.match(low):
+        elif RUN_ID.fullmatch(low):
             slots.run_id = low
         elif low in {",", "and", "plus"} | ENV_PREPOSITIONS | STRATEGY_PREPOSITIONS | REF_PREPOSITIONS:
             prep = _preposition(low)

@@ -80,7 +80,6 @@ DESCRIPTIONS = {"is", "are", "was", "were", "went", "goes", "seems", "seemed", "
                 "has", "had", "have", "been", "took", "ran", "passed", "notes", "notifications"}
 REF_WORDS = {"main", "master", "develop", "trunk", "head"}
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
-RUN_ID = re.compile(r"^r-\d{8}-[0-9a-f]{6}$")
 UNSAFE_CHARS = re.compile(r"[`$;|&<>(){}\\\"*?!~^:\[\]]")
 WORD = re.compile(r"\S+")
 MENTION = re.compile(r"<[@#!][^>]*>")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -13,6 +12,7 @@ from redis import Redis, WatchError
 
 from orchestra.errors import LockHeld, NotFound
 from orchestra.events import as_fields, as_text
+from orchestra.ids import new_run_id
 
 RUN_KEY = "orchestra:run:{run_id}"
 RUNS_INDEX = "orchestra:runs"
@@ -44,7 +44,7 @@ class RunStatus(StrEnum):
 class Run(BaseModel):
     """One pass through the pipeline, from request to finish."""
 
-    id: str = Field(default_factory=lambda: f"r-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}")
+    id: str = Field(default_factory=new_run_id)
     kind: str = "deploy"  # deploy | rollback | validate
     source: str = "cli"  # cli | slack | github
     requested_by: str

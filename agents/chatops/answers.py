@@ -16,11 +16,12 @@ from redis import Redis
 
 from agents.chatops import texts
 from agents.chatops.crashlog import redact, summarize
-from agents.chatops.prose import RUN_ID, Summarizer, prose, writer_for
+from agents.chatops.prose import Summarizer, prose, writer_for
 from agents.deploy.targets.state import all_live, releases
 from agents.observability.judge import format_value
 from orchestra.errors import NotFound
 from orchestra.events import Event, EventBus, EventType
+from orchestra.ids import RUN_ID
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import Audit, Run, RunStore

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis import Redis
 
 from agents.chatops.crashlog import redact
+from orchestra.ids import RUN_ID
 from orchestra.intents import Intent
 from orchestra.prompts import load_prompt
 from orchestra.redaction import UNTRUSTED_RULE
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROMPT = "explain_run"
-RUN_ID = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
 LOGGED_FACTS = ("reason", "failure", "crash")  # written by the run's code and logs, not by us
 # What an answer may only repeat from the facts we wrote, never add.
 ADDED = {"link": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s)>\]]+", re.IGNORECASE), "run": RUN_ID,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,13 +25,13 @@ from handlers.catalog import Catalog
 from handlers.intake import confirmed, handle
 from handlers.reply import Reply, ReplyKind, Who
 from handlers.understand import Understander
+from orchestra.ids import RUN_ID
 from orchestra.settings import Settings
 from orchestra.store import claim_once
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RUN_ID_IN_TEXT = re.compile(r"\br-\d{8}-[0-9a-f]{6}\b")
 WORK_THREADS = 4
 COMMANDS = ("/deploy", "/rollback", "/orchestra", "/status", "/history", "/explain", "/cancel")
 
@@ -100,7 +99,7 @@ def handle_text(text: str, who: Who, deps: Deps) -> Reply:
     Inside a run's thread, the message is about that run ("@orchestra cancel").
     """
     run_id = Threads(deps.redis).run_of(who.place or "", who.thread) if who.thread else None
-    if run_id and not RUN_ID_IN_TEXT.search(text):
+    if run_id and not RUN_ID.search(text):
         text = f"{text} {run_id}"
     parsed = deps.understander.understand(text, deps.catalog.service_names())
     return handle(parsed, who, redis=deps.redis, settings=deps.settings)
