@@ -211,9 +211,10 @@ def test_yes_do_it_in_a_direct_message(settings: Settings, page: Page, redis: Re
             page.press("#text", "Enter")
             ask = page.locator("#messages article.msg", has_text="Did you mean")
             expect(ask).to_contain_text("Did you mean: deploy frontend to staging?", timeout=RELAY_MS)
+            ts = ask.get_attribute("data-ts")  # read before the click: the answer replaces the question's text
             ask.get_by_role("button", name="Yes, do it").click()
             runs: Any = wait_for(lambda: RunStore(redis).recent(), what="the run")
             run = runs[0]
-            answer = page.locator(f'#messages article.msg[data-ts="{ask.get_attribute("data-ts")}"]')
+            answer = page.locator(f'#messages article.msg[data-ts="{ts}"]')
             expect(answer).to_contain_text(f":rocket: Run {run.id} started", timeout=RELAY_MS)  # in place
             expect(answer.get_by_role("button")).to_have_count(0)
