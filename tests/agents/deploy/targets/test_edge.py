@@ -62,6 +62,8 @@ def test_weights_split_traffic_exactly_and_zero_is_written_as_down(edge: Edge, b
 def test_access_log_is_json_with_version_upstream_status_and_timing(edge: Edge, backends: list[int]) -> None:
     edge.apply([Backend(backends[0], "v7", 100)])
     _split(edge, 3)
+    # nginx writes a request's log line after the response has gone out
+    wait_for(lambda: len(edge.access_log.read_text().splitlines()) >= 3, what="three access-log lines")
     entries = [json.loads(line) for line in edge.access_log.read_text().splitlines()]
     assert len(entries) == 3
     assert entries[0]["version"] == "v7" and entries[0]["upstream_addr"] == f"127.0.0.1:{backends[0]}"
