@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from orchestra.config.graph import CROSS_CHECK, raw_graph_errors
 from orchestra.config.infer import infer_config, infer_defaults
 from orchestra.config.model import CONFIG_FILENAME, ProjectConfig
+from orchestra.config.paths import escaping_paths
 from orchestra.config.problems import duplicate_keys, expand, field_path, line_of
 from orchestra.errors import ConfigError
 
@@ -85,6 +86,9 @@ def parse_config(text: str, *, filename: str, repo_dir: Path | None = None) -> P
                            "deployment, environments"])
     problems = [f"{filename}:{line}: {field_path(loc)}: {msg}" for loc, line, msg in duplicate_keys(root)]
     data = with_inferred(data, repo_dir) if repo_dir is not None else data
+    if repo_dir is not None:  # a symlink that leads out of the checkout
+        problems += [f"{filename}:{line_of(root, loc)}: {field_path(loc)}: {msg}"
+                     for loc, msg in escaping_paths(data, repo_dir)]
     try:
         config = ProjectConfig.model_validate(data, context={"repo_dir": repo_dir})
     except ValidationError as exc:

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, PrivateAttr, ValidationInfo, field_val
 
 from orchestra.config.environments import EnvironmentPolicy, Environments, Strategy, StrictModel
 from orchestra.config.graph import check_services, topological_order
+from orchestra.config.paths import RepoPath
 from orchestra.config.types import Duration, EnvKey, Name, Percent, UrlPath, did_you_mean
 from orchestra.errors import NotFound
 
@@ -27,8 +28,8 @@ class Project(StrictModel):
 
 class Build(StrictModel):
     tool: Literal["docker", "maven", "npm", "poetry", "custom"] = "docker"
-    context: str = "."
-    dockerfile: str = "Dockerfile"
+    context: RepoPath = "."
+    dockerfile: RepoPath = "Dockerfile"
     base_image: str | None = None
 
 
@@ -58,14 +59,14 @@ class ServiceConfig(StrictModel):
     """One deployable service: its folder, port, health check and dependencies."""
 
     name: Name
-    path: str | None = None
+    path: RepoPath | None = None
     runtime: str = "docker"
     port: int = Field(default=5000, ge=1, le=65535)
     health: UrlPath = "/health"
     metrics: UrlPath = "/metrics"
     depends_on: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
-    dockerfile: str | None = None
+    dockerfile: RepoPath | None = None  # relative to ``path``
     replicas: int = Field(default=1, ge=1, le=50)
 
     @field_validator("runtime")
@@ -124,7 +125,7 @@ class Deployment(StrictModel):
 
 class Infrastructure(StrictModel):
     tool: Literal["terraform", "cloudformation", "ansible"] = "terraform"
-    path: str = "infra/"
+    path: RepoPath = "infra/"
 
 
 class Secrets(StrictModel):
