@@ -22,7 +22,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.slack.process import serve
 
     _check(settings)
-    redis = connect(settings)
+    redis = connect(settings, role="bot")
     serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port,
                   host=settings.metrics_host)
     asyncio.run(serve(settings, redis, relay=not args.no_relay))

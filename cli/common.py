@@ -5,22 +5,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orchestra.errors import OrchestraError
+from orchestra import redisconn
 from orchestra.events import RUN_STREAM, Event, EventType, as_fields, as_text
 from orchestra.settings import Settings
 
 
-def connect(settings: Settings) -> Redis:
-    """A Redis connection that answers, or an error saying how to start one."""
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        redis.ping()
-    except RedisConnectionError as exc:
-        raise OrchestraError(f"cannot reach Redis at {settings.redis_url}",
-                             hint="start it (redis-server, or scripts/up) or set REDIS_URL") from exc
-    return redis
+def connect(settings: Settings, *, role: str | None = None) -> Redis:
+    """A Redis connection that answers, with credentials, to a Redis that demands them.
+
+    Refuses a Redis that serves clients without a password (unless ORCHESTRA_DEV=1), and with ``role``
+    (bot, worker, webhooks) a user that lacks that process's ACL; each error says how to fix it.
+    """
+    return redisconn.connect(settings.redis_url, dev_mode=settings.dev_mode, role=role)
 
 
 def run_events(redis: Redis, run_id: str, *, follow: bool, block_ms: int = 1000,

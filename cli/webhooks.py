@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.github.receiver import WEBHOOK_PATH, build_webhook_app, check_secret
 
     check_secret(settings)
-    redis = connect(settings)
+    redis = connect(settings, role="webhooks")
     app = build_webhook_app(settings, redis=redis)  # raises without a secret outside dev mode
     if not settings.github_webhook_secret:
         logger.warning("dev mode: accepting UNSIGNED GitHub deliveries")

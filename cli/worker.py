@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = connect(settings)
+    redis = connect(settings, role="worker")
     runner.configure(settings)
     if not args.burst:  # a burst worker is gone before anyone scrapes it
         serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1,

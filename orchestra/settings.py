@@ -77,7 +77,7 @@ class Settings:
         repos = tuple(r.strip() for r in env.get("ORCHESTRA_REPOS", "").split(",") if r.strip())
         ca = env.get("ORCHESTRA_BUILD_CA_BUNDLE")
         return cls(
-            redis_url=env.get("REDIS_URL", defaults.redis_url),
+            redis_url=_redis_url(env.get("REDIS_URL", defaults.redis_url)),
             workdir=Path(env.get("ORCHESTRA_WORKDIR", str(defaults.workdir))),
             cache_dir=Path(env["ORCHESTRA_CACHE_DIR"]) if env.get("ORCHESTRA_CACHE_DIR") else None,
             repos=repos or defaults.repos,
@@ -150,6 +150,15 @@ def _price(value: str | None, *, local: bool) -> tuple[float, float] | None:
         raise OrchestraError(f"ORCHESTRA_LLM_PRICE={value!r} is not a price",
                              hint="write the USD per million tokens in and out, e.g. 0.2,0.6") from exc
     return per_in, per_out
+
+
+def _redis_url(value: str) -> str:
+    """REDIS_URL: the password (or ACL user and password) rides in it; rediss:// for TLS."""
+    if value.partition("://")[0] not in ("redis", "rediss", "unix"):
+        raise OrchestraError("REDIS_URL is not a Redis URL",
+                             hint="write redis://:PASSWORD@HOST:6379/0, redis://USER:PASSWORD@HOST:6379/0, "
+                                  "rediss://... for TLS, or unix://:PASSWORD@/path/to/redis.sock?db=0")
+    return value
 
 
 def _log_format(value: str) -> str:

@@ -1,4 +1,4 @@
-"""Session-wide fixtures: a real redis-server, an empty database per test, settings."""
+"""Session-wide fixtures: a real redis-server (with a generated password), an empty database per test, settings."""
 from __future__ import annotations
 
 from collections.abc import Iterator

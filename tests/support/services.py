@@ -1,6 +1,7 @@
 """Start real services from Debian packages on free loopback ports, and stop them."""
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -39,24 +40,24 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port; yields its URL."""
+def redis_server(*, password: bool = True) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port; yields its URL, with a generated password.
+
+    ``password=False`` starts one that serves anybody (for the tests of the refusal to use it).
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port, secret = free_port(), secrets.token_hex(16)
+    auth = ["--requirepass", secret] if password else []
     with tempfile.TemporaryDirectory(prefix="orchestra-redis-") as tmp:
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp, "--protected-mode", "yes"],
+             "--dir", tmp, "--protected-mode", "yes", *auth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: port_open(port), what=f"redis-server on port {port}")
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://:{secret}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-
-
-
-
