@@ -13,7 +13,7 @@ from tests.support.services import free_port, wait_for
 
 SHOP_DIR = PROJECT_ROOT / "examples" / "shop"
 MAKE_DEMO_REPO = PROJECT_ROOT / "scripts" / "make-demo-repo"
-DEMO_BRANCHES = ("main", "demo/lint-error", "demo/missing-import", "demo/failing-test")
+DEMO_BRANCHES = ("main", "demo/lint-error", "demo/missing-import", "demo/failing-test", "hotfix-v2", "release/faulty")
 
 
 def make_demo_repo(dest: Path) -> Path:
