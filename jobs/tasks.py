@@ -7,10 +7,12 @@ from rq import get_current_job
 
 from agents import build as build_agent
 from agents.analysis import stage as analyze_agent
+from agents.context import AgentContext, StageResult
 from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
 from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
+from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
 from jobs.graph import ANALYZE, BUILD, DEPLOY, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_stage
@@ -33,12 +35,18 @@ def build(run_id: str) -> dict[str, Any]:
 
 def deploy(run_id: str) -> dict[str, Any]:
     """Put the built images live with the run's strategy, in depends_on order."""
-    return execute_stage(run_id, DEPLOY, lambda ctx: deploy_agent.run(ctx, judge=deploy_judge(ctx)))
+    def stage(ctx: AgentContext) -> StageResult:
+        with demo_traffic(ctx):  # environments with demo_traffic: requests for the canary judge to see
+            return deploy_agent.run(ctx, judge=deploy_judge(ctx))
+    return execute_stage(run_id, DEPLOY, stage)
 
 
 def observe(run_id: str) -> dict[str, Any]:
     """Watch what the run released; roll it back on its own when a threshold stays exceeded."""
-    return execute_stage(run_id, OBSERVE, observe_agent.run)
+    def stage(ctx: AgentContext) -> StageResult:
+        with demo_traffic(ctx, watching=True):
+            return observe_agent.run(ctx)
+    return execute_stage(run_id, OBSERVE, stage)
 
 
 def rollback(run_id: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from orchestra.redaction import redact_data
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -106,14 +108,18 @@ class EventBus:
         self.stream = stream
 
     def publish(self, event: Event) -> str:
-        """Append ``event`` to the global stream and to its run's stream, atomically and under one id."""
+        """Append ``event`` to the global stream and to its run's stream, atomically and under one id.
+
+        Its data is redacted of secrets first: the stream is read by relays, explanations and people.
+        """
+        clean = event.model_copy(update={"data": redact_data(event.data)})
         entry_id = self.redis.eval(_PUBLISH, 2, self.stream, RUN_STREAM.format(run_id=event.run_id),
-                                   event.to_json(), STREAM_MAXLEN)
+                                   clean.to_json(), STREAM_MAXLEN)
         return as_text(entry_id)
 
     def emit(self, run_id: str, type: EventType, actor: str, **data: Any) -> Event:
-        """Build, publish and return an event."""
-        event = Event(run_id=run_id, type=type, actor=actor, data=data)
+        """Build, publish and return an event (as it was stored: redacted)."""
+        event = Event(run_id=run_id, type=type, actor=actor, data=redact_data(data))
         return event.model_copy(update={"id": self.publish(event)})
 
     def replay(self, run_id: str) -> list[Event]:

@@ -2,7 +2,9 @@
 
 Every line carries the run id and stage of the :func:`run_context` it was logged in (the stage runner
 and the relays open one), else the first run id its message names (``run r-20250101-abc123: ...``).
-Standard library only: every command sets this up, and ``orchestra --help`` stays fast.
+Every line is redacted of secrets (:class:`RedactFilter`), its traceback included, in both formats.
+Light to import (the secret detector loads on the first line): every command sets this up, and
+``orchestra --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from orchestra.ids import RUN_ID
+from orchestra.redaction import redact
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -43,6 +46,27 @@ class RunFilter(logging.Filter):
         return True
 
 
+class RedactFilter(logging.Filter):
+    """Takes secrets out of a record before any formatter sees it: message, arguments, traceback, stack.
+
+    The message is rendered here (``msg % args``) so a secret passed as an argument is caught too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = redact(record.getMessage()), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info)
+        except Exception as exc:  # a line we cannot check does not leave as it is
+            record.msg, record.args = f"(log line withheld: redaction failed: {type(exc).__name__})", None
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, and run_id, stage, exc when there are any."""
 
@@ -52,8 +76,8 @@ class JsonFormatter(logging.Formatter):
         for key in ("run_id", "stage"):
             if getattr(record, key, None):
                 line[key] = getattr(record, key)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            line["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(line, default=str)
 
 
@@ -68,6 +92,7 @@ def log_handler(log_format: str, stream: IO[str] | None = None) -> logging.Handl
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactFilter())  # first: it renders the message once, safely, for the run filter too
     handler.addFilter(RunFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     return handler

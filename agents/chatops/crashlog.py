@@ -4,21 +4,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from orchestra.redaction import REDACTED
-from orchestra.redaction import redact as shared_redact
+from orchestra.redaction import redact
+
+__all__ = ["CrashSummary", "redact", "summarize"]  # redact: the shared one, for the other answer modules
 
 TAIL_LINES = 15
 MAX_LINE = 300
 
-# Beyond the shared redaction: bearer tokens in headers that logs print.
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _ERROR_LINE = re.compile(
     r"(?i)(traceback|error|exception|fatal|panic|killed|out of memory|segmentation fault)")
-
-
-def redact(text: str) -> str:
-    """``text`` with anything that looks like a secret replaced by [REDACTED]."""
-    return _BEARER.sub(lambda m: m.group(1) + REDACTED, shared_redact(text))
 
 
 @dataclass(frozen=True)
@@ -38,7 +32,8 @@ def summarize(log: str | bytes, *, tail: int = TAIL_LINES) -> CrashSummary:
     """Summarise a container's log: the last error-looking line and the last ``tail`` lines."""
     if isinstance(log, bytes):
         log = log.decode("utf-8", errors="replace")
-    lines = [_clip(redact(line.rstrip())) for line in log.splitlines() if line.strip()]
+    # The whole log first: a private key or a JSON credential spans lines, and a line alone hides its shape.
+    lines = [_clip(line.rstrip()) for line in redact(log).splitlines() if line.strip()]
     return CrashSummary(error=_error_line(lines), tail=lines[-tail:], total_lines=len(lines))
 
 

@@ -46,7 +46,7 @@ from orchestra.events import EventBus, EventType
 from orchestra.llm.budget import Budget, Limits, cost_usd
 from orchestra.llm.wire import Answer, Schema, Wire, WireError
 from orchestra.prompts import Rendered, load_prompt
-from orchestra.redaction import UNTRUSTED_RULE, fence, redact
+from orchestra.redaction import UNTRUSTED_RULE, fence, hold_settings, redact
 from orchestra.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class LLM:
                  wire: Wire | None = None, max_retries: int = 3, timeout_s: float = 60.0,
                  run_usd: float | None = None, day_usd: float | None = None) -> None:
         self.settings = settings
+        hold_settings(settings)  # its credentials never reach a prompt, whatever their shape
         self.bus = bus or EventBus(redis)
         self.budget = Budget(redis, Limits(settings.llm_run_token_budget, settings.llm_daily_token_budget,
                                            run_usd if run_usd is not None else settings.llm_run_budget_usd,
@@ -119,7 +120,7 @@ class LLM:
                 except ValidationError as exc:
                     failure, problems, error = (f"the model's {spec.name} output did not validate: "
                                                 f"{exc.error_count()} error(s)", _problem_list(exc), exc)
-            repair = self.wire.repair(answer, spec, problems[:1500]) if self.wire else []
+            repair = self.wire.repair(answer, spec, redact(problems[:1500])) if self.wire else []
             if attempt == REPAIR_ATTEMPTS or not repair:
                 raise LLMFailed(failure, hint=str(error or problems)[:500]) from error
             followup += repair

@@ -62,7 +62,7 @@ def commit_on(repo: Path, branch: str, start: str, change: Callable[[Path], None
 
 def short_watch(repo: Path) -> None:
     config = repo / "devops_orchestra.yaml"
-    config.write_text(config.read_text().replace("watch: 5m", "watch: 8s"))
+    config.write_text(config.read_text().replace("watch: 30s", "watch: 8s"))
 
 
 def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_version(

@@ -39,7 +39,7 @@ def _demo_repo(root: Path) -> Path:
     lines = config.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "freeze:")
     text = "\n".join(lines[:start] + lines[start + 6:]) + "\n"
-    config.write_text(text.replace("watch: 5m", "watch: 8s"))  # the observe stage's watch window
+    config.write_text(text.replace("watch: 30s", "watch: 8s"))  # the observe stage's watch window
     for args in (["commit", "-qam", "No freeze for the test"], ["branch", "-f", "hotfix-v2", "main"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True)
     return repo
