@@ -24,7 +24,7 @@ from bot.github.client import GitHubClient
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.logs import run_context
-from orchestra.redaction import redact
+from orchestra.redaction import hold_settings, redact
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 
@@ -153,6 +153,7 @@ class GitHubRelay:
     def __init__(self, settings: Settings, *, redis: Redis, client: GitHubClient,
                  name: str | None = None) -> None:
         self.settings = settings
+        hold_settings(settings)  # its token and webhook secret never reach a comment, whatever their shape
         self.redis = redis
         self.client = client
         self.bus = EventBus(redis)

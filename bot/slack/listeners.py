@@ -169,7 +169,8 @@ def _on_approval(deps: Deps, *, approve: bool) -> Any:
                                     redis=deps.redis, settings=deps.settings)
         if reply.kind == ReplyKind.DENIED:  # an accepted decision shows in the thread through the relay
             await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
-                                            text=texts.APPROVAL_NOT_ACCEPTED.format(message=reply.text))
+                                            text=views.outgoing(texts.APPROVAL_NOT_ACCEPTED.format(
+                                                message=texts.escape(reply.text)))[0])
     return listener
 
 

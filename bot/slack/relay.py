@@ -29,6 +29,7 @@ from jobs.graph import PIPELINE
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.logs import run_context
+from orchestra.redaction import hold_settings
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 
@@ -69,6 +70,7 @@ class Relay:
                  claim_idle_ms: int = 30_000) -> None:
         self.redis = redis
         self.settings = settings
+        hold_settings(settings)  # its tokens never reach a thread, whatever their shape
         self.client = client
         self.store = RunStore(redis)
         self.threads = Threads(redis)

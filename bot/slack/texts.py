@@ -1,6 +1,8 @@
 """Every sentence the bot says in Slack, in one place."""
 from __future__ import annotations
 
+import re
+
 from handlers.reply import Reply, ReplyKind
 from orchestra.store import Run
 
@@ -22,7 +24,7 @@ DENIED = ":no_entry: {message}"
 FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
 STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Follow it in the thread."
 ALSO_DEPLOYING = "Also deploying {service} first: {reason}."
-CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as <@{user}> asked."
+CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as {user} asked."
 CONFIRM = "Did you mean: *{summary}*?"
 CONFIRM_DROPPED = "OK, I did nothing."
 RUN_LINE = "`{run_id}` {kind} to {env}: {status}"
@@ -69,30 +71,55 @@ MILESTONES = {
 PASS_ICON = {True: ":white_check_mark:", False: ":x:", None: ":information_source:"}
 
 
+# A user mention (never <!channel>, <!here> or a link) escaped by `escape`, given back to refusals and denials
+# that only the asker sees (ephemeral: a mention there notifies nobody): the policy writes `<@U…>` for the
+# person it refuses. A public refusal keeps every mention escaped.
+_USER_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,20})&gt;")
+
+
+def escape(text: object) -> str:
+    """Untrusted text for mrkdwn: Slack's own escaping (& < >), so `<!channel>`, `<@U1>` and `<url|label>`
+    read as text. Only what the bot writes itself (the templates above, :func:`mention`) stays markup."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mention(user: str | None) -> str:
+    """A Slack mention for a user id (the bot's own markup), the escaped name otherwise."""
+    if user and user[:1] in "UW" and user.isalnum():
+        return f"<@{user}>"
+    return escape(user or "someone")
+
+
 def render(reply: Reply) -> str:
-    """The words of a handler's reply, in Slack's mrkdwn."""
+    """The words of a handler's reply, in Slack's mrkdwn; every value from the handler is escaped."""
     run = reply.run
     if reply.kind == ReplyKind.STARTED and run is not None:
         return _started(reply, run)
     if reply.kind == ReplyKind.CANCELLED and run is not None:
-        return CANCEL_DONE.format(run_id=run.id, services=", ".join(run.services), env=run.env,
-                                  user=reply.data.get("by", ""))
+        return CANCEL_DONE.format(run_id=escape(run.id), services=escape(", ".join(run.services)),
+                                  env=escape(run.env), user=mention(reply.data.get("by")))
     if reply.kind == ReplyKind.CONFIRM:
-        return CONFIRM.format(summary=reply.data.get("summary", ""))
+        return CONFIRM.format(summary=escape(reply.data.get("summary", "")))
     if reply.kind == ReplyKind.RUNS:
-        return "\n".join(RUN_LINE.format(run_id=r.id, kind=r.kind, env=r.env, status=r.status.value)
-                         for r in reply.runs) or NO_RUNS
+        return "\n".join(RUN_LINE.format(run_id=escape(r.id), kind=escape(r.kind), env=escape(r.env),
+                                         status=escape(r.status.value)) for r in reply.runs) or NO_RUNS
     if reply.kind == ReplyKind.NOT_UNDERSTOOD and reply.text:
-        return NOT_UNDERSTOOD_CLOSE.format(suggestion=reply.text)
+        return NOT_UNDERSTOOD_CLOSE.format(suggestion=escape(reply.text))
     if reply.kind in FIXED:
         return FIXED[reply.kind]
-    return {ReplyKind.REFUSED: REFUSED, ReplyKind.DENIED: DENIED}.get(reply.kind, "{message}").format(
-        message=reply.text)
+    if reply.kind in (ReplyKind.REFUSED, ReplyKind.DENIED):
+        message = escape(reply.text)
+        if not reply.public:  # the policy names the person it refuses by mention; only they see it
+            message = _USER_MENTION.sub(r"<@\1>", message)
+        return {ReplyKind.REFUSED: REFUSED, ReplyKind.DENIED: DENIED}[reply.kind].format(message=message)
+    return escape(reply.text)
 
 
 def _started(reply: Reply, run: Run) -> str:
     """The run as asked for, then one line per dependency dispatch added because it was not running."""
     added: dict[str, str] = reply.data.get("added_dependencies") or {}
     asked = [s for s in run.services if s not in added] or run.services
-    lines = [STARTED.format(run_id=run.id, kind=run.kind, services=", ".join(asked), env=run.env)]
-    return "\n".join(lines + [ALSO_DEPLOYING.format(service=s, reason=why) for s, why in added.items()])
+    lines = [STARTED.format(run_id=escape(run.id), kind=escape(run.kind), services=escape(", ".join(asked)),
+                            env=escape(run.env))]
+    return "\n".join(lines + [ALSO_DEPLOYING.format(service=escape(s), reason=escape(why))
+                              for s, why in added.items()])

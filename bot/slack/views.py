@@ -1,10 +1,16 @@
-"""Block Kit views: a run's parent message, its approval request, thread replies, confirmations."""
+"""Block Kit views: a run's parent message, its approval request, thread replies, confirmations.
+
+Every value that did not come from the bot itself (services, refs, reasons, test output, commit and PR
+text, model output) goes into mrkdwn through ``texts.escape``; the templates and ``who`` are the bot's
+own markup. ``outgoing`` then redacts secrets from everything, the last step before Slack.
+"""
 from __future__ import annotations
 
 import time
 from typing import Any
 
 from bot.slack import texts
+from bot.slack.texts import escape
 from handlers.reply import Reply, ReplyKind
 from orchestra.events import Event
 from orchestra.redaction import redact
@@ -51,10 +57,8 @@ def reply(answer: Reply) -> tuple[str, list[dict[str, Any]]]:
 
 
 def who(user: str | None) -> str:
-    """A Slack mention for user ids, the name otherwise."""
-    if user and user[:1] in "UW" and user.isalnum():
-        return f"<@{user}>"
-    return user or "someone"
+    """A Slack mention for user ids, the (escaped) name otherwise."""
+    return texts.mention(user)
 
 
 def parent(run: Run) -> tuple[str, list[dict[str, Any]]]:
@@ -62,15 +66,15 @@ def parent(run: Run) -> tuple[str, list[dict[str, Any]]]:
     status = run.status.value
     title = texts.PARENT.format(
         icon=texts.STATUS_ICON.get(status, ""), verb=texts.KIND_VERB.get(run.kind, run.kind.title()),
-        services=", ".join(run.services) or "all services", ref=f" `{run.ref}`" if run.ref else "",
-        env=run.env, status=texts.STATUS_WORD.get(status, status))
+        services=escape(", ".join(run.services) or "all services"), ref=f" `{escape(run.ref)}`" if run.ref else "",
+        env=escape(run.env), status=texts.STATUS_WORD.get(status, status))
     meta = texts.PARENT_META.format(
-        run_id=run.id, requester=who(run.requested_by),
-        strategy=f" · {run.strategy}" if run.strategy else "",
-        stage=f" · stage `{run.stage}`" if run.stage and not run.status.finished else "")
+        run_id=escape(run.id), requester=who(run.requested_by),
+        strategy=f" · {escape(run.strategy)}" if run.strategy else "",
+        stage=f" · stage `{escape(run.stage)}`" if run.stage and not run.status.finished else "")
     blocks: list[dict[str, Any]] = [_section(title), _context(meta)]
     if run.status.finished and run.reason:
-        blocks.append(_context(texts.PARENT_REASON.format(reason=run.reason)))
+        blocks.append(_context(texts.PARENT_REASON.format(reason=escape(run.reason))))
     return f"{title}\n{meta}", blocks
 
 
@@ -79,8 +83,8 @@ def approval(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
     data = event.data
     deadline = int(data.get("deadline") or time.time())
     text = texts.APPROVAL_ASK.format(
-        stage=data.get("stage", "deploy"), services=", ".join(run.services), env=run.env,
-        commit=f" (commit `{str(data['commit'])[:7]}`)" if data.get("commit") else "",
+        stage=escape(data.get("stage", "deploy")), services=escape(", ".join(run.services)), env=escape(run.env),
+        commit=f" (commit `{escape(str(data['commit'])[:7])}`)" if data.get("commit") else "",
         requester=who(data.get("requester") or run.requested_by),
         approvers=", ".join(who(a) for a in data.get("approvers") or []) or "anyone allowed",
         deadline=deadline, left=_left(deadline))
@@ -97,16 +101,16 @@ def decision_line(event: Event) -> str:
 
 def decided(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
     """The approval message once decided: the buttons are gone, who decided is shown."""
-    head = texts.APPROVAL_CLOSED.format(stage=event.data.get("stage", "deploy"),
-                                        services=", ".join(run.services), env=run.env)
+    head = texts.APPROVAL_CLOSED.format(stage=escape(event.data.get("stage", "deploy")),
+                                        services=escape(", ".join(run.services)), env=escape(run.env))
     line = decision_line(event)
     return f"{head}\n{line}", [_section(head), _context(line)]
 
 
 def plan(run: Run, stages: list[str]) -> str:
     """The thread's first reply: what the run will do, in order."""
-    return texts.PLAN.format(stages=" → ".join(f"`{s}`" for s in stages) or "nothing",
-                             strategy=f" ({run.strategy})" if run.strategy and "deploy" in stages else "")
+    return texts.PLAN.format(stages=" → ".join(f"`{escape(s)}`" for s in stages) or "nothing",
+                             strategy=f" ({escape(run.strategy)})" if run.strategy and "deploy" in stages else "")
 
 
 def milestone(event: Event) -> str | None:
@@ -118,13 +122,13 @@ def milestone(event: Event) -> str | None:
     passed = data.get("passed")
     reasons = data.get("reasons") or []
     return template.format(
-        summary=data.get("summary") or data.get("message") or data.get("reason") or event.type.value,
-        reason=data.get("reason") or data.get("summary") or "no reason given",
-        stage=data.get("stage") or event.actor, actor=who(event.actor),
+        summary=escape(data.get("summary") or data.get("message") or data.get("reason") or event.type.value),
+        reason=escape(data.get("reason") or data.get("summary") or "no reason given"),
+        stage=escape(data.get("stage") or event.actor), actor=who(event.actor),
         pass_icon=texts.PASS_ICON.get(passed if isinstance(passed, bool) else None),
-        risk=data.get("risk") or data.get("level") or "unknown",
-        reasons=(": " + "; ".join(map(str, reasons))) if reasons else "",
-        status=data.get("status", "finished"),
+        risk=escape(data.get("risk") or data.get("level") or "unknown"),
+        reasons=escape(": " + "; ".join(map(str, reasons))) if reasons else "",
+        status=escape(data.get("status", "finished")),
         status_icon=texts.STATUS_ICON.get(str(data.get("status")), ""),
         duration=_duration(data.get("duration_s")), **_release(data))
 
@@ -134,9 +138,9 @@ def _release(data: dict[str, Any]) -> dict[str, str]:
     old = _version(data.get("from_version"), data.get("from_ref"))
     new = _version(data.get("to_version"), data.get("to_ref"))
     version = _version(data.get("version"), data.get("ref"))
-    return {"service": str(data.get("service") or "the service"),
+    return {"service": escape(data.get("service") or "the service"),
             "version": f" {version}" if version else "",
-            "strategy": f" ({data['strategy']})" if data.get("strategy") else "",
+            "strategy": f" ({escape(data['strategy'])})" if data.get("strategy") else "",
             "from_version": f", replacing {old}" if old else "",
             "rolled": f" from {old} to {new}" if old and new else (f" to {new}" if new else "")}
 
@@ -145,12 +149,12 @@ def _version(version: object, ref: object) -> str:
     """"`3f9c2ab` (hotfix-v2)": the version as code, the ref it was asked by beside it ("" for none)."""
     if not version:
         return ""
-    return f"`{version}` ({ref})" if ref else f"`{version}`"
+    return f"`{escape(version)}` ({escape(ref)})" if ref else f"`{escape(version)}`"
 
 
 def confirm(summary: str, payload: str) -> list[dict[str, Any]]:
     """Yes / No buttons for an action the language model (not the rules) understood."""
-    return [_section(texts.CONFIRM.format(summary=summary)),
+    return [_section(texts.CONFIRM.format(summary=escape(summary))),
             {"type": "actions", "block_id": "confirm", "elements": [
                 _button("Yes, do it", CONFIRM_YES, payload, "primary"), _button("No", CONFIRM_NO, payload)]}]
 

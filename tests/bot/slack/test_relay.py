@@ -174,7 +174,7 @@ def test_a_crashed_relay_leaves_events_for_the_next_one(redis: Redis, settings: 
     control.reset()  # Slack is back; "first" never comes back
     second = _relay(redis, settings, running, name="second", claim_idle_ms=100)
     _until(second, lambda: control.transcript("C0DEPLOYS") and _thread(control)["replies"])
-    assert "p99 1200 ms > 800 ms" in _thread(control)["replies"][0]["text"]
+    assert "p99 1200 ms &gt; 800 ms" in _thread(control)["replies"][0]["text"]  # Slack's escaping of >
     assert _pending(redis) == 0
 
 
