@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 
 from orchestra.events import Event, EventBus, EventType
+from orchestra.redaction import hold_keys
 from orchestra.settings import Settings
 from orchestra.store import Run
 
@@ -38,6 +39,10 @@ class AgentContext:
     workspace: Path
     config: ProjectConfig
     actor: str = "agent"
+
+    def __post_init__(self) -> None:
+        # The project's secrets.keys: their values (in this process's environment) never leave it.
+        hold_keys(self.config.secrets.keys)
 
     def emit(self, type: EventType, **data: Any) -> Event:
         return self.bus.emit(self.run.id, type, self.actor, **data)

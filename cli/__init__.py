@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from orchestra.errors import OrchestraError
 from orchestra.logs import setup_logging
+from orchestra.redaction import protect_process, redact
 from orchestra.settings import Settings
 
 COMMANDS = {
@@ -51,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     try:
         settings = Settings.from_env()
+        protect_process(settings, os.environ)  # the credentials it holds are redacted from all that leaves
         setup_logging(settings.log_format, verbose=args.verbose)
         return int(args.handler(args, settings))
     except OrchestraError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

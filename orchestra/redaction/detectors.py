@@ -48,15 +48,16 @@ OWN_SHAPES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     ("authorization", ("bearer", "basic", "token"), re.compile(
         r"\b(?i:bearer)\s+(?=.\S*[0-9A-Z])([A-Za-z0-9._~+/-]{8,}=*)"  # "Bearer Authentication" is prose
         r"|\b(?i:basic|token)\s+(?=[A-Za-z._~+/-]*\d)([A-Za-z0-9._~+/-]{16,}=*)")),
-    # Docker's config.json: "auth": "<base64 of user:password>"
-    ("docker auth", ('"auth"',), re.compile(r"\"auth\"\s*:\s*\"([A-Za-z0-9+/]{12,}=*)\"")),
-    # `KEY=value`, `key: value`, `--password=value`, whose key names a secret; not code that reads one.
+    # Docker's config.json: "auth": "<base64 of user:password>", also inside a JSON string
+    ("docker auth", ("auth",), re.compile(r"\\*\"auth\\*\"\s*:\s*\\*\"([A-Za-z0-9+/]{12,}=*)\\*\"")),
+    # `KEY=value`, `key: value`, `--password=value`, whose key names a secret, also with its quotes escaped
+    # (inside a JSON string); not code that reads one.
     ("assignment", KEYWORDS, re.compile(
         r"""(?ix)\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key
-            |credentials?|auth[_-]?key|signing[_-]?key)[\w.-]*["']?\s*[:=]\s*["']?
+            |credentials?|auth[_-]?key|signing[_-]?key)[\w.-]*(?:\\*["'])?\s*[:=]\s*(?:\\*["'])?
             (?!(?:None|null|nil|true|false|os\.|self\.|request\.|settings\.|config\.|env\.|process\.env|getenv
                 |environ|\$|\{|<|\[REDACTED\]|\*+["'\s]|\d+\b))
-            ([^\s"']{5,}[^\s"'),;.])""")),  # a closing bracket or full stop after it is prose
+            ([^\s"'\\]{5,}[^\s"'\\),;.])""")),  # a closing bracket or full stop after it is prose
 )
 
 

@@ -76,6 +76,13 @@ def test_every_secret_of_the_corpus_is_redacted(case: Secret) -> None:
     assert redact(out) == out  # redacting twice changes nothing: events are redacted at emit and at publish
 
 
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_a_secret_inside_a_json_string_is_redacted_too(case: Secret) -> None:
+    """Events, JSON log lines and tool output quote the text once or twice over (\\" and \\\\\\")."""
+    for form in (json.dumps(case.text), json.dumps(json.dumps(case.text))):
+        assert not leaks(case.secret, redact(form)), redact(form)
+
+
 def test_each_shape_of_our_own_has_a_corpus_case() -> None:
     """A pattern we keep beside detect-secrets is there for a kind it misses, and is proven on it."""
     for name, _, pattern in detectors.OWN_SHAPES:
