@@ -2,7 +2,15 @@
 
 One request per run and stage. The first valid decision wins; a double click,
 a second approver, an expired request or a request whose commit changed gets
-a clear answer and starts nothing.
+a clear answer and starts nothing. Who may approve comes from the trusted
+policy (never from the run's own checkout), and nobody approves what they
+asked for or pushed, under any of their linked identities.
+
+The request is the record of the decision: who, when, which commit, which run
+and stage. It is written in one Lua step together with the decision's event,
+and the router resumes a run only when this record says "approved" for the
+run's stage and commit (:func:`verify`): an event on the stream alone is no
+authority.
 """
 from __future__ import annotations
 
@@ -12,19 +20,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from redis import Redis, WatchError
+from redis import Redis
 
-from jobs.workspace import source_dir
 from orchestra import policy
 from orchestra.config import EnvironmentPolicy
 from orchestra.errors import NotFound, OrchestraError
-from orchestra.events import EventBus, EventType
+from orchestra.events import EVENTS_STREAM, RUN_STREAM, STREAM_MAXLEN, Event, EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Audit, Run, RunStore
 
 logger = logging.getLogger(__name__)
 
 APPROVAL_KEY = "orchestra:approval:{run_id}"
+# Compare-and-set of the request and the decision's event on both streams, as one step.
+_DECIDE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[2])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[3])
+if not pcall(redis.call, 'XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 'event', ARGV[3]) then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[3])
+end
+return id
+"""
 
 
 class ApprovalRequest(BaseModel):
@@ -32,6 +49,7 @@ class ApprovalRequest(BaseModel):
     stage: str
     env: str
     requester: str
+    involved: list[str] = []  # others who may not approve it: the pull request's author
     approvers: list[str]
     commit: str | None
     requested_at: float
@@ -51,19 +69,18 @@ class Decision:
 
 
 def environment_policy(run: Run, settings: Settings) -> EnvironmentPolicy:
-    """The policy of the run's environment, read from the run's own checkout."""
-    from orchestra.config import load_config
-
-    return load_config(source_dir(settings, run)).environment(run.env)
+    """The gate of the run's environment, from the trusted policy (never from the run's checkout)."""
+    return policy.trusted_policy(run.repo, settings).environment(run.env)
 
 
 def request(redis: Redis, run: Run, stage: str, env_policy: EnvironmentPolicy,
             timeout_s: float) -> ApprovalRequest:
     """Park ``run`` before ``stage`` and announce that it needs an approval."""
     now = time.time()
+    author = run.origin.get("pr_author")
     req = ApprovalRequest(run_id=run.id, stage=stage, env=run.env, requester=run.requested_by,
-                          approvers=list(env_policy.approvers), commit=run.commit, requested_at=now,
-                          deadline=now + timeout_s)
+                          involved=[f"github:{author}"] if author else [], approvers=list(env_policy.approvers),
+                          commit=run.commit, requested_at=now, deadline=now + timeout_s)
     if not redis.set(APPROVAL_KEY.format(run_id=run.id), req.model_dump_json(), nx=True):
         return get(redis, run.id)
     EventBus(redis).emit(run.id, EventType.APPROVAL_REQUESTED, "orchestra", stage=stage, env=run.env,
@@ -86,7 +103,9 @@ def decide(run_id: str, *, user: str, approve: bool, redis: Redis, settings: Set
         req = get(redis, run_id)
         if req.decision is None:
             run = RunStore(redis).get(run_id)
-            policy.check_approver(user, req.requester, run.env, environment_policy(run, settings))
+            trusted = policy.trusted_policy(run.repo, settings)
+            policy.check_approver(user, [req.requester, *req.involved], run.env, trusted.environment(run.env),
+                                  identities=trusted.identities)
     except OrchestraError as exc:
         Audit(redis).record("approval_refused", actor=user, run_id=run_id, reason=str(exc))
         return Decision(False, str(exc))
@@ -109,35 +128,47 @@ def expire_if_due(redis: Redis, run_id: str, *, now: float | None = None) -> boo
 
 def _record(redis: Redis, req: ApprovalRequest, *, user: str, outcome: str) -> Decision:
     key = APPROVAL_KEY.format(run_id=req.run_id)
-    with redis.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            raw: Any = pipe.get(key)
-            current = ApprovalRequest.model_validate_json(raw)
-            if current.decision is not None:
-                return Decision(False, _already(current), current)
-            if outcome != "expired" and time.time() >= current.deadline:
-                pipe.unwatch()
-                expire_if_due(redis, req.run_id)
-                return Decision(False, "this approval request has expired; ask for a new deploy", current)
-            decided = current.model_copy(update={"decision": outcome, "decided_by": user,
-                                                 "decided_at": time.time()})
-            pipe.multi()
-            pipe.set(key, decided.model_dump_json())
-            pipe.execute()
-        except WatchError:
-            return Decision(False, _already(get(redis, req.run_id)), None)
-    _announce(redis, decided)
+    raw: Any = redis.get(key)
+    if raw is None:
+        return Decision(False, f"run {req.run_id} is not waiting for an approval")
+    current = ApprovalRequest.model_validate_json(raw)
+    if current.decision is not None:
+        return Decision(False, _already(current), current)
+    if outcome != "expired" and time.time() >= current.deadline:
+        expire_if_due(redis, req.run_id)
+        return Decision(False, "this approval request has expired; ask for a new deploy", current)
+    decided = current.model_copy(update={"decision": outcome, "decided_by": user, "decided_at": time.time()})
+    event = Event(run_id=req.run_id, type=_EVENT[outcome], actor=user, data={
+        "stage": decided.stage, "decided_by": user, "requester": decided.requester, "commit": decided.commit})
+    written = redis.eval(_DECIDE, 3, key, EVENTS_STREAM, RUN_STREAM.format(run_id=req.run_id), raw,
+                         decided.model_dump_json(), event.to_json(), STREAM_MAXLEN)
+    if not written:  # someone decided in between
+        return Decision(False, _already(get(redis, req.run_id)), None)
+    Audit(redis).record(f"approval_{outcome}", actor=user, run_id=req.run_id, stage=decided.stage,
+                        requester=decided.requester, commit=decided.commit)
     return Decision(True, f"{outcome} by {user}", decided)
 
 
-def _announce(redis: Redis, req: ApprovalRequest) -> None:
-    event_type = {"approved": EventType.APPROVAL_GRANTED, "rejected": EventType.APPROVAL_REJECTED,
-                  "expired": EventType.APPROVAL_EXPIRED}[req.decision or "expired"]
-    EventBus(redis).emit(req.run_id, event_type, req.decided_by or "orchestra", stage=req.stage,
-                         decided_by=req.decided_by, requester=req.requester, commit=req.commit)
-    Audit(redis).record(f"approval_{req.decision}", actor=req.decided_by or "orchestra",
-                        run_id=req.run_id, stage=req.stage, requester=req.requester)
+def verify(redis: Redis, run: Run, stage: str, event: Event) -> str | None:
+    """Why ``event`` (a decision) may not act on ``run`` parked before ``stage``; None when the record agrees."""
+    wanted = next(outcome for outcome, kind in _EVENT.items() if kind == event.type)
+    try:
+        req = get(redis, run.id)
+    except NotFound:
+        return "no approval was requested for this run"
+    if req.decision != wanted or req.decided_by is None or req.decided_at is None:
+        return f"the approval record says {req.decision or 'nothing was decided yet'}, not {wanted}"
+    if req.stage != stage or req.run_id != run.id:
+        return f"the approval record is for {req.stage}, not {stage}"
+    if req.commit != run.commit:
+        return f"the approval record is for commit {str(req.commit)[:7]}, the run is at {str(run.commit)[:7]}"
+    if event.data.get("decided_by") != req.decided_by:
+        return f"the event names {event.data.get('decided_by')} but the record {req.decided_by}"
+    return None
+
+
+_EVENT = {"approved": EventType.APPROVAL_GRANTED, "rejected": EventType.APPROVAL_REJECTED,
+          "expired": EventType.APPROVAL_EXPIRED}
 
 
 def _already(req: ApprovalRequest) -> str:

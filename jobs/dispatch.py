@@ -1,7 +1,9 @@
 """Dispatch: the one place that turns an intent into a run.
 
 It resolves the service across the served repositories, adds the dependencies
-that are not running, checks the policy and the deploy lock, records the run,
+that are not running, checks the trusted policy (the served repository's default
+branch or the operator's policy file, never the ref being deployed) and the
+deploy lock, records the run,
 publishes its first event and enqueues its first stage. Ingress (Slack, GitHub,
 the CLI) calls nothing else: :func:`dispatch`, or :func:`dispatch_run` to also
 learn which dependencies were added.
@@ -57,15 +59,23 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
         raise OrchestraError(f"{intent.kind.value} does not start a run")
     repo_path, config = resolve_service(intent.service, settings, repo=repo)
     env = intent.env or DEFAULT_ENV
+    audit = Audit(redis)
+    try:
+        trusted = policy.trusted_policy(str(repo_path), settings)
+    except OrchestraError as exc:
+        audit.record("request_denied", actor=intent.user, reason=str(exc), intent=intent.contract(),
+                     source=intent.source)
+        raise
+    config = trusted.govern(config)
     named = _services(intent, config)
     needed = _missing_dependencies(redis, config, named, env) if kind == "deploy" else {}
     added = {dep: _why(dependents, env) for dep, dependents in needed.items()}
     services = config.deploy_order([*named, *added])
     env_policy = config.environment(env)
-    audit = Audit(redis)
     if kind != "validate":
         try:
-            policy.check_deploy(intent.user, env, env_policy, rollback=kind == "rollback")
+            policy.check_deploy(intent.user, env, env_policy, identities=trusted.identities,
+                                rollback=kind == "rollback")
             if needed and env == "production":
                 raise _production_needs(needed)
             _check_locks(redis, services, env)
@@ -87,7 +97,7 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
     first = EventType.CODE_PUSH if intent.origin.get("event") == "push" else EventType.RUN_REQUESTED
     bus.emit(run.id, first, intent.user, kind=kind, source=intent.source, services=services, env=env,
              ref=intent.ref, commit=run.commit, strategy=run.strategy, text=intent.text,
-             project=config.project.name, added_dependencies=added)
+             project=config.project.name, added_dependencies=added, policy=trusted.source)
     start_run(redis, settings, run, graph=graph)
     logger.info("run %s: %s of %s to %s requested by %s (added, not running: %s)", run.id, kind,
                 ",".join(services), env, intent.user, ",".join(added) or "none")

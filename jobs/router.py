@@ -4,6 +4,12 @@ It enqueues the next stage when one passes, parks a run that needs an
 approval until the decision arrives, and finishes runs. Every transition is a
 compare-and-set on the run record, so a redelivered event changes nothing.
 Its periodic tick reaps stages whose worker died and expires approvals.
+
+Events are not authority. A stage's result counts only when it names the job
+that owns the stage (the job id, with its attempt, recorded on the run when the
+router enqueued it), and a decision moves a parked run only when the approval
+record agrees (:func:`jobs.approvals.verify`). Anything else is rejected: logged,
+audited and counted (:func:`rejected_counts`).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -24,7 +31,7 @@ from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
 from orchestra.config import EnvironmentPolicy
 from orchestra.errors import OrchestraError
-from orchestra.events import Consumer, Event, EventBus, EventType
+from orchestra.events import Consumer, Event, EventBus, EventType, as_text
 from orchestra.settings import Settings
 from orchestra.store import Audit, Locks, Run, RunStatus, RunStore
 
@@ -33,10 +40,17 @@ logger = logging.getLogger(__name__)
 ROUTER_GROUP = "router"
 TICK_S = 1.0
 REAP_RELEASES_S = 60.0  # how often releases past their keep window are stopped
+REJECTED_EVENTS = "orchestra:events:rejected"  # hash: event type -> how many were rejected
 
 
-def job_id(run_id: str, stage: str) -> str:
-    return f"{run_id}_{stage}"
+def job_id(run_id: str, stage: str, attempt: int = 1) -> str:
+    return f"{run_id}_{stage}_{attempt}"
+
+
+def rejected_counts(redis: Redis) -> dict[str, int]:
+    """How many events of each type the router refused to act on."""
+    raw: Any = redis.hgetall(REJECTED_EVENTS)
+    return {as_text(k): int(v) for k, v in raw.items()}
 
 
 class Router:
@@ -79,13 +93,11 @@ class Router:
         if stage is not None:
             self._on_result(event, stage)
         elif event.type == EventType.STAGE_FAILED:
-            self._finish(event.run_id, RunStatus.FAILED, event.data.get("reason", "a stage failed"))
+            self._on_failure(event)
         elif event.type == EventType.APPROVAL_GRANTED:
             self._resume(event)
         elif event.type in (EventType.APPROVAL_REJECTED, EventType.APPROVAL_EXPIRED):
-            verdict = "expired" if event.type == EventType.APPROVAL_EXPIRED else \
-                f"rejected by {event.data.get('decided_by')}"
-            self._finish(event.run_id, RunStatus.REJECTED, f"approval {verdict}")
+            self._decline(event)
         elif event.type == EventType.RUN_CANCELLED:
             self._finish(event.run_id, RunStatus.CANCELLED, f"cancelled by {event.actor}")
 
@@ -95,7 +107,7 @@ class Router:
         if first is None:
             self._finish(run.id, RunStatus.FAILED, f"no stage of the pipeline applies to a {run.kind} run")
             return
-        self._enqueue(run.id, first, expect_stage=None)
+        self._enqueue(run, first)
 
     def tick(self) -> None:
         """Reap stages whose worker died; expire approvals past their deadline."""
@@ -120,6 +132,10 @@ class Router:
         if run.status.finished or run.stage != stage.name:
             logger.debug("run %s: stale %s ignored", run.id, event.type)
             return
+        refused = self._not_owner(run, event, stage)
+        if refused is not None:
+            self._reject(event, refused)
+            return
         if not event.data.get("passed"):
             self._finish(run.id, RunStatus.FAILED, event.data.get("summary") or f"{stage.name} failed")
             return
@@ -127,35 +143,86 @@ class Router:
         if nxt is None:
             self._finish(run.id, RunStatus.SUCCEEDED, "all stages passed")
             return
-        env_policy = approvals.environment_policy(run, self.settings) if nxt.approval else None
+        try:
+            env_policy = approvals.environment_policy(run, self.settings) if nxt.approval else None
+        except OrchestraError as exc:  # the trusted policy cannot be read: nothing goes further
+            self._finish(run.id, RunStatus.FAILED, f"the trusted policy could not be read: {exc}")
+            return
         if env_policy is not None and env_policy.approval_required:
             self._park(run, nxt, env_policy)
         else:
-            self._enqueue(run.id, nxt, expect_stage=stage.name)
+            self._enqueue(run, nxt)
+
+    def _not_owner(self, run: Run, event: Event, stage: Stage) -> str | None:
+        """Why ``event`` is not the result of the job that owns ``stage`` now; None when it is."""
+        if run.status != RunStatus.RUNNING or not run.job_id:
+            return f"no job owns {stage.name} while the run is {run.status.value}"
+        if event.data.get("job_id") != run.job_id:
+            return f"the result names job {event.data.get('job_id')}, but {run.job_id} owns {stage.name}"
+        job = self._job(run)
+        if job is None or job.get_status() not in (JobStatus.STARTED, JobStatus.FINISHED):
+            return f"job {run.job_id} has not run (it is {job.get_status().value if job else 'gone'})"
+        return None
+
+    def _on_failure(self, event: Event) -> None:
+        run = self.store.get(event.run_id)
+        if run.status.finished:
+            return
+        if event.data.get("stage") != run.stage or event.data.get("job_id") != run.job_id:
+            self._reject(event, f"the failure does not come from the job that owns {run.stage}")
+            return
+        self._finish(run.id, RunStatus.FAILED, event.data.get("reason", "a stage failed"))
 
     def _park(self, run: Run, stage: Stage, env_policy: EnvironmentPolicy) -> None:
-        parked = self.store.update(run.id, expect=lambda r: r.stage == run.stage and not r.status.finished,
-                                   status=RunStatus.AWAITING_APPROVAL, stage=stage.name)
+        parked = self.store.update(run.id, expect=lambda r: r.stage == run.stage and r.job_id == run.job_id
+                                   and not r.status.finished, status=RunStatus.AWAITING_APPROVAL,
+                                   stage=stage.name, job_id=None)
         if parked is not None:
             approvals.request(self.redis, parked, stage.name, env_policy, timeout_s=env_policy.approval_timeout)
 
     def _resume(self, event: Event) -> None:
-        stage = self.graph.stage(event.data["stage"])
-        resumed = self.store.update(event.run_id, expect=lambda r: r.status == RunStatus.AWAITING_APPROVAL
-                                    and r.stage == stage.name, status=RunStatus.RUNNING)
-        if resumed is not None:
-            self._submit(resumed.id, stage)
+        run = self.store.get(event.run_id)
+        if run.status != RunStatus.AWAITING_APPROVAL or run.stage != event.data.get("stage"):
+            logger.debug("run %s: stale %s ignored", run.id, event.type)
+            return
+        refused = approvals.verify(self.redis, run, run.stage or "", event)
+        if refused is not None:
+            self._reject(event, refused)
+            return
+        self._enqueue(run, self.graph.stage(run.stage or ""))
 
-    def _enqueue(self, run_id: str, stage: Stage, *, expect_stage: str | None) -> None:
-        moved = self.store.update(run_id, expect=lambda r: r.stage == expect_stage and not r.status.finished,
-                                  stage=stage.name, status=RunStatus.RUNNING,
-                                  job_id=job_id(run_id, stage.name))
+    def _decline(self, event: Event) -> None:
+        run = self.store.get(event.run_id)
+        if run.status != RunStatus.AWAITING_APPROVAL:
+            return
+        refused = approvals.verify(self.redis, run, run.stage or "", event)
+        if refused is not None:
+            self._reject(event, refused)
+            return
+        verdict = "expired" if event.type == EventType.APPROVAL_EXPIRED else \
+            f"rejected by {event.data.get('decided_by')}"
+        self._finish(run.id, RunStatus.REJECTED, f"approval {verdict}")
+
+    def _enqueue(self, run: Run, stage: Stage) -> None:
+        """Move ``run`` (as read) to ``stage`` under a new job; nothing happens if it moved meanwhile."""
+        attempt = run.attempt + 1
+        moved = self.store.update(run.id, expect=lambda r: r.stage == run.stage and r.attempt == run.attempt
+                                  and r.status == run.status, stage=stage.name, status=RunStatus.RUNNING,
+                                  attempt=attempt, job_id=job_id(run.id, stage.name, attempt))
         if moved is not None:
-            self._submit(run_id, stage)
+            self._submit(moved, stage)
 
-    def _submit(self, run_id: str, stage: Stage) -> None:
-        enqueue_stage(self.queue, run_id, stage, job_id=job_id(run_id, stage.name))
-        logger.info("run %s: enqueued %s", run_id, stage.name)
+    def _submit(self, run: Run, stage: Stage) -> None:
+        enqueue_stage(self.queue, run.id, stage, job_id=run.job_id or job_id(run.id, stage.name, run.attempt))
+        logger.info("run %s: enqueued %s as %s", run.id, stage.name, run.job_id)
+
+    def _reject(self, event: Event, reason: str) -> None:
+        """Refuse to act on ``event``: a warning, an audit entry and a count, so a forgery is seen."""
+        logger.warning("run %s: rejected %s (entry %s, actor %s): %s", event.run_id, event.type, event.id,
+                       event.actor, reason)
+        self.redis.hincrby(REJECTED_EVENTS, event.type.value, 1)
+        Audit(self.redis).record("event_rejected", actor=event.actor, run_id=event.run_id, type=event.type.value,
+                                 entry=event.id, reason=reason)
 
     def _finish(self, run_id: str, status: RunStatus, reason: str) -> None:
         run = self.store.update(run_id, expect=lambda r: not r.status.finished, status=status, reason=reason)
@@ -178,17 +245,17 @@ class Router:
         job = self._job(run)
         if job is None:
             if time.time() - run.updated_at > 10:  # lost between the transition and the enqueue
-                self._submit(run.id, self.graph.stage(run.stage or ""))
+                self._submit(run, self.graph.stage(run.stage or ""))
             return
         status = job.get_status()
         started = job.started_at.timestamp() if job.started_at else time.time()
         if status == JobStatus.STARTED and not is_beating(self.redis, run.id) \
                 and time.time() - started > 2 * HEARTBEAT_TTL_S:
-            fail_stage(self.redis, run.id, run.stage or "", key=f"{job.id}@{started}",
+            fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=f"{job.id}@{started}",
                        reason=f"the worker running {run.stage} stopped in the middle of it "
                               "(killed or crashed); nothing was retried")
         elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            fail_stage(self.redis, run.id, run.stage or "", key=job.id,
+            fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=job.id,
                        reason=f"the {run.stage} job ended as {status.value}")
 
     def _job(self, run: Run) -> Job | None:

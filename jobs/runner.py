@@ -2,6 +2,8 @@
 
 Every stage ends in exactly one of: its result event (the gate passed or
 not), or a ``stage_failed`` event (an exception, a timeout, a dead worker).
+Both name the job that ran the stage: the router accepts them only from the
+job it recorded on the run, and a job that does not own its stage runs nothing.
 While a stage runs it keeps a heartbeat key alive; the router's reaper
 turns a stage whose heartbeat stopped into a ``stage_failed`` event.
 """
@@ -11,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import get_current_job
@@ -19,15 +21,21 @@ from rq import get_current_job
 from agents.context import AgentContext, StageResult
 from jobs import workspace
 from jobs.graph import Stage
+from orchestra import policy
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.logs import run_context
 from orchestra.settings import Settings
-from orchestra.store import RunStatus, RunStore, claim_once
+from orchestra.store import Audit, Run, RunStatus, RunStore, claim_once
+
+if TYPE_CHECKING:
+    from orchestra.config import ProjectConfig
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "orchestra:hb:{run_id}"
+POLICY_DIFFERS = ("This branch's devops_orchestra.yaml sets its own policy ({differences}); it does not apply: "
+                  "the trusted policy from {source} does. Change the policy there.")
 HEARTBEAT_TTL_S = 10  # a loaded machine may stall a worker for seconds: that is not death
 _settings: Settings | None = None
 
@@ -58,13 +66,18 @@ def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | Non
         if run.status.finished:
             logger.info("run %s: %s skipped, the run already ended as %s", run_id, stage.name, run.status)
             return {"skipped": True}
-        run = store.update(run_id, stage=stage.name, status=RunStatus.RUNNING,
-                           job_id=job.id if job else run.job_id) or run
+        owner = job.id if job else run.job_id  # called in-process (tests, tools): the run's own job
+        if job is not None and (job.id != run.job_id or run.stage != stage.name):
+            logger.warning("run %s: job %s does not own %s (the run's job is %s at %s); nothing ran", run_id,
+                           job.id, stage.name, run.job_id, run.stage)
+            return {"skipped": True, "reason": "not the job that owns the stage"}
+        run = store.update(run_id, stage=stage.name, status=RunStatus.RUNNING, job_id=owner) or run
         bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
         with heartbeat(redis, run_id):
             result = _conclude(run_id, stage, agent, redis, settings, bus)
         bus.emit(run_id, stage.outcome(result.passed), stage.name,
-                 **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary})
+                 **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary,
+                    "job_id": owner})
         return {"passed": result.passed, "summary": result.summary}
 
 
@@ -74,6 +87,7 @@ def _conclude(run_id: str, stage: Stage, agent: Agent, redis: Redis, settings: S
     run = RunStore(redis).get(run_id)
     try:
         src, config = workspace.prepare(run, settings, redis=redis)
+        config = _governed(run, config, settings, redis, bus)
         ctx = AgentContext(run=RunStore(redis).get(run_id), settings=settings, redis=redis, bus=bus,
                            workspace=src, config=config, actor=stage.name)
         return agent(ctx)
@@ -82,13 +96,29 @@ def _conclude(run_id: str, stage: Stage, agent: Agent, redis: Redis, settings: S
         return StageResult(False, exc.message, {"hint": exc.hint} if exc.hint else {})
 
 
-def fail_stage(redis: Redis, run_id: str, stage: str, *, reason: str, key: str) -> bool:
-    """Publish ``stage_failed`` once per ``key``, unless the run moved on; True if published."""
+def _governed(run: Run, config: ProjectConfig, settings: Settings, redis: Redis, bus: EventBus) -> ProjectConfig:
+    """The checkout's configuration under the trusted policy; the thread hears once when the branch tried
+    to set a gate of its own."""
+    trusted = policy.trusted_policy(run.repo, settings)
+    differences = trusted.differences(config)
+    if differences and claim_once(redis, f"policy-differs:{run.id}"):
+        summary = POLICY_DIFFERS.format(differences="; ".join(differences[:5]), source=trusted.source)
+        logger.warning("run %s: %s", run.id, summary)
+        bus.emit(run.id, EventType.POLICY_DENIED, "orchestra", summary=summary, reason=summary,
+                 differences=differences, source=trusted.source)
+        Audit(redis).record("branch_policy_ignored", actor=run.requested_by, run_id=run.id,
+                            differences=differences, source=trusted.source)
+    return trusted.govern(config)
+
+
+def fail_stage(redis: Redis, run_id: str, stage: str, *, reason: str, key: str, job_id: str | None) -> bool:
+    """Publish ``stage_failed`` for ``job_id`` once per ``key``, unless the run moved on; True if published."""
     run = RunStore(redis).get(run_id)
-    if run.status.finished or run.stage != stage or not claim_once(redis, f"stage-failed:{key}"):
+    if run.status.finished or run.stage != stage or run.job_id != job_id \
+            or not claim_once(redis, f"stage-failed:{key}"):
         return False
     logger.warning("run %s: stage %s failed: %s", run_id, stage, reason)
-    EventBus(redis).emit(run_id, EventType.STAGE_FAILED, "orchestra", stage=stage, reason=reason)
+    EventBus(redis).emit(run_id, EventType.STAGE_FAILED, "orchestra", stage=stage, reason=reason, job_id=job_id)
     return True
 
 
@@ -106,7 +136,7 @@ def on_stage_failure(job: Any, connection: Redis, exc_type: type, exc: BaseExcep
     reason = f"{stage} failed with {exc_type.__name__}: {exc}".strip().rstrip(":")
     if exc_type.__name__ == "JobTimeoutException":
         reason = f"{stage} did not finish within its {job.timeout}s time limit"
-    fail_stage(connection, run_id, stage, reason=reason, key=job.id)
+    fail_stage(connection, run_id, stage, reason=reason, key=job.id, job_id=job.id)
 
 
 @contextmanager

@@ -62,6 +62,8 @@ class Settings:
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
     dev_mode: bool = False
+    # Who may deploy and approve, from a file the operator controls instead of each repository's default branch
+    policy_file: Path | None = None
     # The process's own signals: log lines as text or JSON; /metrics on 127.0.0.1 (the bot on this port,
     # a worker on the next one; the webhook receiver on its own port)
     log_format: str = "text"  # text | json
@@ -99,6 +101,7 @@ class Settings:
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             build_ca_bundle=Path(ca) if ca else None,
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
+            policy_file=Path(env["ORCHESTRA_POLICY_FILE"]) if env.get("ORCHESTRA_POLICY_FILE") else None,
             log_format=_log_format(env.get("ORCHESTRA_LOG_FORMAT", defaults.log_format)),
             metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
             metrics_host=env.get("ORCHESTRA_METRICS_HOST", defaults.metrics_host),

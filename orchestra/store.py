@@ -56,7 +56,8 @@ class Run(BaseModel):
     strategy: str | None = None
     status: RunStatus = RunStatus.QUEUED
     stage: str | None = None
-    job_id: str | None = None
+    job_id: str | None = None  # the job that owns the current stage: only its result counts
+    attempt: int = 0  # how many stage jobs the router has enqueued for this run (part of each job id)
     reason: str | None = None
     risk: str | None = None
     origin: dict[str, Any] = Field(default_factory=dict)

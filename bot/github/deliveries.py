@@ -209,12 +209,15 @@ def pull_intent(pr: PullRequest, facts: Facts, *, delivery: str) -> Intent:
                   text=f"pull request #{pr.number} {pr.action}", origin=origin)
 
 
-def command_intent(comment: Comment, sha: str, facts: Facts, *, delivery: str) -> Intent:
-    """The run a permitted `/orchestra deploy|plan` comment asks for, at the PR's head commit."""
+def command_intent(comment: Comment, sha: str, facts: Facts, *, delivery: str,
+                   author: str | None = None) -> Intent:
+    """The run a permitted `/orchestra deploy|validate` comment asks for, at the PR's head commit.
+
+    ``author`` (the pull request's) is recorded so that they cannot approve its deploy either."""
     services = affected_services(facts.changed_files, facts.services)
     origin = _origin(comment.repo, sha, delivery, facts.changed_files, comment.clone_url,
                      pr=comment.number, services=services, comment_id=comment.comment_id,
-                     event="issue_comment", url=comment.url)
+                     event="issue_comment", url=comment.url, **({"pr_author": author} if author else {}))
     return Intent(kind=comment.command.kind, env=comment.command.env, ref=sha, source="github",
                   service=services[0] if len(services) == 1 else None,
                   user=f"github:{comment.user}", text=f"/orchestra {comment.command.kind.value}",
@@ -222,14 +225,16 @@ def command_intent(comment: Comment, sha: str, facts: Facts, *, delivery: str) -
 
 
 def resolve_repo(repos: Sequence[str], full_name: str) -> str | None:
-    """The served repository (path or URL) for ``owner/name``: full name first, then folder name."""
+    """The served repository (path or URL) for ``owner/name``, matched exactly on both parts.
+
+    A URL (``https://github.com/owner/name.git``, ``git@github.com:owner/name.git``) or a folder
+    (``/srv/owner/name``) names its owner and repository in its last two parts; case does not
+    matter, as on GitHub. Nothing else matches: a fork or a namesake under another owner is not served.
+    """
     wanted = full_name.lower()
-    names = [(r, r.rstrip("/").removesuffix(".git").replace(":", "/").lower()) for r in repos]
-    for repo, name in names:
-        if name.endswith("/" + wanted):
-            return repo
-    for repo, name in names:
-        if name.rsplit("/", 1)[-1] == wanted.split("/")[1]:
+    for repo in repos:
+        parts = repo.rstrip("/").removesuffix(".git").replace(":", "/").lower().split("/")
+        if len(parts) >= 2 and "/".join(parts[-2:]) == wanted:
             return repo
     return None
 

@@ -31,6 +31,7 @@ from bot.github.deliveries import (
 )
 from handlers import deploy, help, plan, status
 from handlers.reply import Reply, Who
+from orchestra import policy
 from orchestra.errors import OrchestraError
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
 from orchestra.redaction import redact
@@ -129,7 +130,9 @@ class Handoff:
 
     async def _push(self, push: Push, delivery: str, repo: str) -> DeliveryOutcome:
         config = await self._config(repo, push.repo, push.sha)
-        facts = Facts(services=config.service_paths(), env=_push_env(config, push.branch))
+        trusted = await asyncio.to_thread(policy.trusted_policy, repo, self.settings)
+        # where a branch deploys is policy: the pushed commit's own file does not choose it
+        facts = Facts(services=config.service_paths(), env=_push_env(trusted.govern(config), push.branch))
         intent = push_intent(push, facts, delivery=delivery)
         if isinstance(intent, Ignored):
             return DeliveryOutcome("ignored", intent.reason)
@@ -174,7 +177,7 @@ class Handoff:
         sha = str(pull["head"]["sha"])
         config = await self._config(repo, comment.repo, sha)
         intent = command_intent(comment, sha, Facts(changed_files=files, services=config.service_paths()),
-                                delivery=delivery)
+                                delivery=delivery, author=_login(pull.get("user")))
         run = await self._dispatch(intent, repo)
         return DeliveryOutcome("started", intent.text, run.id)
 
@@ -183,6 +186,8 @@ class Handoff:
         files = await self._changed_files(comment.repo, comment.number)
         sha = str(pull["head"]["sha"])
         config = await self._config(repo, comment.repo, sha)
+        trusted = await asyncio.to_thread(policy.trusted_policy, repo, self.settings)
+        config = trusted.govern(config)  # the gates shown are the ones that apply, not the branch's
         reply = plan.handle(Intent(kind=IntentKind.PLAN, ref=sha), who, config=config, changed_files=files)
         return await self._answer(comment, reply, "answered", "plan")
 
@@ -216,6 +221,11 @@ class Handoff:
             await self.client.set_status(repo, sha, state, context=context, description=redact(description))
         except GitHubError:
             logger.exception("could not set status %s on %s@%s", context, repo, sha)
+
+
+def _login(user: Any) -> str | None:
+    login = user.get("login") if isinstance(user, dict) else None
+    return login if isinstance(login, str) and login else None
 
 
 def _push_env(config: ProjectConfig, branch: str) -> str | None:

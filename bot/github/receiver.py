@@ -112,7 +112,8 @@ async def receive(request: web.Request) -> web.Response:
         return _answer(202, "ignored", parsed.reason)
     repo = resolve_repo(settings.repos, parsed.repo)
     if repo is None:
-        return _answer(202, "ignored", f"repository {parsed.repo} is not served (add it to ORCHESTRA_REPOS)")
+        return _answer(202, "ignored", f"repository {parsed.repo} is not served (add it to ORCHESTRA_REPOS as "
+                                       f"its URL, or a folder whose last two parts are {parsed.repo})")
     try:  # one SET NX on Redis, done inline: through the thread pool it would queue behind hand-offs
         first = claim_once(app[REDIS], DELIVERY_ONCE.format(delivery=delivery))
     except RedisError:

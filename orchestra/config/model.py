@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, PrivateAttr, ValidationInfo, field_val
 
 from orchestra.config.environments import EnvironmentPolicy, Environments, Strategy, StrictModel
 from orchestra.config.graph import check_services, topological_order
+from orchestra.config.identities import Identities
 from orchestra.config.paths import RepoPath
 from orchestra.config.types import Duration, EnvKey, Name, Percent, UrlPath, did_you_mean
 from orchestra.errors import NotFound
@@ -203,6 +204,7 @@ class ProjectConfig(StrictModel):
     observability: Observability = Field(default_factory=Observability)
     chatops: ChatOps = Field(default_factory=ChatOps)
     environments: Environments = Field(default_factory=lambda: Environments.model_validate({}))
+    identities: Identities = Field(default_factory=Identities)
     _source: Path | None = PrivateAttr(default=None)
     _repo_dir: Path | None = PrivateAttr(default=None)
 

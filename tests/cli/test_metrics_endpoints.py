@@ -74,7 +74,7 @@ def base_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def test_the_webhook_receiver_serves_metrics_on_its_own_port(redis: Redis, settings: Settings,
                                                               tmp_path: Path) -> None:
-    repo = tmp_path / "Hello-World"
+    repo = tmp_path / "Codertocat" / "Hello-World"  # served for the owner/name its path ends in
     (repo / "backend").mkdir(parents=True)
     (repo / "devops_orchestra.yaml").write_text(
         "project:\n  name: hello\ndeployment:\n  services:\n    - name: backend\n      path: backend\n")

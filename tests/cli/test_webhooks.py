@@ -36,7 +36,7 @@ def test_refuses_to_start_without_a_secret() -> None:
 
 
 def test_a_pull_request_goes_from_delivery_to_pr_comment(redis_url: str, redis: Redis, tmp_path: Path) -> None:
-    repo = tmp_path / "Hello-World"
+    repo = tmp_path / "Codertocat" / "Hello-World"  # a folder is served for the owner/name its path ends in
     (repo / "backend").mkdir(parents=True)
     (repo / "devops_orchestra.yaml").write_text(
         "project:\n  name: hello\ndeployment:\n  services:\n    - name: backend\n      path: backend\n")

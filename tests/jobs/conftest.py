@@ -24,9 +24,10 @@ def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def orchestra_env(settings: Settings) -> dict[str, str]:
     """The environment a child `orchestra` process needs to share this test's Redis and directories."""
+    policy = {"ORCHESTRA_POLICY_FILE": str(settings.policy_file)} if settings.policy_file else {}
     return {**settings.tool_env, "PATH": f"{Path(sys.executable).parent}:{settings.tool_env.get('PATH', '')}",
             "REDIS_URL": settings.redis_url, "ORCHESTRA_WORKDIR": str(settings.workdir),
-            "ORCHESTRA_CACHE_DIR": str(settings.cache)}
+            "ORCHESTRA_CACHE_DIR": str(settings.cache), **policy}
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[
     """Start `orchestra worker` processes (each its own process group); all are stopped after the test."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> subprocess.Popen[bytes]:
+    def start(*args: str, settings: Settings = settings) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", *args], env=orchestra_env(settings),
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(proc)

@@ -176,12 +176,16 @@ def test_validation_and_command_intents_use_the_head_commit() -> None:
 
 
 @pytest.mark.parametrize(("repos", "expected"), [
-    (("/srv/repos/Hello-World",), "/srv/repos/Hello-World"),
+    (("/srv/Codertocat/Hello-World",), "/srv/Codertocat/Hello-World"),
     (("/srv/shop", "https://github.com/Codertocat/Hello-World.git"), "https://github.com/Codertocat/Hello-World.git"),
     (("git@github.com:Codertocat/Hello-World.git",), "git@github.com:Codertocat/Hello-World.git"),
-    (("/srv/hello-world/",), "/srv/hello-world/"),
+    (("/srv/codertocat/hello-world/",), "/srv/codertocat/hello-world/"),
     (("/srv/Hello-World-2", "https://github.com/Other/World.git"), None),
     (("https://github.com/Other/Hello-World.git", "/srv/Codertocat/Hello-World"), "/srv/Codertocat/Hello-World"),
+    # a namesake under another owner, a bare folder name, a longer name that ends the same: not served
+    (("/srv/repos/Hello-World", "https://github.com/Mallory/Hello-World.git"), None),
+    (("https://github.com/xCodertocat/Hello-World.git", "/srv/Codertocat/xHello-World"), None),
+    (("Hello-World",), None),
 ])
 def test_which_served_repository_a_delivery_is_for(repos: tuple[str, ...], expected: str | None) -> None:
     assert resolve_repo(repos, REPO) == expected

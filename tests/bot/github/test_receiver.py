@@ -77,7 +77,7 @@ class Hook:
 
 @pytest.fixture
 def hello_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "Hello-World"
+    repo = tmp_path / "Codertocat" / "Hello-World"  # served as owner/name: only that repository's deliveries
     for folder in ("frontend", "backend"):
         (repo / folder).mkdir(parents=True)
         (repo / folder / "app.py").write_text("print('hello')\n")
@@ -155,11 +155,13 @@ def test_bodies_over_the_cap_get_413(settings: Settings, redis: Redis) -> None:
     assert status == 413
 
 
-def test_unserved_repositories_are_ignored(hook: Hook) -> None:
+@pytest.mark.parametrize("full_name", ["someone/else", "mallory/Hello-World", "Codertocat/Hello-World-fork"])
+def test_unserved_repositories_are_ignored(hook: Hook, full_name: str) -> None:
     payload = push("main", ["frontend/app.py"])
-    payload["repository"]["full_name"] = "someone/else"
+    payload["repository"]["full_name"] = full_name  # a namesake under another owner is not the served repository
     status, answer = hook.post("push", payload)
-    assert status == 202 and "someone/else is not served" in answer["reason"]
+    assert status == 202 and f"{full_name} is not served" in answer["reason"]
+    assert RunStore(hook.redis).recent() == []
 
 
 def test_push_to_a_deploy_branch_starts_a_run_once(hook: Hook, hello_repo: Path) -> None:
@@ -302,12 +304,14 @@ def test_an_unreachable_queue_asks_github_to_redeliver_later(settings: Settings,
     assert status == 503 and "redeliver" in answer["reason"]
 
 
-def test_the_configuration_at_the_pushed_commit_decides_the_environment(hook: Hook) -> None:
-    at_commit = CONFIG.replace('branches: ["release/*"]', "branches: [prod]").replace(
+def test_the_pushed_commit_cannot_choose_where_it_deploys(hook: Hook) -> None:
+    at_commit = CONFIG.replace('branches: ["release/*"]', 'branches: ["feature/*"]').replace(
         "    branches: [main]", "    branches: [trunk]\n  development:\n    branches: [main]")
     hook.gh.contents[(REPO, "devops_orchestra.yaml", "e" * 40)] = at_commit
+    sneaky = hook.deliver("push", push("feature/x", ["backend/app.py"], sha="e" * 40))
+    assert sneaky == DeliveryOutcome("ignored", "branch 'feature/x' deploys to no environment")
     result = hook.deliver("push", push("main", ["backend/app.py"], sha="e" * 40))
-    assert RunStore(hook.redis).get(str(result.run_id)).env == "development"
+    assert RunStore(hook.redis).get(str(result.run_id)).env == "staging"  # the served policy: main -> staging
     assert hook.gh.calls_to("GET", f"/repos/{REPO}/contents/devops_orchestra.yaml")[0].query == {"ref": "e" * 40}
     broken = hook.deliver("push", push("main", ["backend/app.py"], sha="f" * 40))
     assert broken.status == "started"  # no file at that commit: the served copy's configuration
