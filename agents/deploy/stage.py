@@ -1,4 +1,5 @@
-"""The deploy agent: puts the run's images live on the local Docker target, behind nginx.
+"""The deploy agent: puts the run's images live on each service's target (``services[].runtime``:
+``docker``, containers on this host behind nginx; ``kubernetes``, a Deployment per version).
 
 Services deploy in ``depends_on`` order under one lock per service and environment; a failure
 rolls the services already deployed back, in reverse order. Every step is an event: the
@@ -16,10 +17,11 @@ from typing import Any
 import docker
 from redis import Redis
 
-from agents.build.image import docker_client
 from agents.context import AgentContext, StageResult
 from agents.deploy.strategies import STRATEGIES, Judge
-from agents.deploy.targets.local import DeployOutcome, LocalTarget, Plan
+from agents.deploy.targets.base import DeployOutcome, Plan, where
+from agents.deploy.targets.local import LocalTarget
+from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import LiveState, Release, all_live, get_live, resolve_version
 from orchestra.errors import LockHeld, OrchestraError, StageFailed
 from orchestra.events import EventType
@@ -32,8 +34,10 @@ LOCK_TTL_S = 1800
 
 
 def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerClient | None = None,
-        images: dict[str, dict[str, Any]] | None = None, pause_s: float | None = None) -> StageResult:
-    """Deploy the images of the run's build (or ``images``) to ``ctx.run.env``."""
+        images: dict[str, dict[str, Any]] | None = None, pause_s: float | None = None,
+        targets: Targets | None = None) -> StageResult:
+    """Deploy the images of the run's build (or ``images``) to ``ctx.run.env`` (through ``targets``
+    when given: the caller then closes them)."""
     images = images if images is not None else built_images(ctx)
     if not images:
         return StageResult(False, "nothing to deploy: the run built no images",
@@ -44,31 +48,33 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
         return StageResult(False, f"no image was built for {', '.join(missing)}",
                            {"hint": "build those services first", "missing": missing})
     order = wanted
-    own_client = client is None
-    client = client or docker_client(ctx.settings)
-    target = LocalTarget(client, ctx.redis, ctx.settings.workdir)
+    own = targets is None
+    targets = targets or Targets(ctx.settings, ctx.redis, ctx.config, ctx.run.env, docker_client=client)
     try:
         with _locks(ctx, order):
-            target.reap()
-            return _deploy_group(ctx, target, order, images, judge, pause_s)
+            for runtime in dict.fromkeys(ctx.config.service(s).runtime for s in order):
+                targets.for_runtime(runtime).reap()
+            return _deploy_group(ctx, targets, order, images, judge, pause_s)
     except LockHeld as exc:
         return StageResult(False, exc.message, {"hint": exc.hint, "lock_holder": exc.owner,
                                                 "lock_run": exc.run_id})
+    except OrchestraError as exc:  # a target that cannot be opened (kubeconfig, Docker engine)
+        return StageResult(False, f"deploy to {ctx.run.env} failed: {exc.message}", {"hint": exc.hint})
     finally:
-        if own_client:
-            client.close()
+        if own:
+            targets.close()
 
 
-def _deploy_group(ctx: AgentContext, target: LocalTarget, order: list[str],
+def _deploy_group(ctx: AgentContext, targets: Targets, order: list[str],
                   images: dict[str, dict[str, Any]], judge: Judge | None,
                   pause_s: float | None) -> StageResult:
     done: list[tuple[str, DeployOutcome]] = []
     for service in order:
         plan = plan_for(ctx, service, images[service], pause_s)
         try:
-            outcome = target.deploy(plan, judge=judge, report=_reporter(ctx, service))
+            outcome = targets.for_service(service).deploy(plan, judge=judge, report=_reporter(ctx, service))
         except OrchestraError as exc:
-            rolled = _roll_back_group(ctx, target, done, reason=f"{service} failed: {exc.message}")
+            rolled = _roll_back_group(ctx, targets, done, reason=f"{service} failed: {exc.message}")
             return StageResult(False, f"deploy of {service} to {ctx.run.env} failed: {exc.message}",
                                {"failed": service, "error": str(exc), "rolled_back": rolled,
                                 "deployed": []})
@@ -84,13 +90,13 @@ def _deploy_group(ctx: AgentContext, target: LocalTarget, order: list[str],
                                        "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
 
 
-def _roll_back_group(ctx: AgentContext, target: LocalTarget, done: list[tuple[str, DeployOutcome]], *,
+def _roll_back_group(ctx: AgentContext, targets: Targets, done: list[tuple[str, DeployOutcome]], *,
                      reason: str) -> list[str]:
     rolled = []
     for service, outcome in reversed(done):
         if not outcome.changed:
             continue
-        target.restore(outcome, ctx.config.service(service).health)
+        targets.for_service(service).restore(outcome, ctx.config.service(service).health)
         previous = outcome.before.current if outcome.before else None
         ctx.emit(EventType.ROLLBACK_EVENT, service=service, env=ctx.run.env, reason=reason,
                  **_versions(outcome.after.current, previous), automatic=True)
@@ -111,7 +117,8 @@ def plan_for(ctx: AgentContext, service: str, image: dict[str, Any], pause_s: fl
                 extra_env={**spec.env_dict(), **_dependency_urls(ctx, spec.depends_on)},
                 strategy=strategy, steps=list(canary.steps),
                 pause_s=canary.analysis_interval if pause_s is None else pause_s,
-                keep_s=config.deployment.blue_green.keep_previous)
+                keep_s=config.deployment.blue_green.keep_previous, replicas=spec.replicas,
+                metrics_path=spec.metrics)
 
 
 def _dependency_urls(ctx: AgentContext, depends_on: list[str]) -> dict[str, str]:
@@ -158,19 +165,19 @@ def _locks(ctx: AgentContext, services: list[str]) -> Iterator[None]:
 
 
 def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
-             client: docker.DockerClient | None = None) -> StageResult:
+             client: docker.DockerClient | None = None, targets: Targets | None = None) -> StageResult:
     """Put all traffic of ``service`` in ``ctx.run.env`` back on ``to_version`` (default: the previous
     release), named by its version, its full SHA or the ref it was deployed from. Idempotent: rolling
     back again changes nothing."""
     config = ctx.config
     health = config.service(service).health
-    own_client = client is None
-    client = client or docker_client(ctx.settings)
+    own = targets is None
+    targets = targets or Targets(ctx.settings, ctx.redis, config, ctx.run.env, docker_client=client)
     started = time.monotonic()
     try:
         with _locks(ctx, [service]):
-            target = LocalTarget(client, ctx.redis, ctx.settings.workdir)
-            before = get_live(ctx.redis, service, ctx.run.env)
+            target = targets.for_service(service)
+            before = target.live(service, ctx.run.env)
             if to_version is not None:
                 to_version = resolve_version(ctx.redis, service, ctx.run.env, to_version)
             state, changed = target.rollback(service, ctx.run.env, to_version=to_version, health=health,
@@ -179,8 +186,8 @@ def rollback(ctx: AgentContext, service: str, to_version: str | None = None, *,
     except LockHeld as exc:
         return StageResult(False, exc.message, {"hint": exc.hint, "lock_holder": exc.owner})
     finally:
-        if own_client:
-            client.close()
+        if own:
+            targets.close()
     seconds = round(time.monotonic() - started, 2)
     version = _named(state.current)
     data = {"service": service, "env": ctx.run.env, "changed": changed, "seconds": seconds, "url": state.url,
@@ -205,14 +212,16 @@ def _versions(old: Release | None, new: Release | None) -> dict[str, str | None]
 
 
 def reap(settings: Settings, redis: Redis, *, client: docker.DockerClient | None = None) -> list[str]:
-    """Stop previous releases whose keep window is over (call it now and then, e.g. from a worker)."""
+    """Stop previous local releases whose keep window is over (call it now and then, e.g. from a worker;
+    a Kubernetes environment's are scaled to zero at the start of its next deploy)."""
+    from agents.build.image import docker_client
+
     own_client = client is None
-    client = client or docker_client(settings)
+    target = LocalTarget(client or docker_client(settings), redis, settings.workdir, owns_client=own_client)
     try:
-        return LocalTarget(client, redis, settings.workdir).reap()
+        return target.reap()
     finally:
-        if own_client:
-            client.close()
+        target.close()
 
 
 def live(redis: Redis) -> list[dict[str, Any]]:
@@ -222,6 +231,7 @@ def live(redis: Redis) -> list[dict[str, Any]]:
 
 def _describe(state: LiveState) -> dict[str, Any]:
     return {"service": state.service, "env": state.env, "url": state.url, "weights": state.weights,
+            "runtime": state.runtime, "where": where(state), "approximate": state.approximate,
             "current": state.current.model_dump() if state.current else None,
             "previous": state.previous.model_dump() if state.previous else None,
             "last_action": state.last_action, "run_id": state.run_id, "updated_at": state.updated_at}

@@ -1,7 +1,8 @@
 """How traffic moves from the old release to the new one: blue-green, canary, rolling.
 
-A strategy only moves weights on the edge and asks the judge; starting, health-checking and
-undoing are the deploy agent's job. Every weight change is reported through ``on_shift``.
+A strategy only moves weights through the target's :class:`~agents.deploy.targets.base.TrafficSplit`
+(an nginx edge, a Service selector, an HTTPRoute) and asks the judge; starting, health-checking and
+undoing are the target's job. Every weight change is reported through ``on_shift``.
 """
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agents.deploy.targets.docker import DockerTarget
-from agents.deploy.targets.edge import Backend, Edge
+from agents.deploy.targets.base import Health, TrafficSplit
 from agents.deploy.targets.state import Release
 from orchestra.errors import StageFailed
 
@@ -33,6 +33,7 @@ class TrafficStep:
     step: int  # from 1
     weight: int  # percent of traffic on the new release
     pause_s: float  # how long the strategy waited at this weight before asking
+    runtime: str = "docker"  # the target serving it: where the judge finds its metrics
 
 
 Judge = Callable[[TrafficStep], str]  # what a strategy asks between steps: "pass" | "fail" | "inconclusive"
@@ -46,29 +47,26 @@ class CanaryFailed(StageFailed):
 class Shift:
     """The two releases of one service between which traffic moves, and where it moves."""
 
-    edge: Edge
+    traffic: TrafficSplit
     new: Release
     old: Release | None
-    on_shift: Callable[[int, int], None]  # (step, weight of new) after each applied change
+    on_shift: Callable[[int, dict[str, int]], None]  # (step, applied split) after each change
     service: str
     env: str
+    runtime: str = "docker"
 
     def to(self, weight: int, step: int = 0) -> None:
         """Put ``weight`` percent on the new release and the rest on the old one."""
-        backends = [Backend(self.new.port, self.new.version, weight)]
-        if self.old is not None:
-            backends.insert(0, Backend(self.old.port, self.old.version, 100 - weight))
-        elif weight == 0:
+        if self.old is None and weight == 0:
             raise StageFailed("cannot take all traffic off the only release")
-        self.edge.apply(backends)
-        self.on_shift(step, weight)
+        self.on_shift(step, self.traffic.split(self.new, self.old, weight))
 
     def at(self, step: int, weight: int, pause_s: float) -> TrafficStep:
         """The question for the judge once ``weight`` percent has been on the new release for ``pause_s``."""
-        return TrafficStep(self.service, self.env, self.new, self.old, step, weight, pause_s)
+        return TrafficStep(self.service, self.env, self.new, self.old, step, weight, pause_s, self.runtime)
 
 
-def health_judge(target: DockerTarget, release: Release, health: str) -> Judge:
+def health_judge(target: Health, release: Release, health: str) -> Judge:
     """The default judge: the new release passes a step while it answers its health check."""
     def judge(step: TrafficStep) -> str:
         try:

@@ -1,4 +1,4 @@
-"""The observe stage wired to the local Docker target: scrape targets, the canary judge, the watch's rollback.
+"""The observe stage wired to the deploy targets: scrape targets, the canary judge, the watch's rollback.
 
 * :func:`sync_targets` writes Prometheus's file_sd list from what is live (agents.deploy.targets.state)
   and from the releases of the step being judged (a canary is not "live" until promoted).
@@ -18,6 +18,7 @@ import docker
 
 from agents.context import AgentContext
 from agents.deploy.strategies import Judge, TrafficStep
+from agents.deploy.targets.registry import Targets, lists_scrape_targets
 from agents.deploy.targets.state import Release, all_live, get_live
 from agents.observability.autorollback import record_rollback
 from agents.observability.canary import CanaryStep, analyze_step, prometheus_for, step_facts
@@ -39,12 +40,15 @@ def targets_path(workdir: Path) -> Path:
 
 
 def release_target(service: str, env: str, release: Release) -> Target:
-    """The scrape target of one running release."""
+    """The scrape target of one running release on the local target."""
     return Target(f"127.0.0.1:{release.port}", service, release.version, env)
 
 
 def step_targets(step: TrafficStep) -> list[Target]:
-    """The scrape targets of the two releases a traffic step splits traffic between."""
+    """The scrape targets of the two releases a traffic step splits traffic between; none on a target
+    whose Prometheus discovers them itself (kubernetes: pods by their ``orchestra.*`` labels)."""
+    if not lists_scrape_targets(step.runtime):
+        return []
     return [release_target(step.service, step.env, r) for r in (step.new, step.old) if r is not None]
 
 
@@ -52,6 +56,8 @@ def live_targets(ctx: AgentContext, extra: Iterable[Target] = ()) -> list[Target
     """Every live release with a port (from the live state), plus ``extra`` (e.g. a canary being judged)."""
     seen: dict[tuple[str, str, str], Target] = {}
     for state in all_live(ctx.redis):
+        if not lists_scrape_targets(state.runtime):
+            continue
         for release in (state.current, state.previous):
             if release is not None:
                 seen[(state.service, state.env, release.version)] = release_target(state.service, state.env, release)
@@ -107,7 +113,7 @@ def canary_judge(ctx: AgentContext, *, prom: Prometheus | None = None, policy: P
 
 
 class LiveReleases:
-    """The watch's view of the local Docker target: what this run made live, and how to undo it."""
+    """The watch's view of the deploy targets: what this run made live, and how to undo it."""
 
     def __init__(self, *, client: docker.DockerClient | None = None, lock_ttl_s: float = 600.0) -> None:
         self.client = client
@@ -124,20 +130,16 @@ class LiveReleases:
         return out
 
     def rollback(self, ctx: AgentContext, release: WatchedRelease) -> None:
-        from agents.build.image import docker_client
-        from agents.deploy.targets.local import LocalTarget
-
         locks = Locks(ctx.redis)
         locks.acquire(release.service, release.env, owner="observe", run_id=ctx.run.id, ttl_s=self.lock_ttl_s)
-        client = self.client or docker_client(ctx.settings)
+        targets = Targets(ctx.settings, ctx.redis, ctx.config, release.env, docker_client=self.client)
         try:
-            LocalTarget(client, ctx.redis, ctx.settings.workdir).rollback(
+            targets.for_service(release.service).rollback(
                 release.service, release.env, to_version=release.previous_version,
                 health=ctx.config.service(release.service).health,
                 keep_s=ctx.config.deployment.blue_green.keep_previous, run_id=ctx.run.id)
         finally:
-            if self.client is None:
-                client.close()
+            targets.close()
             locks.release(release.service, release.env, run_id=ctx.run.id)
 
 

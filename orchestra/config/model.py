@@ -53,7 +53,8 @@ class EnvVar(StrictModel):
         return str(value) if isinstance(value, int | float) else value
 
 
-PLANNED_RUNTIMES = ("kubernetes", "ecs", "ec2", "lambda")
+RUNTIMES = ("docker", "kubernetes")  # each has a target in agents/deploy/targets
+PLANNED_RUNTIMES = ("ecs", "ec2", "lambda")
 
 
 class ServiceConfig(StrictModel):
@@ -73,12 +74,12 @@ class ServiceConfig(StrictModel):
     @field_validator("runtime")
     @classmethod
     def _supported_runtime(cls, value: str) -> str:
-        if value == "docker":
+        if value in RUNTIMES:
             return value
+        supported = "`docker` (containers on this host behind nginx) or `kubernetes` (a Deployment per version)"
         if value in PLANNED_RUNTIMES:
-            raise ValueError(f"runtime `{value}` is not supported yet; only `docker` (containers on this host "
-                             "behind nginx) deploys today")
-        raise ValueError(f"`{value}` is not a runtime; use `docker`")
+            raise ValueError(f"runtime `{value}` is not supported yet; use {supported}")
+        raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, RUNTIMES)}; use {supported}")
 
     @field_validator("env", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -86,3 +86,32 @@ Percent = Annotated[float, BeforeValidator(parse_percent)]
 Name = Annotated[str, AfterValidator(check_name)]
 EnvKey = Annotated[str, AfterValidator(check_env_key)]
 UrlPath = Annotated[str, AfterValidator(check_url_path)]
+
+
+class KubernetesCluster(BaseModel):
+    """Where an environment's ``runtime: kubernetes`` services go (``environments.<env>.kubernetes``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kubeconfig: str | None = None  # a kubeconfig file; none: in-cluster config inside a pod, else ~/.kube/config
+    context: str | None = None  # a context of that file; none: its current context
+    namespace: Name = "default"
+    httproute: str | None = None  # a Gateway API HTTPRoute ("{service}" is replaced) for exact canary weights
+    version: str = "1.32"  # the cluster's Kubernetes version: manifests are validated against its schema
+    rollout_timeout: Duration = 300.0  # how long a Deployment may take to become available
+
+    @field_validator("httproute")
+    @classmethod
+    def _route_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_name(value.replace("{service}", "x"))
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _known_version(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError(f"`{value}` must be quoted, e.g. \"1.32\" (YAML reads 1.30 as the number 1.3)")
+        if not re.fullmatch(r"1\.\d{1,2}", value):
+            raise ValueError(f"`{value}` is not a Kubernetes version; write it as major.minor, e.g. \"1.32\"")
+        return value

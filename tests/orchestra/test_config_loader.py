@@ -146,9 +146,9 @@ INVALID = [
      "project:\n  name: shop\n deployment: [\n",
      ["3: yaml: expected <block end>, but found '<block mapping start>' (while parsing a block mapping)"]),
     ("a runtime that is planned but not built is refused, not ignored",
-     MINIMAL + "      runtime: kubernetes\n",
-     ["7: deployment.services[0].runtime: runtime `kubernetes` is not supported yet; only `docker` "
-      "(containers on this host behind nginx) deploys today"]),
+     MINIMAL + "      runtime: ecs\n",
+     ["7: deployment.services[0].runtime: runtime `ecs` is not supported yet; use `docker` (containers on "
+      "this host behind nginx) or `kubernetes` (a Deployment per version)"]),
     ("top level is a list",
      "- project\n",
      ["1: (top level): must be a mapping of sections such as project, deployment, environments"]),

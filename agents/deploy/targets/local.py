@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker
 from redis import Redis
 
 from agents.deploy.strategies import Judge, Shift, blue_green, canary, health_judge, rolling
-from agents.deploy.targets.docker import DockerTarget, free_port
+from agents.deploy.targets.base import DeployOutcome, Plan, Report
+from agents.deploy.targets.docker import HEALTH_TIMEOUT_S, DockerTarget, free_port
 from agents.deploy.targets.edge import Backend, Edge
 from agents.deploy.targets.state import (
     LiveState,
@@ -23,53 +22,58 @@ from agents.deploy.targets.state import (
     clear_live,
     get_live,
     record_release,
-    releases,
+    rollback_target,
     set_live,
 )
 from orchestra.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
-Report = Callable[[str, dict[str, Any]], None]  # ("triggered" | "progress", data)
-
 
 @dataclass
-class Plan:
-    """One service's deploy: what to run, where, and how traffic moves."""
+class EdgeSplit:
+    """Traffic split by the nginx edge's upstream weights: exact."""
 
-    service: str
-    env: str
-    image: str
-    version: str
-    run_id: str
-    ref: str | None = None  # the branch or tag asked for, recorded on the release beside its version
-    health: str = "/health"
-    port_hint: int | None = None  # the configured port: the edge listens there when it is free
-    extra_env: dict[str, str] = field(default_factory=dict)
-    strategy: str = "blue-green"
-    steps: list[int] = field(default_factory=lambda: [10, 50, 100])
-    pause_s: float = 60.0
-    keep_s: float = 3600.0
+    edge: Edge
+
+    def split(self, new: Release, old: Release | None, weight: int) -> dict[str, int]:
+        backends = [Backend(new.port, new.version, weight)]
+        if old is not None:
+            backends.insert(0, Backend(old.port, old.version, 100 - weight))
+        self.edge.apply(backends)
+        return {new.version: weight, **({old.version: 100 - weight} if old else {})}
 
 
-@dataclass
-class DeployOutcome:
-    """What a deploy changed, enough to undo it."""
-
-    before: LiveState | None
-    after: LiveState
-    changed: bool
-    timings: dict[str, float] = field(default_factory=dict)
-    verdicts: list[dict[str, object]] = field(default_factory=list)
+__all__ = ["DeployOutcome", "EdgeSplit", "LocalTarget", "Plan", "Report"]
 
 
 class LocalTarget:
-    """Deploy, undo and roll back services on this machine."""
+    """Deploy, undo and roll back services on this machine (``runtime: docker``)."""
 
-    def __init__(self, client: docker.DockerClient, redis: Redis, workdir: Path) -> None:
+    runtime = "docker"
+
+    def __init__(self, client: docker.DockerClient, redis: Redis, workdir: Path, *,
+                 owns_client: bool = False) -> None:
         self.docker = DockerTarget(client)
         self.redis = redis
         self.workdir = workdir
+        self._owns_client = owns_client
+
+    def wait_healthy(self, release: Release, health: str, timeout: float = HEALTH_TIMEOUT_S) -> float:
+        return self.docker.wait_healthy(release, health, timeout)
+
+    def live(self, service: str, env: str) -> LiveState | None:
+        return get_live(self.redis, service, env)
+
+    def logs(self, release: Release, lines: int = 50) -> str:
+        return self.docker.logs(release, lines)
+
+    def scrape_address(self, release: Release) -> str | None:
+        return f"127.0.0.1:{release.port}"
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.docker.client.close()
 
     def edge(self, state: LiveState) -> Edge:
         return Edge(Path(state.edge_prefix), state.edge_port, name=f"{state.service}-{state.env}")
@@ -108,14 +112,13 @@ class LocalTarget:
               report: Report) -> list[dict[str, object]]:
         old = state.current if state.current and self.docker.running(state.current) else None
 
-        def on_shift(step: int, weight: int) -> None:
-            weights = {new.version: weight, **({old.version: 100 - weight} if old else {})}
+        def on_shift(step: int, weights: dict[str, int]) -> None:
             set_live(self.redis, state.model_copy(update={"weights": weights}))  # "what's running" mid-way
             report("progress", {"phase": "shift", "step": step, "weights": weights,
                                 "ports": {new.version: new.port, **({old.version: old.port} if old else {})},
                                 "url": state.url, "access_log": str(self.edge(state).access_log)})
 
-        shift = Shift(self.edge(state), new, old, on_shift, service=plan.service, env=plan.env)
+        shift = Shift(EdgeSplit(self.edge(state)), new, old, on_shift, service=plan.service, env=plan.env)
         judge = judge or health_judge(self.docker, new, plan.health)
         if plan.strategy == "canary":
             return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
@@ -163,7 +166,7 @@ class LocalTarget:
         state = get_live(self.redis, service, env)
         if state is None or state.current is None:
             raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
-        target = self._rollback_target(state, to_version)
+        target = rollback_target(self.redis, state, to_version)
         if target is None:
             return state, False
         target = self.docker.restart(target, service=service, env=env)
@@ -175,25 +178,6 @@ class LocalTarget:
         return set_live(self.redis, state.model_copy(update={
             "current": target, "previous": kept, "weights": {target.version: 100},
             "last_action": "rollback", "run_id": run_id})), True
-
-    def _rollback_target(self, state: LiveState, to_version: str | None) -> Release | None:
-        assert state.current is not None
-        if to_version is None:
-            if state.last_action == "rollback":
-                return None  # already rolled back: doing it again changes nothing
-            if state.previous is None:
-                raise NotFound(f"{state.service} in {state.env} has no previous version to roll back to")
-            return state.previous
-        if state.current.version == to_version:
-            return None
-        if state.previous is not None and state.previous.version == to_version:
-            return state.previous
-        for release in releases(self.redis, state.service, state.env):
-            if release.version == to_version:
-                return release
-        known = ", ".join(r.version for r in releases(self.redis, state.service, state.env))
-        raise NotFound(f"{state.service} {to_version} was never deployed in {state.env}",
-                       hint=f"known versions: {known or 'none'}")
 
     def reap(self, now: float | None = None) -> list[str]:
         """Stop previous releases whose keep window is over; returns their containers."""

@@ -11,6 +11,7 @@ import time
 from pydantic import BaseModel, Field
 from redis import Redis
 
+from orchestra.errors import NotFound
 from orchestra.repos import SHORT_SHA
 
 LIVE_KEY = "orchestra:live:{service}:{env}"  # JSON LiveState
@@ -26,7 +27,7 @@ class Release(BaseModel):
     version: str  # the image tag: a short SHA (or a plain folder's src- hash)
     image: str
     port: int
-    container: str
+    container: str  # the container on the local target; the Deployment on kubernetes
     run_id: str
     ref: str | None = None  # the branch or tag it was deployed from, when one was asked for
     started_at: float = Field(default_factory=time.time)
@@ -38,18 +39,22 @@ class LiveState(BaseModel):
 
     service: str
     env: str
-    edge_port: int
-    edge_prefix: str
+    edge_port: int  # the local edge's port; the Service's port on kubernetes
+    edge_prefix: str  # the local edge's nginx prefix; empty elsewhere
     current: Release | None = None
     previous: Release | None = None
     weights: dict[str, int] = Field(default_factory=dict)  # version -> percent of traffic
     last_action: str = "deploy"  # deploy | rollback
     run_id: str | None = None
     updated_at: float = Field(default_factory=time.time)
+    runtime: str = "docker"  # which target serves it (services[].runtime)
+    location: str | None = None  # where, beyond this host: "<context>/<namespace>" on kubernetes
+    address: str | None = None  # the service's address when it is not the local edge
+    approximate: bool = False  # the weights are a replica ratio, not an exact split
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.edge_port}"
+        return self.address or f"http://127.0.0.1:{self.edge_port}"
 
 
 def get_live(redis: Redis, service: str, env: str) -> LiveState | None:
@@ -117,3 +122,26 @@ def all_live(redis: Redis) -> list[LiveState]:
         if state is not None:
             states.append(state)
     return states
+
+
+def rollback_target(redis: Redis, state: LiveState, to_version: str | None) -> Release | None:
+    """The release a rollback of ``state`` goes to (default: the previous one); None when it is
+    already there (rolling back twice changes nothing). NotFound names the known versions."""
+    assert state.current is not None
+    if to_version is None:
+        if state.last_action == "rollback":
+            return None
+        if state.previous is None:
+            raise NotFound(f"{state.service} in {state.env} has no previous version to roll back to")
+        return state.previous
+    if state.current.version == to_version:
+        return None
+    if state.previous is not None and state.previous.version == to_version:
+        return state.previous
+    history = releases(redis, state.service, state.env)
+    for release in history:
+        if release.version == to_version:
+            return release
+    known = ", ".join(r.version for r in history)
+    raise NotFound(f"{state.service} {to_version} was never deployed in {state.env}",
+                   hint=f"known versions: {known or 'none'}")

@@ -1,0 +1,270 @@
+"""The Kubernetes target (``runtime: kubernetes``): a Deployment per version behind one Service.
+
+Blue-green switches the Service's selector once the new Deployment is available and keeps the old one
+scaled for ``keep_previous``; canary and rolling move an HTTPRoute's weights when the environment names
+one, else split by replica ratio (approximate, and said so). A failed deploy and a rollback put the
+selector or weights back first, then scale. Readiness comes from the Deployment's status, crash logs
+from its pods. Every manifest is validated offline before anything is sent. The live state is kept in
+Redis like the local target's (what we did), and the cluster is asked whether a release is available.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+
+from agents.deploy.strategies import Judge, Shift, blue_green, canary, health_judge, rolling
+from agents.deploy.targets.base import DeployOutcome, Plan, Report, TrafficSplit
+from agents.deploy.targets.kubernetes import manifests as m
+from agents.deploy.targets.kubernetes.api import KubeApi
+from agents.deploy.targets.kubernetes.readiness import crash_report, wait_available
+from agents.deploy.targets.kubernetes.traffic import Cluster, ReplicaSplit, RouteSplit, SelectorSplit
+from agents.deploy.targets.state import (
+    LiveState,
+    Release,
+    all_live,
+    clear_live,
+    get_live,
+    record_release,
+    rollback_target,
+    set_live,
+)
+from orchestra.config.types import KubernetesCluster
+from orchestra.errors import NotFound
+
+logger = logging.getLogger(__name__)
+
+
+class KubernetesTarget:
+    """Deploy, undo and roll back services in one namespace of one cluster."""
+
+    runtime = "kubernetes"
+
+    def __init__(self, api: KubeApi, redis: Redis, cluster: KubernetesCluster, *, replicas: dict[str, int],
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.api = api
+        self.redis = redis
+        self.cluster = cluster
+        self.replicas = replicas  # per service, from services[].replicas
+        self.sleep = sleep
+
+    # -- the interface ------------------------------------------------------------------------------
+
+    def wait_healthy(self, release: Release, health: str, timeout: float | None = None) -> float:
+        want = max(self._spec_replicas(release), 1)
+        return wait_available(self.api, release, want, timeout or self.cluster.rollout_timeout, self.sleep)
+
+    def live(self, service: str, env: str) -> LiveState | None:
+        return get_live(self.redis, service, env)
+
+    def logs(self, release: Release, lines: int = 50) -> str:
+        return crash_report(self.api, release, lines)
+
+    def scrape_address(self, release: Release) -> str | None:
+        return None  # Prometheus in the cluster finds the pods by their labels (see README)
+
+    def close(self) -> None:
+        self.api.close()
+
+    def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        """Validate, create the new Deployment, wait until available, then move traffic."""
+        before = get_live(self.redis, plan.service, plan.env)
+        state = before or self._new_state(plan)
+        current = state.current
+        if current and current.image == plan.image and state.weights.get(current.version) == 100 \
+                and self._spec_replicas(current) > 0:
+            return DeployOutcome(before, state, changed=False)
+        first = self._initial_replicas(plan, current)
+        sent = self._manifests(plan, first, current)
+        m.validate(sent, self.cluster.version)  # nothing is sent unless every manifest is valid
+        if self.cluster.httproute:
+            self.api.route(self._route(plan.service))  # the platform's route must exist before we start
+        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
+                             "image": plan.image, "strategy": plan.strategy, "url": state.url,
+                             "where": f"kubernetes {state.location}",
+                             "from_version": current.version if current else None,
+                             "from_ref": current.ref if current else None})
+        started = time.monotonic()
+        new = Release(version=plan.version, image=plan.image, port=plan.port_hint or 5000,
+                      container=m.name_for(plan.service, plan.version), run_id=plan.run_id, ref=plan.ref)
+        try:
+            for manifest in sent:
+                self.api.apply(manifest)
+            ready_s = wait_available(self.api, new, first, self.cluster.rollout_timeout, self.sleep)
+            report("progress", {"phase": "healthy", "version": plan.version, "replicas": first,
+                                "seconds": ready_s})
+            verdicts = self._move(plan, state, new, judge, report)
+        except Exception:
+            self._undo(state, new)
+            if before is not None:
+                set_live(self.redis, before)
+            else:
+                clear_live(self.redis, plan.service, plan.env)
+            raise
+        after = self._promote(state, new, plan)
+        return DeployOutcome(before, after, True, {"health": ready_s,
+                                                   "total": round(time.monotonic() - started, 2)}, verdicts)
+
+    def restore(self, outcome: DeployOutcome, health: str) -> None:
+        """Undo a finished deploy of a group whose later member failed: old version's traffic first."""
+        after = outcome.after
+        old = outcome.before.current if outcome.before else None
+        if old is None:
+            self.api.delete("Service", after.service)
+        else:
+            self._bring_back(after, old)
+        if after.current is not None:
+            self._retire(after.current, after)
+        if outcome.before is not None:
+            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))
+        else:
+            clear_live(self.redis, after.service, after.env)
+
+    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
+                 run_id: str) -> tuple[LiveState, bool]:
+        """All traffic back on ``to_version`` (default: the previous release); (state, changed?)."""
+        state = get_live(self.redis, service, env)
+        if state is None or state.current is None:
+            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
+        target = rollback_target(self.redis, state, to_version)
+        if target is None:
+            return state, False
+        self._bring_back(state, target)
+        kept = state.current.model_copy(update={"keep_until": time.time() + keep_s})
+        return set_live(self.redis, state.model_copy(update={
+            "current": target, "previous": kept, "weights": {target.version: 100},
+            "last_action": "rollback", "run_id": run_id})), True
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Scale to zero the previous releases (of this namespace) whose keep window is over."""
+        now = time.time() if now is None else now
+        stopped = []
+        for state in all_live(self.redis):
+            previous = state.previous
+            if state.runtime != self.runtime or state.location != self._location() or previous is None:
+                continue
+            if previous.keep_until and previous.keep_until < now and self._spec_replicas(previous) > 0:
+                self.api.patch("Deployment", previous.container, {"spec": {"replicas": 0}})
+                stopped.append(previous.container)
+        return stopped
+
+    # -- deploying ----------------------------------------------------------------------------------
+
+    def _manifests(self, plan: Plan, replicas: int, current: Release | None) -> list[dict[str, Any]]:
+        out = [m.deployment(plan, replicas=replicas, deadline_s=self.cluster.rollout_timeout)]
+        if current is None or self.api.get("Service", plan.service) is None:
+            out.append(m.service(plan.service, m.labels(plan.service, plan.env, plan.version),
+                                 plan.port_hint or 5000))
+        if self.cluster.httproute:
+            out.append(m.service(m.name_for(plan.service, plan.version),
+                                 m.labels(plan.service, plan.env, plan.version), plan.port_hint or 5000))
+            if current is not None:
+                out.append(m.service(m.name_for(plan.service, current.version),
+                                     m.labels(plan.service, plan.env, current.version), current.port))
+        return out
+
+    def _initial_replicas(self, plan: Plan, current: Release | None) -> int:
+        """All replicas at once unless a canary by replica ratio grows the new version step by step."""
+        if current is not None and plan.strategy != "blue-green" and not self.cluster.httproute:
+            return 1
+        return plan.replicas
+
+    def _move(self, plan: Plan, state: LiveState, new: Release, judge: Judge | None,
+              report: Report) -> list[dict[str, object]]:
+        old = state.current
+
+        def on_shift(step: int, weights: dict[str, int]) -> None:
+            set_live(self.redis, state.model_copy(update={"weights": weights, "approximate": approximate}))
+            report("progress", {"phase": "shift", "step": step, "weights": weights, "url": state.url,
+                                "approximate": approximate,
+                                **({"note": "the split follows the ratio of ready pods, so it is approximate"}
+                                   if approximate else {})})
+
+        split = self._split(plan)
+        approximate = isinstance(split, ReplicaSplit) and old is not None
+        kept = state.previous
+        if approximate and kept is not None and kept.container not in (new.container, old.container if old else ""):
+            # the Service is about to select every version of the service: the release kept for an instant
+            # rollback must not take a share of the traffic (it is deleted when this deploy ends)
+            self.api.patch("Deployment", kept.container, {"spec": {"replicas": 0}})
+        shift = Shift(split, new, old, on_shift, service=plan.service, env=plan.env, runtime=self.runtime)
+        judge = judge or health_judge(self, new, plan.health)
+        if plan.strategy == "canary":
+            return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
+        if plan.strategy == "rolling":
+            return rolling(shift, judge)
+        blue_green(shift)
+        return []
+
+    def _split(self, plan: Plan) -> TrafficSplit:
+        cluster = self._cluster(plan.service, plan.env)
+        if self.cluster.httproute:  # every strategy: the route is what clients reach
+            return RouteSplit(cluster, self._route(plan.service))
+        if plan.strategy == "blue-green":
+            return SelectorSplit(cluster)
+        return ReplicaSplit(cluster)
+
+    def _route(self, service: str) -> str:
+        assert self.cluster.httproute is not None
+        return self.cluster.httproute.replace("{service}", service)
+
+    def _cluster(self, service: str, env: str) -> Cluster:
+        def wait(release: Release, replicas: int) -> float:
+            return wait_available(self.api, release, replicas, self.cluster.rollout_timeout, self.sleep)
+        return Cluster(self.api, service, env, self.replicas.get(service, 1), wait)
+
+    def _promote(self, state: LiveState, new: Release, plan: Plan) -> LiveState:
+        retired = state.previous
+        previous = state.current.model_copy(update={"keep_until": time.time() + plan.keep_s}) \
+            if state.current else None
+        if retired is not None and retired.container not in (new.container, getattr(previous, "container", "")):
+            self._retire(retired, state)
+        record_release(self.redis, plan.service, plan.env, new)
+        return set_live(self.redis, state.model_copy(update={
+            "current": new, "previous": previous, "weights": {new.version: 100},
+            "last_action": "deploy", "run_id": plan.run_id}))
+
+    # -- undoing ------------------------------------------------------------------------------------
+
+    def _undo(self, state: LiveState, new: Release) -> None:
+        """After a failed deploy: traffic back on what was live first, then the new version removed."""
+        if state.current is not None:
+            self._bring_back(state, state.current)
+        else:
+            self.api.delete("Service", state.service)  # the first release never went live
+        self._retire(new, state)
+
+    def _bring_back(self, state: LiveState, release: Release) -> None:
+        """Traffic back on ``release``: at once when it still has pods, else after scaling it up."""
+        cluster = self._cluster(state.service, state.env)
+        replicas = cluster.replicas
+        if self.api.get("Deployment", release.container) is None:
+            raise NotFound(f"the Deployment {release.container} of {state.service} {release.version} is gone "
+                           f"from {state.location}", hint="deploy that version again instead")
+        if self._spec_replicas(release) == 0:
+            cluster.ready(release, replicas)
+        if self.cluster.httproute:
+            RouteSplit(cluster, self._route(state.service)).apply({release.version: 100})
+        cluster.select(release.version)
+        if self._spec_replicas(release) < replicas:
+            cluster.scale(release, replicas)
+
+    def _retire(self, release: Release, state: LiveState) -> None:
+        self.api.delete("Deployment", release.container)
+        if self.cluster.httproute:
+            self.api.delete("Service", m.name_for(state.service, release.version))
+
+    def _spec_replicas(self, release: Release) -> int:
+        found = self.api.get("Deployment", release.container)
+        return int(((found or {}).get("spec") or {}).get("replicas") or 0)
+
+    def _location(self) -> str:
+        return f"{self.cluster.context or 'in-cluster'}/{self.cluster.namespace}"
+
+    def _new_state(self, plan: Plan) -> LiveState:
+        return LiveState(service=plan.service, env=plan.env, edge_port=m.HTTP_PORT, edge_prefix="",
+                         runtime=self.runtime, location=self._location(),
+                         address=f"http://{plan.service}.{self.cluster.namespace}.svc.cluster.local")
