@@ -19,8 +19,12 @@ from orchestra.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 scalars: ``16:00`` stays a string (not 960), only true/false are booleans."""
+class _Loader(yaml.CSafeLoader):
+    """YAML 1.2 scalars: ``16:00`` stays a string (not 960), only true/false are booleans.
+
+    libyaml parses (about ten times faster than the pure-Python parser: every /deploy reads the
+    config twice, the trusted policy and the ref's), the resolvers below decide the types.
+    """
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -75,8 +79,7 @@ def validate_file(path: Path) -> list[str]:
 def parse_config(text: str, *, filename: str, repo_dir: Path | None = None) -> ProjectConfig:
     """Validate YAML text; missing sections come from what the repository at ``repo_dir`` looks like."""
     try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader) if root is not None else None
+        root, data = _parse(text)
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(filename, exc)]) from exc
     if data is None:
@@ -101,6 +104,16 @@ def parse_config(text: str, *, filename: str, repo_dir: Path | None = None) -> P
         raise ConfigError(sorted(problems, key=_line_number))
     config._source = Path(filename)
     return config
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers) and the data built from it, in one parse."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
 
 
 def with_inferred(data: dict[str, Any], repo_dir: Path) -> dict[str, Any]:

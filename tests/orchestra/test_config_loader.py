@@ -144,7 +144,7 @@ INVALID = [
      ["9: chatops.channel: duplicate key `channel` (first given on line 8)"]),
     ("yaml syntax error",
      "project:\n  name: shop\n deployment: [\n",
-     ["3: yaml: expected <block end>, but found '<block mapping start>' (while parsing a block mapping)"]),
+     ["3: yaml: did not find expected key (while parsing a block mapping)"]),
     ("a runtime that is planned but not built is refused, not ignored",
      MINIMAL + "      runtime: ecs\n",
      ["7: deployment.services[0].runtime: runtime `ecs` is not supported yet; use `docker` (containers on "
