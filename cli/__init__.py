@@ -27,6 +27,7 @@ COMMANDS = {
     "slack-server": "the local Slack workspace",
     "say": "act as a user in the local Slack workspace",
     "transcript": "print the local Slack workspace's channel and threads",
+    "demo": "play the README's story in the local Slack workspace (needs scripts/up running)",
     "parse": "print the intent of each text",
     "webhooks": "the GitHub webhook receiver",
     "explain": "answer why/what/who questions from the event log",
