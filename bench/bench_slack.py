@@ -138,7 +138,7 @@ def main() -> int:
             bare_ack = ack_latencies(bare_slack, args.concurrent, "U0CAROL")
             bot_ack = ack_latencies(bot_slack, args.concurrent, "U0CAROL")
             rounds.append((bot_ack, bare_ack))
-            time.sleep(1)  # the bot's relay and dispatch of this burst settle before the next pair
+            time.sleep(6)  # the bot's relay and dispatch of this burst settle before the next pair
         report(args, rounds, parents, replies, per_run)
     return 0
 
