@@ -54,7 +54,9 @@ OWN_SHAPES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     # (inside a JSON string); not code that reads one.
     ("assignment", KEYWORDS, re.compile(
         r"""(?ix)\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key
-            |credentials?|auth[_-]?key|signing[_-]?key)[\w.-]*(?:\\*["'])?\s*[:=]\s*(?:\\*["'])?
+            |credentials?|auth[_-]?key|signing[_-]?key)[\w.-]*(?:\\*["'])?\s*
+            (?:=|:(?=\s*(?:\\*["'])?[^\s"'\\]*[^a-z\s"'\\.,;:)]))  # `key: word` in prose is not a secret
+            \s*(?:\\*["'])?
             (?!(?:None|null|nil|true|false|os\.|self\.|request\.|settings\.|config\.|env\.|process\.env|getenv
                 |environ|\$|\{|<|\[REDACTED\]|\*+["'\s]|\d+\b))
             ([^\s"'\\]{5,}[^\s"'\\),;.])""")),  # a closing bracket or full stop after it is prose

@@ -116,6 +116,8 @@ ORDINARY = [
     "123456789012.dkr.ecr.us-east-1.amazonaws.com/shop:3f9c2ab arn:aws:ecs:us-east-1:123456789012:service/shop",
     "event 1764460800123-0 · deploy frontend `3f9c2ab` (hotfix-v2) to production",
     "KeyError: 'DATABASE_URL' (see the secrets.keys of devops_orchestra.yaml)",
+    "error: Redis serves clients that send no password: anyone who reaches its port can read runs",
+    "the token: expired. Secret: rotated yesterday",
 ]
 
 
