@@ -49,7 +49,12 @@ class KubernetesTarget:
         self.redis = redis
         self.cluster = cluster
         self.replicas = replicas  # per service, from services[].replicas
-        self.sleep = sleep
+        self._sleeper = sleep
+        self.waited_s = 0.0  # time spent sleeping between readiness polls (for benchmarks)
+
+    def sleep(self, seconds: float) -> None:
+        self.waited_s += seconds
+        self._sleeper(seconds)
 
     # -- the interface ------------------------------------------------------------------------------
 
