@@ -9,6 +9,7 @@ case in tests/fixtures/secrets/corpus.yaml.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -19,6 +20,7 @@ Span = tuple[int, int]
 # header and payload, or the first 24 characters of a Stripe key); base64 padding may end it.
 _TOKEN_TAIL = re.compile(r"[A-Za-z0-9_~+/.-]*=*")
 _TRIM = " \t\r\n\"'=:,;"
+_NEWLINE = re.compile(r"\n")
 
 # Words without which a keyword-based pattern cannot match: a text that has none skips it (speed).
 KEYWORDS = ("key", "pw", "passw", "token", "secret", "credential", "signing")
@@ -30,7 +32,7 @@ OWN_SHAPES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s\\:,-]*?"
         r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|(?=[^A-Za-z0-9+/=\s\\:,-])|\Z)")),
     # Credentials in a URL, an empty user included (redis://:pw@host): the password only, the host stays.
-    ("url password", ("://",), re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]*:([^\s@/'\"]+)@[^\s@]")),
+    ("url password", ("://",), re.compile(r"(?<=[a-z0-9])://[^\s:/@'\"]*:([^\s@/'\"]+)@[^\s@]")),
     ("slack token", ("xox",), re.compile(r"\bxox(?:e\.xox[a-z]|[a-z])-[A-Za-z0-9-]{8,}")),
     ("slack app token", ("xapp-",), re.compile(r"\bxapp-\d-[A-Za-z0-9-]{8,}")),
     ("github fine-grained token", ("github_pat_",), re.compile(r"\bgithub_pat_[A-Za-z0-9_]{40,}")),
@@ -53,7 +55,7 @@ OWN_SHAPES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     # `KEY=value`, `key: value`, `--password=value`, whose key names a secret, also with its quotes escaped
     # (inside a JSON string); not code that reads one.
     ("assignment", KEYWORDS, re.compile(
-        r"""(?ix)\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key
+        r"""(?ix)(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key
             |credentials?|auth[_-]?key|signing[_-]?key)[\w.-]*(?:\\*["'])?\s*
             (?:=|:(?=\s*(?:\\*["'])?[^\s"'\\]*[^a-z\s"'\\.,;:)]))  # `key: word` in prose is not a secret
             \s*(?:\\*["'])?
@@ -64,21 +66,66 @@ OWN_SHAPES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
 
 
 def spans(text: str) -> Iterator[Span]:
-    """Every place in ``text`` that holds a secret, as (start, end); they may overlap."""
+    """Every place in ``text`` that holds a secret, as (start, end); they may overlap.
+
+    A pattern with hints runs only on the lines that hold one (a hint is part of what it matches), so
+    a long test log costs little more than its few suspicious lines; a private key spans lines and is
+    looked for in the whole text, as are the patterns without hints.
+    """
     lower = text.lower()
+    lines = _Lines(text, lower)
     for plugin, hints in _plugins():
-        if hints and not any(h in lower for h in hints):
-            continue
         for pattern in plugin.denylist:
-            for match in pattern.finditer(text):
+            for match in lines.matches(pattern, hints):
                 if _accepted(plugin, match):
                     yield _widen(text, *_secret_part(match))
-    for _, hints, pattern in OWN_SHAPES:
-        if not any(h in lower for h in hints):
-            continue
-        for match in pattern.finditer(text):
+    for name, hints, pattern in OWN_SHAPES:
+        for match in lines.matches(pattern, hints, whole=name == "private key"):
             group = match.lastindex or 0
             yield _widen(text, *match.span(group)) if group else match.span()
+
+
+class _Lines:
+    """The text's lines, and the matches of a pattern on those that hold one of its hints."""
+
+    def __init__(self, text: str, lower: str) -> None:
+        self.text, self.lower = text, lower
+        self._starts: list[int] | None = None
+        self._found: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+
+    def matches(self, pattern: re.Pattern[str], hints: tuple[str, ...], *,
+                whole: bool = False) -> Iterator[re.Match[str]]:
+        if not hints:
+            yield from pattern.finditer(self.text)
+        elif whole:
+            if any(h in self.lower for h in hints):
+                yield from pattern.finditer(self.text)
+        else:
+            for start, end in self._lines_with(hints):
+                yield from pattern.finditer(self.text, start, end)
+
+    def _lines_with(self, hints: tuple[str, ...]) -> list[tuple[int, int]]:
+        """The (start, end) of each line holding a hint: found with str.find, so a clean log costs little."""
+        if hints not in self._found and len(self.text) < 4096:  # a log line, a summary: no need to split it
+            self._found[hints] = [(0, len(self.text))] if any(h in self.lower for h in hints) else []
+        if hints not in self._found:
+            starts = self._line_starts()
+            lines: set[int] = set()
+            for hint in hints:
+                at = self.lower.find(hint)
+                while at != -1:
+                    line = bisect_right(starts, at) - 1
+                    lines.add(line)
+                    next_line = starts[line + 1] if line + 1 < len(starts) else len(self.text)
+                    at = self.lower.find(hint, next_line)
+            self._found[hints] = [(starts[i], starts[i + 1] if i + 1 < len(starts) else len(self.text))
+                                  for i in sorted(lines)]
+        return self._found[hints]
+
+    def _line_starts(self) -> list[int]:
+        if self._starts is None:
+            self._starts = [0] + [m.end() for m in _NEWLINE.finditer(self.text)]
+        return self._starts
 
 
 def _secret_part(match: re.Match[str]) -> Span:
