@@ -24,7 +24,7 @@ from redis import Redis
 
 from orchestra import policy
 from orchestra.config import EnvironmentPolicy
-from orchestra.errors import NotFound, OrchestraError
+from orchestra.errors import NotFound, OrchestraError, PolicyDenied
 from orchestra.events import EVENTS_STREAM, RUN_STREAM, STREAM_MAXLEN, Event, EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Audit, Run, RunStore
@@ -32,6 +32,9 @@ from orchestra.store import Audit, Run, RunStore
 logger = logging.getLogger(__name__)
 
 APPROVAL_KEY = "orchestra:approval:{run_id}"
+FORK_GATE = "fork"
+FORK_ONLY_ON_GITHUB = ("this run waits for a collaborator with write permission to let a fork's code run: "
+                       "they comment `/orchestra validate` on the pull request")
 # Compare-and-set of the request and the decision's event on both streams, as one step.
 _DECIDE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
@@ -57,6 +60,7 @@ class ApprovalRequest(BaseModel):
     decision: str | None = None  # approved | rejected | expired
     decided_by: str | None = None
     decided_at: float | None = None
+    gate: str = "environment"  # environment: the trusted policy's approvers; fork: see jobs.forks
 
 
 @dataclass(frozen=True)
@@ -73,19 +77,20 @@ def environment_policy(run: Run, settings: Settings) -> EnvironmentPolicy:
     return policy.trusted_policy(run.repo, settings).environment(run.env)
 
 
-def request(redis: Redis, run: Run, stage: str, env_policy: EnvironmentPolicy,
-            timeout_s: float) -> ApprovalRequest:
+def request(redis: Redis, run: Run, stage: str, env_policy: EnvironmentPolicy | None, timeout_s: float, *,
+            approvers: list[str] | None = None, gate: str = "environment", message: str = "") -> ApprovalRequest:
     """Park ``run`` before ``stage`` and announce that it needs an approval."""
     now = time.time()
     author = run.origin.get("pr_author")
+    approvers = approvers if approvers is not None else list(env_policy.approvers if env_policy else [])
     req = ApprovalRequest(run_id=run.id, stage=stage, env=run.env, requester=run.requested_by,
-                          involved=[f"github:{author}"] if author else [], approvers=list(env_policy.approvers),
-                          commit=run.commit, requested_at=now, deadline=now + timeout_s)
+                          involved=[f"github:{author}"] if author else [], approvers=approvers,
+                          commit=run.commit, requested_at=now, deadline=now + timeout_s, gate=gate)
     if not redis.set(APPROVAL_KEY.format(run_id=run.id), req.model_dump_json(), nx=True):
         return get(redis, run.id)
     EventBus(redis).emit(run.id, EventType.APPROVAL_REQUESTED, "orchestra", stage=stage, env=run.env,
                          requester=run.requested_by, approvers=req.approvers, commit=run.commit,
-                         deadline=req.deadline)
+                         deadline=req.deadline, gate=gate, **({"message": message} if message else {}))
     return req
 
 
@@ -101,6 +106,8 @@ def decide(run_id: str, *, user: str, approve: bool, redis: Redis, settings: Set
     """Record one approver's decision, if it is valid and the first one."""
     try:
         req = get(redis, run_id)
+        if req.gate == FORK_GATE:
+            raise PolicyDenied(FORK_ONLY_ON_GITHUB)
         if req.decision is None:
             run = RunStore(redis).get(run_id)
             trusted = policy.trusted_policy(run.repo, settings)
@@ -124,6 +131,11 @@ def expire_if_due(redis: Redis, run_id: str, *, now: float | None = None) -> boo
     if req.decision is not None or (now or time.time()) < req.deadline:
         return False
     return _record(redis, req, user="orchestra", outcome="expired").accepted
+
+
+def record(redis: Redis, req: ApprovalRequest, *, user: str, outcome: str) -> Decision:
+    """Decide ``req`` for ``user`` without a policy check (the caller has made its own)."""
+    return _record(redis, req, user=user, outcome=outcome)
 
 
 def _record(redis: Redis, req: ApprovalRequest, *, user: str, outcome: str) -> Decision:

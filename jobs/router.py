@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
@@ -25,11 +26,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import approvals
+from jobs import approvals, forks
 from jobs.graph import PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
-from orchestra.config import EnvironmentPolicy
 from orchestra.errors import OrchestraError
 from orchestra.events import Consumer, Event, EventBus, EventType, as_text
 from orchestra.settings import Settings
@@ -143,13 +143,18 @@ class Router:
         if nxt is None:
             self._finish(run.id, RunStatus.SUCCEEDED, "all stages passed")
             return
+        if forks.is_fork(run) and forks.runs_code(nxt.name):  # a fork's code runs once a collaborator says so
+            self._park(run, nxt, lambda parked: forks.park(self.redis, parked, nxt.name))
+            return
         try:
             env_policy = approvals.environment_policy(run, self.settings) if nxt.approval else None
         except OrchestraError as exc:  # the trusted policy cannot be read: nothing goes further
             self._finish(run.id, RunStatus.FAILED, f"the trusted policy could not be read: {exc}")
             return
         if env_policy is not None and env_policy.approval_required:
-            self._park(run, nxt, env_policy)
+            gate = env_policy
+            self._park(run, nxt, lambda parked: approvals.request(self.redis, parked, nxt.name, gate,
+                                                                  timeout_s=gate.approval_timeout))
         else:
             self._enqueue(run, nxt)
 
@@ -173,12 +178,13 @@ class Router:
             return
         self._finish(run.id, RunStatus.FAILED, event.data.get("reason", "a stage failed"))
 
-    def _park(self, run: Run, stage: Stage, env_policy: EnvironmentPolicy) -> None:
+    def _park(self, run: Run, stage: Stage, ask: Callable[[Run], object]) -> None:
+        """Stop ``run`` before ``stage`` (no job owns anything while parked) and ``ask`` for the decision."""
         parked = self.store.update(run.id, expect=lambda r: r.stage == run.stage and r.job_id == run.job_id
                                    and not r.status.finished, status=RunStatus.AWAITING_APPROVAL,
                                    stage=stage.name, job_id=None)
         if parked is not None:
-            approvals.request(self.redis, parked, stage.name, env_policy, timeout_s=env_policy.approval_timeout)
+            ask(parked)
 
     def _resume(self, event: Event) -> None:
         run = self.store.get(event.run_id)

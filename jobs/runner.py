@@ -19,7 +19,7 @@ from redis import Redis
 from rq import get_current_job
 
 from agents.context import AgentContext, StageResult
-from jobs import workspace
+from jobs import forks, workspace
 from jobs.graph import Stage
 from orchestra import policy
 from orchestra.errors import OrchestraError
@@ -71,6 +71,10 @@ def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | Non
             logger.warning("run %s: job %s does not own %s (the run's job is %s at %s); nothing ran", run_id,
                            job.id, stage.name, run.job_id, run.stage)
             return {"skipped": True, "reason": "not the job that owns the stage"}
+        if not forks.allowed(redis, run, stage.name):  # the router parks these; a stray job still runs nothing
+            logger.warning("run %s: %s of a fork's pull request is not allowed to run its code; nothing ran",
+                           run_id, stage.name)
+            return {"skipped": True, "reason": "a fork's code runs after `/orchestra validate`"}
         run = store.update(run_id, stage=stage.name, status=RunStatus.RUNNING, job_id=owner) or run
         bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
         with heartbeat(redis, run_id):

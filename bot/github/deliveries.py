@@ -171,6 +171,8 @@ def _command(words: list[str]) -> Command:
         return Command(IntentKind.STATUS)
     if verb == "help":
         return Command(IntentKind.HELP)
+    if verb == "validate":
+        return Command(IntentKind.VALIDATE)
     if verb != "deploy":
         return Command(IntentKind.UNKNOWN, error=f"unknown command `{verb[:40]}`")
     if len(words) < 2:
@@ -203,21 +205,24 @@ def pull_intent(pr: PullRequest, facts: Facts, *, delivery: str) -> Intent:
     """The pre-merge validation run of a pull request's head commit."""
     services = affected_services(facts.changed_files, facts.services)
     origin = _origin(pr.repo, pr.sha, delivery, facts.changed_files, pr.clone_url, pr=pr.number,
-                     services=services, event="pull_request", url=pr.url)
+                     services=services, event="pull_request", url=pr.url, pr_author=pr.author,
+                     **_fork(pr.repo, pr.head_repo))
     return Intent(kind=IntentKind.VALIDATE, ref=pr.sha, user=f"github:{pr.author}", source="github",
                   service=services[0] if len(services) == 1 else None,
                   text=f"pull request #{pr.number} {pr.action}", origin=origin)
 
 
 def command_intent(comment: Comment, sha: str, facts: Facts, *, delivery: str,
-                   author: str | None = None) -> Intent:
+                   author: str | None = None, head_repo: str | None = None) -> Intent:
     """The run a permitted `/orchestra deploy|validate` comment asks for, at the PR's head commit.
 
-    ``author`` (the pull request's) is recorded so that they cannot approve its deploy either."""
+    ``author`` (the pull request's) is recorded so that they cannot approve its deploy either;
+    ``head_repo`` marks a fork's run, which runs no code until a collaborator allows it."""
     services = affected_services(facts.changed_files, facts.services)
     origin = _origin(comment.repo, sha, delivery, facts.changed_files, comment.clone_url,
                      pr=comment.number, services=services, comment_id=comment.comment_id,
-                     event="issue_comment", url=comment.url, **({"pr_author": author} if author else {}))
+                     event="issue_comment", url=comment.url, **({"pr_author": author} if author else {}),
+                     **(_fork(comment.repo, head_repo) if head_repo is not None else {}))
     return Intent(kind=comment.command.kind, env=comment.command.env, ref=sha, source="github",
                   service=services[0] if len(services) == 1 else None,
                   user=f"github:{comment.user}", text=f"/orchestra {comment.command.kind.value}",
@@ -237,6 +242,11 @@ def resolve_repo(repos: Sequence[str], full_name: str) -> str | None:
         if len(parts) >= 2 and "/".join(parts[-2:]) == wanted:
             return repo
     return None
+
+
+def _fork(repo: str, head_repo: str | None) -> dict[str, str]:
+    """``{"fork": head repository}`` when the head is not in ``repo`` (a deleted fork has none)."""
+    return {} if head_repo == repo else {"fork": head_repo or "(a deleted fork)"}
 
 
 def _origin(repo: str, sha: str, delivery: str, files: Sequence[str], clone_url: str | None,

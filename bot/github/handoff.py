@@ -31,12 +31,13 @@ from bot.github.deliveries import (
 )
 from handlers import deploy, help, plan, status
 from handlers.reply import Reply, Who
+from jobs import forks
 from orchestra import policy
 from orchestra.errors import OrchestraError
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
 from orchestra.redaction import redact
 from orchestra.settings import Settings
-from orchestra.store import Run
+from orchestra.store import Audit, Run
 
 if TYPE_CHECKING:
     from orchestra.config import ProjectConfig
@@ -166,20 +167,48 @@ class Handoff:
         if command.kind is IntentKind.PLAN:
             return await self._plan(comment, who, pull, repo)
         head_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+        if command.kind is IntentKind.VALIDATE:
+            if not can_write(permission):
+                return await self._answer(comment, texts.NEEDS_WRITE_VALIDATE, "refused",
+                                          f"{comment.user} is {permission}")
+            if head_repo != comment.repo:
+                return await self._allow_fork(comment, pull, delivery, repo, head_repo)
+            return await self._command_run(comment, pull, delivery, repo)
         if head_repo != comment.repo:
             return await self._answer(comment, texts.FROM_FORK, "refused", f"fork {head_repo}")
         if command.kind is IntentKind.DEPLOY and not can_write(permission):
             return await self._answer(comment, texts.NEEDS_WRITE, "refused", f"{comment.user} is {permission}")
         return await self._command_run(comment, pull, delivery, repo)
 
-    async def _command_run(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str) -> DeliveryOutcome:
+    async def _command_run(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str, *,
+                           head_repo: str | None = None) -> DeliveryOutcome:
         files = await self._changed_files(comment.repo, comment.number)
         sha = str(pull["head"]["sha"])
         config = await self._config(repo, comment.repo, sha)
         intent = command_intent(comment, sha, Facts(changed_files=files, services=config.service_paths()),
-                                delivery=delivery, author=_login(pull.get("user")))
+                                delivery=delivery, author=_login(pull.get("user")), head_repo=head_repo)
         run = await self._dispatch(intent, repo)
         return DeliveryOutcome("started", intent.text, run.id)
+
+    async def _allow_fork(self, comment: Comment, pull: dict[str, Any], delivery: str, repo: str,
+                          head_repo: str | None) -> DeliveryOutcome:
+        """A writer's `/orchestra validate` on a fork's pull request: that head commit's code may run."""
+        sha, user = str(pull["head"]["sha"]), f"github:{comment.user}"
+        opened = await asyncio.to_thread(forks.allow, self.redis, repo=comment.repo, pr=comment.number, sha=sha,
+                                         user=user)
+        await asyncio.to_thread(Audit(self.redis).record, "fork_code_allowed", actor=user, run_id=None,
+                                repo=comment.repo, pr=comment.number, sha=sha, fork=head_repo, opened=opened)
+        if opened:
+            await self._reply(comment.repo, comment.number, texts.FORK_ALLOWED.format(
+                user=comment.user, sha=sha[:7], runs=", ".join(f"`{r}`" for r in opened)))
+            return DeliveryOutcome("answered", f"fork code allowed at {sha[:7]}", opened[0])
+        pending = await asyncio.to_thread(forks.active_runs, self.redis, repo=comment.repo, pr=comment.number,
+                                          sha=sha)
+        result = DeliveryOutcome("answered", f"fork code allowed at {sha[:7]}", pending[0].id) if pending else \
+            await self._command_run(comment, pull, delivery, repo, head_repo=head_repo)
+        await self._reply(comment.repo, comment.number, texts.FORK_ALLOWED_LATER.format(
+            user=comment.user, sha=sha[:7], runs=f"`{result.run_id}`"))
+        return result
 
     async def _plan(self, comment: Comment, who: Who, pull: dict[str, Any], repo: str) -> DeliveryOutcome:
         """What a deploy of this pull request would do, from the configuration; starts nothing."""

@@ -11,6 +11,8 @@ HELP = (
     "**DevOps Orchestra** understands these comment commands:\n"
     "- `/orchestra deploy <env>`: deploy this pull request's head commit to `staging`, "
     "`development` or `production` (needs write permission)\n"
+    "- `/orchestra validate`: validate this pull request's head commit (needs write permission; on a fork's "
+    "pull request it lets that commit's tests run)\n"
     "- `/orchestra plan`: show what a deploy would do\n"
     "- `/orchestra status`: the runs of this pull request"
 )
@@ -26,6 +28,16 @@ FROM_FORK = (
     "nothing was started. A maintainer can push the branch to this repository instead."
 )
 FAILED = "Sorry, that command failed on our side; nothing was started. The error has been logged."
+NEEDS_WRITE_VALIDATE = (
+    "`/orchestra validate` needs write permission on this repository; nothing was started."
+)
+FORK_ALLOWED = (
+    "Allowed by @{user}: the tests of `{sha}` run now (run {runs}). A new push needs a new `/orchestra validate`."
+)
+FORK_ALLOWED_LATER = (
+    "Allowed by @{user}: the tests of `{sha}` run once its static analysis passes (run {runs}). "
+    "A new push needs a new `/orchestra validate`."
+)
 
 
 def not_understood(error: str) -> str:

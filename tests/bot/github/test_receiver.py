@@ -317,4 +317,4 @@ def test_the_pushed_commit_cannot_choose_where_it_deploys(hook: Hook) -> None:
     assert broken.status == "started"  # no file at that commit: the served copy's configuration
     hook.gh.contents[(REPO, "devops_orchestra.yaml", "1" * 40)] = "project: [unclosed"
     invalid = hook.deliver("push", push("main", ["backend/app.py"], sha="1" * 40))
-    assert invalid.status == "refused" and f"{REPO}@1111111/devops_orchestra.yaml:1" in invalid.reason
+    assert invalid.status == "refused" and f"{REPO}@1111111/devops_orchestra.yaml:" in invalid.reason
