@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from jobs.runner import execute_stage
 from orchestra import redaction
 from orchestra.events import RUN_STREAM, EventBus, EventType
 from orchestra.llm import LLM, LLMError
-from orchestra.settings import Settings
+from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.orchestra.test_redaction import CORPUS, Secret, assert_no_secret
 from tests.support.fake_anthropic import fake_anthropic
@@ -157,3 +160,13 @@ def test_a_key_cut_short_by_a_clipped_log_is_still_redacted() -> None:
     cut = key[: len(key) // 2]
     out = redaction.redact(f"worker: {cut}")
     assert out == "worker: [REDACTED]"
+
+
+def test_the_commands_fatal_error_is_redacted(tmp_path: Path) -> None:
+    """A real `orchestra` process refusing a setting whose value is a token prints the refusal, not the token."""
+    token = next(c for c in CORPUS if c.id == "github-fine-grained").secret
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "ORCHESTRA_LLM_PRICE": token}
+    done = subprocess.run([sys.executable, "-m", "cli", "parse", "deploy frontend"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "ORCHESTRA_LLM_PRICE=" in done.stderr and "is not a price" in done.stderr
+    assert_no_secret([done.stdout, done.stderr], [Secret("token", "github", token, token)])
