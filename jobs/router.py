@@ -9,7 +9,7 @@ Events are not authority. A stage's result counts only when it names the job
 that owns the stage (the job id, with its attempt, recorded on the run when the
 router enqueued it), and a decision moves a parked run only when the approval
 record agrees (:func:`jobs.approvals.verify`). Anything else is rejected: logged,
-audited and counted (:func:`rejected_counts`).
+audited and counted (:func:`orchestra.store.rejected_counts`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -31,26 +30,19 @@ from jobs.graph import PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
 from orchestra.errors import OrchestraError
-from orchestra.events import Consumer, Event, EventBus, EventType, as_text
+from orchestra.events import Consumer, Event, EventBus, EventType
 from orchestra.settings import Settings
-from orchestra.store import Audit, Locks, Run, RunStatus, RunStore
+from orchestra.store import Audit, Locks, Run, RunStatus, RunStore, count_rejected
 
 logger = logging.getLogger(__name__)
 
 ROUTER_GROUP = "router"
 TICK_S = 1.0
 REAP_RELEASES_S = 60.0  # how often releases past their keep window are stopped
-REJECTED_EVENTS = "orchestra:events:rejected"  # hash: event type -> how many were rejected
 
 
 def job_id(run_id: str, stage: str, attempt: int = 1) -> str:
     return f"{run_id}_{stage}_{attempt}"
-
-
-def rejected_counts(redis: Redis) -> dict[str, int]:
-    """How many events of each type the router refused to act on."""
-    raw: Any = redis.hgetall(REJECTED_EVENTS)
-    return {as_text(k): int(v) for k, v in raw.items()}
 
 
 class Router:
@@ -226,7 +218,7 @@ class Router:
         """Refuse to act on ``event``: a warning, an audit entry and a count, so a forgery is seen."""
         logger.warning("run %s: rejected %s (entry %s, actor %s): %s", event.run_id, event.type, event.id,
                        event.actor, reason)
-        self.redis.hincrby(REJECTED_EVENTS, event.type.value, 1)
+        count_rejected(self.redis, event.type.value)
         Audit(self.redis).record("event_rejected", actor=event.actor, run_id=event.run_id, type=event.type.value,
                                  entry=event.id, reason=reason)
 

@@ -1,4 +1,4 @@
-"""Run records, deploy locks, the audit trail and idempotency keys, in Redis."""
+"""Run records, deploy locks, the audit trail, idempotency keys and the count of refused events, in Redis."""
 from __future__ import annotations
 
 import json
@@ -20,6 +20,7 @@ ACTIVE_RUNS = "orchestra:runs:active"
 LOCK_KEY = "orchestra:lock:{service}:{env}"
 AUDIT_STREAM = "orchestra:audit"
 ONCE_KEY = "orchestra:once:{key}"
+REJECTED_EVENTS = "orchestra:events:rejected"  # hash: event type -> events the router refused to act on
 
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -188,3 +189,14 @@ def claim_once(redis: Redis, key: str, *, ttl_s: int = 3 * 24 * 3600) -> bool:
     return bool(redis.set(ONCE_KEY.format(key=key), "1", nx=True, ex=ttl_s))
 
 
+
+
+def count_rejected(redis: Redis, event_type: str) -> None:
+    """One more event of ``event_type`` that was refused (a forgery, or a result from a job that lost its stage)."""
+    redis.hincrby(REJECTED_EVENTS, event_type, 1)
+
+
+def rejected_counts(redis: Redis) -> dict[str, int]:
+    """How many events of each type were refused, since the start (``orchestra_events_rejected`` on /metrics)."""
+    raw: Any = redis.hgetall(REJECTED_EVENTS)
+    return {as_text(k): int(v) for k, v in raw.items()}

@@ -29,7 +29,7 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from orchestra.events import EVENTS_STREAM, Event, EventType, as_fields, as_text
-from orchestra.store import RUN_KEY
+from orchestra.store import RUN_KEY, rejected_counts
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -134,7 +134,7 @@ class RedisCollector(Collector):
         with self._lock:
             try:
                 self._read_events()
-                live, up = [*self._queue(), *self._lag()], 1
+                live, up = [*self._queue(), *self._lag(), self._rejected()], 1
             except RedisError as exc:  # still show what was counted; the gauge says Redis did not answer
                 logger.warning("metrics: Redis did not answer: %s", exc)
                 live, up = [], 0
@@ -175,6 +175,14 @@ class RedisCollector(Collector):
         age = time.time() - _epoch(job.enqueued_at) if job is not None and job.enqueued_at else 0.0
         yield GaugeMetricFamily("orchestra_queue_oldest_age_seconds", "How long the oldest waiting stage job has "
                                 "waited", value=max(0.0, age))
+
+    def _rejected(self) -> Metric:
+        rejected = CounterMetricFamily("orchestra_events_rejected", "Events the router refused to act on (forged "
+                                       "approvals, results from a job that does not own the stage)",
+                                       labels=["type"])
+        for kind, count in sorted(rejected_counts(self.redis).items()):
+            rejected.add_metric([kind], count)
+        return rejected
 
     def _lag(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily("orchestra_stream_lag", f"Entries of {self.stream} a consumer group has not read yet",

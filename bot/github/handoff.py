@@ -109,6 +109,9 @@ class Handoff:
             if isinstance(parsed, Comment):
                 await self._reply(parsed.repo, parsed.number, texts.FAILED)
         await asyncio.to_thread(_record, self.redis, delivery, result)
+        if result.status == "refused":  # in the audit trail with the Slack refusals, not only in the PR
+            await asyncio.to_thread(Audit(self.redis).record, "request_refused", actor=f"github:{_actor(parsed)}",
+                                    reason=result.reason, source="github", delivery=delivery, repo=parsed.repo)
         logger.info("GitHub delivery %s: %s %s %s", delivery, result.status, result.run_id or "", result.reason)
         return result
 
@@ -250,6 +253,11 @@ class Handoff:
             await self.client.set_status(repo, sha, state, context=context, description=redact(description))
         except GitHubError:
             logger.exception("could not set status %s on %s@%s", context, repo, sha)
+
+
+def _actor(parsed: Push | PullRequest | Comment) -> str:
+    return parsed.pusher if isinstance(parsed, Push) else parsed.author if isinstance(parsed, PullRequest) \
+        else parsed.user
 
 
 def _login(user: Any) -> str | None:

@@ -9,16 +9,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from redis import Redis
 
 from jobs import approvals
 from jobs.dispatch import dispatch
 from jobs.graph import ANALYZE, TEST, Graph
-from jobs.router import Router, rejected_counts
+from jobs.router import Router
 from orchestra.events import EVENTS_STREAM, Event, EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import PROJECT_ROOT, Settings
-from orchestra.store import Audit, RunStatus, RunStore
+from orchestra.store import Audit, RunStatus, RunStore, rejected_counts
+from orchestra.telemetry import metrics_registry
 from tests.support.services import wait_for
 
 GATED = Graph((ANALYZE, replace(TEST, approval=True)))
@@ -91,6 +93,8 @@ def test_a_forged_approval_or_result_does_not_move_a_parked_run(
     assert (run.status, run.stage) == (RunStatus.AWAITING_APPROVAL, "test")
     assert approvals.get(redis, run_id).decision is None
     assert rejected_counts(redis) == {"approval_granted": 1, "test_results": 1, "approval_rejected": 1}
+    scraped = generate_latest(metrics_registry(redis)).decode()  # what Prometheus sees
+    assert 'orchestra_events_rejected_total{type="approval_granted"} 1.0' in scraped
     assert EventType.STAGE_STARTED not in [e.type for e in EventBus(redis).replay(run_id)
                                            if e.data.get("stage") == "test"]
 

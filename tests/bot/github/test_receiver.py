@@ -25,7 +25,7 @@ from bot.github.receiver import build_webhook_app, signature_ok
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
-from orchestra.store import RunStore
+from orchestra.store import Audit, RunStore
 from tests.support.fake_github import FakeGitHub, fake_github, serve_in_thread
 from tests.support.github_payloads import PR_SHA, REPO, SECRET, body_of, headers, load, pr_comment, push
 from tests.support.services import free_port, wait_for
@@ -224,6 +224,8 @@ def test_comment_deploys_that_are_refused(hook: Hook, user: str, permission: str
     result, replies = _comment(hook, "/orchestra deploy production", user)
     assert result.status == "refused" and len(replies) == 1 and reply in replies[0]
     assert RunStore(hook.redis).recent() == []
+    [audited] = [a for a in Audit(hook.redis).entries() if a["action"] == "request_refused"]
+    assert audited["actor"] == f"github:{user}" and audited["detail"]["reason"] == result.reason
 
 
 def test_status_help_and_unknown_commands_are_answered_in_the_pull_request(hook: Hook) -> None:
