@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +44,7 @@ def trusted_policy(repo: str, settings: Settings) -> TrustedPolicy:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{settings.policy_file}: cannot read the policy file: {exc}"]) from exc
         return TrustedPolicy.of(parse_policy(text, filename=str(settings.policy_file)), str(settings.policy_file))
-    local = local_copy(repo, settings)
+    local = _copy(repo, settings, local_copy)
     if not (local / ".git").exists():
         return TrustedPolicy.of(load_config(local), f"{local.name}/{CONFIG_NAMES[0]}")
     branch = default_branch(local)
@@ -56,6 +56,20 @@ def trusted_policy(repo: str, settings: Settings) -> TrustedPolicy:
                                   repo_dir=local)
             return TrustedPolicy.of(config, source)
     return TrustedPolicy.of(PolicyFile(), source)  # no file on the default branch: the documented defaults
+
+
+def _copy(repo: str, settings: Settings, local_copy: Callable[[str, Settings], Path]) -> Path:
+    """The served copy; a clone that cannot be refreshed right now (another process pulling it, the remote
+    unreachable) is read as it is rather than refusing every run."""
+    try:
+        return local_copy(repo, settings)
+    except OrchestraError as exc:
+        clone = settings.cache / "repos" / repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        if "://" in repo or repo.startswith("git@"):
+            if (clone / ".git").exists():
+                logger.warning("policy of %s read from its last fetched copy: %s", repo, exc)
+                return clone
+        raise
 
 
 def default_branch(local: Path) -> str:

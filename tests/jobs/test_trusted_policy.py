@@ -221,3 +221,16 @@ def test_the_same_through_a_pull_request_comment(redis: Redis, settings: Setting
         own = approvals.decide(run_id, user=alias, approve=True, redis=redis, settings=settings)
         assert not own.accepted and "you cannot approve your own request" in own.message
     assert RunStore(redis).get(run_id).status == RunStatus.AWAITING_APPROVAL
+
+
+def test_a_cloned_repository_is_governed_by_its_remote_default_branch(repo: Path, settings: Settings,
+                                                                      tmp_path: Path) -> None:
+    name = f"policy-{uuid.uuid4().hex[:8]}"  # the clone cache is shared by the session and keyed by name
+    remote = tmp_path / "remote" / f"{name}.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(remote))
+    url = f"file://{remote}"
+    trusted = policy.trusted_policy(url, settings)
+    assert trusted.source == f"the main branch of {name}" and trusted.environment("production").approval_required
+    shutil.move(str(remote), str(tmp_path / "gone"))  # the remote cannot be reached (or another process pulls)
+    again = policy.trusted_policy(url, settings)
+    assert again.environment("production").approvers == ["U0BOB", "U0ALICE"]
