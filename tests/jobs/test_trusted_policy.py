@@ -12,12 +12,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 
 from bot.github.handoff import outcome
 from bot.github.receiver import build_webhook_app
+from bot.localslack.client import WorkspaceClient
 from jobs import approvals
 from jobs.dispatch import dispatch
 from jobs.graph import ANALYZE, TEST, Graph
@@ -31,6 +33,7 @@ from orchestra.store import Audit, RunStatus, RunStore
 from tests.support.fake_github import fake_github, serve_in_thread
 from tests.support.github_payloads import REPO, SECRET, body_of, headers, pr_comment
 from tests.support.services import wait_for
+from tests.support.slack_workspace import bot_in_thread, local_slack
 
 GATED = Graph((ANALYZE, replace(TEST, approval=True)))  # the test stage stands in for deploy
 
@@ -234,3 +237,30 @@ def test_a_cloned_repository_is_governed_by_its_remote_default_branch(repo: Path
     shutil.move(str(remote), str(tmp_path / "gone"))  # the remote cannot be reached (or another process pulls)
     again = policy.trusted_policy(url, settings)
     assert again.environment("production").approvers == ["U0BOB", "U0ALICE"]
+
+
+def _everything(control: WorkspaceClient) -> list[dict[str, Any]]:
+    top = control.transcript("devops-orchestra")
+    return top + [r for m in top for r in m.get("replies") or []]
+
+
+def test_whoever_pushed_cannot_approve_with_the_slack_button_either(redis: Redis, settings: Settings, repo: Path,
+                                                                    router: Router) -> None:
+    with local_slack() as (running, control):
+        with bot_in_thread(settings.with_(slack_api_url=running.api_url, repos=(str(repo),)), control):
+            intent = Intent(kind=IntentKind.DEPLOY, service="backend", env="production", ref="main",
+                            user="github:alice", source="github", origin={"event": "push"})
+            run_id = dispatch(intent, redis=redis, settings=settings, repo=repo, graph=GATED).id
+            parked(redis, run_id)
+            ask: Any = wait_for(lambda: [m for m in _everything(control) if run_id in str(m.get("buttons"))
+                                         or (m["buttons"] and "Approval needed" in m["text"])],
+                                timeout=30, what="the approval request in the thread")
+            control.click(ask[0]["ts"], "Approve", user="U0ALICE")
+            told: Any = wait_for(lambda: [m["text"] for m in _everything(control) if m["ephemeral_to"] == "U0ALICE"],
+                                 timeout=30, what="the answer only alice sees")
+            assert "you cannot approve your own request" in told[0] and "github:alice" in told[0]
+            assert RunStore(redis).get(run_id).status == RunStatus.AWAITING_APPROVAL
+            refused = [a for a in Audit(redis).entries() if a["action"] == "approval_click_refused"]
+            assert refused and refused[0]["actor"] == "U0ALICE"
+            control.click(ask[0]["ts"], "Approve", user="U0BOB")
+            wait_for(lambda: RunStore(redis).get(run_id).status == RunStatus.SUCCEEDED, timeout=120, interval=0.2)
