@@ -24,7 +24,7 @@ from agents.deploy.targets.kubernetes import KubernetesTarget
 from agents.deploy.targets.kubernetes.api import KubeApi, connect
 from agents.deploy.targets.kubernetes.manifests import InvalidManifest
 from agents.deploy.targets.kubernetes.traffic import pods_for
-from agents.deploy.targets.state import get_live
+from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config import load_config
 from orchestra.errors import ConfigError
 from orchestra.events import EventBus, EventType
@@ -364,3 +364,19 @@ def test_kubernetes_settings_that_cannot_act_are_refused(tmp_path: Path, setting
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
     assert problem in str(caught.value) and "environments.staging.kubernetes" in str(caught.value)
+
+
+def test_kubernetes_releases_are_left_to_the_cluster_prometheus_and_local_ones_are_listed(
+        tmp_path: Path, cluster: Any, settings: Settings, redis: Redis) -> None:
+    from agents.observability.live import live_targets, step_targets
+
+    mock, _ = cluster
+    repo = _config(tmp_path, mock, strategy="canary", replicas=2)
+    seen: list[TrafficStep] = []
+    for version in ("v1", "v2"):
+        assert deploy.run(_ctx(repo, settings, redis), images={"web": IMAGES[version]}, pause_s=0,
+                          judge=lambda step: seen.append(step) or "pass").passed
+    local = Release(version="a1", image="i:a1", port=41234, container="c", run_id="r")
+    set_live(redis, LiveState(service="api", env="staging", edge_port=8080, edge_prefix="/x", current=local))
+    assert seen and step_targets(seen[0]) == []  # no file_sd entry for a pod: kubernetes_sd finds it
+    assert [(t.service, t.address) for t in live_targets(_ctx(repo, settings, redis))] == [("api", "127.0.0.1:41234")]
