@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = connect(settings, role="worker")
+    if settings.sandbox == "none":
+        logger.warning("ORCHESTRA_SANDBOX=none: services' installs and tests run on this host, beside this "
+                       "worker's credentials; leave it unset (a container per run) unless you trust every pusher")
     runner.configure(settings)
     if not args.burst:  # a burst worker is gone before anyone scrapes it
         serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1,

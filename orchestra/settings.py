@@ -23,6 +23,7 @@ TOOL_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_CERT", "PIP_I
                   "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 LLM_PROTOCOLS = ("anthropic", "openai")
+SANDBOXES = ("docker", "none")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Settings:
     base_image: str = "orchestra-base:bookworm"
     build_ca_bundle: Path | None = None
     dev_mode: bool = False
+    # Where a service's code (its install, tests, generated tests) runs: "docker" (a container per run,
+    # agents/testing/sandbox.py) or "none" (this host, next to this process's credentials)
+    sandbox: str = "docker"
     # Who may deploy and approve, from a file the operator controls instead of each repository's default branch
     policy_file: Path | None = None
     # The process's own signals: log lines as text or JSON; /metrics on 127.0.0.1 (the bot on this port,
@@ -101,6 +105,7 @@ class Settings:
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             build_ca_bundle=Path(ca) if ca else None,
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
+            sandbox=_choice("ORCHESTRA_SANDBOX", env.get("ORCHESTRA_SANDBOX", defaults.sandbox), SANDBOXES),
             policy_file=Path(env["ORCHESTRA_POLICY_FILE"]) if env.get("ORCHESTRA_POLICY_FILE") else None,
             log_format=_log_format(env.get("ORCHESTRA_LOG_FORMAT", defaults.log_format)),
             metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
@@ -153,6 +158,13 @@ def _price(value: str | None, *, local: bool) -> tuple[float, float] | None:
         raise OrchestraError(f"ORCHESTRA_LLM_PRICE={value!r} is not a price",
                              hint="write the USD per million tokens in and out, e.g. 0.2,0.6") from exc
     return per_in, per_out
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value.strip().lower() not in choices:
+        raise OrchestraError(f"{name}={value!r} is not one of {', '.join(choices)}",
+                             hint=f"use one of {', '.join(choices)}")
+    return value.strip().lower()
 
 
 def _redis_url(value: str) -> str:

@@ -35,10 +35,14 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path, cache_dir: Path) -> Settings:
-    """This machine's settings (tool environment included), on the test's Redis and directories."""
+    """This machine's settings (tool environment included), on the test's Redis and directories.
+
+    Services' code runs on this host here (``sandbox="none"``): the sandbox's own tests
+    (tests/agents/testing/test_sandbox.py) switch it on with a Docker engine.
+    """
     return Settings.from_env().with_(redis_url=redis_url, workdir=tmp_path / "work", cache_dir=cache_dir,
                                      slack_bot_token=None, slack_app_token=None, llm_api_key=None, llm_url=None,
-                                     github_token=None)
+                                     github_token=None, sandbox="none")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException
+from requests.exceptions import ReadTimeout
 
 from agents.build.dockerfile import CA_IN_CONTEXT
 from orchestra.errors import OrchestraError
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 IGNORED = (".git", ".hg", "__pycache__", "*.pyc", ".venv", "venv", "node_modules", ".pytest_cache",
            ".mypy_cache", ".ruff_cache", ".orchestra-build", ".DS_Store")
 LOG_TAIL = 20
+# A build runs the service's own RUN steps (its pip install, its scripts): each step's container gets
+# one CPU and 2 GiB without swap, and the whole build a deadline.
+BUILD_LIMITS = {"memory": 2 * 1024 ** 3, "memswap": 2 * 1024 ** 3, "cpusetcpus": "0"}
+BUILD_TIMEOUT_S = 1200
 
 
 class BuildFailed(OrchestraError):
@@ -111,16 +116,24 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def build_image(client: docker.DockerClient, context: io.BytesIO, tag: str, *, nocache: bool = False,
-                on_line: Callable[[str], None] | None = None) -> BuildOutcome:
-    """Build ``tag`` from a context tar with host networking; BuildFailed with the log's end."""
+                on_line: Callable[[str], None] | None = None, timeout_s: float = BUILD_TIMEOUT_S) -> BuildOutcome:
+    """Build ``tag`` from a context tar with host networking, within limits; BuildFailed with the log's end."""
     outcome = BuildOutcome(image_id="")
+    deadline = time.monotonic() + timeout_s
     try:
         stream = client.api.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
-                                  network_mode="host", decode=True, pull=False, nocache=nocache)
+                                  network_mode="host", decode=True, pull=False, nocache=nocache,
+                                  container_limits=BUILD_LIMITS)
         for chunk in stream:
             _consume(chunk, outcome, on_line)
+            if time.monotonic() > deadline:  # closing the stream makes the engine cancel the build
+                raise BuildFailed(f"docker build of {tag} did not finish within {timeout_s:.0f}s",
+                                  hint="make the build faster (cache dependencies in an early layer)")
     except APIError as exc:
         raise BuildFailed(f"docker build of {tag} failed: {exc.explanation or exc}") from exc
+    except ReadTimeout as exc:
+        raise BuildFailed(f"docker build of {tag} printed nothing for too long and was stopped",
+                          hint="a RUN step hangs: make it finish, or print progress") from exc
     if not outcome.image_id:
         outcome.image_id = client.images.get(tag).id
     return outcome

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.pysource import is_test_file, parse, python_files, rel
-from agents.tools import run_tool
+from agents.testing.venvs import run_python
 from orchestra.settings import Settings
 
 COVERAGE_TIMEOUT_S = 300
@@ -60,11 +60,12 @@ def measure(python: Path, root: Path, tests: list[str], *, settings: Settings, d
     data_dir.mkdir(parents=True, exist_ok=True)
     data, report = data_dir / ".coverage", data_dir / "coverage.json"
     data.unlink(missing_ok=True)
-    proc = run_tool([str(python), "-m", "coverage", "run", "--source=.", f"--omit={OMIT}",
-                     f"--data-file={data}", "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-                    cwd=root, settings=settings, timeout=timeout, extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
-    rep = run_tool([str(python), "-m", "coverage", "json", f"--data-file={data}", "-o", str(report)],
-                   cwd=root, settings=settings, timeout=120)
+    proc = run_python(python, ["-m", "coverage", "run", "--source=.", f"--omit={OMIT}",
+                               f"--data-file={data}", "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                      cwd=root, settings=settings, timeout=timeout, extra_env={"PYTHONDONTWRITEBYTECODE": "1"},
+                      writable=[data_dir])
+    rep = run_python(python, ["-m", "coverage", "json", f"--data-file={data}", "-o", str(report)],
+                     cwd=root, settings=settings, timeout=120, writable=[data_dir])
     coverage = read_coverage(report) if rep.returncode == 0 else Coverage()
     return proc.returncode, coverage, (proc.stdout + proc.stderr)[-4000:]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from agents.testing.codemap import CodeItem, measure
 from agents.testing.mutation import mutants
 from agents.testing.report import Candidate
-from agents.tools import run_tool
+from agents.testing.venvs import run_python
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 
@@ -106,9 +106,9 @@ class Prover:
 
     def _fails(self, test: str) -> bool:
         try:
-            proc = run_tool([str(self.python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
-                            cwd=self.scratch, settings=self.settings, timeout=self.timeout_s,
-                            extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
+            proc = run_python(self.python, ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
+                              cwd=self.scratch, settings=self.settings, timeout=self.timeout_s,
+                              extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
         except OrchestraError:
             return True  # the mutant made it hang: the test noticed
         return proc.returncode != 0

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.tools import run_tool
+from agents.testing.venvs import run_python
 from orchestra.settings import Settings
 
 PROBE_TIMEOUT_S = 60
@@ -112,9 +112,9 @@ def observe(python: Path, root: Path, module: str, function: str, cases: list[tu
     ctor_sources = json.dumps([repr(c) for c in ctors or []])
     runs = []
     for _ in range(2):
-        proc = run_tool([str(python), "-c", PROBE, module, function, sources, ctor_sources], cwd=root,
-                        settings=settings, timeout=PROBE_TIMEOUT_S,
-                        extra_env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"})
+        proc = run_python(python, ["-c", PROBE, module, function, sources, ctor_sources], cwd=root,
+                          settings=settings, timeout=PROBE_TIMEOUT_S,
+                          extra_env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE:")), None)
         if proc.returncode != 0 or line is None:
             return Observed([])

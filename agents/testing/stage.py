@@ -11,8 +11,7 @@ from agents.analysis.risk import RiskLevel
 from agents.context import AgentContext, StageResult
 from agents.pysource import SKIP_DIRS
 from agents.testing.testgen import generate_tests
-from agents.testing.venvs import ensure_venv
-from agents.tools import run_tool
+from agents.testing.venvs import ensure_venv, run_python
 from orchestra.llm import LLM
 
 logger = logging.getLogger(__name__)
@@ -90,13 +89,14 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     reports = ctx.settings.run_dir(ctx.run.id) / "reports" / service
     reports.mkdir(parents=True, exist_ok=True)
     ctx.progress(f"{service}: running tests")
-    run_tool([str(python), "-m", "coverage", "run", "--source=.", f"--data-file={reports / '.coverage'}",
-              "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-              f"--junitxml={reports / 'junit.xml'}"],
-             cwd=home, settings=ctx.settings, timeout=TEST_TIMEOUT_S)
+    run_python(python, ["-m", "coverage", "run", "--source=.", f"--data-file={reports / '.coverage'}",
+                        "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                        f"--junitxml={reports / 'junit.xml'}"],
+               cwd=home, settings=ctx.settings, timeout=TEST_TIMEOUT_S, writable=[reports])
     result = read_junit(service, reports / "junit.xml")
-    cov = run_tool([str(python), "-m", "coverage", "json", f"--data-file={reports / '.coverage'}",
-                    "-o", str(reports / "coverage.json")], cwd=home, settings=ctx.settings, timeout=120)
+    cov = run_python(python, ["-m", "coverage", "json", f"--data-file={reports / '.coverage'}",
+                              "-o", str(reports / "coverage.json")], cwd=home, settings=ctx.settings, timeout=120,
+                     writable=[reports])
     if cov.returncode == 0:
         result.coverage = round(json.loads((reports / "coverage.json").read_text())["totals"]
                                 ["percent_covered"], 1)

@@ -27,7 +27,7 @@ def orchestra_env(settings: Settings) -> dict[str, str]:
     policy = {"ORCHESTRA_POLICY_FILE": str(settings.policy_file)} if settings.policy_file else {}
     return {**settings.tool_env, "PATH": f"{Path(sys.executable).parent}:{settings.tool_env.get('PATH', '')}",
             "REDIS_URL": settings.redis_url, "ORCHESTRA_WORKDIR": str(settings.workdir),
-            "ORCHESTRA_CACHE_DIR": str(settings.cache), **policy}
+            "ORCHESTRA_CACHE_DIR": str(settings.cache), "ORCHESTRA_SANDBOX": settings.sandbox, **policy}
 
 
 @pytest.fixture

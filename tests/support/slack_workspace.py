@@ -31,7 +31,8 @@ def process_env(settings: Settings, slack_api_url: str, **extra: str) -> dict[st
     env.update(REDIS_URL=settings.redis_url, SLACK_API_URL=slack_api_url, SLACK_BOT_TOKEN="xoxb-local",
                SLACK_APP_TOKEN="xapp-local", ORCHESTRA_WORKDIR=str(settings.workdir),
                ORCHESTRA_REPOS=",".join(settings.repos), ORCHESTRA_SLACK_CHANNEL="#devops-orchestra",
-               PYTHONUNBUFFERED="1", **extra)
+               ORCHESTRA_SANDBOX="none", PYTHONUNBUFFERED="1")  # services' tests on this host, as before
+    env.update(extra)
     return env
 
 
