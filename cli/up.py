@@ -1,4 +1,4 @@
-"""`orchestra up`: the Procfile's processes together, for local use.
+"""`orchestra up`: the Procfile's processes together, for local use, kept running (cli/supervise.py).
 
 Without Slack tokens it also starts the local Slack workspace and points the
 bot at it; without a webhook secret it makes one up and prints it.
@@ -8,15 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from cli.common import connect
+from cli.supervise import Supervisor
 from orchestra.errors import OrchestraError
 from orchestra.settings import PROJECT_ROOT, Settings
 
@@ -63,27 +61,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def supervise(processes: dict[str, str], env: dict[str, str], *, slack_port: int = LOCAL_SLACK_PORT) -> int:
-    """Start every process, prefix its output with its name, stop all when one exits or on Ctrl-C."""
-    children = {}
-    width = max(len(n) for n in processes)
-    for name, command in processes.items():
-        children[name] = subprocess.Popen(command, shell=True, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        threading.Thread(target=_relay_output, args=(name.ljust(width), children[name]), daemon=True).start()
+    """Run every process, prefix its output with its name, restart one that exits; stop all on a signal."""
+    def after_start(name: str) -> None:
         if name == "slack":  # the bot connects to it at start
             _wait_for_port(slack_port, deadline=time.monotonic() + 15)
-    try:
-        while all(child.poll() is None for child in children.values()):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    for child in children.values():
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-    for child in children.values():
-        child.wait(timeout=15)
-    failed = [n for n, c in children.items() if c.returncode not in (0, -signal.SIGTERM, None)]
-    return 1 if failed else 0
+    return Supervisor(processes, env, after_start=after_start).run()
 
 
 def _wait_for_port(port: int, *, deadline: float) -> None:
@@ -94,9 +76,3 @@ def _wait_for_port(port: int, *, deadline: float) -> None:
         time.sleep(0.1)
     raise OrchestraError(f"the local Slack workspace did not start on port {port}",
                          hint="is the port taken? pass --slack-port")
-
-
-def _relay_output(prefix: str, child: subprocess.Popen[str]) -> None:
-    assert child.stdout is not None
-    for text in child.stdout:
-        print(f"{prefix} | {text}", end="", flush=True)
