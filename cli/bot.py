@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from redis import Redis
 
 from cli.common import connect
 from jobs.queue import stage_queue
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 from orchestra.telemetry import metrics_registry, serve_metrics
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,15 +25,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until interrupted."""
-    from bot.slack.process import serve
-
+    """Serve until SIGTERM or Ctrl-C, then close the Slack connection and stop the relay."""
     _check(settings)
     redis = connect(settings, role="bot")
     serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port,
                   host=settings.metrics_host)
-    asyncio.run(serve(settings, redis, relay=not args.no_relay))
+    asyncio.run(_serve_until_signalled(settings, redis, relay=not args.no_relay))
     return 0
+
+
+async def _serve_until_signalled(settings: Settings, redis: Redis, *, relay: bool) -> None:
+    from bot.slack.process import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stopper(stop, sig))
+    await serve(settings, redis, relay=relay, stop=stop)
+    logger.info("bot stopped")
+
+
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def stopping() -> None:
+        logger.info("%s: closing the Slack connection and stopping the relay", sig.name)
+        stop.set()
+    return stopping
 
 
 def _check(settings: Settings) -> None:
