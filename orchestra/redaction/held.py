@@ -17,6 +17,10 @@ MIN_HELD = 8
 # Names of settings and environment variables whose value is a credential.
 SECRET_NAME = re.compile(r"(?i)(token|secret|passw|pwd|api_?key|access_?key|private_?key|app_?key|credential"
                          r"|auth_?token|session_?token|_key$|^key$|signing|dsn)")
+# Named like a secret but never one: the shell's working directories; and a path is where a key is
+# (GOOGLE_APPLICATION_CREDENTIALS=/etc/gcp/key.json), not the key.
+NOT_SECRET = frozenset({"PWD", "OLDPWD"})
+_PATH = re.compile(r"/[\w./-]*")
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 
 
@@ -73,7 +77,7 @@ def environ_secrets(environ: Mapping[str, str]) -> list[str]:
     """Values of variables named like a secret (AWS_SECRET_ACCESS_KEY, DB_PASSWORD...), and URL passwords."""
     values: list[str] = []
     for name, value in environ.items():
-        if SECRET_NAME.search(name):
+        if SECRET_NAME.search(name) and name not in NOT_SECRET and not _PATH.fullmatch(value):
             values.append(value)
         values += url_passwords(value)
     return values

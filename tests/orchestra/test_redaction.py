@@ -138,7 +138,8 @@ def test_values_the_process_holds_are_redacted_whatever_their_shape() -> None:
                                                    secrets.token_urlsafe(30), "Tr0ub4dor&3x", "correct-horse")
     settings = Settings().with_(github_webhook_secret=webhook, redis_url=f"redis://:{redis_pw}@10.0.0.5:6379/0",
                                 slack_bot_token="custom-bot-credential-42")
-    environ = {"AWS_SECRET_ACCESS_KEY": aws_secret, "STRIPE_DB": db_pw, "HOME": "/root",
+    environ = {"AWS_SECRET_ACCESS_KEY": aws_secret, "STRIPE_DB": db_pw, "HOME": "/root", "PWD": "/work/main",
+               "OLDPWD": "/srv/orchestra", "GOOGLE_APPLICATION_CREDENTIALS": "/etc/gcp/deployer-key.json",
                "ORCHESTRA_WORKDIR": "/var/lib/orchestra", "SHORT_TOKEN": "abc"}
     assert all(redact(v) == v for v in (webhook, redis_pw, aws_secret))  # no shape the detector knows
     redaction.protect_process(settings, environ)
@@ -151,6 +152,8 @@ def test_values_the_process_holds_are_redacted_whatever_their_shape() -> None:
     assert redaction.hold_keys(["STRIPE_DB", "NOT_SET"]) >= 1  # the value (and its URL-encoded form)
     assert db_pw not in redact(text)
     assert "/root /var/lib/orchestra abc" in out and plain in out  # HOME, paths, values under 8 characters
+    paths = "/work/main/.venv, /srv/orchestra and /etc/gcp/deployer-key.json"
+    assert redact(paths) == paths  # PWD is no password, and a credential's path is not the credential
 
 
 def test_a_held_value_is_also_caught_url_encoded() -> None:
