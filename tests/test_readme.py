@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -73,9 +74,11 @@ class Shell:
         self.ran: set[str] = set()
 
     def __call__(self, line: str, *, expect_rc: int = 0, timeout: float = 900) -> str:
+        started = time.monotonic()
         result = subprocess.run(["bash", "-c", line], cwd=PROJECT_ROOT, env=self.env, capture_output=True,
                                 text=True, timeout=timeout)
         output = result.stdout + result.stderr
+        print(f"$ {line}  ({time.monotonic() - started:.0f}s, exit {result.returncode})\n{output}")  # -s shows it
         assert result.returncode == expect_rc, f"{line}\n-> exit {result.returncode}\n{output[-4000:]}"
         self.ran.add(bare(line))
         return output
@@ -129,10 +132,10 @@ def test_every_readme_command_works_as_printed(redis_url: str, docker_env: Docke
                           ORCHESTRA_REGISTRY=docker_env.registry, ORCHESTRA_BASE_IMAGE=docker_env.base_image,
                           ORCHESTRA_BUILD_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt")
         sh = Shell({**env, "HOME": str(home), "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:{env['PATH']}"})
-        pipeline_from_the_terminal(sh, commands, home)
         with bot_process(settings, slack, running.api_url, tmp_path / "bot.log"), \
                 orchestra_process(["worker"], env, tmp_path / "worker.log"):
-            the_story(sh, commands, slack, redis)
+            the_story(sh, commands, slack, redis)  # in the README's order
+            pipeline_from_the_terminal(sh, commands, home, redis)
             trying_it_locally(sh, commands, slack)
     redis.close()
     missing = set(commands) - sh.ran - set(NOT_RUN)
@@ -146,7 +149,8 @@ def command(commands: dict[str, str], start: str, *also: str) -> str:
     return found[0]
 
 
-def pipeline_from_the_terminal(sh: Callable[..., str], commands: dict[str, str], home: Path) -> None:
+def pipeline_from_the_terminal(sh: Callable[..., str], commands: dict[str, str], home: Path,
+                               redis: Redis) -> None:
     out = sh(command(commands, "scripts/make-demo-repo"))
     assert (home / "shop" / ".git").is_dir() and "release/faulty" in out
     out = sh(command(commands, ".venv/bin/orchestra run", "--ref main", "--validate-only"))
@@ -155,11 +159,15 @@ def pipeline_from_the_terminal(sh: Callable[..., str], commands: dict[str, str],
     assert "FAILED" in out and "backend/discounts.py:4" in out  # the first error, with file:line
     out = sh(command(commands, ".venv/bin/orchestra run", "--env staging"))
     assert "deployment_succeeded" in out and "observation_passed" in out
+    staging = get_live(redis, "frontend", "staging")
+    assert staging is not None and "<h1>Shop</h1>\n<ul>" in page(staging.url + "/")  # main: no notice
 
 
 def the_story(sh: Callable[..., str], commands: dict[str, str], slack: WorkspaceClient, redis: Redis) -> None:
     out = sh(command(commands, ".venv/bin/orchestra say", "/deploy frontend hotfix-v2"))
     replies = finished(slack, run_id_in(out))
+    also = "Also deploying backend first: frontend depends on it and it is not running in staging"
+    assert any(also in m["text"] for m in slack.transcript("devops-orchestra"))
     assert replies[-1].startswith(":white_check_mark: Run succeeded"), replies
     assert any(r.startswith(":white_check_mark: Deployed") for r in replies), replies
     frontend = get_live(redis, "frontend", "staging")
@@ -168,7 +176,8 @@ def the_story(sh: Callable[..., str], commands: dict[str, str], slack: Workspace
     assert served(frontend.current.port) > 20  # the demo traffic reached the release (5/s while deploying, watching)
 
     out = sh(command(commands, ".venv/bin/orchestra say", "what's running in staging?"))
-    assert "frontend" in out and "hotfix-v2" in out
+    assert re.search(r"backend in staging: [0-9a-f]{7} \(hotfix-v2\)", out), out
+    assert re.search(r"frontend in staging: [0-9a-f]{7} \(hotfix-v2\)", out), out
 
     out = sh(command(commands, ".venv/bin/orchestra demo"))
     assert "Approve" in out and "Approved by <@U0BOB>" in out
