@@ -148,7 +148,7 @@ def test_a_user_missing_any_one_rule_of_its_process_is_refused_by_name(role: str
 def test_bot_worker_and_webhooks_each_serve_a_run_with_exactly_their_acl(redis_url: str, redis: Redis,
                                                                          tmp_path: Path) -> None:
     """A Slack deploy stopped by analysis and a pull request's validation, through the three processes."""
-    repo, pr_repo = tmp_path / "shop", tmp_path / "Hello-World"
+    repo, pr_repo = tmp_path / "shop", tmp_path / "Codertocat" / "Hello-World"  # served as owner/name
     subprocess.run([str(PROJECT_ROOT / "scripts" / "make-demo-repo"), str(repo)], check=True, capture_output=True)
     (pr_repo / "backend").mkdir(parents=True)
     (pr_repo / "devops_orchestra.yaml").write_text(
