@@ -93,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
     n = args.deliveries
     with redis_server() as redis_url, fake_github() as gh, tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "Hello-World"
+        repo = Path(tmp) / "Codertocat" / "Hello-World"  # served for the owner/name its path ends in
         (repo / "backend").mkdir(parents=True)
         (repo / "devops_orchestra.yaml").write_text(CONFIG)
         port = free_port()
