@@ -176,7 +176,12 @@ class Story:
 
 def _hint(replies: list[str]) -> str:
     problems = [r for r in replies if r.startswith((":x:", ":no_entry:", ":rotating_light:"))]
-    return "; ".join(problems[:3]) or "read the thread: `orchestra transcript`"
+    hint = "; ".join(problems[:3]) or "read the thread: `orchestra transcript`"
+    if not any(r.startswith(":ship:") for r in replies):  # it never reached the deploy: the code, not the story
+        hint += (". The story needs the demo repository's branches (hotfix-v2, release/faulty): `scripts/up` "
+                 "serves .state/shop; with `orchestra up`, set ORCHESTRA_REPOS to a repository made by "
+                 "`scripts/make-demo-repo`")
+    return hint
 
 
 def say(line: str) -> None:

@@ -47,5 +47,6 @@ def test_a_step_that_goes_otherwise_is_named_and_the_transcript_printed(settings
             proc = demo(running.url, "--timeout", "90")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "U0ALICE: /deploy frontend hotfix-v2" in proc.stdout  # what it typed, then the channel as it is
-    assert "`/deploy frontend hotfix-v2`" in proc.stderr and "hotfix-v2" in proc.stderr
+    assert "`/deploy frontend hotfix-v2`" in proc.stderr and "cannot be checked out" in proc.stderr
+    assert "`scripts/up` serves .state/shop" in proc.stderr  # what to do about it
     assert "/deploy frontend and backend hotfix-v2 to prod" not in proc.stdout  # it stopped at the first step
