@@ -248,6 +248,18 @@ def test_a_refused_dispatch_is_explained_in_the_pull_request(hook: Hook, hello_r
     assert result.status == "refused" and "may not deploy to staging" in replies[0]
 
 
+def test_a_pull_request_cannot_make_its_commenter_a_deployer(hook: Hook, hello_repo: Path) -> None:
+    gate = "    branches: [main]\n    deployers: [{who}]"
+    (hello_repo / "devops_orchestra.yaml").write_text(CONFIG.replace("    branches: [main]", gate.format(who="bob")))
+    hook.gh.contents[(REPO, "devops_orchestra.yaml", PR_SHA)] = CONFIG.replace(  # what the pull request says
+        "    branches: [main]", gate.format(who="github:alice"))
+    hook.gh.permissions[(REPO, "alice")] = "write"
+    hook.gh.add_pull(REPO, 2, sha=PR_SHA, files=["backend/app.py"])
+    result, replies = _comment(hook, "/orchestra deploy staging", "alice")
+    assert result.status == "refused" and "github:alice may not deploy to staging" in replies[0]
+    assert "deployers for staging: bob" in replies[0] and RunStore(hook.redis).recent() == []
+
+
 def test_plan_is_answered_from_the_configuration(hook: Hook) -> None:
     hook.gh.permissions[(REPO, "reader")] = "read"
     hook.gh.add_pull(REPO, 2, sha=PR_SHA, files=["frontend/app.py"])
