@@ -264,3 +264,36 @@ def test_whoever_pushed_cannot_approve_with_the_slack_button_either(redis: Redis
             assert refused and refused[0]["actor"] == "U0ALICE"
             control.click(ask[0]["ts"], "Approve", user="U0BOB")
             wait_for(lambda: RunStore(redis).get(run_id).status == RunStatus.SUCCEEDED, timeout=120, interval=0.2)
+
+
+def test_an_unreadable_trusted_policy_refuses_before_anything_starts(redis: Redis, settings: Settings,
+                                                                     repo: Path) -> None:
+    (repo / "devops_orchestra.yaml").write_text(TRUSTED.replace("approval_required: true", "approval_required: maybe"))
+    git(repo, "commit", "-q", "-am", "a broken policy on main")
+    (repo / "devops_orchestra.yaml").write_text(TRUSTED)  # the working tree is fine: it is not the policy
+    with pytest.raises(ConfigError, match=r"Hello-World@main:devops_orchestra.yaml:\d+: environments.production."
+                                          r"approval_required: must be true or false"):
+        deploy(redis, settings, repo, "no-gate")
+    assert RunStore(redis).recent() == []  # no half-started run
+    [denied] = [a for a in Audit(redis).entries() if a["action"] == "request_denied"]
+    assert denied["actor"] == "U0CAROL" and "approval_required" in denied["detail"]["reason"]
+
+
+def test_a_policy_broken_while_a_run_waits_for_its_stage_fails_the_run_with_the_reason(
+        redis: Redis, settings: Settings, repo: Path, start_worker: Callable[..., object]) -> None:
+    stop = threading.Event()
+    router = threading.Thread(target=Router(redis, settings, graph=GATED, name="test-router").run, args=(stop,),
+                              daemon=True)
+    router.start()
+    try:
+        run_id = deploy(redis, settings, repo, "main")  # queued: no worker yet
+        (repo / "devops_orchestra.yaml").write_text("environments: [not, a, mapping]\n")
+        git(repo, "commit", "-q", "-am", "a broken policy on main")
+        start_worker("--no-router")
+        wait_for(lambda: RunStore(redis).get(run_id).status.finished, timeout=120, interval=0.2)
+        run = RunStore(redis).get(run_id)
+        assert run.status == RunStatus.FAILED and "problem(s) in the configuration" in str(run.reason)
+        assert EventType.TEST_RESULTS not in [e.type for e in EventBus(redis).replay(run_id)]
+    finally:
+        stop.set()
+        router.join(timeout=10)
