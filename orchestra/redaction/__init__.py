@@ -19,6 +19,8 @@ from orchestra.redaction import detectors
 from orchestra.redaction.held import Held, credentials_of, environ_secrets
 
 REDACTED = "[REDACTED]"
+# Characters that show as nothing (zero-width space, joiners, word joiner, BOM, soft hyphen).
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
 _HELD = Held()
 
 
@@ -26,6 +28,8 @@ def redact(text: str) -> str:
     """``text`` with every secret found in it replaced by [REDACTED]."""
     if not text:
         return text
+    if _INVISIBLE.search(text):  # a zero-width character inside a token would hide it from every pattern
+        text = _INVISIBLE.sub("", text)
     found = list(detectors.spans(text))
     held = _HELD.pattern()
     if held is not None:

@@ -83,6 +83,14 @@ def test_a_secret_inside_a_json_string_is_redacted_too(case: Secret) -> None:
         assert not leaks(case.secret, redact(form)), redact(form)
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\u2060", "\ufeff", "\u00ad"])
+def test_invisible_characters_do_not_hide_a_token(invisible: str) -> None:
+    """Test output that prints a key with zero-width characters inside reads the same in Slack: still a key."""
+    for case in (c for c in CORPUS if c.kind in ("github", "slack", "aws", "stripe")):
+        hidden = case.text.replace(case.secret, invisible.join(case.secret))
+        assert not leaks(case.secret, redact(hidden).replace(invisible, "")), case.id
+
+
 def test_each_shape_of_our_own_has_a_corpus_case() -> None:
     """A pattern we keep beside detect-secrets is there for a kind it misses, and is proven on it."""
     for name, _, pattern in detectors.OWN_SHAPES:
