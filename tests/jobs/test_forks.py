@@ -17,6 +17,7 @@ from redis import Redis
 from agents.context import StageResult
 from bot.github.handoff import DeliveryOutcome, outcome
 from bot.github.receiver import build_webhook_app
+from bot.github.relay import render_comment, view_of
 from jobs import approvals, forks
 from jobs.graph import ANALYZE, TEST, Graph
 from jobs.router import Router
@@ -130,6 +131,8 @@ def test_a_forks_code_runs_only_after_a_writer_allows_that_commit(world: World, 
     assert (run.kind, run.stage, run.origin["fork"]) == ("validate", "test", FORK) and not code_ran(redis, run_id)
     asked = next(e for e in EventBus(redis).replay(run_id) if e.type == EventType.APPROVAL_REQUESTED)
     assert asked.data["gate"] == "fork" and "only static analysis ran" in asked.data["message"]
+    shown = render_comment(run, view_of(run, EventBus(redis).replay(run_id)))  # the pull request's comment
+    assert f"comments `/orchestra validate` on commit {first[:7]}" in shown
 
     # not from Slack, not from a reader, not from a stranger, and not by pushing a fork's own deploy
     click = approvals.decide(run_id, user="U0BOB", approve=True, redis=redis, settings=settings)
