@@ -6,13 +6,14 @@ import re
 from handlers.reply import Reply, ReplyKind
 from orchestra.store import Run
 
+# `<service>` is written escaped: Slack would read <...> as a link, even between backticks.
 HELP = (
     "*DevOps Orchestra* — what I understand:\n"
-    "• `/deploy <service> [ref] [env] [--strategy blue-green|canary|rolling]` — e.g. "
+    "• `/deploy &lt;service&gt; [ref] [env] [--strategy blue-green|canary|rolling]` — e.g. "
     "`/deploy frontend hotfix-v2 prod`\n"
-    "• `/rollback <service> [env] [ref]`\n"
+    "• `/rollback &lt;service&gt; [env] [ref]`\n"
     "• `/orchestra status [service] [env]` · `/orchestra history [service] [env]`\n"
-    "• `/orchestra explain why did prod roll back?` · `/orchestra cancel <service | run id>`\n"
+    "• `/orchestra explain why did prod roll back?` · `/orchestra cancel &lt;service | run id&gt;`\n"
     "• Or mention me / DM me in plain words: _ship frontend hotfix-v2 to prod_, _what's running in "
     "staging?_, _who deployed payments last?_\n"
     "Environments: production (prod), staging (stg), development (dev). Default environment: staging."

@@ -19,11 +19,13 @@ from bot.slack import texts, views
 from bot.slack.relay import Relay
 from handlers.reply import Reply, ReplyKind
 from orchestra.events import Event, EventBus, EventType
-from orchestra.settings import Settings
+from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.orchestra.test_redaction import CORPUS, assert_no_secret
-from tests.support.slack_workspace import local_slack
+from tests.support.services import wait_for
+from tests.support.slack_workspace import bot_in_thread, local_slack
 
+SHOP = PROJECT_ROOT / "examples" / "shop"
 # What a test name, a commit message, a PR title, a log line or a model might carry.
 HOSTILE = ("<!channel> <!here> <!everyone> ping <@U0BOSS> <#C0SECRET> see <http://evil.example/x|the fix> "
            "& <!subteam^S1>")
@@ -164,3 +166,21 @@ def test_hostile_text_and_secrets_reach_the_workspace_as_plain_text(redis: Redis
     assert any("&lt;!channel&gt;" in t for t in texts_out)
     assert any("<@U0ALICE>" in t for t in texts_out)  # the bot's own mention of the requester still works
     assert_no_secret(texts_out)
+
+
+# --- through the bot's listeners: what a person typed comes back as text --------------------------------------
+
+@pytest.fixture
+def bot(settings: Settings) -> Iterator[WorkspaceClient]:
+    with local_slack() as (running, control):
+        with bot_in_thread(settings.with_(slack_api_url=running.api_url, repos=(str(SHOP),)), control):
+            yield control
+
+
+@pytest.mark.parametrize("text", ["/deploy inventory<!channel> main", "/deploy <!here>",
+                                  "/orchestra <@U0BOSS> <http://x.example|help>"])
+def test_what_a_person_typed_comes_back_without_markup(bot: WorkspaceClient, text: str) -> None:
+    bot.command(text, user="U0ALICE")
+    answer = wait_for(lambda: [m for m in bot.transcript() if m["ephemeral_to"] == "U0ALICE"], what="the answer")
+    said = answer[-1]["text"]  # type: ignore[index]
+    assert markup(said) == set(), said

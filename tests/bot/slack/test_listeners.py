@@ -55,7 +55,7 @@ def _said(control: WorkspaceClient, text: str, user: str) -> str:
 def test_help_is_shown_only_to_the_asker(slack: tuple[WorkspaceClient, Settings]) -> None:
     control, _ = slack
     answer = _said(control, "/orchestra help", "U0ALICE")
-    assert "/deploy <service> [ref] [env]" in answer
+    assert "/deploy &lt;service&gt; [ref] [env]" in answer
     assert all(m["ephemeral_to"] == "U0ALICE" for m in control.transcript())
 
 
@@ -109,14 +109,14 @@ def test_a_dm_in_plain_words(slack: tuple[WorkspaceClient, Settings]) -> None:
     control.say("what commands do you understand?", user="U0CAROL", channel="dm")
     reply: Any = wait_for(lambda: [m for m in control.transcript("D0CAROL") if m["user"] == "U0ORCHESTRA"],
                           what="a DM answer")
-    assert "/rollback <service>" in reply[0]["text"]
+    assert "/rollback &lt;service&gt;" in reply[0]["text"]
 
 
 def test_negation_in_a_mention_starts_nothing(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
     control, _ = slack
     control.say("<@U0ORCHESTRA> please don't deploy backend until QA signs off", user="U0ALICE")
     control.say("<@U0ORCHESTRA> help", user="U0ALICE")  # a later message: its answer shows the first was handled
-    wait_for(lambda: any("/deploy <service>" in t for t in _mine(control, "U0ALICE")), what="help")
+    wait_for(lambda: any("/deploy &lt;service&gt;" in t for t in _mine(control, "U0ALICE")), what="help")
     assert RunStore(redis).recent() == []
 
 
