@@ -57,7 +57,12 @@ def is_sandboxed(python: Path) -> bool:
 
 def image_id(settings: Settings) -> str:
     """The base image's id: part of a sandboxed virtualenv's cache key."""
-    client = docker_client(settings)
+    try:
+        client = docker_client(settings)
+    except OrchestraError as exc:
+        raise OrchestraError(f"the sandbox for services' tests needs the Docker engine: {exc.message}",
+                             hint="start dockerd or set DOCKER_HOST (scripts/up does both); ORCHESTRA_SANDBOX=none "
+                                  "runs services' tests on this host instead") from exc
     try:
         return str(client.images.get(settings.base_image).id)
     except ImageNotFound as exc:

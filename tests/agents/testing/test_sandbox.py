@@ -247,3 +247,11 @@ def test_the_sandbox_setting_is_docker_unless_told_and_refuses_anything_else() -
     assert Settings.from_env({"ORCHESTRA_SANDBOX": "none"}).sandbox == "none"
     with pytest.raises(OrchestraError, match="ORCHESTRA_SANDBOX='chroot' is not one of docker, none"):
         Settings.from_env({"ORCHESTRA_SANDBOX": "chroot"})
+
+
+def test_without_a_docker_engine_the_stage_says_how_to_get_one(settings: Settings, tmp_path: Path) -> None:
+    boxed = settings.with_(sandbox="docker", docker_host=f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(OrchestraError) as missing:
+        ensure_venv(tmp_path, boxed)
+    assert "needs the Docker engine" in missing.value.message
+    assert "DOCKER_HOST" in str(missing.value.hint) and "ORCHESTRA_SANDBOX=none" in str(missing.value.hint)
