@@ -5,6 +5,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis import Redis
@@ -241,7 +242,7 @@ def test_an_unexpected_failure_gets_a_generic_answer(redis_url: str, slack: tupl
         answer = wait_for(lambda: _mine(control, "U0BOB"), what="an answer")
     finally:
         admin.execute_command("AUTH", "locked-out")
-        admin.config_set("requirepass", "")
+        admin.config_set("requirepass", urlsplit(redis_url).password or "")  # the session's password again
         admin.close()
     assert answer == [":warning: Something went wrong on my side while handling that (it has been logged). "
                       "Please try again."]
