@@ -34,7 +34,7 @@ CONFIG_NAMES = ("devops_orchestra.yaml", "devops_orchestra.yml")
 
 def trusted_policy(repo: str, settings: Settings) -> TrustedPolicy:
     """The policy that governs runs of ``repo``; raises ConfigError when that source is invalid."""
-    from orchestra.config import load_config, parse_config
+    from orchestra.config import config_path
     from orchestra.config.trusted import PolicyFile, TrustedPolicy, parse_policy
     from orchestra.repos import local_copy
 
@@ -46,15 +46,22 @@ def trusted_policy(repo: str, settings: Settings) -> TrustedPolicy:
         return TrustedPolicy.of(parse_policy(text, filename=str(settings.policy_file)), str(settings.policy_file))
     local = _copy(repo, settings, local_copy)
     if not (local / ".git").exists():
-        return TrustedPolicy.of(load_config(local), f"{local.name}/{CONFIG_NAMES[0]}")
+        path = config_path(local)
+        source = f"{local.name}/{path.name}"
+        if not path.is_file():
+            return TrustedPolicy.of(PolicyFile(), source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: cannot read the file: {exc}"]) from exc
+        return TrustedPolicy.of(parse_policy(text, filename=str(path), whole_file=False), source)
     branch = default_branch(local)
     source = f"the {branch.removeprefix('origin/')} branch of {local.name}"
     for name in CONFIG_NAMES:
         found = _file_at(local, branch, name)
         if found is not None:
-            config = parse_config(found, filename=f"{local.name}@{branch.removeprefix('origin/')}:{name}",
-                                  repo_dir=local)
-            return TrustedPolicy.of(config, source)
+            filename = f"{local.name}@{branch.removeprefix('origin/')}:{name}"
+            return TrustedPolicy.of(parse_policy(found, filename=filename, whole_file=False), source)
     return TrustedPolicy.of(PolicyFile(), source)  # no file on the default branch: the documented defaults
 
 

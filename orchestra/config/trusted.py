@@ -8,6 +8,7 @@ puts them over a branch's configuration and :meth:`TrustedPolicy.differences` sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -72,8 +73,17 @@ class TrustedPolicy:
         return found
 
 
-def parse_policy(text: str, *, filename: str) -> PolicyFile:
-    """A policy file's text; raises ConfigError with `FILE:LINE: field: problem` lines."""
+def parse_policy(text: str, *, filename: str, whole_file: bool = True) -> PolicyFile:
+    """A policy file's text; raises ConfigError with `FILE:LINE: field: problem` lines.
+
+    ``whole_file`` False reads only the policy sections of a devops_orchestra.yaml (its other sections
+    are the run's to validate). The same text is parsed once: every stage and decision reads the policy.
+    """
+    return _parse_policy(text, filename, whole_file).model_copy(deep=True)
+
+
+@lru_cache(maxsize=64)
+def _parse_policy(text: str, filename: str, whole_file: bool) -> PolicyFile:
     try:
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader) if root is not None else {}
@@ -81,7 +91,10 @@ def parse_policy(text: str, *, filename: str) -> PolicyFile:
         raise ConfigError([f"{filename}:1: yaml: {exc}"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{filename}:1: (top level): must be a mapping with `environments` and `identities`"])
-    problems = [f"{filename}:{line}: {field_path(loc)}: {msg}" for loc, line, msg in duplicate_keys(root)]
+    if not whole_file:
+        data = {key: value for key, value in data.items() if key in POLICY_SECTIONS}
+    problems = [f"{filename}:{line}: {field_path(loc)}: {msg}" for loc, line, msg in duplicate_keys(root)
+                if whole_file or str(loc[0]) in POLICY_SECTIONS]
     try:
         policy = PolicyFile.model_validate(data)
     except ValidationError as exc:
