@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
+import time
+from types import FrameType
 
+from redis import Redis, RedisError
 from rq import Worker
 from rq.serializers import JSONSerializer
 
@@ -17,12 +21,18 @@ from orchestra.telemetry import metrics_registry, serve_metrics
 
 logger = logging.getLogger(__name__)
 
+RESTART_PAUSE_S = 0.5
+LONGEST_PAUSE_S = 60.0
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="run stage jobs (an RQ worker) and the router")
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--no-router", action="store_true", help="do not run a router in this process")
     parser.add_argument("--name", help="worker name (default: RQ's)")
+    parser.add_argument("--worker-ttl", type=int, default=None, metavar="SECONDS",
+                        help="how long a worker that stopped answering stays registered, and how long one "
+                             "Redis call may hang before the worker reconnects (default: RQ's 420)")
     parser.set_defaults(handler=run)
 
 
@@ -41,10 +51,61 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         router = threading.Thread(target=Router(redis, settings).run, args=(stop,), name="router", daemon=True)
         router.start()
     try:
-        worker = Worker([stage_queue(redis)], connection=redis, serializer=JSONSerializer, name=args.name)
-        worker.work(burst=args.burst, with_scheduler=not args.burst, logging_level="WARNING")
+        _work(args, redis)
     finally:
         stop.set()
         if router is not None:
             router.join(timeout=5)
     return 0
+
+
+class _Worker(Worker):
+    """RQ's worker, remembering whether its loop ended because a stop was asked for (a signal)."""
+
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)
+
+
+def _work(args: argparse.Namespace, redis: Redis) -> None:
+    """Work until a stop is asked for (or the queue is empty with --burst).
+
+    RQ's loop ends on a Redis timeout or a dropped connection ("quitting..."); this worker starts it
+    again after a pause that doubles up to a minute, so a Redis restart or a slow moment never
+    takes a worker away.
+    """
+    pause = RESTART_PAUSE_S
+    while True:
+        worker = _Worker([stage_queue(redis)], connection=redis, serializer=JSONSerializer, name=args.name,
+                         worker_ttl=args.worker_ttl)
+        started = time.monotonic()
+        try:
+            worker.work(burst=args.burst, with_scheduler=not args.burst, logging_level="WARNING")
+        except RedisError as exc:  # raised while starting up or tearing down, with Redis away
+            logger.warning("Redis: %s", exc)
+        if args.burst or worker.stop_asked:
+            return
+        pause = RESTART_PAUSE_S if time.monotonic() - started > LONGEST_PAUSE_S else min(pause * 2, LONGEST_PAUSE_S)
+        logger.warning("the worker's loop ended without a stop request (Redis unreachable?); working again in %g s",
+                       pause)
+        if _stopped_within(pause):
+            return
+        _forget(worker)
+
+
+def _forget(worker: Worker) -> None:
+    """Mark the old worker dead, so that a worker of the same name can register."""
+    try:
+        worker.register_death()
+    except RedisError:  # still away: the next start will say so
+        pass
+
+
+def _stopped_within(seconds: float) -> bool:
+    """Wait ``seconds``; True when SIGTERM or SIGINT came meanwhile (RQ's handlers need Redis)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    return stop.wait(seconds)

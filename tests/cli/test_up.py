@@ -14,7 +14,8 @@ from orchestra.settings import PROJECT_ROOT, Settings
 from tests.support.services import wait_for
 from tests.support.slack_workspace import process_env
 
-SLEEPER = f"{sys.executable} -c 'import time; open(\"{{pidfile}}\", \"a\").write(\"%d\\n\" % __import__(\"os\").getpid()); time.sleep(600)'"
+SLEEPER = (f"{sys.executable} -c 'import os, time; "
+           "open(\"{pidfile}\", \"a\").write(\"%d\\n\" % os.getpid()); time.sleep(600)'")
 
 
 def _alive(pid: int) -> bool:
