@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
@@ -154,17 +154,20 @@ def acl_setuser(role: str, user: str, password: str) -> list[str]:
 
 
 def without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """``url`` with no user or password (written by hand: urllib drops the ``//`` of ``unix://``)."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
 
 
 def public_url(url: str) -> str:
     """``url`` with its password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    if urlsplit(url).password is None:
         return url
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, _, host = authority.rpartition("@")
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}{slash}{tail}"
 
 
 def _credentials_hint(url: str) -> str:

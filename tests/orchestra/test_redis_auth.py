@@ -219,3 +219,23 @@ def test_the_readme_shows_the_acl_each_process_is_checked_against() -> None:
     assert worker.keys == bot.keys and worker.channels == ("rq:pubsub:*",)
     assert worker.commands == (*bot.commands, "+subscribe", "+unsubscribe", "+publish")
     assert "`&rq:pubsub:*` (after `resetchannels`) `+subscribe +unsubscribe +publish`" in readme
+
+
+def test_a_unix_socket_redis_is_checked_the_same_way(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    for password in ("s3cret", None):
+        auth = ["--requirepass", password] if password else []
+        proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                                 "--save", "", "--dir", str(tmp_path), *auth], stdout=subprocess.DEVNULL)
+        try:
+            wait_for(sock.exists, what="redis-server's socket")
+            url = f"unix://:{password}@{sock}?db=0" if password else f"unix://{sock}?db=0"
+            if password:
+                assert connect(url).ping() and public_url(url) == f"unix://:***@{sock}?db=0"
+            else:
+                with pytest.raises(OrchestraError, match="serves clients that send no password"):
+                    connect(url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            sock.unlink(missing_ok=True)
