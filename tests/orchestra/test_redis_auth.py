@@ -239,3 +239,28 @@ def test_a_unix_socket_redis_is_checked_the_same_way(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(timeout=10)
             sock.unlink(missing_ok=True)
+
+
+def test_a_tls_redis_is_reached_with_rediss_and_checked_over_tls_too(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    for password in ("s3cret", None):
+        port = free_port()
+        auth = ["--requirepass", password] if password else []
+        proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                                 "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                                 "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path), *auth],
+                                stdout=subprocess.DEVNULL)
+        try:
+            wait_for(lambda port=port: port_open(port), what="redis-server with TLS")
+            url = f"rediss://{f':{password}@' if password else ''}127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+            if password:
+                assert connect(url).ping()
+            else:
+                with pytest.raises(OrchestraError, match="serves clients that send no password"):
+                    connect(url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
