@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestra.config.demo_traffic import DemoTraffic
-from orchestra.config.types import Duration, KubernetesCluster, did_you_mean
+from orchestra.config.types import Duration, EcsCluster, KubernetesCluster, did_you_mean
 from orchestra.errors import NotFound
 from orchestra.intents import ENVIRONMENTS
 
@@ -121,6 +121,7 @@ class EnvironmentPolicy(StrictModel):
     freeze: list[FreezeWindow] = Field(default_factory=list)
     demo_traffic: DemoTraffic | None = None  # background requests while a run deploys here
     kubernetes: KubernetesCluster = Field(default_factory=KubernetesCluster)  # for `runtime: kubernetes`
+    ecs: EcsCluster | None = None  # for `runtime: ecs`
 
     def triggers_on(self, branch: str) -> bool:
         """Does a push to ``branch`` deploy here (glob patterns such as ``release/*``)?"""

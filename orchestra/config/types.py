@@ -4,9 +4,9 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -115,3 +115,86 @@ class KubernetesCluster(BaseModel):
         if not re.fullmatch(r"1\.\d{1,2}", value):
             raise ValueError(f"`{value}` is not a Kubernetes version; write it as major.minor, e.g. \"1.32\"")
         return value
+
+
+_ARN = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:\S+")
+ECS_CPU = (256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def check_arn(value: str, kind: str) -> str:
+    """An AWS ARN of ``kind`` (e.g. ``elasticloadbalancing`` + ``listener/``)."""
+    service, _, resource = kind.partition(":")
+    if not _ARN.fullmatch(value) or value.split(":")[2] != service or resource not in value.split(":", 5)[5]:
+        raise ValueError(f"`{value}` is not the ARN of a {resource.rstrip('/') or service}; copy it from the "
+                         f"AWS console or `aws {service} describe-...`, e.g. arn:aws:{service}:us-east-1:"
+                         f"123456789012:{resource}...")
+    return value
+
+
+class EcsCluster(BaseModel):
+    """Where an environment's ``runtime: ecs`` services go (``environments.<env>.ecs``). The platform
+    (Terraform, the console) creates the cluster, the ALB listener and the two target groups of each
+    service; the deploy registers task definitions, creates one ECS service per colour and moves the
+    listener's weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: str  # the ECS cluster's name or ARN
+    listener: str  # the ALB listener whose forward action (default or a rule) names the service's target groups
+    target_groups: tuple[str, str] = ("{service}-blue", "{service}-green")  # names; "{service}", "{env}" replaced
+    region: str | None = None  # none: the standard chain (AWS_REGION, AWS_DEFAULT_REGION, the profile)
+    launch_type: Literal["FARGATE", "EC2"] = "FARGATE"
+    subnets: list[str] = []  # awsvpc networking (required for FARGATE)
+    security_groups: list[str] = []
+    assign_public_ip: bool = False
+    cpu: int = 256  # task CPU units
+    memory: int = 512  # task memory, MiB
+    execution_role: str | None = None  # the task execution role: pulls from ECR, reads secrets, writes logs
+    log_group: str = "/orchestra/{service}"  # CloudWatch Logs group of the awslogs driver (created if missing)
+    secret_prefix: str = "{env}/"  # each of secrets.keys is the Secrets Manager secret <prefix><KEY>
+    rollout_timeout: Duration = 600.0  # how long a colour's targets may take to become healthy
+
+    @field_validator("listener")
+    @classmethod
+    def _listener_arn(cls, value: str) -> str:
+        return check_arn(value, "elasticloadbalancing:listener/")
+
+    @field_validator("execution_role")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        return None if value is None else check_arn(value, "iam:role/")
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_units(cls, value: int) -> int:
+        if value not in ECS_CPU:
+            raise ValueError(f"`{value}` is not a task CPU size; use one of {', '.join(map(str, ECS_CPU))}")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_mib(cls, value: int) -> int:
+        if not 512 <= value <= 122880:
+            raise ValueError(f"`{value}` MiB is not a task memory size; use 512 to 122880 (MiB)")
+        return value
+
+    @field_validator("target_groups")
+    @classmethod
+    def _two_names(cls, value: tuple[str, str]) -> tuple[str, str]:
+        for name in value:
+            probe = name.replace("{service}", "x").replace("{env}", "x")
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?", probe):
+                raise ValueError(f"`{name}` is not a target group name (letters, digits and '-', at most 32)")
+        if value[0] == value[1]:
+            raise ValueError("the two target groups must differ: one per colour")
+        return value
+
+    @model_validator(mode="after")
+    def _fargate_needs_a_network(self) -> EcsCluster:
+        if self.launch_type == "FARGATE" and not self.subnets:
+            raise ValueError("FARGATE tasks need `subnets` (and usually `security_groups`): list the "
+                             "subnet ids the tasks run in")
+        if self.launch_type == "FARGATE" and self.execution_role is None:
+            raise ValueError("FARGATE tasks need `execution_role` (the role that pulls the image, reads the "
+                             "secrets and writes the logs): give its ARN")
+        return self

@@ -146,9 +146,10 @@ INVALID = [
      "project:\n  name: shop\n deployment: [\n",
      ["3: yaml: did not find expected key (while parsing a block mapping)"]),
     ("a runtime that is planned but not built is refused, not ignored",
-     MINIMAL + "      runtime: ecs\n",
-     ["7: deployment.services[0].runtime: runtime `ecs` is not supported yet; use `docker` (containers on "
-      "this host behind nginx) or `kubernetes` (a Deployment per version)"]),
+     MINIMAL + "      runtime: ec2\n",
+     ["7: deployment.services[0].runtime: runtime `ec2` is not supported yet; use `docker` (containers on "
+      "this host behind nginx), `kubernetes` (a Deployment per version) or `ecs` (an ECS service per colour "
+      "behind an ALB)"]),
     ("top level is a list",
      "- project\n",
      ["1: (top level): must be a mapping of sections such as project, deployment, environments"]),

@@ -1,4 +1,5 @@
-"""Which target serves a service: its ``runtime`` (``docker``: this host; ``kubernetes``: a cluster).
+"""Which target serves a service: its ``runtime`` (``docker``: this host; ``kubernetes``: a cluster;
+``ecs``: an ECS cluster behind an ALB).
 
 :class:`Targets` opens each target the first time a service needs it (no Docker engine is touched for
 a group that runs only on Kubernetes) and closes what it opened.
@@ -16,7 +17,7 @@ from orchestra.config import ProjectConfig
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
 
-RUNTIMES = ("docker", "kubernetes")
+RUNTIMES = ("docker", "kubernetes", "ecs")
 
 
 def lists_scrape_targets(runtime: str) -> bool:
@@ -60,7 +61,24 @@ class Targets:
             replicas = {s.name: s.replicas for s in self.config.deployment.services}
             return KubernetesTarget(KubeApi(connect(cluster), cluster.namespace), self.redis, cluster,
                                     replicas=replicas)
+        if runtime == "ecs":
+            return self._ecs()
         raise StageFailed(f"no deploy target for runtime `{runtime}`", hint=f"use one of {', '.join(RUNTIMES)}")
+
+    def _ecs(self) -> DeployTarget:
+        from agents.deploy.targets.ecs import EcsTarget
+        from agents.deploy.targets.ecs.aws import Aws
+
+        settings = self.config.environment(self.env).ecs
+        if settings is None:
+            raise StageFailed(f"{self.env} has no ECS settings for its `runtime: ecs` services",
+                              hint=f"add environments.{self.env}.ecs (cluster, listener, subnets, execution_role) "
+                                   "to devops_orchestra.yaml")
+        threshold = self.config.rollback.threshold
+        return EcsTarget(Aws(settings.region), self.redis, settings,
+                         replicas={s.name: s.replicas for s in self.config.deployment.services},
+                         secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
+                         error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
 
     def opened(self) -> list[DeployTarget]:
         return list(self._open.values())

@@ -329,13 +329,13 @@ def test_a_manifest_that_fails_validation_sends_nothing(
     assert mock.changes() == []
 
 
-@pytest.mark.parametrize("runtime", ["ecs", "lambda", "ec2", "kubernets"])
+@pytest.mark.parametrize("runtime", ["lambda", "ec2", "kubernets"])
 def test_a_runtime_without_a_target_is_refused_naming_what_is_supported(tmp_path: Path, runtime: str) -> None:
     (tmp_path / "devops_orchestra.yaml").write_text(
         f"project: {{name: shop}}\ndeployment:\n  services:\n    - {{name: web, runtime: {runtime}}}\n")
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
-    assert "`docker` (containers on this host behind nginx) or `kubernetes`" in str(caught.value)
+    assert "`docker` (containers on this host behind nginx), `kubernetes`" in str(caught.value)
     if runtime == "kubernets":
         assert "did you mean `kubernetes`" in str(caught.value)
 
