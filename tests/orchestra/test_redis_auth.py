@@ -264,3 +264,40 @@ def test_a_tls_redis_is_reached_with_rediss_and_checked_over_tls_too(tmp_path: P
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def _scripts_up_redis_block(state: Path, port: int) -> str:
+    """scripts/up's Redis lines as they are, on ``port`` instead of 6379, then print what they made."""
+    text = (PROJECT_ROOT / "scripts" / "up").read_text()
+    helper = text[text.index("wait_until() {"):text.index("\n}\n", text.index("wait_until() {")) + 3]
+    start = text.index("# Redis with a password")
+    block = text[start:text.index("    wait_until 10 redis_up\nfi\n", start) + len("    wait_until 10 redis_up\nfi\n")]
+    return (f"set -euo pipefail\nstate={state}\nstarted=()\n{helper}{block.replace('6379', str(port))}"
+            'echo "URL=$REDIS_URL"\necho "PID=${started[0]}"\n')
+
+
+def test_scripts_up_starts_redis_with_a_generated_password_kept_private_and_reused(tmp_path: Path) -> None:
+    port, seen = free_port(), []
+    for _ in range(2):  # the second start reuses the password and finds the data of the first
+        run = subprocess.run(["bash", "-c", _scripts_up_redis_block(tmp_path, port)], cwd=PROJECT_ROOT,
+                             env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        out = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+        url, pid = out["URL"], int(out["PID"])
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+            client = connect(url)
+            client.incr("orchestra:starts")
+            seen.append((url, int(client.get("orchestra:starts") or 0)))
+            client.save()
+        finally:
+            os.kill(pid, 15)
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), what="redis-server to stop")
+        password = (tmp_path / "redis.password").read_text().strip()
+        assert len(password) == 48 and password not in args and password not in run.stdout.replace(url, "")
+        assert (tmp_path / "redis.password").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "redis.conf").stat().st_mode & 0o777 == 0o600
+
+    assert seen[0][0] == seen[1][0] == f"redis://:{password}@127.0.0.1:{port}/0"
+    assert [count for _, count in seen] == [1, 2]
