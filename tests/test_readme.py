@@ -130,7 +130,8 @@ def test_every_readme_command_works_as_printed(redis_url: str, docker_env: Docke
         env = process_env(settings, running.api_url, ORCHESTRA_CACHE_DIR=str(tmp_path / "cache"),
                           ORCHESTRA_PROMETHEUS_URL=prom.url, DOCKER_HOST=docker_env.url,
                           ORCHESTRA_REGISTRY=docker_env.registry, ORCHESTRA_BASE_IMAGE=docker_env.base_image,
-                          ORCHESTRA_BUILD_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt")
+                          ORCHESTRA_BUILD_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt",
+                          ORCHESTRA_SANDBOX="docker")  # as under scripts/up: services' tests run in a box
         sh = Shell({**env, "HOME": str(home), "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:{env['PATH']}"})
         with bot_process(settings, slack, running.api_url, tmp_path / "bot.log"), \
                 orchestra_process(["worker"], env, tmp_path / "worker.log"):
