@@ -53,8 +53,8 @@ class EnvVar(StrictModel):
         return str(value) if isinstance(value, int | float) else value
 
 
-RUNTIMES = ("docker", "kubernetes", "ecs")  # each has a target in agents/deploy/targets
-PLANNED_RUNTIMES = ("ec2", "lambda")
+RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")  # each has a target in agents/deploy/targets
+PLANNED_RUNTIMES = ("ec2",)
 
 
 class ServiceConfig(StrictModel):
@@ -76,8 +76,9 @@ class ServiceConfig(StrictModel):
     def _supported_runtime(cls, value: str) -> str:
         if value in RUNTIMES:
             return value
-        supported = ("`docker` (containers on this host behind nginx), `kubernetes` (a Deployment per version) "
-                     "or `ecs` (an ECS service per colour behind an ALB)")
+        supported = ("`docker` (containers on this host behind nginx), `kubernetes` (a Deployment per version), "
+                     "`ecs` (an ECS service per colour behind an ALB) or `lambda` (a version per deploy behind an "
+                     "alias)")
         if value in PLANNED_RUNTIMES:
             raise ValueError(f"runtime `{value}` is not supported yet; use {supported}")
         raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, RUNTIMES)}; use {supported}")

@@ -198,3 +198,25 @@ class EcsCluster(BaseModel):
             raise ValueError("FARGATE tasks need `execution_role` (the role that pulls the image, reads the "
                              "secrets and writes the logs): give its ARN")
         return self
+
+
+class LambdaFunction(BaseModel):
+    """Where an environment's ``runtime: lambda`` services go (``environments.<env>.lambda``). The platform
+    creates the function (package type Image, its role); each deploy publishes a version of it and
+    moves the alias's weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: str = "{service}-{env}"  # the function's name ("{service}", "{env}" replaced)
+    alias: str = "live"  # the alias callers invoke; canary weights go on it (AdditionalVersionWeights)
+    region: str | None = None  # none: the standard chain (AWS_REGION, AWS_DEFAULT_REGION, the profile)
+    update_timeout: Duration = 300.0  # how long a code update or a new version may take to become Active
+
+    @field_validator("function", "alias")
+    @classmethod
+    def _lambda_name(cls, value: str) -> str:
+        probe = value.replace("{service}", "x").replace("{env}", "x")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", probe) or probe.isdigit():
+            raise ValueError(f"`{value}` is not a Lambda function or alias name (letters, digits, '-' and '_', "
+                             "at most 64, not only digits)")
+        return value

@@ -249,3 +249,62 @@ def aws_env(url: str, **extra: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class Invocations:
+    """Lambda's own CloudWatch metrics for a function invoked through ``alias``: each tick, ``per_tick``
+    invocations split by the alias's weights, each version's Errors by ``error_rate`` (keyed by the
+    published version number: moto reports $LATEST's image for every published version)."""
+
+    def __init__(self, url: str, function: str, alias: str = "live", *, per_tick: int = 1000) -> None:
+        self.lam, self.cw = client(url, "lambda"), client(url, "cloudwatch")
+        self.function, self.alias, self.per_tick = function, alias, per_tick
+        self.error_rate: dict[str, float] = {}  # published version ("2") -> share of invocations that fail
+        self.routing_seen: list[dict[str, float]] = []  # version -> share, each time it changed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="invocations", daemon=True)
+
+    def start(self) -> Invocations:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - no alias yet: the next tick looks again
+                pass
+            self._stop.wait(0.1)
+
+    def tick(self) -> None:
+        alias = self.lam.get_alias(FunctionName=self.function, Name=self.alias)
+        extra = {v: float(w) for v, w in ((alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+                                          or {}).items()}
+        shares = {alias["FunctionVersion"]: 1.0 - sum(extra.values()), **extra}
+        if not self.routing_seen or self.routing_seen[-1] != shares:
+            self.routing_seen.append(shares)
+        now = datetime.now(UTC)
+        for version, share in shares.items():
+            calls = self.per_tick * share
+            dims = [{"Name": "FunctionName", "Value": self.function},
+                    {"Name": "Resource", "Value": f"{self.function}:{self.alias}"},
+                    {"Name": "ExecutedVersion", "Value": version}]
+            self.cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[
+                {"MetricName": "Invocations", "Dimensions": dims, "Value": calls, "Timestamp": now},
+                {"MetricName": "Errors", "Dimensions": dims, "Value": calls * self.error_rate.get(version, 0.0),
+                 "Timestamp": now},
+                {"MetricName": "Duration", "Dimensions": dims, "Value": 12.0, "Timestamp": now}])
+
+
+def lambda_function(url: str, name: str, image: str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:v0",
+                    package: str = "Image") -> str:
+    """A function as the platform would create it (its role included); returns its ARN."""
+    role = client(url, "iam").create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code: dict[str, Any] = {"ImageUri": image} if package == "Image" else {"ZipFile": b"PK\x05\x06" + b"\0" * 18}
+    extra = {} if package == "Image" else {"Runtime": "python3.12", "Handler": "app.handler"}
+    return str(client(url, "lambda").create_function(FunctionName=name, Role=role, PackageType=package,
+                                                     Code=code, **extra)["FunctionArn"])

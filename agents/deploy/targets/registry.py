@@ -1,5 +1,5 @@
 """Which target serves a service: its ``runtime`` (``docker``: this host; ``kubernetes``: a cluster;
-``ecs``: an ECS cluster behind an ALB).
+``ecs``: an ECS cluster behind an ALB; ``lambda``: a function's versions behind an alias).
 
 :class:`Targets` opens each target the first time a service needs it (no Docker engine is touched for
 a group that runs only on Kubernetes) and closes what it opened.
@@ -17,7 +17,7 @@ from orchestra.config import ProjectConfig
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
 
-RUNTIMES = ("docker", "kubernetes", "ecs")
+RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")
 
 
 def lists_scrape_targets(runtime: str) -> bool:
@@ -63,6 +63,8 @@ class Targets:
                                     replicas=replicas)
         if runtime == "ecs":
             return self._ecs()
+        if runtime == "lambda":
+            return self._lambda()
         raise StageFailed(f"no deploy target for runtime `{runtime}`", hint=f"use one of {', '.join(RUNTIMES)}")
 
     def _ecs(self) -> DeployTarget:
@@ -79,6 +81,19 @@ class Targets:
                          replicas={s.name: s.replicas for s in self.config.deployment.services},
                          secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
                          error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
+
+    def _lambda(self) -> DeployTarget:
+        from agents.deploy.targets.awslambda import LambdaTarget
+        from agents.deploy.targets.ecs.aws import Aws
+
+        settings = self.config.environment(self.env).lambda_
+        if settings is None:
+            raise StageFailed(f"{self.env} has no Lambda settings for its `runtime: lambda` services",
+                              hint=f"add environments.{self.env}.lambda (function, alias, region) to "
+                                   "devops_orchestra.yaml")
+        threshold = self.config.rollback.threshold
+        return LambdaTarget(Aws(settings.region), self.redis, settings, secret_keys=list(self.config.secrets.keys),
+                            error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
 
     def opened(self) -> list[DeployTarget]:
         return list(self._open.values())

@@ -38,26 +38,33 @@ class Sample:
 
 
 def sample(aws: Aws, group: TargetGroup, start: dt.datetime, end: dt.datetime) -> Sample:
-    """Requests, 5xx and p99 latency of ``group`` between ``start`` and ``end``."""
-    period = max(MIN_WINDOW_S, math.ceil((end - start).total_seconds() / 60) * 60)
+    """Requests, 5xx and p99 latency of an ALB target group between ``start`` and ``end``."""
     dims = [{"Name": "TargetGroup", "Value": group.dimension}]
     if group.lb_dimension:
         dims.append({"Name": "LoadBalancer", "Value": group.lb_dimension})
+    return sample_of(aws, NAMESPACE, dims, start, end, requests="RequestCount", errors="HTTPCode_Target_5XX_Count",
+                     latency="TargetResponseTime", latency_to_s=1.0)
+
+
+def sample_of(aws: Aws, namespace: str, dims: list[dict[str, str]], start: dt.datetime, end: dt.datetime, *,
+              requests: str, errors: str, latency: str, latency_to_s: float) -> Sample:
+    """Sums of ``requests`` and ``errors`` and the p99 of ``latency`` (times ``latency_to_s``: seconds)."""
+    period = max(MIN_WINDOW_S, math.ceil((end - start).total_seconds() / 60) * 60)
 
     def query(qid: str, metric: str, stat: str) -> dict[str, Any]:
-        return {"Id": qid, "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": metric,
+        return {"Id": qid, "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric,
                                                      "Dimensions": dims}, "Period": period, "Stat": stat}}
 
     counts = aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end, MetricDataQueries=[
-        query("requests", "RequestCount", "Sum"), query("errors", "HTTPCode_Target_5XX_Count", "Sum")])
+        query("requests", requests, "Sum"), query("errors", errors, "Sum")])
     values = {r["Id"]: sum(r.get("Values") or []) for r in counts["MetricDataResults"]}
     try:
-        latency = aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end,
-                           MetricDataQueries=[query("p99", "TargetResponseTime", "p99")])
-        found = [v for r in latency["MetricDataResults"] for v in r.get("Values") or []]
-        p99, problem = (max(found), None) if found else (None, "no TargetResponseTime data")
+        answered = aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end,
+                            MetricDataQueries=[query("p99", latency, "p99")])
+        found = [v for r in answered["MetricDataResults"] for v in r.get("Values") or []]
+        p99, problem = (max(found) * latency_to_s, None) if found else (None, f"no {latency} data")
     except AwsError as exc:
-        p99, problem = None, f"CloudWatch did not answer TargetResponseTime p99 ({exc.message})"
+        p99, problem = None, f"CloudWatch did not answer {latency} p99 ({exc.message})"
     return Sample(values.get("requests", 0.0), values.get("errors", 0.0), p99, problem)
 
 
@@ -81,13 +88,13 @@ def cloudwatch_judge(aws: Aws, groups: tuple[TargetGroup, TargetGroup], *, error
     return judge
 
 
-def verdict_of(canary: Sample, baseline: Sample, *, error_rate: float,
-               latency_ms: int | None) -> tuple[str, str]:
+def verdict_of(canary: Sample, baseline: Sample, *, error_rate: float, latency_ms: int | None,
+               errors: str = "5xx") -> tuple[str, str]:
     """("pass" | "fail" | "inconclusive", why)."""
     if canary.requests < MIN_REQUESTS:
         return "inconclusive", f"{canary.requests:.0f} canary requests, need {MIN_REQUESTS}"
     rate, base = canary.error_rate, baseline.error_rate
-    said = f"5xx {rate:.1f}% (baseline {base:.1f}%) over {canary.requests:.0f} requests"
+    said = f"{errors} {rate:.1f}% (baseline {base:.1f}%) over {canary.requests:.0f} requests"
     if rate > error_rate:
         return "fail", f"{said}: above the threshold {error_rate:g}%"
     if baseline.requests >= MIN_REQUESTS and rate > base + TOLERANCE_POINTS:

@@ -1,0 +1,270 @@
+"""The Lambda target (``runtime: lambda``): a published version per deploy behind a weighted alias.
+
+A deploy points the function (package type Image, created by the platform) at the new image and the
+service's environment, waits until the update is done, publishes a version and waits until it is
+Active. Blue-green moves the alias to it at once; canary keeps the alias on the old version and gives
+the new one ``AdditionalVersionWeights``, step by step, each step judged on CloudWatch (``Errors``
+against ``Invocations`` and ``Duration`` p99 per executed version). A failure or a rollback puts the
+alias back. Versions are immutable and cost nothing idle, so there is nothing to reap.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+
+from agents.deploy.strategies import Judge, Shift, TrafficStep, blue_green, canary, rolling
+from agents.deploy.targets.base import DeployOutcome, Plan, Report
+from agents.deploy.targets.ecs.aws import Aws, AwsError
+from agents.deploy.targets.ecs.metrics import MIN_WINDOW_S, sample_of, verdict_of, with_cloudwatch
+from agents.deploy.targets.state import (
+    LiveState,
+    Release,
+    clear_live,
+    get_live,
+    record_release,
+    rollback_target,
+    set_live,
+)
+from orchestra.config.types import LambdaFunction
+from orchestra.errors import NotFound, StageFailed
+
+POLL_S = 0.2
+
+
+def number_of(release: Release) -> str:
+    """The published version number of a release (``web-staging:7`` -> ``7``)."""
+    return release.container.rsplit(":", 1)[1]
+
+
+class AliasSplit:
+    """Traffic between two published versions by the alias's weights."""
+
+    def __init__(self, aws: Aws, function: str, alias: str) -> None:
+        self.aws, self.function, self.alias = aws, function, alias
+
+    def split(self, new: Release, old: Release | None, weight: int) -> dict[str, int]:
+        if old is None or weight >= 100:
+            self.point(number_of(new))
+        elif weight <= 0:
+            self.point(number_of(old))
+        else:
+            self.point(number_of(old), {number_of(new): round(weight / 100, 2)})
+        return {new.version: weight, **({old.version: 100 - weight} if old else {})}
+
+    def point(self, version: str, extra: dict[str, float] | None = None) -> None:
+        self.aws.call("lambda", "update_alias", FunctionName=self.function, Name=self.alias,
+                      FunctionVersion=version, RoutingConfig={"AdditionalVersionWeights": extra or {}})
+
+
+class LambdaTarget:
+    """Deploy, undo and roll back functions in one region."""
+
+    runtime = "lambda"
+
+    def __init__(self, aws: Aws, redis: Redis, settings: LambdaFunction, *, secret_keys: list[str],
+                 error_rate: float = 5.0, latency_ms: int | None = 1000,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.aws, self.redis, self.settings = aws, redis, settings
+        self.secret_keys = secret_keys
+        self.error_rate, self.latency_ms = error_rate, latency_ms
+        self.sleep = sleep
+
+    def function(self, service: str, env: str) -> str:
+        return self.settings.function.replace("{service}", service).replace("{env}", env)
+
+    # -- the interface ------------------------------------------------------------------------------
+
+    def wait_healthy(self, release: Release, health: str, timeout: float | None = None) -> float:
+        """Seconds until the published version is Active; StageFailed with Lambda's reason otherwise."""
+        function, number = release.container.rsplit(":", 1)
+        return self._wait(function, number, timeout or self.settings.update_timeout)
+
+    def live(self, service: str, env: str) -> LiveState | None:
+        return get_live(self.redis, service, env)
+
+    def logs(self, release: Release, lines: int = 50) -> str:
+        group = f"/aws/lambda/{release.container.rsplit(':', 1)[0]}"
+        try:
+            found = self.aws.call("logs", "filter_log_events", logGroupName=group, limit=1000)
+        except AwsError as exc:
+            return f"(no logs in {group}: {exc.message})"
+        messages = [str(e.get("message", "")).rstrip() for e in found.get("events") or []]
+        return "\n".join(messages[-lines:]) or f"(no log lines in {group})"
+
+    def scrape_address(self, release: Release) -> str | None:
+        return None  # the judge reads CloudWatch
+
+    def reap(self, now: float | None = None) -> list[str]:
+        return []  # published versions are immutable and cost nothing idle
+
+    def close(self) -> None:
+        self.aws.close()
+
+    def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        before = get_live(self.redis, plan.service, plan.env)
+        function = self.function(plan.service, plan.env)
+        state = before or LiveState(service=plan.service, env=plan.env, edge_port=0, edge_prefix="",
+                                    runtime=self.runtime, location=f"{function}:{self.settings.alias} "
+                                                                   f"({self.aws.region})")
+        current = state.current
+        if current and current.image == plan.image and state.weights.get(current.version) == 100:
+            return DeployOutcome(before, state, changed=False)
+        if self.secret_keys:
+            raise StageFailed(f"not supported yet: secrets.keys on Lambda ({', '.join(self.secret_keys)})",
+                              hint="Lambda has no secret injection; read them from Secrets Manager in the "
+                                   "function, or deploy the service on ecs or kubernetes")
+        arn = self._check_function(function)
+        alias = self._alias(function)
+        state = state.model_copy(update={"address": f"{arn}:{self.settings.alias}"})
+        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
+                             "image": plan.image, "strategy": plan.strategy, "url": state.url,
+                             "where": f"lambda {state.location}",
+                             "from_version": current.version if current else None,
+                             "from_ref": current.ref if current else None})
+        started = time.monotonic()
+        split = AliasSplit(self.aws, function, self.settings.alias)
+        new: Release | None = None
+        try:
+            env = {**plan.extra_env, "APP_VERSION": plan.version, "ORCHESTRA_ENV": plan.env}
+            self.aws.call("lambda", "update_function_configuration", FunctionName=function,
+                          Environment={"Variables": env})
+            self._wait(function, None, self.settings.update_timeout)
+            self.aws.call("lambda", "update_function_code", FunctionName=function, ImageUri=plan.image)
+            self._wait(function, None, self.settings.update_timeout)
+            number = str(self.aws.call("lambda", "publish_version", FunctionName=function,
+                                       Description=f"{plan.version} ({plan.run_id})")["Version"])
+            new = Release(version=plan.version, image=plan.image, port=0, container=f"{function}:{number}",
+                          run_id=plan.run_id, ref=plan.ref)
+            ready_s = self.wait_healthy(new, plan.health)
+            report("progress", {"phase": "healthy", "version": plan.version, "published": number,
+                                "seconds": ready_s})
+            if alias is None:
+                self.aws.call("lambda", "create_alias", FunctionName=function, Name=self.settings.alias,
+                              FunctionVersion=number)
+            verdicts = self._move(plan, state, new, split, function, judge, report)
+        except Exception:
+            if current is not None:
+                split.point(number_of(current))
+            elif alias is None and new is not None:
+                self.aws.call("lambda", "delete_alias", FunctionName=function, Name=self.settings.alias)
+            if before is not None:
+                set_live(self.redis, before)
+            else:
+                clear_live(self.redis, plan.service, plan.env)
+            raise
+        previous = current.model_copy(update={"keep_until": None}) if current else None
+        record_release(self.redis, plan.service, plan.env, new)
+        after = set_live(self.redis, state.model_copy(update={
+            "current": new, "previous": previous, "weights": {new.version: 100}, "last_action": "deploy",
+            "run_id": plan.run_id}))
+        return DeployOutcome(before, after, True, {"health": ready_s,
+                                                   "total": round(time.monotonic() - started, 2)}, verdicts)
+
+    def restore(self, outcome: DeployOutcome, health: str) -> None:
+        after = outcome.after
+        old = outcome.before.current if outcome.before else None
+        function = after.current.container.rsplit(":", 1)[0] if after.current else ""
+        if old is not None:
+            AliasSplit(self.aws, function, self.settings.alias).point(number_of(old))
+            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))  # type: ignore[union-attr]
+        elif after.current is not None:
+            self.aws.call("lambda", "delete_alias", FunctionName=function, Name=self.settings.alias)
+            clear_live(self.redis, after.service, after.env)
+
+    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
+                 run_id: str) -> tuple[LiveState, bool]:
+        state = get_live(self.redis, service, env)
+        if state is None or state.current is None:
+            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
+        target = rollback_target(self.redis, state, to_version)
+        if target is None:
+            return state, False
+        AliasSplit(self.aws, self.function(service, env), self.settings.alias).point(number_of(target))
+        return set_live(self.redis, state.model_copy(update={
+            "current": target, "previous": state.current, "weights": {target.version: 100},
+            "last_action": "rollback", "run_id": run_id})), True
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _check_function(self, function: str) -> str:
+        """The function's ARN; a clear error when it is missing or not an image function."""
+        try:
+            found = self.aws.call("lambda", "get_function_configuration", FunctionName=function)
+        except AwsError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise
+            raise StageFailed(f"the Lambda function {function} does not exist in {self.aws.region}",
+                              hint="create it (package type Image, with its execution role); each deploy "
+                                   "publishes a version of it") from exc
+        if found.get("PackageType") != "Image":
+            raise StageFailed(f"the Lambda function {function} is a {found.get('PackageType')} function",
+                              hint="the deploy publishes container images: create it with package type Image")
+        return str(found["FunctionArn"])
+
+    def _alias(self, function: str) -> dict[str, Any] | None:
+        try:
+            return self.aws.call("lambda", "get_alias", FunctionName=function, Name=self.settings.alias)
+        except AwsError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise
+            return None
+
+    def _wait(self, function: str, qualifier: str | None, timeout: float) -> float:
+        started = time.monotonic()
+        extra = {"Qualifier": qualifier} if qualifier else {}
+        while True:
+            found = self.aws.call("lambda", "get_function_configuration", FunctionName=function, **extra)
+            state, update = found.get("State"), found.get("LastUpdateStatus")
+            if state == "Failed" or update == "Failed":
+                reason = found.get("StateReason") or found.get("LastUpdateStatusReason") or "no reason given"
+                raise StageFailed(f"{function}{':' + qualifier if qualifier else ''} failed: {reason}",
+                                  hint="check the image (built for Lambda, in a registry the function may "
+                                       "pull from) and the function's role")
+            if state == "Active" and update in (None, "Successful"):
+                return round(time.monotonic() - started, 2)
+            if time.monotonic() - started >= timeout:
+                raise StageFailed(f"{function} was not Active within {timeout:.0f}s (state {state}, last "
+                                  f"update {update})", hint="raise environments.<env>.lambda.update_timeout")
+            self.sleep(POLL_S)
+
+    def _move(self, plan: Plan, state: LiveState, new: Release, split: AliasSplit, function: str,
+              judge: Judge | None, report: Report) -> list[dict[str, object]]:
+        def on_shift(step: int, weights: dict[str, int]) -> None:
+            set_live(self.redis, state.model_copy(update={"weights": weights}))
+            report("progress", {"phase": "shift", "step": step, "weights": weights, "url": state.url})
+
+        shift = Shift(split, new, state.current, on_shift, service=plan.service, env=plan.env,
+                      runtime=self.runtime)
+        judge = with_cloudwatch(self._judge(function, report), judge)
+        if plan.strategy == "canary":
+            return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
+        if plan.strategy == "rolling":
+            return rolling(shift, judge)
+        blue_green(shift)
+        return []
+
+    def _judge(self, function: str, report: Report) -> Judge:
+        """Errors/Invocations and Duration p99 of the new version against the old one, via the alias."""
+        def judge(step: TrafficStep) -> str:
+            if step.old is None:
+                return "inconclusive"
+            end = dt.datetime.now(dt.UTC)
+            start = end - dt.timedelta(seconds=max(step.pause_s, MIN_WINDOW_S))
+
+            def of(release: Release) -> Any:
+                dims = [{"Name": "FunctionName", "Value": function},
+                        {"Name": "Resource", "Value": f"{function}:{self.settings.alias}"},
+                        {"Name": "ExecutedVersion", "Value": number_of(release)}]
+                return sample_of(self.aws, "AWS/Lambda", dims, start, end, requests="Invocations",
+                                 errors="Errors", latency="Duration", latency_to_s=0.001)
+
+            verdict, reason = verdict_of(of(step.new), of(step.old), error_rate=self.error_rate,
+                                         latency_ms=self.latency_ms, errors="errors")
+            report("progress", {"phase": "judged", "step": step.step, "weight": step.weight, "verdict": verdict,
+                                "reason": reason, "source": "cloudwatch"})
+            return verdict
+        return judge
