@@ -75,7 +75,9 @@ def image_id(settings: Settings) -> str:
 def install(home: Path, files: list[Path], tools: Iterable[str], *, settings: Settings,
             timeout: float) -> subprocess.CompletedProcess[str]:
     """Create a virtualenv at ``home`` and install ``tools`` and ``files`` into it, in an install box."""
-    with tempfile.TemporaryDirectory(prefix="orchestra-reqs-") as tmp:
+    scratch = settings.workdir / "tmp"  # a path the engine's host shares when this worker is in a container
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="orchestra-reqs-", dir=scratch) as tmp:
         reqs = Path(tmp)
         for index, path in enumerate(files):
             shutil.copyfile(path, reqs / f"{index}-{path.name}")
