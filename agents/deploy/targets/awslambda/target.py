@@ -71,7 +71,12 @@ class LambdaTarget:
         self.aws, self.redis, self.settings = aws, redis, settings
         self.secret_keys = secret_keys
         self.error_rate, self.latency_ms = error_rate, latency_ms
-        self.sleep = sleep
+        self._sleeper = sleep
+        self.waited_s = 0.0  # time spent sleeping between state polls (for benchmarks)
+
+    def sleep(self, seconds: float) -> None:
+        self.waited_s += seconds
+        self._sleeper(seconds)
 
     def function(self, service: str, env: str) -> str:
         return self.settings.function.replace("{service}", service).replace("{env}", env)
