@@ -11,6 +11,7 @@ from redis import Redis
 
 from cli.common import connect
 from jobs.queue import stage_queue
+from orchestra import health
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 from orchestra.telemetry import metrics_registry, serve_metrics
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGTERM or Ctrl-C, then close the Slack connection and stop the relay."""
     _check(settings)
     redis = connect(settings, role="bot")
+    health.start_probe(redis)
     serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port,
                   host=settings.metrics_host)
     asyncio.run(_serve_until_signalled(settings, redis, relay=not args.no_relay))

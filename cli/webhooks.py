@@ -2,7 +2,7 @@
 
 One process runs the webhook receiver (POST /github/webhook) and, unless
 ``--no-relay``, the GitHub relay that keeps PR comments and commit statuses current.
-Its metrics are at GET /metrics on the same address.
+Its metrics are at GET /metrics on the same address, its health at GET /healthz.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from cli.common import connect
 from jobs.queue import stage_queue
+from orchestra import health
 from orchestra.settings import Settings
 from orchestra.telemetry import metrics_registry
 
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_relay:
         app.cleanup_ctx.append(_relay(settings))
     app.router.add_get("/metrics", _metrics(metrics_registry(redis, queue=stage_queue(redis))))
+    health.start_probe(redis)
     print(f"orchestra webhooks: listening on http://{args.host}:{args.port}{WEBHOOK_PATH}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0

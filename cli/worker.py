@@ -16,6 +16,7 @@ from cli.common import connect
 from jobs import runner
 from jobs.queue import stage_queue
 from jobs.router import Router
+from orchestra import health
 from orchestra.settings import Settings
 from orchestra.telemetry import metrics_registry, serve_metrics
 
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                        "worker's credentials; leave it unset (a container per run) unless you trust every pusher")
     runner.configure(settings)
     if not args.burst:  # a burst worker is gone before anyone scrapes it
+        health.start_probe(redis)
         serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1,
                       host=settings.metrics_host)
     stop = threading.Event()

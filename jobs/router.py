@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from redis import Redis
+from redis.exceptions import ResponseError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -31,6 +32,7 @@ from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
 from orchestra.errors import OrchestraError
 from orchestra.events import Consumer, Event, EventBus, EventType
+from orchestra.loops import keep_going
 from orchestra.settings import Settings
 from orchestra.store import Audit, Locks, Run, RunStatus, RunStore, count_rejected
 
@@ -61,23 +63,35 @@ class Router:
 
     def run(self, stop: threading.Event) -> None:
         """Handle events and tick until ``stop`` is set."""
-        consumer = Consumer(self.bus, ROUTER_GROUP, self.name, claim_idle_ms=self.claim_idle_ms)
-        last_tick = last_reap = 0.0
-        while not stop.is_set():
-            for delivery in consumer.read(block_ms=int(TICK_S * 500)):
+        consumers: list[Consumer] = []  # made in the first step that reaches Redis
+        last = {"tick": 0.0, "reap": 0.0}
+
+        def step() -> None:
+            if not consumers:
+                consumers.append(Consumer(self.bus, ROUTER_GROUP, self.name, claim_idle_ms=self.claim_idle_ms))
+            consumer = consumers[0]
+            try:
+                deliveries = consumer.read(block_ms=int(TICK_S * 500))
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # a Redis that lost its data: the group is made again
+                    consumers.clear()
+                raise
+            for delivery in deliveries:
                 try:
                     self.handle(delivery.event)
-                except Exception:
+                except Exception:  # left pending: re-claimed later, dead-lettered if it keeps failing
                     logger.exception("run %s: router failed on %s", delivery.event.run_id,
                                      delivery.event.type)
                     continue
                 consumer.ack(delivery)
-            if time.monotonic() - last_tick >= TICK_S:
-                last_tick = time.monotonic()
+            if time.monotonic() - last["tick"] >= TICK_S:
+                last["tick"] = time.monotonic()
                 self.tick()
-            if time.monotonic() - last_reap >= REAP_RELEASES_S:
-                last_reap = time.monotonic()
+            if time.monotonic() - last["reap"] >= REAP_RELEASES_S:
+                last["reap"] = time.monotonic()
                 self._reap_releases()
+
+        keep_going("router", step, stop)
 
     def handle(self, event: Event) -> None:
         """Apply one event to its run."""

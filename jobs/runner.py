@@ -25,6 +25,7 @@ from orchestra import policy
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.logs import run_context
+from orchestra.loops import keep_going
 from orchestra.settings import Settings
 from orchestra.store import Audit, Run, RunStatus, RunStore, claim_once
 
@@ -154,11 +155,11 @@ def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.is_set():
-            redis.set(key, "1", ex=HEARTBEAT_TTL_S)
-            stop.wait(HEARTBEAT_TTL_S / 5)
+        redis.set(key, "1", ex=HEARTBEAT_TTL_S)
+        stop.wait(HEARTBEAT_TTL_S / 5)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread = threading.Thread(target=keep_going, args=(f"run {run_id}: heartbeat", beat, stop),
+                              kwargs={"watched": False}, name=f"heartbeat-{run_id}", daemon=True)
     thread.start()
     try:
         yield

@@ -177,8 +177,8 @@ class Consumer:
             return claimed
         result: Any = self.redis.xreadgroup(self.group, self.name, {self.bus.stream: ">"},
                                        count=count, block=block_ms)
-        return [Delivery(as_text(i), Event.from_entry(as_text(i), as_fields(f)))
-                for _, entries in result or [] for i, f in entries if f]
+        return [d for _, entries in result or [] for i, f in entries if f
+                if (d := self._parsed(as_text(i), as_fields(f))) is not None]
 
     def claim_stale(self, *, count: int = 50) -> list[Delivery]:
         """Take over entries idle for too long; dead-letter the ones that keep failing."""
@@ -195,13 +195,27 @@ class Consumer:
             if not fields:  # trimmed from the stream meanwhile: nothing left to deliver
                 self.redis.xack(self.bus.stream, self.group, entry_id)
                 continue
-            delivery = Delivery(entry_id, Event.from_entry(entry_id, as_fields(fields)),
-                                counts.get(entry_id, 1))
+            delivery = self._parsed(entry_id, as_fields(fields), counts.get(entry_id, 1))
+            if delivery is None:
+                continue
             if delivery.deliveries > self.max_deliveries:
                 self.dead_letter(delivery, reason=f"delivered {delivery.deliveries} times")
             else:
                 out.append(delivery)
         return out
+
+    def _parsed(self, entry_id: str, fields: dict[str, str], deliveries: int = 1) -> Delivery | None:
+        """The entry as a delivery; an entry that is not an event goes to the dead-letter stream."""
+        try:
+            return Delivery(entry_id, Event.from_entry(entry_id, fields), deliveries)
+        except (KeyError, ValueError, TypeError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
+            logger.warning("entry %s is not an event (%s): dead-lettered by %s", entry_id, exc, self.group)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(DEAD_LETTER_STREAM, {"entry": json.dumps(fields)[:10_000], "entry_id": entry_id,
+                                           "group": self.group, "reason": f"not an event: {exc}"[:500]})
+            pipe.xack(self.bus.stream, self.group, entry_id)
+            pipe.execute()
+            return None
 
     def ack(self, delivery: Delivery) -> None:
         self.redis.xack(self.bus.stream, self.group, delivery.entry_id)

@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from orchestra import health
 from orchestra.events import EVENTS_STREAM, Event, EventType, as_fields, as_text
 from orchestra.store import RUN_KEY, rejected_counts
 
@@ -55,14 +59,34 @@ def metrics_registry(redis: Redis, *, queue: Queue | None = None) -> CollectorRe
 
 
 def serve_metrics(registry: CollectorRegistry, port: int, *, host: str = "127.0.0.1") -> int:
-    """Serve ``/metrics`` from a daemon thread; on a free port (logged) when ``port`` is taken."""
+    """Serve ``/metrics`` and ``/healthz`` from a daemon thread; on a free port (logged) when ``port`` is taken."""
+    app = health.wsgi_app(make_wsgi_app(registry))
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        server = _serve(app, host, port)
     except OSError as exc:
-        server, _ = start_http_server(0, addr=host, registry=registry)
+        server = _serve(app, host, 0)
         logger.warning("metrics port %s unavailable (%s); using %s instead", port, exc.strerror, server.server_port)
-    logger.info("serving metrics on http://%s:%s/metrics", host, server.server_port)
+    logger.info("serving metrics on http://%s:%s/metrics (health at /healthz)", host, server.server_port)
     return int(server.server_port)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _IPv6Server(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+
+def _serve(app: Any, host: str, port: int) -> WSGIServer:
+    server = make_server(host, port, app, _IPv6Server if ":" in host else _Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 class EventTotals:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from bot.github.client import GitHubClient
 from bot.github.deliveries import Ignored, Malformed, parse_delivery, resolve_repo
 from bot.github.handoff import Handoff
+from orchestra import health
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 from orchestra.store import claim_once
@@ -141,7 +142,9 @@ def _payload(body: bytes, content_type: str) -> Any:
 
 
 async def _health(_: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    """What the Redis probe and the loops last reported (orchestra.health): answered without waiting on Redis."""
+    ok, body = health.report()
+    return web.json_response(body, status=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 
 def _answer(status: int, result: str, reason: str, **extra: str) -> web.Response:

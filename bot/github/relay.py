@@ -24,6 +24,7 @@ from bot.github.client import GitHubClient
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.logs import run_context
+from orchestra.loops import keep_going_async
 from orchestra.redaction import hold_settings, redact
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
@@ -162,7 +163,7 @@ class GitHubRelay:
 
     async def run(self, stop: threading.Event, *, block_ms: int = 500) -> None:
         """Handle deliveries until ``stop`` is set; one refresh per run per batch."""
-        while not stop.is_set():
+        async def step() -> None:
             batch = await asyncio.to_thread(self.consumer.read, block_ms=block_ms)
             for run_id, deliveries in _by_run(batch).items():
                 try:
@@ -173,6 +174,7 @@ class GitHubRelay:
                     continue
                 for delivery in deliveries:
                     await asyncio.to_thread(self.consumer.ack, delivery)
+        await keep_going_async("github-relay", step, stop)
 
     async def refresh(self, run_id: str) -> None:
         """Bring the run's PR comment and commit status up to date."""

@@ -29,6 +29,7 @@ from jobs.graph import PIPELINE
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.logs import run_context
+from orchestra.loops import keep_going
 from orchestra.redaction import hold_settings
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
@@ -84,7 +85,8 @@ class Relay:
         self.shown: dict[str, str] = {}  # run id -> the parent's text as Slack has it
 
     def run(self, stop: threading.Event, *, block_ms: int = 200) -> None:
-        while not stop.is_set():
+        """Relay until ``stop`` is set; Redis errors cost a pause (entries stay pending), never the loop."""
+        def step() -> None:
             try:
                 self.step(block_ms=block_ms)
             except ResponseError as exc:  # the stream or group was deleted under us: start over
@@ -92,9 +94,7 @@ class Relay:
                     raise
                 logger.warning("relay: %s; re-creating the consumer group", exc)
                 self.consumer.bus.ensure_group(RELAY_GROUP)
-            except Exception:  # Redis hiccup: keep the relay alive, entries stay pending
-                logger.exception("relay step failed")
-                stop.wait(1.0)
+        keep_going("slack-relay", step, stop)
 
     def step(self, *, block_ms: int = 200) -> None:
         held = {p.delivery.entry_id for p in self.backlog}
