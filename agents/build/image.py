@@ -1,7 +1,6 @@
 """Build context, image build with the docker SDK, push with error checks, and image size."""
 from __future__ import annotations
 
-import base64
 import fnmatch
 import io
 import logging
@@ -176,19 +175,6 @@ def push_image(client: docker.DockerClient, repository: str, tag: str,
         raise PushFailed(f"push of {repository}:{tag} reported no digest",
                          hint="check the registry's log")
     return digest
-
-
-def registry_auth(registry: str) -> dict[str, str] | None:
-    """Credentials for ECR registries through boto3; None for registries without auth."""
-    match = re.match(r"^\d+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com", registry)
-    if match is None:
-        return None
-    import boto3  # only needed in the cloud
-
-    token = boto3.client("ecr", region_name=match.group(1)).get_authorization_token()
-    data = token["authorizationData"][0]
-    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
-    return {"username": user, "password": password, "serveraddress": data["proxyEndpoint"]}
 
 
 def image_size(client: docker.DockerClient, ref: str) -> int:

@@ -13,7 +13,8 @@ from redis import Redis
 
 from agents.build.detect import detect_stack
 from agents.build.dockerfile import Images, generate, lint
-from agents.build.image import build_image, context_tar, image_size, push_image, registry_auth, timed
+from agents.build.ecr import push_auth
+from agents.build.image import build_image, context_tar, image_size, push_image, timed
 from agents.build.refine import refine
 from agents.findings import Finding, Severity
 from orchestra.errors import StageFailed
@@ -80,7 +81,7 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
     context = context_tar(spec.path, dockerfile, ca_bundle=settings.build_ca_bundle)
     outcome, build_s = timed(lambda: build_image(client, context, ref, nocache=request.nocache))
     digest, push_s = (timed(lambda: push_image(client, repository, request.version,
-                                               registry_auth(settings.registry)))
+                                               push_auth(settings.registry, repository)))
                       if request.push else ("", 0.0))
     size = image_size(client, ref)
     previous = _swap_size(redis, repository, size)
