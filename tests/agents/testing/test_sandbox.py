@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from agents.testing.venvs import ensure_venv, run_python
 from orchestra.config import load_config
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus
-from orchestra.settings import Settings
+from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run
 from tests.support.docker_services import DockerEnv
 from tests.support.files import write_files
@@ -255,3 +257,21 @@ def test_without_a_docker_engine_the_stage_says_how_to_get_one(settings: Setting
         ensure_venv(tmp_path, boxed)
     assert "needs the Docker engine" in missing.value.message
     assert "DOCKER_HOST" in str(missing.value.hint) and "ORCHESTRA_SANDBOX=none" in str(missing.value.hint)
+
+
+def test_orchestra_run_tests_the_demo_in_the_box_and_names_the_failing_test(boxed: Settings, tmp_path: Path,
+                                                                            docker_env: DockerEnv) -> None:
+    """The real path: `orchestra run` with its burst workers, ORCHESTRA_SANDBOX=docker from the environment."""
+    from tests.jobs.conftest import orchestra_env
+
+    repo = tmp_path / "shop"
+    subprocess.run([str(PROJECT_ROOT / "scripts" / "make-demo-repo"), str(repo)], check=True, capture_output=True)
+    env = {**orchestra_env(boxed), "DOCKER_HOST": docker_env.url, "ORCHESTRA_BASE_IMAGE": docker_env.base_image}
+    result = subprocess.run([sys.executable, "-m", "cli", "run", "--repo", str(repo), "--ref", "demo/failing-test",
+                             "--service", "backend", "--validate-only"], env=env, cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "test_catalogue_has_four_items" in result.stdout
+    venvs = list((boxed.cache / "venvs").glob("box-*"))
+    assert venvs and all(sandbox.is_sandboxed(v / "bin" / "python") for v in venvs)
