@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestra import limits
 from orchestra.events import Event, EventType
 from orchestra.store import Run
 
@@ -65,9 +66,9 @@ ANALYZE = Stage("analyze", "jobs.tasks.analyze", EventType.CODE_ANALYSIS_RESULT,
 TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, retries=1)
 BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
 DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
-               timeout=3600, approval=True, kinds=DEPLOY_ONLY)
+               timeout=limits.DEPLOY_JOB_S, approval=True, kinds=DEPLOY_ONLY)
 OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
-                failed=EventType.OBSERVABILITY_ALERT, timeout=3600, kinds=DEPLOY_ONLY)
+                failed=EventType.OBSERVABILITY_ALERT, timeout=limits.OBSERVE_JOB_S, kinds=DEPLOY_ONLY)
 ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
                  failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
 

@@ -23,6 +23,7 @@ from agents.deploy.targets.base import DeployOutcome, Plan, where
 from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import LiveState, Release, all_live, get_live, resolve_version
+from orchestra import limits
 from orchestra.errors import LockHeld, OrchestraError, StageFailed
 from orchestra.events import EventType
 from orchestra.settings import Settings
@@ -30,7 +31,7 @@ from orchestra.store import Locks
 
 logger = logging.getLogger(__name__)
 
-LOCK_TTL_S = 1800
+LOCK_TTL_S = limits.DEPLOY_LOCK_S
 
 
 def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerClient | None = None,

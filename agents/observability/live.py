@@ -26,6 +26,7 @@ from agents.observability.judge import Verdict
 from agents.observability.metrics import MetricsError, Prometheus, Target, write_targets
 from agents.observability.policy import Policy, policy_for
 from agents.observability.watch import WatchedRelease
+from orchestra import limits
 from orchestra.events import EventType
 from orchestra.store import Locks
 
@@ -115,7 +116,7 @@ def canary_judge(ctx: AgentContext, *, prom: Prometheus | None = None, policy: P
 class LiveReleases:
     """The watch's view of the deploy targets: what this run made live, and how to undo it."""
 
-    def __init__(self, *, client: docker.DockerClient | None = None, lock_ttl_s: float = 600.0) -> None:
+    def __init__(self, *, client: docker.DockerClient | None = None, lock_ttl_s: float = limits.OBSERVE_LOCK_S) -> None:
         self.client = client
         self.lock_ttl_s = lock_ttl_s
 

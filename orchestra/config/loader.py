@@ -15,6 +15,7 @@ from orchestra.config.model import CONFIG_FILENAME, ProjectConfig
 from orchestra.config.paths import escaping_paths
 from orchestra.config.problems import duplicate_keys, expand, field_path, line_of
 from orchestra.errors import ConfigError
+from orchestra.limits import timing_problems
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def parse_config(text: str, *, filename: str, repo_dir: Path | None = None) -> P
             errors += raw_graph_errors(data)
         problems += [f"{filename}:{line_of(root, loc)}: {field_path(loc)}: {msg}"
                      for loc, msg in expand(errors)]
+    else:
+        problems += [f"{filename}:{line_of(root, loc)}: {field_path(loc)}: {msg}"
+                     for loc, msg in timing_problems(config)]
     if problems:
         raise ConfigError(sorted(problems, key=_line_number))
     config._source = Path(filename)
