@@ -18,7 +18,7 @@ import docker
 from redis import Redis
 
 from agents.context import AgentContext, StageResult
-from agents.deploy.strategies import STRATEGIES, Judge
+from agents.deploy.strategies import STRATEGIES, Judge, TrafficStep
 from agents.deploy.targets.base import DeployOutcome, Plan, where
 from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.registry import Targets
@@ -32,6 +32,7 @@ from orchestra.store import Locks
 logger = logging.getLogger(__name__)
 
 LOCK_TTL_S = limits.DEPLOY_LOCK_S
+FROZEN_HINT = "deploy again after the freeze; rollbacks are still allowed"
 
 
 def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerClient | None = None,
@@ -48,6 +49,10 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
     if missing:
         return StageResult(False, f"no image was built for {', '.join(missing)}",
                            {"hint": "build those services first", "missing": missing})
+    frozen = _freeze(ctx)
+    if frozen is not None:  # checked again here: a freeze may have begun since the run was requested
+        return StageResult(False, f"{frozen}: nothing was deployed",
+                           {"hint": FROZEN_HINT, "frozen": frozen, "deployed": []})
     order = wanted
     own = targets is None
     targets = targets or Targets(ctx.settings, ctx.redis, ctx.config, ctx.run.env, docker_client=client)
@@ -70,7 +75,13 @@ def _deploy_group(ctx: AgentContext, targets: Targets, order: list[str],
                   images: dict[str, dict[str, Any]], judge: Judge | None,
                   pause_s: float | None) -> StageResult:
     done: list[tuple[str, DeployOutcome]] = []
+    judge = _stopped_by_freeze(ctx, judge)
     for service in order:
+        frozen = _freeze(ctx)
+        if frozen is not None:
+            rolled = _roll_back_group(ctx, targets, done, reason=frozen)
+            return StageResult(False, f"{frozen}: {service} and the rest were not deployed",
+                               {"hint": FROZEN_HINT, "frozen": frozen, "rolled_back": rolled, "deployed": []})
         plan = plan_for(ctx, service, images[service], pause_s)
         try:
             outcome = targets.for_service(service).deploy(plan, judge=judge, report=_reporter(ctx, service))
@@ -89,6 +100,27 @@ def _deploy_group(ctx: AgentContext, targets: Targets, order: list[str],
                                        "env": ctx.run.env, "versions": versions,
                                        "timings": {s: o.timings for s, o in done},
                                        "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
+
+
+def _freeze(ctx: AgentContext) -> str | None:
+    """The freeze now in force in the run's environment (from the trusted policy), as a sentence."""
+    window = ctx.config.environment(ctx.run.env).frozen()
+    return None if window is None else f"{ctx.run.env} is frozen now ({window.describe()})"
+
+
+def _stopped_by_freeze(ctx: AgentContext, judge: Judge | None) -> Judge | None:
+    """``judge``, failing a canary step when a freeze has begun: traffic moves no further, and goes back."""
+    if judge is None:
+        return None
+
+    def judged(step: TrafficStep) -> str:
+        frozen = _freeze(ctx)
+        if frozen is None:
+            return judge(step)
+        ctx.emit(EventType.POLICY_DENIED, summary=f"{frozen}: canary step {step.step} of {step.service} "
+                 "stops here and traffic goes back", reason=frozen, service=step.service)
+        return "fail"
+    return judged
 
 
 def _roll_back_group(ctx: AgentContext, targets: Targets, done: list[tuple[str, DeployOutcome]], *,
