@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agents.context import AgentContext
+from agents.deploy.targets.state import get_live
 from agents.observability.breaker import RollbackBreaker
 from agents.observability.judge import MetricResult
 from agents.observability.policy import Policy
 from orchestra.events import EventType
 
 logger = logging.getLogger(__name__)
+
+RETRY_PAUSES_S = (2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,12 @@ def _limit(m: MetricResult | None) -> float | None:
 
 
 def auto_rollback(ctx: AgentContext, facts: RollbackFacts, rollback: Callable[[], None],
-                  policy: Policy) -> bool:
-    """Roll back unless disabled or the breaker is open; publish the rollback_event. True if done."""
+                  policy: Policy, *, sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Roll back unless disabled or the breaker is open; publish the rollback_event. True if done.
+
+    A rollback that fails is tried again twice; if it still fails, the breaker counts it and a
+    ``rollback_failed`` alert says, in the thread and the channel, where traffic is and what to do.
+    """
     if not policy.enabled:
         ctx.progress(f"automatic rollback of {facts.service} is disabled (rollback.enabled: false); "
                      "a person must decide", kind="rollback_skipped", service=facts.service)
@@ -67,12 +75,48 @@ def auto_rollback(ctx: AgentContext, facts: RollbackFacts, rollback: Callable[[]
                           f"{facts.env} in the last hour (limit {policy.max_rollbacks_per_hour}); not "
                           f"rolling back {facts.from_version} on my own, a person must decide"))
         return False
-    rollback()
-    breaker.record(facts.service, facts.env)
+    error = _with_retries(rollback, facts, sleep=sleep)
+    breaker.record(facts.service, facts.env)  # an attempt counts, whether it went through or not
+    if error is not None:
+        _rollback_failed(ctx, facts, error)
+        return False
     ctx.emit(EventType.ROLLBACK_EVENT, **facts.data())
     logger.info("run %s: rolled %s back from %s to %s: %s", ctx.run.id, facts.service,
                 facts.from_version, facts.to_version, facts.reason)
     return True
+
+
+def _with_retries(rollback: Callable[[], None], facts: RollbackFacts, *,
+                  sleep: Callable[[float], None]) -> Exception | None:
+    """Run ``rollback`` until it goes through, at most ``len(RETRY_PAUSES_S) + 1`` times; the last error."""
+    error: Exception | None = None
+    for attempt, pause in enumerate((*RETRY_PAUSES_S, None), start=1):
+        try:
+            rollback()
+            return None
+        except Exception as exc:  # the target's error, whatever it is: the people must hear of it
+            error = exc
+            logger.warning("rollback of %s in %s, attempt %s failed: %s", facts.service, facts.env, attempt, exc)
+            if pause is not None:
+                sleep(pause)
+    return error
+
+
+def _rollback_failed(ctx: AgentContext, facts: RollbackFacts, error: Exception) -> None:
+    """Say loudly (thread and channel) that traffic may still be on the bad version, and what to do."""
+    live = get_live(ctx.redis, facts.service, facts.env)
+    serving = live.current.version if live is not None and live.current is not None else facts.from_version
+    attempts = len(RETRY_PAUSES_S) + 1
+    ctx.emit(EventType.OBSERVABILITY_ALERT, kind="rollback_failed", service=facts.service, env=facts.env,
+             from_version=facts.from_version, to_version=facts.to_version, serving=serving, attempts=attempts,
+             error=str(error), reason=facts.reason,
+             message=(f"ROLLBACK FAILED: {facts.service} in {facts.env} could not go back from "
+                      f"{facts.from_version} to {facts.to_version} ({attempts} attempts; last error: {error}). "
+                      f"Traffic is still on {serving} ({facts.reason}). Retry with "
+                      f"`/rollback {facts.service} {facts.env}`, or pin a version with "
+                      f"`/rollback {facts.service} {facts.to_version} {facts.env}`"))
+    logger.error("run %s: rollback of %s in %s from %s to %s failed %s times: %s", ctx.run.id, facts.service,
+                 facts.env, facts.from_version, facts.to_version, attempts, error)
 
 
 def alert(ctx: AgentContext, facts: RollbackFacts, detail: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ async def post_message(srv: LocalSlack, params: dict[str, Any]) -> dict[str, Any
     if not params.get("text") and not params.get("blocks"):
         return {"error": "no_text"}
     msg = srv.ws.post(channel, BOT_USER_ID, str(params.get("text", "")), params.get("blocks"),
-                      params.get("thread_ts"))
+                      params.get("thread_ts"), broadcast=str(params.get("reply_broadcast")).lower() in ("true", "1"))
     return {"channel": channel, "ts": msg.ts, "message": {"text": msg.text, "ts": msg.ts, "user": msg.user,
                                                           "bot_id": BOT_ID, "thread_ts": msg.thread_ts}}
 

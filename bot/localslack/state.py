@@ -27,13 +27,14 @@ class Message:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     thread_ts: str | None = None
     ephemeral_to: str | None = None  # only this user sees it
+    broadcast: bool = False  # a thread reply also shown in the channel (reply_broadcast)
     edits: int = 0
     earlier_blocks: list[list[dict[str, Any]]] = field(default_factory=list)  # before each edit
 
     def view(self) -> dict[str, Any]:
         return {"channel": self.channel, "ts": self.ts, "user": self.user, "text": self.text,
                 "blocks": self.blocks, "thread_ts": self.thread_ts, "ephemeral_to": self.ephemeral_to,
-                "edits": self.edits, "buttons": buttons(self.blocks)}
+                "edits": self.edits, "buttons": buttons(self.blocks), "reply_broadcast": self.broadcast}
 
 
 @dataclass
@@ -72,9 +73,9 @@ class Workspace:
         return cid
 
     def post(self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None,
-             thread_ts: str | None = None, ephemeral_to: str | None = None) -> Message:
+             thread_ts: str | None = None, ephemeral_to: str | None = None, broadcast: bool = False) -> Message:
         msg = Message(channel, self.next_ts(), user, text or "", blocks or [], thread_ts or None,
-                      ephemeral_to)
+                      ephemeral_to, broadcast=bool(broadcast and thread_ts))
         self.messages.append(msg)
         return msg
 
@@ -85,7 +86,7 @@ class Workspace:
         return None
 
     def transcript(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Top-level messages in order, each with its thread replies."""
+        """Top-level messages in order, each with its thread replies (a broadcast reply is in both)."""
         rows = []
         for msg in self.messages:
             if channel is not None and msg.channel != channel:
@@ -94,6 +95,8 @@ class Workspace:
                 replies = [m.view() for m in self.messages
                            if m.channel == msg.channel and m.thread_ts == msg.ts and m.ts != msg.ts]
                 rows.append({**msg.view(), "replies": replies})
+            elif msg.broadcast:
+                rows.append({**msg.view(), "replies": []})
         return rows
 
 

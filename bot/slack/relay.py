@@ -36,6 +36,8 @@ from orchestra.store import Run, RunStore
 
 logger = logging.getLogger(__name__)
 
+LOUD_ALERTS = frozenset({"rollback_failed", "circuit_breaker_open"})
+
 RELAY_GROUP = "relay"
 IGNORED = {EventType.LLM_CALL, EventType.PROGRESS, EventType.DEPLOYMENT_PROGRESS, EventType.STAGE_STARTED}
 FIRST = {EventType.RUN_REQUESTED, EventType.CODE_PUSH}  # answered at once with what the run will do
@@ -168,7 +170,7 @@ class Relay:
         reply = _reply(event, run)
         if reply is None:
             return
-        ts = self._post(thread.channel, *reply, thread_ts=thread.ts)
+        ts = self._post(thread.channel, *reply, thread_ts=thread.ts, broadcast=_loud(event))
         if event.type == EventType.APPROVAL_REQUESTED:
             self.threads.save_approval(run.id, ts)
         self.threads.mark_posted(run.id, delivery.entry_id)
@@ -186,13 +188,15 @@ class Relay:
         self.dirty[run.id] = time.monotonic() + self.update_interval_s
         return self.threads.save(run.id, channel, ts)
 
-    def _post(self, channel: str, text: str, blocks: list[dict[str, Any]], *, thread_ts: str | None = None) -> str:
+    def _post(self, channel: str, text: str, blocks: list[dict[str, Any]], *, thread_ts: str | None = None,
+              broadcast: bool = False) -> str:
         if not self.pacer.ready(channel):
             raise Wait()
         self.pacer.sent(channel)
         text, clean = views.outgoing(text, blocks)
-        response = self.client.chat_postMessage(channel=channel, text=text, blocks=clean,
-                                                thread_ts=thread_ts, unfurl_links=False)
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=clean, thread_ts=thread_ts,
+                                                unfurl_links=False,
+                                                reply_broadcast=True if broadcast and thread_ts else None)
         self.stats.posts += 1
         return str(response["ts"])
 
@@ -274,3 +278,8 @@ def _reply(event: Event, run: Run) -> tuple[str, list[dict[str, Any]]] | None:
         return views.approval(run, event)
     line = views.decision_line(event) if event.type in DECISIONS else views.milestone(event)
     return (line, []) if line else None
+
+
+def _loud(event: Event) -> bool:
+    """Alerts the whole channel must see, not only the thread: traffic is in a state nobody chose."""
+    return event.type == EventType.OBSERVABILITY_ALERT and event.data.get("kind") in LOUD_ALERTS
