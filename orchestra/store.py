@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from redis import Redis, WatchError
+from redis.client import Pipeline
 
 from orchestra.errors import LockHeld, NotFound
 from orchestra.events import as_fields, as_text
@@ -20,6 +21,8 @@ ACTIVE_RUNS = "orchestra:runs:active"
 LOCK_KEY = "orchestra:lock:{service}:{env}"
 AUDIT_STREAM = "orchestra:audit"
 ONCE_KEY = "orchestra:once:{key}"
+ONCE_TTL_S = 3 * 24 * 3600
+ONCE_LEASE_S = 120  # longer than any hand-off takes; a crashed one's retry waits this long
 REJECTED_EVENTS = "orchestra:events:rejected"  # hash: event type -> events the router refused to act on
 
 _RELEASE_IF_OWNER = """
@@ -184,9 +187,41 @@ class Audit:
         return rows
 
 
-def claim_once(redis: Redis, key: str, *, ttl_s: int = 3 * 24 * 3600) -> bool:
+def claim_once(redis: Redis, key: str, *, ttl_s: int = ONCE_TTL_S) -> bool:
     """True the first time ``key`` is seen within ``ttl_s`` (Slack retries, GitHub redeliveries)."""
     return bool(redis.set(ONCE_KEY.format(key=key), "1", nx=True, ex=ttl_s))
+
+
+def begin_once(redis: Redis, key: str, *, lease_s: int = ONCE_LEASE_S, token: str = "") -> str:
+    """``new`` the first time ``key`` is seen, ``pending`` while that first one is being handled, ``done``
+    after :func:`finish_once`. A first one whose process died without finishing holds ``key`` only
+    for ``lease_s``: a retry after that is ``new`` again, so nothing is lost between seeing a request
+    and acting on it. ``token`` names this claim for :func:`release_once`."""
+    return as_text(redis.eval(_BEGIN_ONCE, 1, ONCE_KEY.format(key=key), lease_s, f"pending:{token}"))
+
+
+def release_once(redis: Redis, key: str, token: str) -> None:
+    """Give up the claim ``token`` made (if it is still pending): a caller that timed out waiting for
+    :func:`begin_once` cannot know whether the claim landed, and must not leave it in the way."""
+    redis.eval(_RELEASE_ONCE, 1, ONCE_KEY.format(key=key), f"pending:{token}")
+
+
+def finish_once(redis: Redis | Pipeline, key: str, *, ttl_s: int = ONCE_TTL_S) -> None:
+    """Mark ``key`` handled; call it in the transaction that records what handling it did."""
+    redis.set(ONCE_KEY.format(key=key), "1", ex=ttl_s)
+
+
+_BEGIN_ONCE = """
+local seen = redis.call('GET', KEYS[1])
+if seen and string.sub(seen, 1, 8) == 'pending:' then return 'pending' end
+if seen then return 'done' end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+return 'new'
+"""
+_RELEASE_ONCE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 

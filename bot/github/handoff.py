@@ -37,7 +37,7 @@ from orchestra.errors import OrchestraError
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
 from orchestra.redaction import redact
 from orchestra.settings import Settings
-from orchestra.store import Audit, Run
+from orchestra.store import Audit, Run, finish_once
 
 if TYPE_CHECKING:
     from orchestra.config import ProjectConfig
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OUTCOME_KEY = "orchestra:github:delivery:{delivery}"
+DELIVERY_ONCE = "github-delivery:{delivery}"
 OUTCOME_TTL_S = 3 * 24 * 3600
 CONFIG_FILE = "devops_orchestra.yaml"
 KNOWN_PERMISSIONS = frozenset({"admin", "maintain", "write", "triage", "read"})
@@ -66,7 +67,12 @@ def outcome(redis: Redis, delivery: str) -> DeliveryOutcome | None:
 
 
 def _record(redis: Redis, delivery: str, result: DeliveryOutcome) -> None:
-    redis.set(OUTCOME_KEY.format(delivery=delivery), json.dumps(asdict(result)), ex=OUTCOME_TTL_S)
+    """The outcome, and the delivery marked handled, in one transaction: until then a redelivery after
+    the receiver's lease is served again (``begin_once``)."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(OUTCOME_KEY.format(delivery=delivery), json.dumps(asdict(result)), ex=OUTCOME_TTL_S)
+    finish_once(pipe, DELIVERY_ONCE.format(delivery=delivery))
+    pipe.execute()
 
 
 def default_config(repo: str, settings: Settings) -> ProjectConfig:

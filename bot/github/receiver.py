@@ -13,6 +13,9 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,21 +25,24 @@ from redis.exceptions import RedisError
 
 from bot.github.client import GitHubClient
 from bot.github.deliveries import Ignored, Malformed, parse_delivery, resolve_repo
-from bot.github.handoff import Handoff
+from bot.github.handoff import DELIVERY_ONCE, Handoff
 from orchestra import health
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
-from orchestra.store import claim_once
+from orchestra.store import begin_once, release_once
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/github/webhook"
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub never sends more
-DELIVERY_ONCE = "github-delivery:{delivery}"
+CLAIM_TIMEOUT_S = 2.0
+RETRY_AFTER_S = 10
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 HANDOFF = web.AppKey("handoff", Handoff)
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
+# One thread for the delivery claims: behind the hand-offs' threads they would queue
+CLAIMS = web.AppKey("claims", ThreadPoolExecutor)
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -63,6 +69,7 @@ def build_webhook_app(settings: Settings, *, redis: Redis, client: GitHubClient 
     app[SETTINGS] = settings
     app[REDIS] = redis
     app[TASKS] = set()
+    app[CLAIMS] = ThreadPoolExecutor(1, "delivery-claims")
     if handoff is not None:
         app[HANDOFF] = handoff
     else:
@@ -115,17 +122,31 @@ async def receive(request: web.Request) -> web.Response:
     if repo is None:
         return _answer(202, "ignored", f"repository {parsed.repo} is not served (add it to ORCHESTRA_REPOS as "
                                        f"its URL, or a folder whose last two parts are {parsed.repo})")
-    try:  # one SET NX on Redis, done inline: through the thread pool it would queue behind hand-offs
-        first = claim_once(app[REDIS], DELIVERY_ONCE.format(delivery=delivery))
-    except RedisError:
-        logger.exception("GitHub delivery %s: Redis unavailable", delivery)
-        return _answer(503, "unavailable", "the queue is unavailable; redeliver this delivery later")
-    if not first:
+    key, token, loop = DELIVERY_ONCE.format(delivery=delivery), uuid.uuid4().hex, asyncio.get_running_loop()
+    try:  # on a thread of its own (the event loop keeps answering), and not for long
+        seen = await asyncio.wait_for(loop.run_in_executor(
+            app[CLAIMS], partial(begin_once, app[REDIS], key, token=token)), CLAIM_TIMEOUT_S)
+    except (RedisError, TimeoutError) as exc:
+        logger.warning("GitHub delivery %s: Redis unavailable (%s)", delivery, type(exc).__name__)
+        # the claim may still land when Redis answers: the same thread then takes it back
+        loop.run_in_executor(app[CLAIMS], _release, app[REDIS], key, token)
+        return _answer(503, "unavailable", "the queue is unavailable; redeliver this delivery later",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
+    if seen == "done":
         return _answer(200, "duplicate", f"delivery {delivery} was already handled")
+    if seen == "pending":
+        return _answer(202, "in_progress", f"delivery {delivery} is being handled")
     task = asyncio.create_task(app[HANDOFF](parsed, delivery=delivery, repo=repo))
     app[TASKS].add(task)
     task.add_done_callback(app[TASKS].discard)
     return _answer(202, "accepted", f"{event} queued", delivery=delivery)
+
+
+def _release(redis: Redis, key: str, token: str) -> None:
+    try:
+        release_once(redis, key, token)
+    except RedisError as exc:  # still away: the claim, if it landed, ends with its lease
+        logger.warning("could not release the claim on %s: %s", key, exc)
 
 
 def _payload(body: bytes, content_type: str) -> Any:
@@ -147,8 +168,9 @@ async def _health(_: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 
-def _answer(status: int, result: str, reason: str, **extra: str) -> web.Response:
-    return web.json_response({"result": result, "reason": reason, **extra}, status=status)
+def _answer(status: int, result: str, reason: str, *, headers: dict[str, str] | None = None,
+            **extra: str) -> web.Response:
+    return web.json_response({"result": result, "reason": reason, **extra}, status=status, headers=headers)
 
 
 async def _drain(app: web.Application) -> None:

@@ -27,7 +27,7 @@ from handlers.reply import Reply, ReplyKind, Who
 from handlers.understand import Understander
 from orchestra.ids import RUN_ID
 from orchestra.settings import Settings
-from orchestra.store import claim_once
+from orchestra.store import begin_once, claim_once, finish_once
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +112,11 @@ def _on_command(deps: Deps) -> Any:
         await ack()
         who = Who(command["user_id"], place=command["channel_id"], via="command")
         key = f"slack:trigger:{command.get('trigger_id') or command.get('response_url')}"
-        if not await deps.off_loop(claim_once, deps.redis, key):
+        if await deps.off_loop(begin_once, deps.redis, key) != "new":
             return
         text = f"{command['command']} {command.get('text', '')}".strip()
         reply = await deps.off_loop(handle_text, text, who, deps)
+        await deps.off_loop(finish_once, deps.redis, key)  # a crash before this lets Slack's retry through
         out, blocks = views.outgoing(*views.reply(reply))
         await respond(text=out, blocks=blocks, response_type="in_channel" if reply.public else "ephemeral")
     return listener
@@ -141,10 +142,12 @@ def _on_message(deps: Deps) -> Any:
 
 
 async def _converse(deps: Deps, client: AsyncWebClient, body: dict[str, Any], who: Who, text: str) -> None:
-    if not await deps.off_loop(claim_once, deps.redis, f"slack:event:{body.get('event_id')}"):
+    key = f"slack:event:{body.get('event_id')}"
+    if await deps.off_loop(begin_once, deps.redis, key) != "new":
         logger.info("slack retry of event %s ignored", body.get("event_id"))
         return
     reply = await deps.off_loop(handle_text, text, who, deps)
+    await deps.off_loop(finish_once, deps.redis, key)  # a crash before this lets Slack's retry through
     out, blocks = views.outgoing(*views.reply(reply))
     channel = str(who.place)
     if reply.public or who.via == "dm" or reply.kind == ReplyKind.STARTED:
