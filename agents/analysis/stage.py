@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agents.analysis.changes import change_of
 from agents.analysis.deps import dependency_findings
+from agents.analysis.javascript import javascript_findings, packages
 from agents.analysis.review import review_diff
 from agents.analysis.risk import Risk, RiskLevel, classify_risk
 from agents.analysis.security import security_findings
@@ -38,12 +39,16 @@ def run(ctx: AgentContext) -> StageResult:
     ctx.progress(f"analyzing {project.name}: {project.language}"
                  + (f"/{project.framework}" if project.framework else ""))
     findings: list[Finding] = []
+    node_packages = packages(ctx.workspace)
+    if node_packages:
+        ctx.progress(f"JavaScript: ESLint and imports in {len(node_packages)} package(s)")
+        findings += javascript_findings(ctx.workspace, ctx.settings)
     if project.language == "python":
         findings += ruff_findings(ctx.workspace, ctx)
         findings += dependency_findings(ctx.workspace)
         findings += structure_findings(ctx.workspace)
         findings += security_findings(ctx.workspace)
-    else:
+    elif not node_packages:
         ctx.progress(f"no linter for {project.language} yet: lint skipped")
     risk, review_note = assess_change(ctx, findings)
     result = verdict(findings, language=project.language, framework=project.framework)
