@@ -132,9 +132,27 @@ class Infrastructure(StrictModel):
     path: RepoPath = "infra/"
 
 
+SECRET_MANAGERS = ("env", "aws_secrets_manager", "kubernetes")
+
+
 class Secrets(StrictModel):
-    manager: Literal["env", "aws_secrets_manager", "vault", "gcp_secret_manager", "azure_key_vault"] = "env"
+    """Where the values of ``keys`` come from: ``env``, the bot's own environment; ``aws_secrets_manager``,
+    the secret ``<env>/<KEY>`` (ECS: ``ecs.secret_prefix``); ``kubernetes``, the Secret ``<service>-secrets``
+    the platform created in the namespace. Every target hands them to the application
+    (agents/deploy/targets/secrets.py)."""
+
+    manager: str = "env"
     keys: list[EnvKey] = Field(default_factory=list)
+
+    @field_validator("manager")
+    @classmethod
+    def _supported_manager(cls, value: str) -> str:
+        if value in SECRET_MANAGERS:
+            return value
+        supported = "`env` (the bot's environment), `aws_secrets_manager` or `kubernetes` (a Secret in the namespace)"
+        if value in ("vault", "gcp_secret_manager", "azure_key_vault"):
+            raise ValueError(f"not supported yet: secrets.manager `{value}`; use {supported}")
+        raise ValueError(f"`{value}` is not a secrets manager{did_you_mean(value, SECRET_MANAGERS)}; use {supported}")
 
 
 class RollbackThreshold(StrictModel):

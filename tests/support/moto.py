@@ -114,7 +114,7 @@ class Ecs:
         self.cluster = cluster
         self.crashing = crashing if crashing is not None else set()
         self.slow: dict[str, float] = {}  # image -> seconds before its tasks pass health checks
-        self.healthy_at: dict[str, float] = {}  # "<service>:<image>" -> when it first had all its targets
+        self.healthy_at: dict[str, float] = {}  # "<service>:<image>" -> just before it first got all its targets
         self.interval_s = interval_s
         self._seen: dict[str, float] = {}
         self._stop = threading.Event()
@@ -150,9 +150,9 @@ class Ecs:
             self._seen.setdefault(key, time.monotonic())
             want = 0 if image in self.crashing or \
                 time.monotonic() - self._seen[key] < self.slow.get(image, 0.0) else service["desiredCount"]
-            self._targets(group, service["serviceName"], image, want)
-            if want and want == service["desiredCount"]:
+            if want and want == service["desiredCount"]:  # stamped before the targets exist, never after
                 self.healthy_at.setdefault(key, time.monotonic())
+            self._targets(group, service["serviceName"], image, want)
 
     def _targets(self, group: str, name: str, image: str, want: int) -> None:
         """The target group holds ``want`` targets of the service's current image (old tasks drained)."""

@@ -39,6 +39,9 @@ class Plan:
     keep_s: float = 3600.0
     replicas: int = 1
     metrics_path: str = "/metrics"
+    # secrets.keys -> value, resolved before anything moves (agents/deploy/targets/secrets.py); each target
+    # hands them to the application its own way and never writes them into events or logs
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass

@@ -91,7 +91,7 @@ class LocalTarget:
                              "from_ref": state.current.ref if state.current else None})
         started = time.monotonic()
         new = self.docker.start(service=plan.service, env=plan.env, image=plan.image, version=plan.version,
-                                run_id=plan.run_id, extra_env=plan.extra_env, ref=plan.ref)
+                                run_id=plan.run_id, extra_env={**plan.extra_env, **plan.secrets}, ref=plan.ref)
         try:
             health_s = self.docker.wait_healthy(new, plan.health)
             report("progress", {"phase": "healthy", "version": plan.version, "port": new.port,

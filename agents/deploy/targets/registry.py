@@ -6,16 +6,20 @@ a group that runs only on Kubernetes) and closes what it opened.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 from redis import Redis
 
-from agents.deploy.targets.base import DeployTarget
+from agents.deploy.targets.base import DeployOutcome, DeployTarget, Plan, Report
 from agents.deploy.targets.local import LocalTarget
+from agents.deploy.targets.state import LiveState, Release
 from orchestra.config import ProjectConfig
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.deploy.strategies import Judge
 
 RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")
 
@@ -43,7 +47,7 @@ class Targets:
 
     def for_runtime(self, runtime: str) -> DeployTarget:
         if runtime not in self._open:
-            self._open[runtime] = self._make(runtime)
+            self._open[runtime] = WithSecrets(self._make(runtime), self.config)
         return self._open[runtime]
 
     def _make(self, runtime: str) -> DeployTarget:
@@ -60,7 +64,8 @@ class Targets:
             cluster = self.config.environment(self.env).kubernetes
             replicas = {s.name: s.replicas for s in self.config.deployment.services}
             return KubernetesTarget(KubeApi(connect(cluster), cluster.namespace), self.redis, cluster,
-                                    replicas=replicas)
+                                    replicas=replicas, secret_keys=list(self.config.secrets.keys),
+                                    secrets_manager=self.config.secrets.manager)
         if runtime == "ecs":
             return self._ecs()
         if runtime == "lambda":
@@ -108,3 +113,48 @@ class Targets:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class WithSecrets:
+    """A target whose deploys get ``secrets.keys`` resolved first (agents/deploy/targets/secrets.py): a
+    missing key fails the deploy, naming it, before the target is asked to change anything."""
+
+    def __init__(self, inner: DeployTarget, config: ProjectConfig) -> None:
+        self.inner = inner
+        self.config = config
+        self.runtime = inner.runtime
+
+    def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        from agents.deploy.targets.secrets import resolve
+
+        plan.secrets = resolve(self.config, plan.env, self.runtime)
+        return self.inner.deploy(plan, judge=judge, report=report)
+
+    def wait_healthy(self, release: Release, health: str, timeout: float | None = None) -> float:
+        return self.inner.wait_healthy(release, health, timeout) if timeout is not None \
+            else self.inner.wait_healthy(release, health)
+
+    def restore(self, outcome: DeployOutcome, health: str) -> None:
+        self.inner.restore(outcome, health)
+
+    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
+                 run_id: str) -> tuple[LiveState, bool]:
+        return self.inner.rollback(service, env, to_version=to_version, health=health, keep_s=keep_s, run_id=run_id)
+
+    def reap(self, now: float | None = None) -> list[str]:
+        return self.inner.reap(now)
+
+    def live(self, service: str, env: str) -> LiveState | None:
+        return self.inner.live(service, env)
+
+    def logs(self, release: Release, lines: int = 50) -> str:
+        return self.inner.logs(release, lines)
+
+    def scrape_address(self, release: Release) -> str | None:
+        return self.inner.scrape_address(release)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped target's own attributes (api, aws, stats)
+        return getattr(self.inner, name)

@@ -45,8 +45,23 @@ def labels(service: str, env: str, version: str | None = None) -> dict[str, str]
     return {SERVICE: service, ENV: env, **({VERSION: version} if version else {})}
 
 
-def deployment(plan: Plan, *, replicas: int, deadline_s: float) -> dict[str, Any]:
-    """The Deployment of ``plan.version``."""
+def secret_name(service: str, version: str) -> str:
+    """``web-3f9c2ab-secrets``: the Secret holding one version's ``secrets.keys``."""
+    return f"{name_for(service, version)[:55].rstrip('-')}-secrets"
+
+
+def secret(plan: Plan) -> dict[str, Any]:
+    """The Opaque Secret of ``plan.version``'s secrets (the values go to the API server, nowhere else)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": secret_name(plan.service, plan.version),
+                         "labels": labels(plan.service, plan.env, plan.version)},
+            "stringData": dict(plan.secrets)}
+
+
+def deployment(plan: Plan, *, replicas: int, deadline_s: float, secret_keys: list[str] | None = None,
+               secret_from: str | None = None) -> dict[str, Any]:
+    """The Deployment of ``plan.version``; each of ``secret_keys`` comes from the Secret ``secret_from``
+    (default: the version's own, :func:`secret`)."""
     selected = labels(plan.service, plan.env, plan.version)
     env = {**plan.extra_env, "PORT": str(plan.port_hint or 5000), "HOST": "0.0.0.0",  # nosec B104: in the pod
            "APP_VERSION": plan.version, "ORCHESTRA_ENV": plan.env}
@@ -54,7 +69,9 @@ def deployment(plan: Plan, *, replicas: int, deadline_s: float) -> dict[str, Any
     container = {
         "name": plan.service, "image": plan.image,
         "ports": [{"name": "http", "containerPort": port}],
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items()) if k not in (secret_keys or [])] + [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_from or secret_name(plan.service, plan.version),
+                                                       "key": k}}} for k in sorted(secret_keys or [])],
         "readinessProbe": {"httpGet": {"path": plan.health, "port": port}, "periodSeconds": 2,
                            "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": plan.health, "port": port}, "initialDelaySeconds": 10,

@@ -44,8 +44,11 @@ class KubernetesTarget:
     runtime = "kubernetes"
 
     def __init__(self, api: KubeApi, redis: Redis, cluster: KubernetesCluster, *, replicas: dict[str, int],
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, secret_keys: list[str] | None = None,
+                 secrets_manager: str = "env") -> None:
         self.api = api
+        self.secret_keys = secret_keys or []
+        self.secrets_manager = secrets_manager  # `kubernetes`: the platform's Secret <service>-secrets
         self.redis = redis
         self.cluster = cluster
         self.replicas = replicas  # per service, from services[].replicas
@@ -159,7 +162,10 @@ class KubernetesTarget:
     # -- deploying ----------------------------------------------------------------------------------
 
     def _manifests(self, plan: Plan, replicas: int, current: Release | None) -> list[dict[str, Any]]:
-        out = [m.deployment(plan, replicas=replicas, deadline_s=self.cluster.rollout_timeout)]
+        refs = self._secret_refs(plan)
+        out = [m.deployment(plan, replicas=replicas, deadline_s=self.cluster.rollout_timeout, **refs)]
+        if plan.secrets:
+            out.insert(0, m.secret(plan))
         if current is None or self.api.get("Service", plan.service) is None:
             out.append(m.service(plan.service, m.labels(plan.service, plan.env, plan.version),
                                  plan.port_hint or 5000))
@@ -170,6 +176,25 @@ class KubernetesTarget:
                 out.append(m.service(m.name_for(plan.service, current.version),
                                      m.labels(plan.service, plan.env, current.version), current.port))
         return out
+
+    def _secret_refs(self, plan: Plan) -> dict[str, Any]:
+        """Where the pods find ``secrets.keys``: the version's own Secret, or the platform's (``kubernetes``
+        manager), which must hold every key before anything is sent."""
+        if plan.secrets:
+            return {"secret_keys": sorted(plan.secrets)}
+        if not self.secret_keys or self.secrets_manager != "kubernetes":
+            return {}
+        name = f"{plan.service}-secrets"
+        found = self.api.get("Secret", name)
+        have = set((found or {}).get("data") or {})
+        missing = [k for k in self.secret_keys if k not in have]
+        if missing:
+            where = f"the Secret {name}" if found else f"no Secret {name} exists"
+            raise m.InvalidManifest(f"secret {', '.join(missing)} is missing: {where} in namespace "
+                                    f"{self.cluster.namespace}" + (" lacks it" if found else ""),
+                                    hint=f"kubectl -n {self.cluster.namespace} create secret generic {name} "
+                                         "--from-literal=KEY=...; nothing was sent to the cluster")
+        return {"secret_keys": list(self.secret_keys), "secret_from": name}
 
     def _initial_replicas(self, plan: Plan, current: Release | None) -> int:
         """All replicas at once unless a canary by replica ratio grows the new version step by step."""
@@ -259,6 +284,8 @@ class KubernetesTarget:
 
     def _retire(self, release: Release, state: LiveState) -> None:
         self.api.delete("Deployment", release.container)
+        if self.api.get("Secret", m.secret_name(state.service, release.version)) is not None:
+            self.api.delete("Secret", m.secret_name(state.service, release.version))
         if self.cluster.httproute:
             self.api.delete("Service", m.name_for(state.service, release.version))
 
