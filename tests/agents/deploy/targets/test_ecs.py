@@ -356,3 +356,33 @@ def test_a_callers_judge_can_only_make_an_ecs_step_stricter(caller: str, own: st
     step = TrafficStep("web", "staging", Release(version="v2", image="i", port=1, container="web-staging-green",
                                                  run_id="r"), None, 1, 25, 0.0, "ecs")
     assert with_cloudwatch(lambda s: own, lambda s: caller)(step) == verdict
+
+
+def test_a_service_behind_a_listener_rule_moves_only_that_rules_weights(
+        tmp_path: Path, moto_url: str, settings: Settings, redis: Redis) -> None:
+    """Two services share the listener: web on its default action, api on a path rule."""
+    reset(moto_url)
+    built = platform(moto_url, ("web", "api"))
+    agent = Ecs(moto_url, built.cluster).start()
+    try:
+        with aws_env(moto_url):
+            repo = _config(tmp_path, built, secrets="{}")
+            text = (repo / "devops_orchestra.yaml").read_text().replace(
+                "{name: web, runtime: ecs, port: 8080, replicas: 2}",
+                "{name: api, runtime: ecs, port: 8080, replicas: 1}")
+            (repo / "devops_orchestra.yaml").write_text(text)
+            run = Run(requested_by="U0ALICE", repo=str(repo), services=["api"], env="staging")
+            ctx = AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=repo,
+                               config=load_config(repo), actor="deploy")
+            result = deploy.run(ctx, images={"api": {"image": "registry.example/shop-api:a1", "version": "a1"}})
+    finally:
+        agent.stop()
+    assert result.passed, result.summary
+    names = {arn: name for name, arn in built.groups.items()}
+    rules = client(moto_url, "elbv2").describe_rules(ListenerArn=built.listener)["Rules"]
+    default = next(r for r in rules if r["IsDefault"])["Actions"][0]
+    assert default.get("TargetGroupArn") == built.groups["web-blue"]  # web's traffic untouched
+    rule = next(r for r in rules if not r["IsDefault"])
+    assert rule["Conditions"][0]["Values"] == ["/api/*"]
+    assert {names[g["TargetGroupArn"]]: g["Weight"] for g in rule["Actions"][0]["ForwardConfig"]["TargetGroups"]} \
+        == {"api-blue": 100, "api-green": 0}
