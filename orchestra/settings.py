@@ -68,6 +68,8 @@ class Settings:
     sandbox: str = "docker"
     # Who may deploy and approve, from a file the operator controls instead of each repository's default branch
     policy_file: Path | None = None
+    # Where secrets.manager `env` reads secrets.keys (KEY=value lines) instead of this process's environment
+    secrets_file: Path | None = None
     # The process's own signals: log lines as text or JSON; /metrics on 127.0.0.1 (the bot on this port,
     # a worker on the next one; the webhook receiver on its own port)
     log_format: str = "text"  # text | json
@@ -107,6 +109,7 @@ class Settings:
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
             sandbox=_choice("ORCHESTRA_SANDBOX", env.get("ORCHESTRA_SANDBOX", defaults.sandbox), SANDBOXES),
             policy_file=Path(env["ORCHESTRA_POLICY_FILE"]) if env.get("ORCHESTRA_POLICY_FILE") else None,
+            secrets_file=Path(env["ORCHESTRA_SECRETS_FILE"]) if env.get("ORCHESTRA_SECRETS_FILE") else None,
             log_format=_log_format(env.get("ORCHESTRA_LOG_FORMAT", defaults.log_format)),
             metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
             metrics_host=env.get("ORCHESTRA_METRICS_HOST", defaults.metrics_host),

@@ -6,6 +6,7 @@ a group that runs only on Kubernetes) and closes what it opened.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -47,7 +48,7 @@ class Targets:
 
     def for_runtime(self, runtime: str) -> DeployTarget:
         if runtime not in self._open:
-            self._open[runtime] = WithSecrets(self._make(runtime), self.config)
+            self._open[runtime] = WithSecrets(self._make(runtime), self.config, self.settings.secrets_file)
         return self._open[runtime]
 
     def _make(self, runtime: str) -> DeployTarget:
@@ -119,15 +120,16 @@ class WithSecrets:
     """A target whose deploys get ``secrets.keys`` resolved first (agents/deploy/targets/secrets.py): a
     missing key fails the deploy, naming it, before the target is asked to change anything."""
 
-    def __init__(self, inner: DeployTarget, config: ProjectConfig) -> None:
+    def __init__(self, inner: DeployTarget, config: ProjectConfig, secrets_file: Path | None = None) -> None:
         self.inner = inner
         self.config = config
+        self.secrets_file = secrets_file
         self.runtime = inner.runtime
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
         from agents.deploy.targets.secrets import resolve
 
-        plan.secrets = resolve(self.config, plan.env, self.runtime)
+        plan.secrets = resolve(self.config, plan.env, self.runtime, secrets_file=self.secrets_file)
         return self.inner.deploy(plan, judge=judge, report=report)
 
     def wait_healthy(self, release: Release, health: str, timeout: float | None = None) -> float:

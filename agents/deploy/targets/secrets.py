@@ -1,8 +1,9 @@
 """The values of ``secrets.keys``, resolved before a deploy moves anything, and held for redaction.
 
-:func:`resolve` reads each key from the project's ``secrets.manager``: ``env``, the bot's environment;
-``aws_secrets_manager``, the secret ``<prefix><KEY>`` (``ecs.secret_prefix``, default ``<env>/``) through
-boto3. A missing key stops the deploy naming the key, before any target is touched. Every value found
+:func:`resolve` reads each key from the project's ``secrets.manager``: ``env``, the bot's environment,
+or the ``KEY=value`` file the operator names in ``ORCHESTRA_SECRETS_FILE`` (never one the repository
+names); ``aws_secrets_manager``, the secret ``<prefix><KEY>`` (``ecs.secret_prefix``, default ``<env>/``)
+through boto3. A missing key stops the deploy naming the key, before any target is touched. Every value found
 is held by :mod:`orchestra.redaction`, so events, logs, Slack threads and prompts show ``[REDACTED]``.
 
 Which target gets what: the local target puts the values in the container's environment; Kubernetes
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from agents.deploy.targets.ecs.aws import Aws, AwsError
 from orchestra.config import ProjectConfig
@@ -27,7 +29,7 @@ class MissingSecret(StageFailed):
 
 
 def resolve(config: ProjectConfig, env: str, runtime: str, environ: Mapping[str, str] | None = None,
-            *, aws: Aws | None = None) -> dict[str, str]:
+            *, aws: Aws | None = None, secrets_file: Path | None = None) -> dict[str, str]:
     """KEY -> value for a ``runtime`` that needs the values (docker, kubernetes); {} otherwise (ECS
     resolves ARNs itself, the ``kubernetes`` manager's Secret is checked by the Kubernetes target)."""
     keys, manager = list(config.secrets.keys), config.secrets.manager
@@ -37,16 +39,41 @@ def resolve(config: ProjectConfig, env: str, runtime: str, environ: Mapping[str,
                               hint="use `env` or `aws_secrets_manager`, or run the service on kubernetes")
         return {}
     if manager == "env":
+        where = "the bot's environment"
+        if secrets_file is not None:
+            environ, where = read_secrets_file(secrets_file), f"ORCHESTRA_SECRETS_FILE {secrets_file}"
         environ = os.environ if environ is None else environ
         values = {k: environ.get(k, "") for k in keys}
         missing = [k for k, v in values.items() if not v]
         if missing:
-            raise MissingSecret(f"secret {', '.join(missing)} is missing: not set in the bot's environment",
-                                hint="set it where the bot's processes start (their environment or "
-                                     "--env-file); nothing was deployed")
+            raise MissingSecret(f"secret {', '.join(missing)} is missing: not set in {where}",
+                                hint="set it there (KEY=value); nothing was deployed")
     else:
         values = _from_secrets_manager(config, env, keys, aws)
     hold(*values.values())
+    return values
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines (``#`` comments, blank lines, optional quotes) of the operator's secrets file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StageFailed(f"cannot read ORCHESTRA_SECRETS_FILE {path}: {exc.strerror}",
+                          hint="point it at a readable file of KEY=value lines, or unset it") from exc
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise StageFailed(f"ORCHESTRA_SECRETS_FILE {path} line {number} is not KEY=value",
+                              hint="one KEY=value per line; the value is not shown here")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
     return values
 
 

@@ -209,3 +209,23 @@ def test_a_secrets_manager_that_cannot_act_is_refused(tmp_path: Path, manager: s
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
     assert problem in str(caught.value) and "secrets.manager" in str(caught.value)
+
+
+def test_the_operators_secrets_file_is_read_instead_of_the_environment_and_a_key_it_lacks_is_named(
+        tmp_path: Path, cluster: MockCluster, core: k8s.CoreV1Api, settings: Settings, redis: Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "from-the-environment-not-used")
+    secrets_file = tmp_path / "orchestra.secrets"
+    secrets_file.write_text("# the operator's file\nOTHER=1\n")
+    settings = settings.with_(secrets_file=secrets_file)
+    repo = _repo(tmp_path, cluster, "env")
+    result = deploy.run(_ctx(repo, settings, redis), images={"web": IMAGES["v1"]})
+    assert not result.passed
+    assert f"secret DATABASE_URL is missing: not set in ORCHESTRA_SECRETS_FILE {secrets_file}" in result.summary
+    assert cluster.changes() == []
+    secrets_file.write_text(f"# the operator's file\nexport DATABASE_URL=\"{VALUE}\"\n")
+    assert deploy.run(_ctx(repo, settings, redis), images={"web": IMAGES["v1"]}).passed
+    assert _secret_values(core, "web-v1-secrets") == {"DATABASE_URL": VALUE}
+    secrets_file.write_text(f"DATABASE_URL {VALUE}\n")  # a malformed line: named by number, value not shown
+    result = deploy.run(_ctx(repo, settings, redis), images={"web": IMAGES["v2"]})
+    assert not result.passed and "line 1 is not KEY=value" in result.summary and VALUE not in result.summary
