@@ -69,7 +69,7 @@ def generate(stack: Stack, service_dir: Path, *, service: str, port: int, health
         values["deps_install"] = _python_deps(stack, ca_bundle)
         values["cmd"] = json.dumps(python_command(stack, service_dir))
     if stack.language == "node":
-        values["npm_install"] = _npm_install("--omit=dev" if stack.framework == "express" else "", ca_bundle)
+        values["npm_install"] = _npm_install(ca_bundle)
     return render(template_for(stack), **values)
 
 
@@ -85,12 +85,11 @@ def _python_deps(stack: Stack, ca_bundle: bool) -> str:
     return "# no dependency file: the standard library only"
 
 
-def _npm_install(flags: str, ca_bundle: bool) -> str:
+def _npm_install(ca_bundle: bool) -> str:
     """npm ci from the lock file (npm install without one); the CA bundle, if any, only for this step."""
     env = "NPM_CONFIG_CAFILE=/tmp/ca.pem " if ca_bundle else ""
     ca = f"COPY {CA_IN_CONTEXT} /tmp/ca.pem\n" if ca_bundle else ""
-    flags = f" {flags}" if flags else ""
-    return (f"{ca}RUN if [ -f package-lock.json ]; then {env}npm ci{flags}; else {env}npm install{flags}; fi \\\n"
+    return (f"{ca}RUN if [ -f package-lock.json ]; then {env}npm ci; else {env}npm install; fi \\\n"
             "    && npm cache clean --force")
 
 

@@ -102,7 +102,7 @@ def test_generated_express_dockerfile_builds_with_npm_ci_and_answers_its_health_
     result = build_service(client, spec, _request(tmp_path, docker_env, "e1"), settings=build_settings,
                            redis=redis)
     assert result["dockerfile_generated"] and result["stack"] == "node-express"
-    assert "npm ci --omit=dev" in result["dockerfile"]
+    assert "npm ci" in result["dockerfile"] and "npm prune --omit=dev" in result["dockerfile"]
 
     port = free_port()
     container = client.containers.run(result["image"], detach=True, network_mode="host", init=True,
@@ -145,3 +145,40 @@ def test_a_lock_file_that_disagrees_with_package_json_fails_the_build(
         build_service(client, ServiceSpec("orders", path, port=3000), _request(tmp_path, docker_env, "lock"),
                       settings=build_settings, redis=redis)
     assert "in sync" in str(err.value) and "Missing: left-pad@1.3.0 from lock file" in str(err.value)
+
+
+def test_the_fullstack_example_builds_and_its_page_server_reaches_the_api_container(
+        tmp_path: Path, client: docker.DockerClient, docker_env: DockerEnv, build_settings: Settings,
+        redis: Redis) -> None:
+    """web/ is built with its Vite build in the image, dev dependencies pruned; it proxies to the API."""
+    source = PROJECT_ROOT / "examples" / "fullstack"
+    request = _request(tmp_path, docker_env, "fs1")
+    ignore = shutil.ignore_patterns("node_modules", "dist", "coverage", "__pycache__")
+    api = build_service(client, ServiceSpec("api", Path(shutil.copytree(source / "api", tmp_path / "api",
+                                                                        ignore=ignore)), port=5002),
+                        request, settings=build_settings, redis=redis)
+    web = build_service(client, ServiceSpec("web", Path(shutil.copytree(source / "web", tmp_path / "web",
+                                                                        ignore=ignore)), port=8080),
+                        request, settings=build_settings, redis=redis)
+    assert (api["stack"], web["stack"]) == ("python-flask", "node-express")
+
+    api_port, web_port = free_port(), free_port()
+    containers = [client.containers.run(api["image"], detach=True, network_mode="host", init=True,
+                                        environment={"PORT": str(api_port), "APP_VERSION": "a1"})]
+    containers.append(client.containers.run(web["image"], detach=True, network_mode="host", init=True,
+                                            environment={"PORT": str(web_port), "APP_VERSION": "w1",
+                                                         "API_URL": f"http://127.0.0.1:{api_port}"}))
+    try:
+        site = f"http://127.0.0.1:{web_port}"
+        assert wait_for(lambda: _get(f"{site}/health")[0] == 200, timeout=30, what="the web container")
+        assert wait_for(lambda: _get(f"{site}/api/books")[1].get("version") == "a1", timeout=30,
+                        what="the API through the web container")
+        with urllib.request.urlopen(f"{site}/", timeout=2) as page:
+            assert '<div id="root"></div>' in page.read().decode()
+        web_container = containers[1]
+        assert web_container.exec_run(["test", "-f", "/app/dist/index.html"]).exit_code == 0
+        assert web_container.exec_run(["test", "-e", "/app/node_modules/vite"]).exit_code != 0  # pruned
+        assert web_container.exec_run(["id", "-u"]).output.decode().strip() == "1000"
+    finally:
+        for container in containers:
+            container.remove(force=True)
