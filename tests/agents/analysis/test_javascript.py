@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
+from agents.analysis import stage as analyze_agent
 from agents.analysis.javascript import eslint_home, javascript_findings
 from agents.analysis.stage import verdict
 from agents.findings import Severity
+from jobs.graph import ANALYZE
+from jobs.runner import execute_stage
+from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
+from orchestra.store import Run, RunStore
 
 FULLSTACK = PROJECT_ROOT / "examples" / "fullstack"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -93,3 +100,23 @@ def test_eslint_is_installed_once_per_set_of_versions(js_settings: Settings) -> 
     assert eslint_home(js_settings) == first
     assert (first / "node_modules" / ".bin" / "eslint").lstat().st_mtime_ns == stamp
     assert [p.name for p in first.parent.iterdir() if p.name.startswith("eslint-") and p != first] == []
+
+
+def test_the_analysis_stage_fails_a_python_project_whose_node_service_is_broken(
+        repo: Path, js_settings: Settings, redis: Redis) -> None:
+    """project.language is python (the API), yet the web package is linted and its error blocks the run."""
+    server = repo / "web" / "server.js"
+    server.write_text(server.read_text() + "\nexport const ready = () => servr.listening;\n")
+    line = len(server.read_text().splitlines())
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@x",
+                                                             "commit", "-qm", "fullstack"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    run = RunStore(redis).create(Run(kind="validate", source="cli", requested_by="cli:test", repo=str(repo),
+                                     ref=sha, commit=sha))
+    execute_stage(run.id, ANALYZE, analyze_agent.run, redis=redis, settings=js_settings)
+    result = next(e.data for e in EventBus(redis).replay(run.id) if e.type == EventType.CODE_ANALYSIS_RESULT)
+    assert result["passed"] is False, result
+    assert any(f["file"] == "web/server.js" and f["line"] == line and f["rule"] == "no-undef"
+               for f in result["findings"]), result["findings"]
