@@ -195,7 +195,8 @@ def live_state_rows(store: RunStore, *, env: str | None, service: str | None) ->
         rows.append({"service": state.service, "env": state.env, "version": state.current.version,
                      "ref": state.current.ref, "run_id": state.run_id, "since": _iso(state.updated_at),
                      "weights": state.weights, "by": run.requested_by if run else "unknown", "via": state.last_action,
-                     "previous": state.previous.version if state.previous else None, "url": state.url})
+                     "previous": state.previous.version if state.previous else None, "url": state.url,
+                     "runtime": state.runtime, "location": state.location, "approximate": state.approximate})
     return rows
 
 

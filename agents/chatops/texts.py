@@ -103,5 +103,17 @@ def status(facts: dict[str, Any]) -> str:
         if len(r.get("weights") or {}) > 1 or (r.get("weights") or {}).get(r["version"], 100) != 100:
             split = " [" + ", ".join(f"{v} {w}%" for v, w in r["weights"].items()) + "]"
         lines.append(f"- {r['service']} in {r['env']}: {named(r['version'], r.get('ref'))}{split} since {r['since']} "
-                     f"(run {r['run_id']}, {r['via']} by {r['by']})")
+                     f"(run {r['run_id']}, {r['via']} by {r['by']}){where(r)}")
     return "\n".join(lines)
+
+
+RUNTIMES = {"docker": "on this host", "kubernetes": "on Kubernetes", "ecs": "on ECS", "lambda": "on Lambda"}
+
+
+def where(row: dict[str, Any]) -> str:
+    """Where a live service runs, when the row says (the deploy target's live state): ``; on ECS …``."""
+    if "runtime" not in row:
+        return ""
+    place = " ".join(p for p in (RUNTIMES.get(row["runtime"], f"on {row['runtime']}"), row.get("location")) if p)
+    split = ", split by replica ratio (approximate)" if row.get("approximate") else ""
+    return f"; {place} at {row['url']}{split}"

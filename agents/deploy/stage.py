@@ -93,13 +93,18 @@ def _deploy_group(ctx: AgentContext, targets: Targets, order: list[str],
         done.append((service, outcome))
     live = {s: _describe(o.after) for s, o in done}
     changed = [s for s, o in done if o.changed]
-    urls = ", ".join(f"{s} {o.after.url}" for s, o in done)
+    urls = ", ".join(f"{s} {o.after.url}{_place(o.after)}" for s, o in done)
     summary = (f"live in {ctx.run.env}: {urls}" if changed else f"already live in {ctx.run.env}: {urls}")
     versions = {s: o.after.current.version for s, o in done if o.after.current}
     return StageResult(True, summary, {"deployed": [s for s, _ in done], "changed": changed, "live": live,
                                        "env": ctx.run.env, "versions": versions,
                                        "timings": {s: o.timings for s, o in done},
                                        "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
+
+
+def _place(state: LiveState) -> str:
+    """Where a release runs, when it is not this host: `` (kubernetes prod/shop)``."""
+    return "" if state.runtime == "docker" else f" ({where(state)})"
 
 
 def _freeze(ctx: AgentContext) -> str | None:

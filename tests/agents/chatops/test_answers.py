@@ -264,3 +264,21 @@ def test_a_manual_rollback_says_who_asked(redis: Redis, settings: Settings) -> N
                   redis=redis, settings=settings).text
     assert "asked for by frank, not automatic" in text and "approved by grace" in text
     assert "from b2 back to b1" in text and "Judge" not in text
+
+
+def test_whats_running_says_where_each_service_runs(redis: Redis, settings: Settings) -> None:
+    run = _deploy(redis, service="backend", env="production", version="b1", user="alice")
+    for service, runtime, location, address, approximate in (
+            ("backend", "kubernetes", "prod-cluster/shop", "http://backend.shop.svc:80", True),
+            ("frontend", "docker", None, None, False),
+            ("api", "ecs", "shop-prod/api", "http://alb.example.internal", False)):
+        release = Release(version="v2", image=f"reg/{service}:v2", port=41001, container=f"c-{service}",
+                          run_id=run.id)
+        set_live(redis, LiveState(service=service, env="production", edge_port=5000, edge_prefix="",
+                                  current=release, weights={"v2": 100}, run_id=run.id, runtime=runtime,
+                                  location=location, address=address, approximate=approximate))
+    text = answer(Intent(kind=IntentKind.STATUS, env="production", text="what's running in production?"),
+                  redis=redis, settings=settings).text
+    assert "on Kubernetes prod-cluster/shop at http://backend.shop.svc:80, split by replica ratio (approximate)" in text
+    assert "on this host at http://127.0.0.1:5000" in text
+    assert "on ECS shop-prod/api at http://alb.example.internal" in text
