@@ -11,21 +11,12 @@ from pathlib import Path
 import docker
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, blue_green, canary, health_judge, rolling
+from agents.deploy.strategies import Judge, Shift, health_judge
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.docker import HEALTH_TIMEOUT_S, DockerTarget, free_port
 from agents.deploy.targets.edge import Backend, Edge
-from agents.deploy.targets.state import (
-    LiveState,
-    Release,
-    all_live,
-    clear_live,
-    get_live,
-    record_release,
-    rollback_target,
-    set_live,
-)
-from orchestra.errors import NotFound
+from agents.deploy.targets.live import LiveTarget, move
+from agents.deploy.targets.state import LiveState, Release, all_live, get_live, set_live
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +38,7 @@ class EdgeSplit:
 __all__ = ["DeployOutcome", "EdgeSplit", "LocalTarget", "Plan", "Report"]
 
 
-class LocalTarget:
+class LocalTarget(LiveTarget):
     """Deploy, undo and roll back services on this machine (``runtime: docker``)."""
 
     runtime = "docker"
@@ -61,9 +52,6 @@ class LocalTarget:
 
     def wait_healthy(self, release: Release, health: str, timeout: float = HEALTH_TIMEOUT_S) -> float:
         return self.docker.wait_healthy(release, health, timeout)
-
-    def live(self, service: str, env: str) -> LiveState | None:
-        return get_live(self.redis, service, env)
 
     def logs(self, release: Release, lines: int = 50) -> str:
         return self.docker.logs(release, lines)
@@ -85,10 +73,7 @@ class LocalTarget:
         if state.current and state.current.image == plan.image and self.docker.running(state.current) \
                 and state.weights.get(state.current.version) == 100:
             return DeployOutcome(before, state, changed=False)
-        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
-                             "image": plan.image, "strategy": plan.strategy, "url": state.url,
-                             "from_version": state.current.version if state.current else None,
-                             "from_ref": state.current.ref if state.current else None})
+        self._triggered(plan, state, report)
         started = time.monotonic()
         new = self.docker.start(service=plan.service, env=plan.env, image=plan.image, version=plan.version,
                                 run_id=plan.run_id, extra_env={**plan.extra_env, **plan.secrets}, ref=plan.ref)
@@ -99,10 +84,7 @@ class LocalTarget:
             verdicts = self._move(plan, state, new, judge, report)
         except Exception:
             self._undo_traffic(state, new)
-            if before is not None:
-                set_live(self.redis, before)
-            else:
-                clear_live(self.redis, plan.service, plan.env)
+            self._put_back(before, plan)
             raise
         after = self._promote(state, new, plan)
         return DeployOutcome(before, after, True, {"health": health_s,
@@ -119,13 +101,7 @@ class LocalTarget:
                                 "url": state.url, "access_log": str(self.edge(state).access_log)})
 
         shift = Shift(EdgeSplit(self.edge(state)), new, old, on_shift, service=plan.service, env=plan.env)
-        judge = judge or health_judge(self.docker, new, plan.health)
-        if plan.strategy == "canary":
-            return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
-        if plan.strategy == "rolling":
-            return rolling(shift, judge)
-        blue_green(shift)
-        return []
+        return move(shift, plan, judge or health_judge(self.docker, new, plan.health))
 
     def _undo_traffic(self, state: LiveState, new: Release) -> None:
         """After a failed deploy: all traffic back on what was live, the new release removed."""
@@ -136,59 +112,39 @@ class LocalTarget:
         self.docker.remove(new.container)
 
     def _promote(self, state: LiveState, new: Release, plan: Plan) -> LiveState:
-        retired = state.previous
-        previous = state.current.model_copy(update={"keep_until": time.time() + plan.keep_s}) \
-            if state.current else None
-        if retired is not None and retired.container not in (new.container, getattr(previous, "container", "")):
+        retired, kept = state.previous, state.current
+        if retired is not None and retired.container not in (new.container, kept.container if kept else ""):
             self.docker.remove(retired.container)
-        record_release(self.redis, plan.service, plan.env, new)
-        return set_live(self.redis, state.model_copy(update={
-            "current": new, "previous": previous, "weights": {new.version: 100},
-            "last_action": "deploy", "run_id": plan.run_id}))
+        return self._went_live(state, new, plan)
 
-    def restore(self, outcome: DeployOutcome, health: str) -> None:
-        """Undo a finished deploy of a group whose later member failed."""
-        after = outcome.after
-        if outcome.before is None or outcome.before.current is None:
-            self.edge(after).stop()
-        else:
-            old = self.docker.restart(outcome.before.current, service=after.service, env=after.env)
-            self.docker.wait_healthy(old, health, timeout=30)
-            self.edge(after).apply([Backend(old.port, old.version, 100)])
-        if after.current is not None:
-            self.docker.remove(after.current.container)
-        if outcome.before is not None:
-            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))
+    # -- the hooks of LiveTarget ------------------------------------------------------------------------
 
-    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
-                 run_id: str) -> tuple[LiveState, bool]:
-        """All traffic back on ``to_version`` (default: the previous release); (state, changed?)."""
-        state = get_live(self.redis, service, env)
-        if state is None or state.current is None:
-            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
-        target = rollback_target(self.redis, state, to_version)
-        if target is None:
-            return state, False
-        target = self.docker.restart(target, service=service, env=env)
-        self.docker.wait_healthy(target, health, timeout=30)
-        current = state.current
-        self.edge(state).apply([Backend(target.port, target.version, 100),
-                                Backend(current.port, current.version, 0)])
-        kept = current.model_copy(update={"keep_until": time.time() + keep_s})
-        return set_live(self.redis, state.model_copy(update={
-            "current": target, "previous": kept, "weights": {target.version: 100},
-            "last_action": "rollback", "run_id": run_id})), True
+    def _bring_back(self, state: LiveState, release: Release, health: str, *,
+                    beside: Release | None) -> Release:
+        """Restarted if it was stopped, health-checked, then all the edge's weight on it."""
+        release = self.docker.restart(release, service=state.service, env=state.env)
+        self.docker.wait_healthy(release, health, timeout=30)
+        self.edge(state).apply([Backend(release.port, release.version, 100)]
+                               + ([Backend(beside.port, beside.version, 0)] if beside else []))
+        return release
 
-    def reap(self, now: float | None = None) -> list[str]:
-        """Stop previous releases whose keep window is over; returns their containers."""
-        now = time.time() if now is None else now
-        stopped = []
-        for state in all_live(self.redis):
-            previous = state.previous
-            if previous and previous.keep_until and previous.keep_until < now and self.docker.running(previous):
-                self.docker.stop(previous)
-                stopped.append(previous.container)
-        return stopped
+    def _retire(self, release: Release, state: LiveState) -> None:
+        self.docker.remove(release.container)
+
+    def _take_down(self, state: LiveState) -> None:
+        self.edge(state).stop()
+
+    def _forget(self, state: LiveState) -> None:
+        pass  # the local live state keeps its edge's port and prefix for the next deploy
+
+    def _owns(self, state: LiveState) -> bool:
+        return True  # a kept container of any live state still running on this machine is wound down
+
+    def _running(self, release: Release) -> bool:
+        return self.docker.running(release)
+
+    def _wind_down(self, release: Release) -> None:
+        self.docker.stop(release)
 
     def _new_state(self, plan: Plan) -> LiveState:
         taken = {s.edge_port for s in all_live(self.redis)}

@@ -1,0 +1,147 @@
+"""The flow every deploy target shares: roll back, undo a group's finished deploy, reap kept releases.
+
+A :class:`LiveTarget` owns the skeletons over the live state in Redis and calls small hooks for what is
+specific to its platform: bringing a release back to all traffic, retiring one, taking down what
+reached a service that had no release before, and telling whether a kept release still runs.
+"""
+from __future__ import annotations
+
+import time
+
+from redis import Redis
+
+from agents.deploy.strategies import Judge, Shift, blue_green, canary, rolling
+from agents.deploy.targets.base import DeployOutcome, Plan, Report
+from agents.deploy.targets.state import (
+    LiveState,
+    Release,
+    all_live,
+    clear_live,
+    get_live,
+    record_release,
+    rollback_target,
+    set_live,
+)
+from orchestra.errors import NotFound
+
+
+class LiveTarget:
+    """The shared half of a deploy target; a subclass supplies the platform's hooks."""
+
+    runtime: str
+    redis: Redis
+
+    def live(self, service: str, env: str) -> LiveState | None:
+        return get_live(self.redis, service, env)
+
+    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
+                 run_id: str) -> tuple[LiveState, bool]:
+        """All traffic back on ``to_version`` (default: the previous release); (state, changed?)."""
+        state = get_live(self.redis, service, env)
+        if state is None or state.current is None:
+            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
+        target = rollback_target(self.redis, state, to_version)
+        if target is None:
+            return state, False
+        target = self._bring_back(state, target, health, beside=state.current)
+        return set_live(self.redis, state.model_copy(update={
+            "current": target, "previous": self._keep(state.current, keep_s), "weights": {target.version: 100},
+            "last_action": "rollback", "run_id": run_id})), True
+
+    def restore(self, outcome: DeployOutcome, health: str) -> None:
+        """Undo a finished deploy of a group whose later member failed: the old version's traffic first."""
+        after = outcome.after
+        if after.current is None:  # an outcome always names what it made live; nothing to undo otherwise
+            return
+        old = outcome.before.current if outcome.before else None
+        if old is None:
+            self._take_down(after)
+        else:
+            self._bring_back(after, old, health, beside=None)
+        self._retire(after.current, after)
+        if outcome.before is not None:
+            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))
+        else:
+            self._forget(after)
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Wind down previous releases (of this target) whose keep window is over; returns their names."""
+        now = time.time() if now is None else now
+        stopped = []
+        for state in all_live(self.redis):
+            previous = state.previous
+            if previous is None or not self._owns(state):
+                continue
+            if previous.keep_until and previous.keep_until < now and self._running(previous):
+                self._wind_down(previous)
+                stopped.append(previous.container)
+        return stopped
+
+    # -- shared parts of deploy -----------------------------------------------------------------------
+
+    def _triggered(self, plan: Plan, state: LiveState, report: Report, **extra: object) -> None:
+        current = state.current
+        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
+                             "image": plan.image, "strategy": plan.strategy, "url": state.url, **extra,
+                             "from_version": current.version if current else None,
+                             "from_ref": current.ref if current else None})
+
+    def _put_back(self, before: LiveState | None, plan: Plan) -> None:
+        """After a failed deploy: the live state as it was before."""
+        if before is not None:
+            set_live(self.redis, before)
+        else:
+            clear_live(self.redis, plan.service, plan.env)
+
+    def _went_live(self, state: LiveState, new: Release, plan: Plan) -> LiveState:
+        """Record ``new`` as the current release, what served before kept as the previous one."""
+        previous = self._keep(state.current, plan.keep_s) if state.current else None
+        record_release(self.redis, plan.service, plan.env, new)
+        return set_live(self.redis, state.model_copy(update={
+            "current": new, "previous": previous, "weights": {new.version: 100},
+            "last_action": "deploy", "run_id": plan.run_id}))
+
+    # -- hooks ---------------------------------------------------------------------------------------
+
+    def _keep(self, release: Release, keep_s: float) -> Release:
+        """The release that stops serving, kept running for ``keep_s`` for an instant rollback."""
+        return release.model_copy(update={"keep_until": time.time() + keep_s})
+
+    def _bring_back(self, state: LiveState, release: Release, health: str, *,
+                    beside: Release | None) -> Release:
+        """All traffic on ``release`` (``beside`` keeps running without traffic); returns it as it runs."""
+        raise NotImplementedError
+
+    def _retire(self, release: Release, state: LiveState) -> None:
+        """Remove a release that never served or no longer should."""
+        raise NotImplementedError
+
+    def _take_down(self, state: LiveState) -> None:
+        """The service had no release before this deploy: take down what reached it."""
+        raise NotImplementedError
+
+    def _forget(self, state: LiveState) -> None:
+        clear_live(self.redis, state.service, state.env)
+
+    def _owns(self, state: LiveState) -> bool:
+        """Whether this target reaps ``state`` (its runtime and location)."""
+        return state.runtime == self.runtime and state.location == self._location()
+
+    def _location(self) -> str:
+        raise NotImplementedError
+
+    def _running(self, release: Release) -> bool:
+        raise NotImplementedError
+
+    def _wind_down(self, release: Release) -> None:
+        raise NotImplementedError
+
+
+def move(shift: Shift, plan: Plan, judge: Judge) -> list[dict[str, object]]:
+    """Move traffic with the plan's strategy; the verdicts of the judged steps."""
+    if plan.strategy == "canary":
+        return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
+    if plan.strategy == "rolling":
+        return rolling(shift, judge)
+    blue_green(shift)
+    return []
