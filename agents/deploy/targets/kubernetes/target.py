@@ -16,29 +16,21 @@ from typing import Any
 
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, blue_green, canary, health_judge, rolling
+from agents.deploy.strategies import Judge, Shift, health_judge
 from agents.deploy.targets.base import DeployOutcome, Plan, Report, TrafficSplit
 from agents.deploy.targets.kubernetes import manifests as m
 from agents.deploy.targets.kubernetes.api import KubeApi
 from agents.deploy.targets.kubernetes.readiness import crash_report, wait_available
 from agents.deploy.targets.kubernetes.traffic import Cluster, ReplicaSplit, RouteSplit, SelectorSplit
-from agents.deploy.targets.state import (
-    LiveState,
-    Release,
-    all_live,
-    clear_live,
-    get_live,
-    record_release,
-    rollback_target,
-    set_live,
-)
+from agents.deploy.targets.live import LiveTarget, move
+from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import KubernetesCluster
 from orchestra.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
 
-class KubernetesTarget:
+class KubernetesTarget(LiveTarget):
     """Deploy, undo and roll back services in one namespace of one cluster."""
 
     runtime = "kubernetes"
@@ -65,9 +57,6 @@ class KubernetesTarget:
         want = max(self._spec_replicas(release), 1)
         return wait_available(self.api, release, want, timeout or self.cluster.rollout_timeout, self.sleep)
 
-    def live(self, service: str, env: str) -> LiveState | None:
-        return get_live(self.redis, service, env)
-
     def logs(self, release: Release, lines: int = 50) -> str:
         return crash_report(self.api, release, lines)
 
@@ -90,11 +79,7 @@ class KubernetesTarget:
         m.validate(sent, self.cluster.version)  # nothing is sent unless every manifest is valid
         if self.cluster.httproute:
             self.api.route(self._route(plan.service))  # the platform's route must exist before we start
-        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
-                             "image": plan.image, "strategy": plan.strategy, "url": state.url,
-                             "where": f"kubernetes {state.location}",
-                             "from_version": current.version if current else None,
-                             "from_ref": current.ref if current else None})
+        self._triggered(plan, state, report, where=f"kubernetes {state.location}")
         started = time.monotonic()
         new = Release(version=plan.version, image=plan.image, port=plan.port_hint or 5000,
                       container=m.name_for(plan.service, plan.version), run_id=plan.run_id, ref=plan.ref)
@@ -107,57 +92,11 @@ class KubernetesTarget:
             verdicts = self._move(plan, state, new, judge, report)
         except Exception:
             self._undo(state, new)
-            if before is not None:
-                set_live(self.redis, before)
-            else:
-                clear_live(self.redis, plan.service, plan.env)
+            self._put_back(before, plan)
             raise
         after = self._promote(state, new, plan)
         return DeployOutcome(before, after, True, {"health": ready_s,
                                                    "total": round(time.monotonic() - started, 2)}, verdicts)
-
-    def restore(self, outcome: DeployOutcome, health: str) -> None:
-        """Undo a finished deploy of a group whose later member failed: old version's traffic first."""
-        after = outcome.after
-        old = outcome.before.current if outcome.before else None
-        if old is None:
-            self.api.delete("Service", after.service)
-        else:
-            self._bring_back(after, old)
-        if after.current is not None:
-            self._retire(after.current, after)
-        if outcome.before is not None:
-            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))
-        else:
-            clear_live(self.redis, after.service, after.env)
-
-    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
-                 run_id: str) -> tuple[LiveState, bool]:
-        """All traffic back on ``to_version`` (default: the previous release); (state, changed?)."""
-        state = get_live(self.redis, service, env)
-        if state is None or state.current is None:
-            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
-        target = rollback_target(self.redis, state, to_version)
-        if target is None:
-            return state, False
-        self._bring_back(state, target)
-        kept = state.current.model_copy(update={"keep_until": time.time() + keep_s})
-        return set_live(self.redis, state.model_copy(update={
-            "current": target, "previous": kept, "weights": {target.version: 100},
-            "last_action": "rollback", "run_id": run_id})), True
-
-    def reap(self, now: float | None = None) -> list[str]:
-        """Scale to zero the previous releases (of this namespace) whose keep window is over."""
-        now = time.time() if now is None else now
-        stopped = []
-        for state in all_live(self.redis):
-            previous = state.previous
-            if state.runtime != self.runtime or state.location != self._location() or previous is None:
-                continue
-            if previous.keep_until and previous.keep_until < now and self._spec_replicas(previous) > 0:
-                self.api.patch("Deployment", previous.container, {"spec": {"replicas": 0}})
-                stopped.append(previous.container)
-        return stopped
 
     # -- deploying ----------------------------------------------------------------------------------
 
@@ -221,13 +160,7 @@ class KubernetesTarget:
             # rollback must not take a share of the traffic (it is deleted when this deploy ends)
             self.api.patch("Deployment", kept.container, {"spec": {"replicas": 0}})
         shift = Shift(split, new, old, on_shift, service=plan.service, env=plan.env, runtime=self.runtime)
-        judge = judge or health_judge(self, new, plan.health)
-        if plan.strategy == "canary":
-            return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
-        if plan.strategy == "rolling":
-            return rolling(shift, judge)
-        blue_green(shift)
-        return []
+        return move(shift, plan, judge or health_judge(self, new, plan.health))
 
     def _split(self, plan: Plan) -> TrafficSplit:
         cluster = self._cluster(plan.service, plan.env)
@@ -247,27 +180,23 @@ class KubernetesTarget:
         return Cluster(self.api, service, env, self.replicas.get(service, 1), wait)
 
     def _promote(self, state: LiveState, new: Release, plan: Plan) -> LiveState:
-        retired = state.previous
-        previous = state.current.model_copy(update={"keep_until": time.time() + plan.keep_s}) \
-            if state.current else None
-        if retired is not None and retired.container not in (new.container, getattr(previous, "container", "")):
+        retired, kept = state.previous, state.current
+        if retired is not None and retired.container not in (new.container, kept.container if kept else ""):
             self._retire(retired, state)
-        record_release(self.redis, plan.service, plan.env, new)
-        return set_live(self.redis, state.model_copy(update={
-            "current": new, "previous": previous, "weights": {new.version: 100},
-            "last_action": "deploy", "run_id": plan.run_id}))
+        return self._went_live(state, new, plan)
 
     # -- undoing ------------------------------------------------------------------------------------
 
     def _undo(self, state: LiveState, new: Release) -> None:
         """After a failed deploy: traffic back on what was live first, then the new version removed."""
         if state.current is not None:
-            self._bring_back(state, state.current)
+            self._bring_back(state, state.current, "", beside=None)
         else:
-            self.api.delete("Service", state.service)  # the first release never went live
+            self._take_down(state)  # the first release never went live
         self._retire(new, state)
 
-    def _bring_back(self, state: LiveState, release: Release) -> None:
+    def _bring_back(self, state: LiveState, release: Release, health: str, *,
+                    beside: Release | None) -> Release:
         """Traffic back on ``release``: at once when it still has pods, else after scaling it up."""
         cluster = self._cluster(state.service, state.env)
         replicas = cluster.replicas
@@ -281,6 +210,16 @@ class KubernetesTarget:
         cluster.select(release.version)
         if self._spec_replicas(release) < replicas:
             cluster.scale(release, replicas)
+        return release
+
+    def _take_down(self, state: LiveState) -> None:
+        self.api.delete("Service", state.service)
+
+    def _running(self, release: Release) -> bool:
+        return self._spec_replicas(release) > 0
+
+    def _wind_down(self, release: Release) -> None:
+        self.api.patch("Deployment", release.container, {"spec": {"replicas": 0}})
 
     def _retire(self, release: Release, state: LiveState) -> None:
         self.api.delete("Deployment", release.container)
