@@ -16,28 +16,20 @@ from typing import Any
 
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, TrafficStep, blue_green, canary, rolling
+from agents.deploy.strategies import Judge, Shift, TrafficStep
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.ecs import health
 from agents.deploy.targets.ecs import resources as r
 from agents.deploy.targets.ecs.aws import Aws, AwsError
 from agents.deploy.targets.ecs.metrics import cloudwatch_judge, with_cloudwatch
-from agents.deploy.targets.state import (
-    LiveState,
-    Release,
-    all_live,
-    clear_live,
-    get_live,
-    record_release,
-    rollback_target,
-    set_live,
-)
+from agents.deploy.targets.live import LiveTarget, move
+from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import EcsCluster
 from orchestra.errors import NotFound, StageFailed
 from orchestra.intents import ENVIRONMENTS
 
 
-class EcsTarget:
+class EcsTarget(LiveTarget):
     """Deploy, undo and roll back services on one ECS cluster behind one ALB listener."""
 
     runtime = "ecs"
@@ -69,9 +61,6 @@ class EcsTarget:
                                    timeout or self.settings.rollout_timeout, self.sleep,
                                    r.log_group(self.settings, service, env))
 
-    def live(self, service: str, env: str) -> LiveState | None:
-        return get_live(self.redis, service, env)
-
     def logs(self, release: Release, lines: int = 50) -> str:
         service, env = self._owner(release)
         return health.logs(self.aws, r.log_group(self.settings, service, env), release, lines)
@@ -96,11 +85,7 @@ class EcsTarget:
         name = r.service_name(plan.service, plan.env, r.COLOURS[colour])
         params = r.task_definition(plan, self.settings, self.aws.region, secrets)
         state = state.model_copy(update={"address": state.address or self._address(listener)})
-        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
-                             "image": plan.image, "strategy": plan.strategy, "url": state.url,
-                             "where": f"ecs {state.location}", "colour": r.COLOURS[colour],
-                             "from_version": current.version if current else None,
-                             "from_ref": current.ref if current else None})
+        self._triggered(plan, state, report, where=f"ecs {state.location}", colour=r.COLOURS[colour])
         started = time.monotonic()
         new = Release(version=plan.version, image=plan.image, port=plan.port_hint or 5000, container=name,
                       run_id=plan.run_id, ref=plan.ref)
@@ -115,56 +100,11 @@ class EcsTarget:
             verdicts = self._move(plan, state, new, listener, groups, judge, report)
         except Exception:
             self._undo(state, new, listener)
-            if before is not None:
-                set_live(self.redis, before.model_copy(update={"previous": state.previous}))
-            else:
-                clear_live(self.redis, plan.service, plan.env)
+            self._put_back(before.model_copy(update={"previous": state.previous}) if before else None, plan)
             raise
-        after = self._promote(state, new, plan)
+        after = self._went_live(state, new, plan)
         return DeployOutcome(before, after, True, {"health": ready_s,
                                                    "total": round(time.monotonic() - started, 2)}, verdicts)
-
-    def restore(self, outcome: DeployOutcome, health_path: str) -> None:
-        after = outcome.after
-        old = outcome.before.current if outcome.before else None
-        if after.current is None:
-            return
-        groups = r.target_groups(self.aws, self.settings, after.service, after.env)
-        if old is not None:
-            self._bring_back(after, old, r.Listener(self.aws, self.settings.listener, groups))
-        self._scale(after.current.container, 0)
-        if outcome.before is not None:
-            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))
-        else:
-            clear_live(self.redis, after.service, after.env)
-
-    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
-                 run_id: str) -> tuple[LiveState, bool]:
-        state = get_live(self.redis, service, env)
-        if state is None or state.current is None:
-            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
-        target = rollback_target(self.redis, state, to_version)
-        if target is None:
-            return state, False
-        groups = r.target_groups(self.aws, self.settings, service, env)
-        self._bring_back(state, target, r.Listener(self.aws, self.settings.listener, groups))
-        kept = state.current.model_copy(update={"keep_until": time.time() + keep_s})
-        return set_live(self.redis, state.model_copy(update={
-            "current": target, "previous": kept, "weights": {target.version: 100},
-            "last_action": "rollback", "run_id": run_id})), True
-
-    def reap(self, now: float | None = None) -> list[str]:
-        """Scale to zero the kept colours (on this cluster) whose keep window is over."""
-        now = time.time() if now is None else now
-        stopped = []
-        for state in all_live(self.redis):
-            previous = state.previous
-            if state.runtime != self.runtime or state.location != self._location() or previous is None:
-                continue
-            if previous.keep_until and previous.keep_until < now and self._desired(previous.container) > 0:
-                self._scale(previous.container, 0)
-                stopped.append(previous.container)
-        return stopped
 
     # -- deploying ----------------------------------------------------------------------------------
 
@@ -215,32 +155,23 @@ class EcsTarget:
                       env=plan.env, runtime=self.runtime)
         judge = with_cloudwatch(cloudwatch_judge(self.aws, groups, error_rate=self.error_rate,
                                                  latency_ms=self.latency_ms, on_judged=on_judged), judge)
-        if plan.strategy == "canary":
-            return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
-        if plan.strategy == "rolling":
-            return rolling(shift, judge)
-        blue_green(shift)
-        return []
-
-    def _promote(self, state: LiveState, new: Release, plan: Plan) -> LiveState:
-        previous = state.current.model_copy(update={"keep_until": time.time() + plan.keep_s}) \
-            if state.current else None
-        record_release(self.redis, plan.service, plan.env, new)
-        return set_live(self.redis, state.model_copy(update={
-            "current": new, "previous": previous, "weights": {new.version: 100},
-            "last_action": "deploy", "run_id": plan.run_id}))
+        return move(shift, plan, judge)
 
     # -- undoing ------------------------------------------------------------------------------------
 
     def _undo(self, state: LiveState, new: Release, listener: r.Listener) -> None:
         """After a failed deploy: the weights back on what was live first, then the new colour scaled to 0."""
         if state.current is not None:
-            self._bring_back(state, state.current, listener)
+            self._bring_back(state, state.current, "", beside=None, listener=listener)
         if self._desired(new.container) > 0:
             self._scale(new.container, 0)
 
-    def _bring_back(self, state: LiveState, release: Release, listener: r.Listener) -> None:
+    def _bring_back(self, state: LiveState, release: Release, health_path: str, *, beside: Release | None,
+                    listener: r.Listener | None = None) -> Release:
         """All weight on ``release``'s colour: at once when it still runs it, else after scaling it up."""
+        if listener is None:
+            groups = r.target_groups(self.aws, self.settings, state.service, state.env)
+            listener = r.Listener(self.aws, self.settings.listener, groups)
         running = self._task_image(release.container)
         if running != release.image:
             raise NotFound(f"{state.service} {release.version} no longer runs in {release.container} "
@@ -252,6 +183,19 @@ class EcsTarget:
         weights = [0, 0]
         weights[r.colour_of(release)] = 100
         listener.apply((weights[0], weights[1]))
+        return release
+
+    def _retire(self, release: Release, state: LiveState) -> None:
+        self._scale(release.container, 0)
+
+    def _take_down(self, state: LiveState) -> None:
+        pass  # the listener's weights stay where they are; the new colour is scaled to zero
+
+    def _running(self, release: Release) -> bool:
+        return self._desired(release.container) > 0
+
+    def _wind_down(self, release: Release) -> None:
+        self._scale(release.container, 0)
 
     def _task_image(self, name: str) -> str | None:
         found = self._service(name)
