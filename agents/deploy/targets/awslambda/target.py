@@ -16,21 +16,14 @@ from typing import Any
 
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, TrafficStep, blue_green, canary, rolling
+from agents.deploy.strategies import Judge, Shift, TrafficStep
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.ecs.aws import Aws, AwsError
 from agents.deploy.targets.ecs.metrics import MIN_WINDOW_S, sample_of, verdict_of, with_cloudwatch
-from agents.deploy.targets.state import (
-    LiveState,
-    Release,
-    clear_live,
-    get_live,
-    record_release,
-    rollback_target,
-    set_live,
-)
+from agents.deploy.targets.live import LiveTarget, move
+from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import LambdaFunction
-from orchestra.errors import NotFound, StageFailed
+from orchestra.errors import StageFailed
 
 POLL_S = 0.2
 
@@ -60,7 +53,7 @@ class AliasSplit:
                       FunctionVersion=version, RoutingConfig={"AdditionalVersionWeights": extra or {}})
 
 
-class LambdaTarget:
+class LambdaTarget(LiveTarget):
     """Deploy, undo and roll back functions in one region."""
 
     runtime = "lambda"
@@ -87,9 +80,6 @@ class LambdaTarget:
         """Seconds until the published version is Active; StageFailed with Lambda's reason otherwise."""
         function, number = release.container.rsplit(":", 1)
         return self._wait(function, number, timeout or self.settings.update_timeout)
-
-    def live(self, service: str, env: str) -> LiveState | None:
-        return get_live(self.redis, service, env)
 
     def logs(self, release: Release, lines: int = 50) -> str:
         group = f"/aws/lambda/{release.container.rsplit(':', 1)[0]}"
@@ -125,11 +115,7 @@ class LambdaTarget:
         arn = self._check_function(function)
         alias = self._alias(function)
         state = state.model_copy(update={"address": f"{arn}:{self.settings.alias}"})
-        report("triggered", {"service": plan.service, "env": plan.env, "version": plan.version, "ref": plan.ref,
-                             "image": plan.image, "strategy": plan.strategy, "url": state.url,
-                             "where": f"lambda {state.location}",
-                             "from_version": current.version if current else None,
-                             "from_ref": current.ref if current else None})
+        self._triggered(plan, state, report, where=f"lambda {state.location}")
         started = time.monotonic()
         split = AliasSplit(self.aws, function, self.settings.alias)
         new: Release | None = None
@@ -156,42 +142,29 @@ class LambdaTarget:
                 split.point(number_of(current))
             elif alias is None and new is not None:
                 self.aws.call("lambda", "delete_alias", FunctionName=function, Name=self.settings.alias)
-            if before is not None:
-                set_live(self.redis, before)
-            else:
-                clear_live(self.redis, plan.service, plan.env)
+            self._put_back(before, plan)
             raise
-        previous = current.model_copy(update={"keep_until": None}) if current else None
-        record_release(self.redis, plan.service, plan.env, new)
-        after = set_live(self.redis, state.model_copy(update={
-            "current": new, "previous": previous, "weights": {new.version: 100}, "last_action": "deploy",
-            "run_id": plan.run_id}))
+        after = self._went_live(state, new, plan)
         return DeployOutcome(before, after, True, {"health": ready_s,
                                                    "total": round(time.monotonic() - started, 2)}, verdicts)
 
-    def restore(self, outcome: DeployOutcome, health: str) -> None:
-        after = outcome.after
-        old = outcome.before.current if outcome.before else None
-        function = after.current.container.rsplit(":", 1)[0] if after.current else ""
-        if old is not None:
-            AliasSplit(self.aws, function, self.settings.alias).point(number_of(old))
-            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))  # type: ignore[union-attr]
-        elif after.current is not None:
-            self.aws.call("lambda", "delete_alias", FunctionName=function, Name=self.settings.alias)
-            clear_live(self.redis, after.service, after.env)
+    # -- the hooks of LiveTarget ------------------------------------------------------------------------
 
-    def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
-                 run_id: str) -> tuple[LiveState, bool]:
-        state = get_live(self.redis, service, env)
-        if state is None or state.current is None:
-            raise NotFound(f"nothing of {service} is deployed in {env}", hint="deploy it first")
-        target = rollback_target(self.redis, state, to_version)
-        if target is None:
-            return state, False
-        AliasSplit(self.aws, self.function(service, env), self.settings.alias).point(number_of(target))
-        return set_live(self.redis, state.model_copy(update={
-            "current": target, "previous": state.current, "weights": {target.version: 100},
-            "last_action": "rollback", "run_id": run_id})), True
+    def _keep(self, release: Release, keep_s: float) -> Release:
+        return release.model_copy(update={"keep_until": None})  # a published version needs no keeping
+
+    def _bring_back(self, state: LiveState, release: Release, health: str, *,
+                    beside: Release | None) -> Release:
+        function = release.container.rsplit(":", 1)[0]
+        AliasSplit(self.aws, function, self.settings.alias).point(number_of(release))
+        return release
+
+    def _retire(self, release: Release, state: LiveState) -> None:
+        pass  # the published version stays, immutable; the alias no longer points at it
+
+    def _take_down(self, state: LiveState) -> None:
+        function = state.current.container.rsplit(":", 1)[0] if state.current else ""
+        self.aws.call("lambda", "delete_alias", FunctionName=function, Name=self.settings.alias)
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -245,12 +218,7 @@ class LambdaTarget:
         shift = Shift(split, new, state.current, on_shift, service=plan.service, env=plan.env,
                       runtime=self.runtime)
         judge = with_cloudwatch(self._judge(function, report), judge)
-        if plan.strategy == "canary":
-            return canary(shift, plan.steps, judge, pause_s=plan.pause_s)
-        if plan.strategy == "rolling":
-            return rolling(shift, judge)
-        blue_green(shift)
-        return []
+        return move(shift, plan, judge)
 
     def _judge(self, function: str, report: Report) -> Judge:
         """Errors/Invocations and Duration p99 of the new version against the old one, via the alias."""
