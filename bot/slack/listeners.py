@@ -32,7 +32,7 @@ from orchestra.store import begin_once, claim_once, finish_once
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-WORK_THREADS = 4
+WORK_THREADS = 2
 COMMANDS = ("/deploy", "/rollback", "/orchestra", "/status", "/history", "/explain", "/cancel")
 
 
@@ -44,7 +44,9 @@ class Deps:
     redis: Redis
     understander: Understander
     catalog: Catalog
-    # A few worker threads only: more would compete with the event loop (the GIL) and slow the acks.
+    # Two worker threads: each /deploy costs ~40 ms of CPU, and with four threads that work took the GIL
+    # from the event loop often enough to make acks under a burst of 50 a third slower (bench_slack.py);
+    # two still let a slow model call and a dispatch overlap.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(WORK_THREADS, "slack-work"))
 
     async def off_loop(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
