@@ -27,10 +27,10 @@ class LintFailed(OrchestraError):
 
 @dataclass(frozen=True)
 class Images:
-    """Base images the templates build on; the Python one comes from Settings.base_image."""
+    """Base images the templates build on; Python's and Node's come from Settings (base_image, node_base_image)."""
 
     python: str = "orchestra-base:bookworm"
-    node: str = "node:20-bookworm-slim"
+    node: str = "orchestra-node:bookworm"
     static: str = "nginxinc/nginx-unprivileged:1.27-alpine"
     go: str = "golang:1.22-bookworm"
     runtime: str = "debian:bookworm-slim"

@@ -18,8 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
-from orchestra.settings import PROJECT_ROOT
+from agents.observability.live import targets_path
+from orchestra.events import EventBus, EventType
+from orchestra.settings import PROJECT_ROOT, Settings
+from tests.jobs.conftest import orchestra_env
+from tests.support.docker_services import DockerEnv
+from tests.support.prometheus import prometheus_server
 from tests.support.services import free_port, wait_for
 from tests.support.shop import shop_service
 
@@ -126,3 +132,41 @@ def test_the_page_says_when_the_api_is_down(web: Path, tmp_path: Path) -> None:
                               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
                               "--dump-dom", f"{site}/"], capture_output=True, text=True, timeout=60).stdout
         assert "API unavailable: HTTP 502" in dom, dom[-2000:]
+
+
+def _fullstack_repo(dest: Path) -> Path:
+    """examples/fullstack as a git repository (the committed files, no installed or built output)."""
+    repo = Path(shutil.copytree(FULLSTACK, dest, ignore=shutil.ignore_patterns(
+        "node_modules", "dist", "coverage", "__pycache__", ".pytest_cache")))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "fullstack"], check=True)
+    return repo
+
+
+@pytest.mark.docker
+def test_orchestra_run_puts_the_fullstack_example_live(settings: Settings, docker_env: DockerEnv,
+                                                       redis: Redis, tmp_path: Path) -> None:
+    """Both services build on the offline bases (Node's named by ORCHESTRA_NODE_BASE_IMAGE), deploy to
+    staging, and the live page's server answers with what the live API serves."""
+    node_image = docker_env.node_image()
+    repo = _fullstack_repo(tmp_path / "fullstack")
+    with docker_env.connected(stop_deployed_in=settings.workdir), \
+            prometheus_server(targets_file=targets_path(settings.workdir)) as prometheus:
+        env = {**orchestra_env(settings), "DOCKER_HOST": docker_env.url, "ORCHESTRA_REGISTRY": docker_env.registry,
+               "ORCHESTRA_BASE_IMAGE": docker_env.base_image, "ORCHESTRA_NODE_BASE_IMAGE": node_image,
+               "ORCHESTRA_PROMETHEUS_URL": prometheus.url,
+               "ORCHESTRA_BUILD_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
+        run = subprocess.run([sys.executable, "-m", "cli", "run", "--repo", str(repo), "--env", "staging",
+                              "--user", "U0ALICE"], env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-3000:]
+        run_id = run.stdout.splitlines()[0].split()[1]
+        live = next(e for e in EventBus(redis).replay(run_id) if e.type == EventType.DEPLOYMENT_SUCCEEDED).data
+        web_url, api_url = live["live"]["web"]["url"], live["live"]["api"]["url"]
+        assert live["live"]["web"]["current"]["image"].startswith(f"{docker_env.registry}/fullstack-web:")
+        status, body = get(f"{web_url}/api/books")
+        assert status == 200 and json.loads(body) == json.loads(get(f"{api_url}/api/books")[1])
+        assert "The Phoenix Project" in body
+        status, page = get(f"{web_url}/")
+        assert status == 200 and '<div id="root">' in page

@@ -27,6 +27,9 @@ CACHE_DIR = Path("/var/tmp/orchestra-docker")
 BASE_IMAGE = "orchestra-base:bookworm"
 BASE_TARBALL = "base-image.tar"
 BUILD_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image"
+NODE_IMAGE = "orchestra-node:bookworm"
+NODE_TARBALL = "node-image.tar"
+NODE_SCRIPT = PROJECT_ROOT / "scripts" / "build-node-base-image"
 
 
 @contextmanager
@@ -120,20 +123,21 @@ def _remove_leftover_containers(url: str) -> None:
     client.close()
 
 
-def ensure_base_image(docker_url: str, image: str = BASE_IMAGE) -> str:
+def ensure_base_image(docker_url: str, image: str = BASE_IMAGE, *, tarball_name: str = BASE_TARBALL,
+                      script: Path = BUILD_SCRIPT) -> str:
     """Make sure ``image`` exists in the engine: load the cached tarball, or build it once."""
     client = docker.DockerClient(base_url=docker_url, version="auto")
     try:
         if client.images.list(name=image):
             return image
-        tarball = CACHE_DIR / BASE_TARBALL
+        tarball = CACHE_DIR / tarball_name
         if tarball.exists():
             with open(tarball, "rb") as data:
                 client.images.load(data)
             if client.images.list(name=image):
                 return image
         env = {**os.environ, "DOCKER_HOST": docker_url}
-        subprocess.run([str(BUILD_SCRIPT), image], check=True, env=env, timeout=900)
+        subprocess.run([str(script), image], check=True, env=env, timeout=900)
         _save_tarball(client, image, tarball)
         return image
     finally:
@@ -180,6 +184,10 @@ class DockerEnv:
 
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, version="auto", timeout=300)
+
+    def node_image(self) -> str:
+        """The Node base image in this engine, loaded or built on first use (only Node tests pay for it)."""
+        return ensure_base_image(self.url, NODE_IMAGE, tarball_name=NODE_TARBALL, script=NODE_SCRIPT)
 
     @contextmanager
     def connected(self, *, stop_deployed_in: Path | None = None) -> Iterator[docker.DockerClient]:
