@@ -65,6 +65,7 @@ DEPLOY_ONLY = frozenset({"deploy"})
 ANALYZE = Stage("analyze", "jobs.tasks.analyze", EventType.CODE_ANALYSIS_RESULT, timeout=600, retries=1)
 TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, retries=1)
 BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
+IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=DEPLOY_ONLY)
 DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
                timeout=limits.DEPLOY_JOB_S, approval=True, kinds=DEPLOY_ONLY)
 OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
@@ -72,4 +73,4 @@ OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
 ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
                  failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
 
-PIPELINE = Graph((ANALYZE, TEST, BUILD, DEPLOY, OBSERVE, ROLLBACK))
+PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, DEPLOY, OBSERVE, ROLLBACK))

@@ -10,11 +10,12 @@ from agents.analysis import stage as analyze_agent
 from agents.context import AgentContext, StageResult
 from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
+from agents.iac import stage as iac_agent
 from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
-from jobs.graph import ANALYZE, BUILD, DEPLOY, OBSERVE, ROLLBACK, TEST
+from jobs.graph import ANALYZE, BUILD, DEPLOY, IAC, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_stage
 
 
@@ -31,6 +32,11 @@ def test(run_id: str) -> dict[str, Any]:
 def build(run_id: str) -> dict[str, Any]:
     """Build one image per service (generating Dockerfiles where missing) and push them."""
     return execute_stage(run_id, BUILD, build_agent.run)
+
+
+def iac(run_id: str) -> dict[str, Any]:
+    """Check the repository's Terraform (skipped when everything deploys to this host and there is none)."""
+    return execute_stage(run_id, IAC, iac_agent.run)
 
 
 def deploy(run_id: str) -> dict[str, Any]:

@@ -128,8 +128,19 @@ class Deployment(StrictModel):
 
 
 class Infrastructure(StrictModel):
-    tool: Literal["terraform", "cloudformation", "ansible"] = "terraform"
+    """Where the repository's infrastructure code is (agents/iac): only Terraform is read."""
+
+    tool: str = "terraform"
     path: RepoPath = "infra/"
+
+    @field_validator("tool")
+    @classmethod
+    def _supported_tool(cls, value: str) -> str:
+        if value == "terraform":
+            return value
+        if value in ("cloudformation", "ansible", "pulumi", "tofu", "opentofu"):
+            raise ValueError(f"infrastructure tool `{value}` is not supported yet; use `terraform`")
+        raise ValueError(f"`{value}` is not an infrastructure tool; use `terraform`")
 
 
 SECRET_MANAGERS = ("env", "aws_secrets_manager", "kubernetes")

@@ -42,7 +42,7 @@ class RecordingPacer(Pacer):
         super().sent(channel)
 
 
-PLAN = ":clipboard: Plan: `analyze` → `test` → `build` → `deploy` → `observe`. Each step reports here."
+PLAN = ":clipboard: Plan: `analyze` → `test` → `build` → `iac` → `deploy` → `observe`. Each step reports here."
 
 
 def _relay(redis: Redis, settings: Settings, running: Running, **options: Any) -> Relay:
