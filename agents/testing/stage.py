@@ -16,8 +16,6 @@ from orchestra.llm import LLM
 
 logger = logging.getLogger(__name__)
 
-TEST_TIMEOUT_S = 600
-
 
 @dataclass
 class Failure:
@@ -92,7 +90,7 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     run_python(python, ["-m", "coverage", "run", "--source=.", f"--data-file={reports / '.coverage'}",
                         "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                         f"--junitxml={reports / 'junit.xml'}"],
-               cwd=home, settings=ctx.settings, timeout=TEST_TIMEOUT_S, writable=[reports])
+               cwd=home, settings=ctx.settings, timeout=ctx.config.testing.timeout, writable=[reports])
     result = read_junit(service, reports / "junit.xml")
     cov = run_python(python, ["-m", "coverage", "json", f"--data-file={reports / '.coverage'}",
                               "-o", str(reports / "coverage.json")], cwd=home, settings=ctx.settings, timeout=120,

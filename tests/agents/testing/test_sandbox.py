@@ -275,3 +275,18 @@ def test_orchestra_run_tests_the_demo_in_the_box_and_names_the_failing_test(boxe
     assert "test_catalogue_has_four_items" in result.stdout
     venvs = list((boxed.cache / "venvs").glob("box-*"))
     assert venvs and all(sandbox.is_sandboxed(v / "bin" / "python") for v in venvs)
+
+
+def test_testing_timeout_from_the_configuration_stops_a_slow_suite(settings: Settings, redis: Redis,
+                                                                   tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "slow", {
+        "devops_orchestra.yaml": "project:\n  name: slow\ntesting:\n  timeout: 3s\ndeployment:\n  services:\n"
+                                 "    - name: svc\n      path: svc\n",
+        "svc/requirements.txt": "",
+        "svc/test_slow.py": "import time\n\n\ndef test_slow():\n    time.sleep(60)\n",
+    })
+    ensure_venv(repo / "svc", settings)
+    started = time.monotonic()
+    with pytest.raises(OrchestraError, match="did not finish within 3s"):
+        run_service_tests(_ctx(repo, settings, redis), "svc")
+    assert time.monotonic() - started < 30
