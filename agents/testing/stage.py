@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from agents.context import AgentContext, StageResult
 from agents.pysource import SKIP_DIRS
 from agents.testing.testgen import generate_tests
 from agents.testing.venvs import ensure_venv, run_python
+from orchestra.config.model import Testing
+from orchestra.errors import OrchestraError
 from orchestra.llm import LLM
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,7 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     if not has_tests(home):
         ctx.progress(f"{service}: no tests found")
         return ServiceTests(service, ran=False, note="no tests found")
+    extra = pytest_args(ctx.config.testing)
     ctx.progress(f"{service}: preparing an isolated virtualenv")
     python = ensure_venv(home, ctx.settings)
     reports = ctx.settings.run_dir(ctx.run.id) / "reports" / service
@@ -89,7 +93,7 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     ctx.progress(f"{service}: running tests")
     run_python(python, ["-m", "coverage", "run", "--source=.", f"--data-file={reports / '.coverage'}",
                         "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-                        f"--junitxml={reports / 'junit.xml'}"],
+                        f"--junitxml={reports / 'junit.xml'}", *extra],
                cwd=home, settings=ctx.settings, timeout=ctx.config.testing.timeout, writable=[reports])
     result = read_junit(service, reports / "junit.xml")
     cov = run_python(python, ["-m", "coverage", "json", f"--data-file={reports / '.coverage'}",
@@ -99,6 +103,27 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
         result.coverage = round(json.loads((reports / "coverage.json").read_text())["totals"]
                                 ["percent_covered"], 1)
     return result
+
+
+def pytest_args(testing: Testing) -> list[str]:
+    """What testing.framework and testing.command mean for a Python service: pytest's extra arguments.
+
+    The stage runs pytest under coverage itself, so a command acts only as a pytest invocation
+    (its arguments are added, never run through a shell); anything else is refused, not ignored.
+    """
+    if testing.framework not in ("pytest", "unittest"):
+        raise OrchestraError(f"testing.framework `{testing.framework}` does not run Python services",
+                             hint="set testing.framework to pytest (it also runs unittest tests)")
+    if not testing.command:
+        return []
+    words = shlex.split(testing.command)
+    for prefix in (["python", "-m", "pytest"], ["python3", "-m", "pytest"], ["pytest"]):
+        if words[:len(prefix)] == prefix:
+            return words[len(prefix):]
+    raise OrchestraError(f"testing.command `{testing.command}` is not a pytest command; Python services are "
+                         "tested with pytest under coverage",
+                         hint="write it as `python -m pytest <arguments>` (e.g. `python -m pytest -q -k smoke`) "
+                              "or leave it out")
 
 
 def has_tests(home: Path) -> bool:

@@ -290,3 +290,33 @@ def test_testing_timeout_from_the_configuration_stops_a_slow_suite(settings: Set
     with pytest.raises(OrchestraError, match="did not finish within 3s"):
         run_service_tests(_ctx(repo, settings, redis), "svc")
     assert time.monotonic() - started < 30
+
+
+def _two_tests(root: Path, testing: str) -> Path:
+    return write_files(root, {
+        "devops_orchestra.yaml": f"project:\n  name: two\ntesting:\n{testing}deployment:\n  services:\n"
+                                 "    - name: svc\n      path: svc\n",
+        "svc/requirements.txt": "",
+        "svc/test_two.py": "def test_smoke():\n    pass\n\n\ndef test_broken():\n    assert False\n",
+    })
+
+
+def test_testing_command_adds_its_pytest_arguments(settings: Settings, redis: Redis, tmp_path: Path) -> None:
+    repo = _two_tests(tmp_path / "two", "  command: python -m pytest -q -k 'smoke or nothing'\n")
+    result = run_service_tests(_ctx(repo, settings, redis), "svc")
+    assert (result.passed, result.failed) == (1, 0), result
+    everything = run_service_tests(_ctx(_two_tests(tmp_path / "all", "  enabled: true\n"), settings, redis), "svc")
+    assert (everything.passed, everything.failed) == (1, 1), everything
+
+
+@pytest.mark.parametrize("testing, refusal", [
+    ("  command: npm test\n", "testing.command `npm test` is not a pytest command"),
+    ("  command: python -c 'import os'; pytest\n", "is not a pytest command"),
+    ("  framework: jest\n", "testing.framework `jest` does not run Python services"),
+])
+def test_a_testing_field_the_python_stage_cannot_honour_is_refused(settings: Settings, redis: Redis, tmp_path: Path,
+                                                                   testing: str, refusal: str) -> None:
+    repo = _two_tests(tmp_path / "two", testing)
+    with pytest.raises(OrchestraError, match=refusal.replace("(", r"\(")) as caught:
+        run_service_tests(_ctx(repo, settings, redis), "svc")
+    assert caught.value.hint
