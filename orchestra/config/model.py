@@ -83,6 +83,16 @@ class ServiceConfig(StrictModel):
             raise ValueError(f"runtime `{value}` is not supported yet; use {supported}")
         raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, RUNTIMES)}; use {supported}")
 
+    @field_validator("replicas")
+    @classmethod
+    def _one_container_on_docker(cls, value: int, info: ValidationInfo) -> int:
+        runtime = info.data.get("runtime", "docker")
+        if value > 1 and runtime in ("docker", "lambda"):
+            what = "one container per version on this host" if runtime == "docker" else "Lambda scales itself"
+            raise ValueError(f"not supported yet: replicas = {value} on runtime `{runtime}` ({what}); "
+                             "supported: 1, or runtime `kubernetes` or `ecs` for more")
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _mapping_to_pairs(cls, value: Any) -> Any:

@@ -1,0 +1,49 @@
+"""Each devops_orchestra.yaml field acts or is refused: here, the fields issue 13 found silently ignored."""
+from __future__ import annotations
+
+import pytest
+
+from orchestra.config import parse_config
+from orchestra.errors import ConfigError
+
+SERVICE = """\
+project:
+  name: shop
+deployment:
+  services:
+    - name: api
+      runtime: {runtime}
+      replicas: {replicas}
+"""
+
+
+def test_replicas_above_one_on_docker_are_refused_with_file_line_and_what_is_supported() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(SERVICE.format(runtime="docker", replicas=3), filename="devops_orchestra.yaml")
+    assert caught.value.problems == [
+        "devops_orchestra.yaml:7: deployment.services[0].replicas: not supported yet: replicas = 3 on runtime "
+        "`docker` (one container per version on this host); supported: 1, or runtime `kubernetes` or `ecs` "
+        "for more"]
+
+
+def test_replicas_above_one_are_refused_when_runtime_is_left_to_its_docker_default() -> None:
+    text = "project:\n  name: shop\ndeployment:\n  services:\n    - name: api\n      replicas: 2\n"
+    with pytest.raises(ConfigError, match=r"devops_orchestra.yaml:6: .*not supported yet: replicas = 2"):
+        parse_config(text, filename="devops_orchestra.yaml")
+
+
+@pytest.mark.parametrize("runtime", ["kubernetes", "ecs"])
+def test_replicas_act_on_runtimes_that_run_several(runtime: str) -> None:
+    config = parse_config(SERVICE.format(runtime=runtime, replicas=3), filename="devops_orchestra.yaml")
+    assert config.deployment.services[0].replicas == 3
+
+
+def test_one_replica_on_docker_stays_valid() -> None:
+    config = parse_config(SERVICE.format(runtime="docker", replicas=1), filename="devops_orchestra.yaml")
+    assert config.deployment.services[0].replicas == 1
+
+
+def test_replicas_above_one_on_lambda_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r":7: deployment.services\[0\].replicas: not supported yet: replicas = 2 "
+                                          r"on runtime `lambda` \(Lambda scales itself\)"):
+        parse_config(SERVICE.format(runtime="lambda", replicas=2), filename="devops_orchestra.yaml")
