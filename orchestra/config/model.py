@@ -131,6 +131,25 @@ class Deployment(StrictModel):
     canary: Canary = Field(default_factory=Canary)
     blue_green: BlueGreen = Field(default_factory=BlueGreen)
 
+    @field_validator("type", "provider")
+    @classmethod
+    def _only_this_host(cls, value: str, info: ValidationInfo) -> str:
+        supported = {"type": ("local", "on-premise"), "provider": ("local",)}[str(info.field_name)]
+        if value not in supported:
+            raise ValueError(f"not supported yet: deployment.{info.field_name} = {value}; supported: "
+                             f"{' or '.join(supported)} (where a service runs is its `runtime`: docker, "
+                             "kubernetes, ecs or lambda, with the environment's kubernetes/ecs/lambda settings)")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_is_per_environment(cls, value: str) -> str:
+        if value != "us-west-2":
+            raise ValueError(f"not supported yet: deployment.region = {value}; supported: the default "
+                             "us-west-2, which nothing reads: set environments.<env>.ecs.region or "
+                             "lambda.region (or AWS_REGION) for the region AWS targets use")
+        return value
+
     @model_validator(mode="after")
     def _service_graph(self) -> Deployment:
         check_services(self.services)

@@ -47,3 +47,25 @@ def test_replicas_above_one_on_lambda_are_refused() -> None:
     with pytest.raises(ConfigError, match=r":7: deployment.services\[0\].replicas: not supported yet: replicas = 2 "
                                           r"on runtime `lambda` \(Lambda scales itself\)"):
         parse_config(SERVICE.format(runtime="lambda", replicas=2), filename="devops_orchestra.yaml")
+
+
+@pytest.mark.parametrize("field,value,supported", [
+    ("type", "cloud", "local or on-premise"), ("type", "hybrid", "local or on-premise"),
+    ("provider", "aws", "local"), ("provider", "gcp", "local"), ("provider", "custom", "local"),
+    ("region", "eu-west-1", "the default us-west-2")])
+def test_deployment_fields_nothing_reads_are_refused_unless_they_say_this_host(field: str, value: str,
+                                                                                supported: str) -> None:
+    text = f"project:\n  name: shop\ndeployment:\n  {field}: {value}\n  services:\n    - name: api\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, filename="devops_orchestra.yaml")
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(
+        f"devops_orchestra.yaml:4: deployment.{field}: not supported yet: deployment.{field} = {value}; "
+        f"supported: {supported}")
+
+
+def test_deployment_defaults_and_the_examples_values_stay_valid() -> None:
+    text = ("project:\n  name: shop\ndeployment:\n  type: on-premise\n  provider: local\n  region: us-west-2\n"
+            "  services:\n    - name: api\n")
+    config = parse_config(text, filename="devops_orchestra.yaml")
+    assert (config.deployment.type, config.deployment.provider) == ("on-premise", "local")
