@@ -33,6 +33,14 @@ class Build(StrictModel):
     dockerfile: RepoPath = "Dockerfile"
     base_image: str | None = None
 
+    @field_validator("tool")
+    @classmethod
+    def _docker_builds(cls, value: str) -> str:
+        if value != "docker":
+            raise ValueError(f"not supported yet: build.tool = {value}; supported: docker (each service is "
+                             "built into an image from its Dockerfile, generated when it has none)")
+        return value
+
 
 class Testing(StrictModel):
     enabled: bool = True

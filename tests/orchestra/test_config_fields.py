@@ -69,3 +69,13 @@ def test_deployment_defaults_and_the_examples_values_stay_valid() -> None:
             "  services:\n    - name: api\n")
     config = parse_config(text, filename="devops_orchestra.yaml")
     assert (config.deployment.type, config.deployment.provider) == ("on-premise", "local")
+
+
+@pytest.mark.parametrize("tool", ["maven", "npm", "poetry", "custom"])
+def test_build_tools_other_than_docker_are_refused(tool: str) -> None:
+    text = f"project:\n  name: shop\nbuild:\n  tool: {tool}\ndeployment:\n  services:\n    - name: api\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, filename="devops_orchestra.yaml")
+    assert caught.value.problems == [
+        f"devops_orchestra.yaml:4: build.tool: not supported yet: build.tool = {tool}; supported: docker (each "
+        "service is built into an image from its Dockerfile, generated when it has none)"]
