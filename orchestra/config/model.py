@@ -244,6 +244,15 @@ class Observability(StrictModel):
     alerts: list[Alert] = Field(default_factory=_default_alerts)
     watch: Duration = 300.0
 
+    @field_validator("tools")
+    @classmethod
+    def _prometheus_only(cls, tools: list[str]) -> list[str]:
+        ignored = [t for t in tools if t != "prometheus"]
+        if ignored:
+            raise ValueError(f"not supported yet: observability.tools = {', '.join(ignored)}; supported: "
+                             "prometheus (scrapes each service for the canary judge and the watch; [] for none)")
+        return tools
+
 
 class ChatOps(StrictModel):
     enabled: bool = True

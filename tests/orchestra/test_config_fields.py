@@ -79,3 +79,21 @@ def test_build_tools_other_than_docker_are_refused(tool: str) -> None:
     assert caught.value.problems == [
         f"devops_orchestra.yaml:4: build.tool: not supported yet: build.tool = {tool}; supported: docker (each "
         "service is built into an image from its Dockerfile, generated when it has none)"]
+
+
+@pytest.mark.parametrize("tools,named", [("[prometheus, grafana]", "grafana"), ("[cloudwatch]", "cloudwatch"),
+                                         ("[datadog, grafana]", "datadog, grafana")])
+def test_observability_tools_other_than_prometheus_are_refused(tools: str, named: str) -> None:
+    text = ("project:\n  name: shop\ndeployment:\n  services:\n    - name: api\n"
+            f"observability:\n  tools: {tools}\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, filename="devops_orchestra.yaml")
+    assert caught.value.problems == [
+        f"devops_orchestra.yaml:7: observability.tools: not supported yet: observability.tools = {named}; "
+        "supported: prometheus (scrapes each service for the canary judge and the watch; [] for none)"]
+
+
+def test_observability_tools_prometheus_or_none_stay_valid() -> None:
+    for tools, want in (("[prometheus]", ["prometheus"]), ("[]", [])):
+        text = f"project:\n  name: shop\ndeployment:\n  services:\n    - name: api\nobservability:\n  tools: {tools}\n"
+        assert parse_config(text, filename="devops_orchestra.yaml").observability.tools == want
