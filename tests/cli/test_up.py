@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestra.settings import PROJECT_ROOT, Settings
+from orchestra.settings import Settings
 from tests.support.services import wait_for
-from tests.support.slack_workspace import process_env
+from tests.support.slack_workspace import orchestra_process, process_env
 
 SLEEPER = (f"{sys.executable} -c 'import os, time; "
            "open(\"{pidfile}\", \"a\").write(\"%d\\n\" % os.getpid()); time.sleep(600)'")
@@ -36,15 +36,8 @@ def up(settings: Settings, procfile: str, tmp_path: Path) -> Iterator[tuple[subp
     (tmp_path / "Procfile").write_text(procfile)
     log = tmp_path / "up.log"
     env = process_env(settings, "http://127.0.0.1:9/api/", GITHUB_WEBHOOK_SECRET="s", SLACK_BOT_TOKEN="xoxb-test")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--procfile", str(tmp_path / "Procfile")],
-                                env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc, log
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with orchestra_process(["up", "--procfile", str(tmp_path / "Procfile")], env, log) as proc:
+        yield proc, log
 
 
 def test_a_process_that_exits_is_restarted_and_the_others_keep_running(settings: Settings, tmp_path: Path) -> None:
