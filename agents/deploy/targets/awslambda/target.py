@@ -9,7 +9,6 @@ alias back. Versions are immutable and cost nothing idle, so there is nothing to
 """
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 from redis import Redis
 
 from agents.deploy.strategies import Judge, Shift, TrafficStep
+from agents.deploy.targets.awslambda.metrics import version_sample
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.ecs.aws import Aws, AwsError
-from agents.deploy.targets.ecs.metrics import MIN_WINDOW_S, sample_of, verdict_of, with_cloudwatch
+from agents.deploy.targets.ecs.metrics import Sample, verdict_of, window, with_cloudwatch
 from agents.deploy.targets.live import LiveTarget, move
 from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import LambdaFunction
@@ -225,15 +225,10 @@ class LambdaTarget(LiveTarget):
         def judge(step: TrafficStep) -> str:
             if step.old is None:
                 return "inconclusive"
-            end = dt.datetime.now(dt.UTC)
-            start = end - dt.timedelta(seconds=max(step.pause_s, MIN_WINDOW_S))
+            start, end = window(time.time(), step.pause_s)
 
-            def of(release: Release) -> Any:
-                dims = [{"Name": "FunctionName", "Value": function},
-                        {"Name": "Resource", "Value": f"{function}:{self.settings.alias}"},
-                        {"Name": "ExecutedVersion", "Value": number_of(release)}]
-                return sample_of(self.aws, "AWS/Lambda", dims, start, end, requests="Invocations",
-                                 errors="Errors", latency="Duration", latency_to_s=0.001)
+            def of(release: Release) -> Sample:
+                return version_sample(self.aws, function, self.settings.alias, number_of(release), start, end)
 
             verdict, reason = verdict_of(of(step.new), of(step.old), error_rate=self.error_rate,
                                          latency_ms=self.latency_ms, errors="errors")

@@ -6,6 +6,9 @@ over the step's window: ``RequestCount`` (too little traffic is inconclusive, ne
 its error rate is above ``rollback.threshold.error_rate`` or worse than the baseline's by more than
 the tolerance, or when its p99 is above ``rollback.threshold.latency_ms``. A p99 CloudWatch does not
 answer is said in the reason and leaves the verdict to the other metrics.
+
+The watch after a full release reads the same samples in its own names and units (:func:`watch_values`),
+plus the ECS service's ``CPUUtilization`` (:func:`service_cpu`): agents/observability/sources.py.
 """
 from __future__ import annotations
 
@@ -46,14 +49,28 @@ def sample(aws: Aws, group: TargetGroup, start: dt.datetime, end: dt.datetime) -
                      latency="TargetResponseTime", latency_to_s=1.0)
 
 
-def sample_of(aws: Aws, namespace: str, dims: list[dict[str, str]], start: dt.datetime, end: dt.datetime, *,
-              requests: str, errors: str, latency: str, latency_to_s: float) -> Sample:
-    """Sums of ``requests`` and ``errors`` and the p99 of ``latency`` (times ``latency_to_s``: seconds)."""
+def window(end_s: float, seconds: float) -> tuple[dt.datetime, dt.datetime]:
+    """The ``seconds`` before ``end_s`` (unix seconds), at least a minute: ALB and Lambda metrics have
+    one-minute resolution."""
+    end = dt.datetime.fromtimestamp(end_s, dt.UTC)
+    return end - dt.timedelta(seconds=max(seconds, MIN_WINDOW_S)), end
+
+
+def _queries(namespace: str, dims: list[dict[str, str]], start: dt.datetime,
+             end: dt.datetime) -> Callable[[str, str, str], dict[str, Any]]:
+    """A builder of get_metric_data queries of one resource over [start, end], one period for the whole."""
     period = max(MIN_WINDOW_S, math.ceil((end - start).total_seconds() / 60) * 60)
 
     def query(qid: str, metric: str, stat: str) -> dict[str, Any]:
         return {"Id": qid, "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric,
                                                      "Dimensions": dims}, "Period": period, "Stat": stat}}
+    return query
+
+
+def sample_of(aws: Aws, namespace: str, dims: list[dict[str, str]], start: dt.datetime, end: dt.datetime, *,
+              requests: str, errors: str, latency: str, latency_to_s: float) -> Sample:
+    """Sums of ``requests`` and ``errors`` and the p99 of ``latency`` (times ``latency_to_s``: seconds)."""
+    query = _queries(namespace, dims, start, end)
 
     counts = aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end, MetricDataQueries=[
         query("requests", requests, "Sum"), query("errors", errors, "Sum")])
@@ -68,6 +85,26 @@ def sample_of(aws: Aws, namespace: str, dims: list[dict[str, str]], start: dt.da
     return Sample(values.get("requests", 0.0), values.get("errors", 0.0), p99, problem)
 
 
+def watch_values(got: Sample, seconds: float) -> dict[str, float | None]:
+    """A sample in the watch's names and units (agents/observability/metrics.py): ``error_rate`` a share,
+    ``latency_p99`` seconds, ``request_rate`` per second over ``seconds``. Without requests there is no
+    error rate or latency (as in Prometheus, where 0/0 has no value), never a clean 0."""
+    return {"error_rate": got.errors / got.requests if got.requests else None,
+            "latency_p99": got.p99_s if got.requests else None,
+            "request_rate": got.requests / seconds}
+
+
+def service_cpu(aws: Aws, cluster: str, service: str, start: dt.datetime, end: dt.datetime) -> float | None:
+    """ECS's ``CPUUtilization`` of one ECS service over [start, end]: the mean percent of its tasks'
+    reserved CPU (None without data)."""
+    dims = [{"Name": "ClusterName", "Value": cluster}, {"Name": "ServiceName", "Value": service}]
+    query = _queries("AWS/ECS", dims, start, end)
+    found = aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end,
+                     MetricDataQueries=[query("cpu", "CPUUtilization", "Average")])
+    values = [v for r in found["MetricDataResults"] for v in r.get("Values") or []]
+    return sum(values) / len(values) if values else None
+
+
 def cloudwatch_judge(aws: Aws, groups: tuple[TargetGroup, TargetGroup], *, error_rate: float,
                      latency_ms: int | None, on_judged: Callable[[TrafficStep, str, str], None],
                      clock: Callable[[], float] | None = None) -> Judge:
@@ -77,8 +114,7 @@ def cloudwatch_judge(aws: Aws, groups: tuple[TargetGroup, TargetGroup], *, error
     def judge(step: TrafficStep) -> str:
         if step.old is None:
             return "inconclusive"
-        end = dt.datetime.fromtimestamp(now(), dt.UTC)
-        start = end - dt.timedelta(seconds=max(step.pause_s, MIN_WINDOW_S))
+        start, end = window(now(), step.pause_s)
         canary = sample(aws, groups[colour_of(step.new)], start, end)
         baseline = sample(aws, groups[colour_of(step.old)], start, end)
         verdict, reason = verdict_of(canary, baseline, error_rate=error_rate, latency_ms=latency_ms)
