@@ -77,6 +77,11 @@ class Settings:
     metrics_port: int = 9464
     metrics_host: str = "127.0.0.1"  # where the bot and workers serve /metrics (0.0.0.0 in a container)
     tool_env: Mapping[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
+    # Where Terraform gets its providers: a CLI configuration of the operator's own (TF_CLI_CONFIG_FILE, used
+    # when the file exists), else a filesystem mirror directory (scripts/terraform-mirror lays one out), else
+    # the public registry
+    terraform_cli_config: Path | None = None
+    terraform_mirror: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +121,8 @@ class Settings:
             metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
             metrics_host=env.get("ORCHESTRA_METRICS_HOST", defaults.metrics_host),
             tool_env={k: env[k] for k in TOOL_ENV_NAMES if k in env},
+            terraform_cli_config=Path(env["TF_CLI_CONFIG_FILE"]) if env.get("TF_CLI_CONFIG_FILE") else None,
+            terraform_mirror=Path(env["ORCHESTRA_TERRAFORM_MIRROR"]) if env.get("ORCHESTRA_TERRAFORM_MIRROR") else None,
         )
 
     @property

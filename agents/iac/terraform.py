@@ -1,0 +1,105 @@
+"""The Terraform (or OpenTofu) binary, run the way the iac stage needs it.
+
+* Which binary: ``terraform`` on PATH, else ``tofu``; a clear error when neither is there.
+* Where providers come from: the operator's CLI configuration (``TF_CLI_CONFIG_FILE``, when the file
+  exists), else the filesystem mirror ``ORCHESTRA_TERRAFORM_MIRROR`` (``scripts/terraform-mirror`` lays one
+  out; a CLI configuration naming it is written next to the run's files), else the public registry.
+* What it sees: the tool environment, the AWS credentials and endpoint of the standard chain (as boto3
+  sees them in the deploy targets), no other variable of this process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.iac import hcl
+from orchestra.errors import StageFailed
+from orchestra.settings import Settings
+
+BINARIES = ("terraform", "tofu")
+COMMAND_TIMEOUT_S = 300
+AWS_PREFIX = "AWS_"  # credentials, region, profile and endpoint: the standard chain, as boto3 reads it
+
+
+@dataclass
+class Terraform:
+    """One binary in one working folder, with the environment it runs in."""
+
+    binary: str
+    folder: Path
+    env: dict[str, str] = field(default_factory=dict)
+    version: str = ""
+    providers: str = "the public registry"  # where providers come from, said in the thread
+
+    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """``terraform <args>`` in the folder; a timeout is a failure naming the command."""
+        try:
+            return subprocess.run([self.binary, *args], cwd=self.folder, env=self.env, capture_output=True,
+                                  text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise StageFailed(f"`{self.name} {args[0]}` did not finish within {timeout:.0f}s",
+                              hint="check that the AWS endpoint answers; nothing was changed") from exc
+
+    @property
+    def name(self) -> str:
+        return Path(self.binary).name
+
+
+def find_binary(path: str | None = None) -> str:
+    """``terraform`` or ``tofu`` on ``path`` (the process's PATH by default)."""
+    for name in BINARIES:
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    raise StageFailed("neither `terraform` nor `tofu` is on the worker's PATH",
+                      hint="install Terraform 1.x (or OpenTofu) on the worker; nothing was changed")
+
+
+def prepare(settings: Settings, folder: Path, scratch: Path, *, variables: dict[str, str] | None = None,
+            binary: str | None = None) -> Terraform:
+    """A :class:`Terraform` for ``folder``; ``scratch`` holds its CLI configuration and plugin links."""
+    tf = Terraform(binary or find_binary(settings.tool_env.get("PATH")), folder)
+    tf.env = {**settings.tool_env, **{k: v for k, v in os.environ.items() if k.startswith(AWS_PREFIX)},
+              "TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
+              **{f"TF_VAR_{k}": v for k, v in (variables or {}).items()}}
+    plugins = settings.cache / "terraform-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    tf.env["TF_PLUGIN_CACHE_DIR"] = str(plugins)  # one unpacked provider for every run, not one per run
+    cli_config, tf.providers = cli_configuration(settings, scratch)
+    if cli_config is not None:
+        tf.env["TF_CLI_CONFIG_FILE"] = str(cli_config)
+    tf.version = _version(tf)
+    return tf
+
+
+def cli_configuration(settings: Settings, scratch: Path) -> tuple[Path | None, str]:
+    """The CLI configuration file to use (None: Terraform's default) and where providers come from."""
+    own = settings.terraform_cli_config
+    if own is not None and own.is_file():
+        return own, f"the CLI configuration {own}"
+    mirror = settings.terraform_mirror
+    if mirror is None:
+        return None, "the public registry"
+    if not mirror.is_dir():
+        raise StageFailed(f"ORCHESTRA_TERRAFORM_MIRROR names {mirror}, which is not a directory",
+                          hint="run scripts/terraform-mirror to lay the mirror out there, or unset it")
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / "terraform.rc"
+    path.write_text("provider_installation {\n  filesystem_mirror {\n"
+                    f"    path    = {hcl.string(str(mirror.resolve()))}\n"
+                    '    include = ["registry.terraform.io/*/*"]\n  }\n}\n')
+    return path, f"the mirror {mirror}"
+
+
+def _version(tf: Terraform) -> str:
+    done = tf.run("version", "-json", timeout=30)
+    try:
+        return str(json.loads(done.stdout)["terraform_version"])
+    except (ValueError, KeyError) as exc:
+        raise StageFailed(f"`{tf.binary} version -json` did not answer with a version: "
+                          f"{(done.stderr or done.stdout).strip()[:200]}",
+                          hint="install Terraform 1.x (or OpenTofu) on the worker") from exc
