@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from agents.deploy.targets.awslambda.metrics import version_sample
 from agents.deploy.targets.ecs import resources
-from agents.deploy.targets.ecs.aws import Aws, AwsError
+from agents.deploy.targets.ecs.aws import Aws
 from agents.deploy.targets.ecs.metrics import sample, service_cpu, watch_values, window
 from agents.deploy.targets.kubernetes.api import CallStats
 from agents.deploy.targets.state import Release, get_live
@@ -28,6 +28,7 @@ from agents.observability.canary import prometheus_for
 from agents.observability.metrics import MetricsError, Prometheus, Selector, metric_queries
 from agents.observability.policy import Policy
 from orchestra.config.types import EcsCluster, LambdaFunction
+from orchestra.errors import StageFailed
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -80,8 +81,8 @@ class _CloudWatchSource:
                 try:
                     out = self._read(aws, rel, release, names, policy, now)
                 finally:
-                    self._count(aws)
-        except AwsError as exc:
+                    self._done(aws)
+        except StageFailed as exc:  # AWS's errors, and the ALB no longer as the deploy left it
             raise SourceError(f"cannot read {rel.service} {rel.version}'s {self.what}: {exc.message}",
                               hint=exc.hint) from exc
         return {name: out.get(name) for name in sorted(names)}
@@ -90,7 +91,8 @@ class _CloudWatchSource:
               now: float) -> dict[str, float | None]:
         raise NotImplementedError
 
-    def _count(self, aws: Aws) -> None:
+    def _done(self, aws: Aws) -> None:
+        """Add the look's calls to ``stats`` and close its clients."""
         self.stats.calls += aws.stats.calls
         self.stats.seconds += aws.stats.seconds
         for call, count in aws.stats.by_call.items():

@@ -149,10 +149,14 @@ def test_ecs_release_no_longer_holding_the_traffic_reads_as_no_data_and_errors_s
             calls = source.stats.calls
             assert set(source.values(rel, NAMES, POLICY, _soon()).values()) == {None}
             assert source.stats.calls == calls  # nothing asked of AWS for a release that is not live
+            live = WatchedRelease("web", "staging", "v1", None)
+            _repoint(built)  # someone sends the listener elsewhere by hand
+            with pytest.raises(SourceError) as moved:
+                source.values(live, NAMES, POLICY, _soon())
     finally:
         agent.stop()
-    with aws_env(f"http://127.0.0.1:{free_port()}"):  # CloudWatch out of reach
-        live = WatchedRelease("web", "staging", "v1", None)
+    assert f"the listener {built.listener} forwards to neither web-blue or web-green" in moved.value.message
+    with aws_env(f"http://127.0.0.1:{free_port()}"):  # AWS out of reach
         with pytest.raises(SourceError) as unreachable:
             source_for(_ctx(repo, settings, redis), live).values(live, NAMES, POLICY, _soon())
     assert "cannot read web v1's ALB metrics in CloudWatch: AWS could not be reached" in unreachable.value.message
@@ -161,6 +165,14 @@ def test_ecs_release_no_longer_holding_the_traffic_reads_as_no_data_and_errors_s
     with pytest.raises(SourceError) as missing:
         source_for(_ctx(gone, settings, redis), live)
     assert "web runs on ecs in staging" in missing.value.message and "environments.staging.ecs" in missing.value.message
+
+
+def _repoint(built: Platform) -> None:
+    elb = client(built.url, "elbv2")
+    vpc = elb.describe_target_groups(TargetGroupArns=[built.groups["web-blue"]])["TargetGroups"][0]["VpcId"]
+    other = elb.create_target_group(Name="other", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip")
+    elb.modify_listener(ListenerArn=built.listener, DefaultActions=[
+        {"Type": "forward", "TargetGroupArn": other["TargetGroups"][0]["TargetGroupArn"]}])
 
 
 def _lambda_repo(tmp_path: Path) -> Path:
