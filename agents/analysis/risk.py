@@ -1,7 +1,7 @@
 """Change risk: low / medium / high, with the reasons, from the changed files and the diff.
 
 - low: documentation or tests only (or nothing changed);
-- medium: application code, dependency changes, CI configuration;
+- medium: application code, dependency changes (manifests, lock files, npm/yarn settings), CI configuration;
 - high: migrations, authentication / authorization code, infrastructure (Dockerfile, compose,
   terraform, kubernetes, helm, devops_orchestra.yaml), or a large change to application code.
 The router reads the level (low skips generated tests; high forces a canary and a longer watch).
@@ -46,8 +46,13 @@ INFRA = ("Dockerfile", "Dockerfile.*", "*.dockerfile", "docker-compose*.y*ml", "
 INFRA_DIRS = {"terraform", "k8s", "kubernetes", "helm", "charts", "deploy", "infra", "infrastructure",
               "ansible", "manifests", "kustomize", "cloudformation"}
 DEPS = ("requirements*.txt", "pyproject.toml", "setup.py", "setup.cfg", "Pipfile", "Pipfile.lock",
-        "poetry.lock", "uv.lock", "package.json", "package-lock.json", "yarn.lock", "pnpm-lock.yaml",
+        "poetry.lock", "uv.lock", "package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock",
+        "pnpm-lock.yaml", "pnpm-workspace.yaml", "bun.lock", "bun.lockb", ".npmrc", ".yarnrc", ".yarnrc.yml",
         "go.mod", "go.sum", "Gemfile", "Gemfile.lock", "Cargo.toml", "Cargo.lock")
+# JavaScript/TypeScript test files (Vitest, Jest, Mocha): Books.test.jsx, api.spec.ts, __tests__/x.js.
+JS_TESTS = ("*.test.js", "*.test.jsx", "*.test.ts", "*.test.tsx", "*.test.mjs", "*.test.cjs", "*.spec.js",
+            "*.spec.jsx", "*.spec.ts", "*.spec.tsx", "*.spec.mjs", "*.spec.cjs")
+TEST_DIRS = {"tests", "test", "spec", "__tests__", "__mocks__"}
 DOCS = ("*.md", "*.rst", "*.adoc", "*.txt", "LICENSE*", "CHANGELOG*", "AUTHORS*", "*.png", "*.jpg",
         "*.svg", "*.gif")
 MIGRATION_DIRS = {"migrations", "alembic", "migrate", "db_migrations"}
@@ -87,7 +92,7 @@ def classify_risk(changed_files: list[str], diff: str = "") -> Risk:
     level = max((LEVEL_OF[Category(c)] for c in categories), key=ORDER.index)
     ranked = sorted(categories.items(), key=lambda kv: -ORDER.index(LEVEL_OF[Category(kv[0])]))
     reasons = [_reason(Category(c), paths, only=level is RiskLevel.LOW) for c, paths in ranked]
-    changed = _changed_lines(diff)
+    changed = _changed_lines(diff, set(categories.get(Category.APP_CODE, [])))
     if Category.APP_CODE in categories and changed > LARGE_CHANGE_LINES and level is not RiskLevel.HIGH:
         level = RiskLevel.HIGH
         reasons.append(f"large change: {changed} lines changed (over {LARGE_CHANGE_LINES})")
@@ -107,7 +112,7 @@ def categorize(path: str) -> set[Category]:
         return {Category.MIGRATIONS}
     if _match(name, DEPS):
         return {Category.DEPENDENCIES}
-    if dirs & {"tests", "test", "spec", "__tests__"} or name.startswith("test_") or "_test." in name:
+    if dirs & TEST_DIRS or name.startswith("test_") or "_test." in name or _match(name, JS_TESTS):
         return {Category.TESTS}
     if _match(name, DOCS) or dirs & {"docs", "doc"}:
         return {Category.DOCS}
@@ -136,9 +141,16 @@ def _reason(category: Category, paths: list[str], *, only: bool) -> str:
     return f"{text[category]} ({shown})"
 
 
-def _changed_lines(diff: str) -> int:
-    return sum(1 for line in diff.splitlines()
-               if line[:1] in "+-" and not line.startswith(("+++", "---")))
+def _changed_lines(diff: str, app_files: set[str]) -> int:
+    """Changed lines of application code: a regenerated lock file's thousands of lines are not a large change."""
+    count, counting = 0, True
+    for line in diff.splitlines():
+        header = re.match(r"diff --git a/\S+ b/(\S+)$", line)
+        if header:
+            counting = header.group(1) in app_files
+        elif counting and line[:1] in "+-" and not line.startswith(("+++", "---")):
+            count += 1
+    return count
 
 
 def _match(name: str, patterns: tuple[str, ...]) -> bool:

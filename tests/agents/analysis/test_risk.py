@@ -25,6 +25,17 @@ LOW, MEDIUM, HIGH = RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH
     (["k8s/deployment.yaml"], HIGH, "infrastructure"),
     (["devops_orchestra.yaml"], HIGH, "infrastructure (devops_orchestra.yaml)"),
     (["docker-compose.yml", "app.py"], HIGH, "infrastructure"),
+    # JavaScript / TypeScript services
+    (["web/README.md", "web/docs/usage.md", "web/CHANGELOG.md"], LOW, "documentation only (web/README.md"),
+    (["web/tests/Books.test.jsx", "web/src/api.spec.ts", "web/src/__tests__/x.js"], LOW, "tests only"),
+    (["web/README.md", "web/src/Books.test.tsx"], LOW, "documentation only"),
+    (["web/package.json"], MEDIUM, "dependencies changed (web/package.json)"),
+    (["web/package-lock.json"], MEDIUM, "dependencies changed (web/package-lock.json)"),
+    (["web/yarn.lock", "web/pnpm-lock.yaml", "web/npm-shrinkwrap.json"], MEDIUM, "dependencies changed"),
+    (["web/.npmrc"], MEDIUM, "dependencies changed (web/.npmrc)"),
+    (["web/src/Books.jsx"], MEDIUM, "application code changed (web/src/Books.jsx)"),
+    (["web/README.md", "web/package.json"], MEDIUM, "dependencies changed"),
+    (["web/src/session.ts"], HIGH, "authentication/authorization code"),
 ])
 def test_levels_and_reasons(files: list[str], level: RiskLevel, reason: str) -> None:
     risk = classify_risk(files, "")
@@ -60,3 +71,16 @@ def test_files_in_diff() -> None:
     diff = ("diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x\n+y\n"
             "diff --git a/docs/x.md b/docs/x.md\n")
     assert files_in_diff(diff) == ["a.py", "docs/x.md"]
+
+
+def test_a_regenerated_lock_file_is_not_a_large_code_change() -> None:
+    """npm install rewrites thousands of lock file lines: only application code lines count as its size."""
+    diff = ("diff --git a/web/src/Books.jsx b/web/src/Books.jsx\n+++ b/web/src/Books.jsx\n+const x = 1;\n"
+            "diff --git a/web/package-lock.json b/web/package-lock.json\n+++ b/web/package-lock.json\n"
+            + "".join(f'+    "node_modules/p{i}": {{}},\n' for i in range(3000)))
+    risk = classify_risk(["web/src/Books.jsx", "web/package-lock.json"], diff)
+    assert risk.level is MEDIUM, risk.reasons
+    assert set(risk.categories) == {"app_code", "dependencies"}
+    big = diff.replace("+const x = 1;\n", "".join(f"+const x{i} = {i};\n" for i in range(600)))
+    assert classify_risk(["web/src/Books.jsx", "web/package-lock.json"], big).reasons[-1] == \
+        "large change: 600 lines changed (over 500)"
