@@ -1,52 +1,41 @@
-"""The typed model of devops_orchestra.yaml: the original template plus environments and service graph."""
+"""The typed model of devops_orchestra.yaml: the whole file, its deployment section and services.
+
+The other sections (project, build, testing, infrastructure, secrets, rollback, observability, chatops)
+are in :mod:`orchestra.config.sections`; their names are importable from here too.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from orchestra.config.environments import EnvironmentPolicy, Environments, Strategy, StrictModel
 from orchestra.config.graph import check_services, topological_order
 from orchestra.config.identities import Identities
 from orchestra.config.paths import RepoPath
-from orchestra.config.types import Duration, EnvKey, Name, Percent, UrlPath, did_you_mean
+from orchestra.config.sections import (
+    DEFAULT_DOCKERFILE,
+    Alert,
+    Build,
+    ChatOps,
+    Infrastructure,
+    Observability,
+    Project,
+    Rollback,
+    RollbackThreshold,
+    Secrets,
+    Testing,
+)
+from orchestra.config.types import Duration, EnvKey, Name, UrlPath, did_you_mean
 from orchestra.errors import NotFound
 
+__all__ = ["CONFIG_FILENAME", "RUNTIMES", "Alert", "BlueGreen", "Build", "Canary", "ChatOps", "Deployment",
+           "EnvVar", "Infrastructure", "Observability", "Project", "ProjectConfig", "Rollback",
+           "RollbackThreshold", "Secrets", "ServiceConfig", "Testing"]
+
 CONFIG_FILENAME = "devops_orchestra.yaml"
-Tool = Literal["prometheus", "grafana", "cloudwatch", "datadog"]
-NotifyEvent = Literal["deployment_started", "deployment_success", "deployment_failure", "rollback_triggered",
-                      "approval_requested", "analysis_failure", "test_failure", "build_failure"]
-
-
-class Project(StrictModel):
-    name: Name
-    language: Literal["python", "node", "go", "java", "other"] = "python"
-    framework: str | None = None
-    repo: str | None = None
-
-
-class Build(StrictModel):
-    tool: Literal["docker", "maven", "npm", "poetry", "custom"] = "docker"
-    context: RepoPath = "."
-    dockerfile: RepoPath = "Dockerfile"
-    base_image: str | None = None
-
-    @field_validator("tool")
-    @classmethod
-    def _docker_builds(cls, value: str) -> str:
-        if value != "docker":
-            raise ValueError(f"not supported yet: build.tool = {value}; supported: docker (each service is "
-                             "built into an image from its Dockerfile, generated when it has none)")
-        return value
-
-
-class Testing(StrictModel):
-    enabled: bool = True
-    framework: Literal["pytest", "unittest", "jest", "mocha", "go", "junit", "npm", "custom"] = "pytest"
-    command: str | None = None
-    timeout: Duration = 600.0
 
 
 class EnvVar(StrictModel):
@@ -100,6 +89,17 @@ class ServiceConfig(StrictModel):
             raise ValueError(f"not supported yet: replicas = {value} on runtime `{runtime}` ({what}); "
                              "supported: 1, or runtime `kubernetes` or `ecs` for more")
         return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _scraped_only_on_kubernetes(cls, value: str, info: ValidationInfo) -> str:
+        runtime = info.data.get("runtime")
+        if value == "/metrics" or runtime in (None, "kubernetes"):  # None: the runtime itself is wrong
+            return value
+        why = ("Prometheus scrapes /metrics of each container on this host" if runtime == "docker"
+               else "the canary judge reads CloudWatch, nothing scrapes the service")
+        raise ValueError(f"not supported yet: metrics = {value} on runtime `{runtime}` ({why}); supported: "
+                         "/metrics, or runtime `kubernetes` (the pods' prometheus.io/path annotation)")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -164,111 +164,6 @@ class Deployment(StrictModel):
         return self
 
 
-class Infrastructure(StrictModel):
-    """Where the repository's infrastructure code is (agents/iac): only Terraform is read."""
-
-    tool: str = "terraform"
-    path: RepoPath = "infra/"
-
-    @field_validator("tool")
-    @classmethod
-    def _supported_tool(cls, value: str) -> str:
-        if value == "terraform":
-            return value
-        if value in ("cloudformation", "ansible", "pulumi", "tofu", "opentofu"):
-            raise ValueError(f"infrastructure tool `{value}` is not supported yet; use `terraform`")
-        raise ValueError(f"`{value}` is not an infrastructure tool; use `terraform`")
-
-
-SECRET_MANAGERS = ("env", "aws_secrets_manager", "kubernetes")
-
-
-class Secrets(StrictModel):
-    """Where the values of ``keys`` come from: ``env``, the bot's own environment; ``aws_secrets_manager``,
-    the secret ``<env>/<KEY>`` (ECS: ``ecs.secret_prefix``); ``kubernetes``, the Secret ``<service>-secrets``
-    the platform created in the namespace. Every target hands them to the application
-    (agents/deploy/targets/secrets.py)."""
-
-    manager: str = "env"
-    keys: list[EnvKey] = Field(default_factory=list)
-
-    @field_validator("manager")
-    @classmethod
-    def _supported_manager(cls, value: str) -> str:
-        if value in SECRET_MANAGERS:
-            return value
-        supported = "`env` (the bot's environment), `aws_secrets_manager` or `kubernetes` (a Secret in the namespace)"
-        if value in ("vault", "gcp_secret_manager", "azure_key_vault"):
-            raise ValueError(f"not supported yet: secrets.manager `{value}`; use {supported}")
-        raise ValueError(f"`{value}` is not a secrets manager{did_you_mean(value, SECRET_MANAGERS)}; use {supported}")
-
-
-class RollbackThreshold(StrictModel):
-    """Automatic rollback when any of these is exceeded for ``duration``."""
-
-    error_rate: Percent = Field(default=5.0, validation_alias=AliasChoices("error_rate", "errors"))
-    latency_ms: int | None = Field(default=1000, ge=1)
-    cpu: Percent | None = 90.0
-    memory_mb: int | None = Field(default=None, ge=1)
-    duration: Duration = 300.0
-
-
-class Rollback(StrictModel):
-    enabled: bool = True
-    threshold: RollbackThreshold = Field(default_factory=RollbackThreshold,
-                                         validation_alias=AliasChoices("threshold", "thresholds"))
-    max_automatic_per_hour: int = Field(default=3, ge=0)
-
-
-class Alert(StrictModel):
-    type: Literal["latency", "error_rate", "cpu", "memory"]
-    threshold_ms: int | None = Field(default=None, ge=1)
-    threshold: Percent | None = None
-    threshold_mb: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _threshold_for_type(self) -> Alert:
-        wanted = {"latency": "threshold_ms", "memory": "threshold_mb"}.get(self.type, "threshold")
-        if getattr(self, wanted) is None:
-            raise ValueError(f"a `{self.type}` alert needs `{wanted}`")
-        return self
-
-
-def _default_alerts() -> list[Alert]:
-    return [Alert(type="latency", threshold_ms=500), Alert(type="error_rate", threshold=2.0)]
-
-
-class Observability(StrictModel):
-    enabled: bool = True
-    tools: list[Tool] = Field(default_factory=lambda: list[Tool](["prometheus"]))
-    alerts: list[Alert] = Field(default_factory=_default_alerts)
-    watch: Duration = 300.0
-
-    @field_validator("tools")
-    @classmethod
-    def _prometheus_only(cls, tools: list[str]) -> list[str]:
-        ignored = [t for t in tools if t != "prometheus"]
-        if ignored:
-            raise ValueError(f"not supported yet: observability.tools = {', '.join(ignored)}; supported: "
-                             "prometheus (scrapes each service for the canary judge and the watch; [] for none)")
-        return tools
-
-
-class ChatOps(StrictModel):
-    enabled: bool = True
-    platform: Literal["slack"] = "slack"
-    channel: str = "#devops-orchestra"
-    notify_on: list[NotifyEvent] = Field(default_factory=lambda: list[NotifyEvent](
-        ["deployment_success", "deployment_failure", "rollback_triggered"]))
-
-    @field_validator("channel")
-    @classmethod
-    def _channel_name(cls, value: str) -> str:
-        if not (value.startswith("#") and len(value) > 1) and not (value[:1] in "CG" and value.isalnum()):
-            raise ValueError(f"`{value}` is not a Slack channel; write it as \"#name\" (quoted) or a channel id")
-        return value
-
-
 class ProjectConfig(StrictModel):
     """The whole devops_orchestra.yaml, every default filled in."""
 
@@ -294,6 +189,8 @@ class ProjectConfig(StrictModel):
         for service in self.deployment.services:
             if service.path is None:
                 service.path = _default_path(service.name, self._repo_dir, single)
+            if service.dockerfile is None and self.build.dockerfile != DEFAULT_DOCKERFILE:
+                service.dockerfile = self.build.dockerfile  # a service without its own uses build.dockerfile
         for name in self.environments.names():
             policy = self.environments.get(name)
             if policy.strategy is None:

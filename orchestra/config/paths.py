@@ -30,7 +30,7 @@ def escaping_paths(data: dict[str, Any], repo_dir: Path) -> list[tuple[Loc, str]
     """Every configured path that resolves (through a symlink) outside ``repo_dir``, with its location."""
     root = repo_dir.resolve()
     problems = []
-    for loc, base, value in _paths(data):
+    for loc, base, value in _paths(data, root):
         folder = root / base if base else root
         try:
             target = (folder / value).resolve()
@@ -40,17 +40,16 @@ def escaping_paths(data: dict[str, Any], repo_dir: Path) -> list[tuple[Loc, str]
         if target != root and root not in target.parents:
             problems.append((loc, f"`{value}` leads outside the repository through a symlink; "
                                   f"{_HINT} that is not a link out of it"))
-    return problems
+    return list(dict.fromkeys(problems))  # build.dockerfile, checked once per service, is reported once
 
 
-def _paths(data: dict[str, Any]) -> list[tuple[Loc, str | None, str]]:
+def _paths(data: dict[str, Any], root: Path) -> list[tuple[Loc, str | None, str]]:
     """(location, folder it is relative to, path) for each path the file gives; malformed values are skipped
-    (the model reports them)."""
+    (the model reports them). ``build.dockerfile`` is checked in the folder of every service that names no
+    Dockerfile of its own, as that is where the build reads it."""
     found: list[tuple[Loc, str | None, str]] = []
     build = _mapping(data.get("build"))
-    context = _text(build.get("context"))
-    _add(found, ("build", "context"), None, context)
-    _add(found, ("build", "dockerfile"), context, _text(build.get("dockerfile")))
+    _add(found, ("build", "context"), None, _text(build.get("context")))
     _add(found, ("infrastructure", "path"), None, _text(_mapping(data.get("infrastructure")).get("path")))
     services = _mapping(data.get("deployment")).get("services")
     for i, service in enumerate(services if isinstance(services, list) else []):
@@ -58,7 +57,15 @@ def _paths(data: dict[str, Any]) -> list[tuple[Loc, str | None, str]]:
         path = _text(service.get("path"))
         _add(found, ("deployment", "services", i, "path"), None, path)
         _add(found, ("deployment", "services", i, "dockerfile"), path, _text(service.get("dockerfile")))
+        if service.get("dockerfile") is None:
+            folder = path if path is not None else _default_folder(service.get("name"), root)
+            _add(found, ("build", "dockerfile"), folder, _text(build.get("dockerfile")))
     return found
+
+
+def _default_folder(name: Any, root: Path) -> str | None:
+    """A service's folder when the file gives none: its name when the repository has that folder."""
+    return name if isinstance(name, str) and name and (root / name).is_dir() else None
 
 
 def _add(found: list[tuple[Loc, str | None, str]], loc: Loc, base: str | None, value: str | None) -> None:

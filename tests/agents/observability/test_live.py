@@ -100,7 +100,7 @@ def test_the_deploy_stage_gets_a_metrics_judge_only_when_metrics_are_watched(red
                                                                               tmp_path: Path) -> None:
     ctx = _ctx(redis, settings, tmp_path)
     assert deploy_judge(ctx) is not None
-    off = ProjectConfig.model_validate({"project": {"name": "shop"}, "observability": {"enabled": False},
+    off = ProjectConfig.model_validate({"project": {"name": "shop"}, "observability": {"tools": []},
                                         "deployment": {"services": [{"name": "backend"}]}})
     ctx.config = off
     assert deploy_judge(ctx) is None

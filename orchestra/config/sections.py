@@ -1,0 +1,196 @@
+"""The sections of devops_orchestra.yaml around the deployment: project, build, testing, infrastructure,
+secrets, rollback, observability and chatops.
+
+Each field either acts or is refused here with ``not supported yet: <field> = <value>; supported: ...``
+(the loader adds the file and line): a value that validates and then changes nothing would lie.
+"""
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from orchestra.config.environments import StrictModel
+from orchestra.config.paths import RepoPath
+from orchestra.config.types import Duration, EnvKey, Name, Percent, did_you_mean
+
+Tool = Literal["prometheus", "grafana", "cloudwatch", "datadog"]
+NotifyEvent = Literal["deployment_started", "deployment_success", "deployment_failure", "rollback_triggered",
+                      "approval_requested", "analysis_failure", "test_failure", "build_failure"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployment_started", "deployment_success", "deployment_failure",
+                                          "rollback_triggered", "approval_requested", "analysis_failure",
+                                          "test_failure", "build_failure")
+DEFAULT_DOCKERFILE = "Dockerfile"
+
+
+class Project(StrictModel):
+    name: Name
+    language: Literal["python", "node", "go", "java", "other"] = "python"
+    framework: str | None = None
+    repo: str | None = None
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_is_where_the_file_is(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(f"not supported yet: project.repo = {value}; nothing reads it: the repository "
+                             "deployed is the one this file is read from (the GitHub push's, or one of the "
+                             "bot's ORCHESTRA_REPOS); remove project.repo")
+        return value
+
+
+class Build(StrictModel):
+    """How each service's image is built: with docker, from its own folder (``services[].path``) as the
+    context, with ``dockerfile`` (relative to that folder) unless the service names its own."""
+
+    tool: Literal["docker", "maven", "npm", "poetry", "custom"] = "docker"
+    context: RepoPath = "."
+    dockerfile: RepoPath = DEFAULT_DOCKERFILE
+    base_image: str | None = None
+
+    @field_validator("tool")
+    @classmethod
+    def _docker_builds(cls, value: str) -> str:
+        if value != "docker":
+            raise ValueError(f"not supported yet: build.tool = {value}; supported: docker (each service is "
+                             "built into an image from its Dockerfile, generated when it has none)")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _service_folder_is_the_context(cls, value: str) -> str:
+        if PurePosixPath(value.replace("\\", "/")) != PurePosixPath("."):
+            raise ValueError(f"not supported yet: build.context = {value}; supported: . (each service is "
+                             "built with its own folder as the context); set the service's "
+                             f"`path: {value}` under deployment.services instead")
+        return value
+
+class Testing(StrictModel):
+    enabled: bool = True
+    framework: Literal["pytest", "unittest", "jest", "mocha", "go", "junit", "npm", "custom"] = "pytest"
+    command: str | None = None
+    timeout: Duration = 600.0
+
+
+class Infrastructure(StrictModel):
+    """Where the repository's infrastructure code is (agents/iac): only Terraform is read."""
+
+    tool: str = "terraform"
+    path: RepoPath = "infra/"
+
+    @field_validator("tool")
+    @classmethod
+    def _supported_tool(cls, value: str) -> str:
+        if value == "terraform":
+            return value
+        if value in ("cloudformation", "ansible", "pulumi", "tofu", "opentofu"):
+            raise ValueError(f"infrastructure tool `{value}` is not supported yet; use `terraform`")
+        raise ValueError(f"`{value}` is not an infrastructure tool; use `terraform`")
+
+
+SECRET_MANAGERS = ("env", "aws_secrets_manager", "kubernetes")
+
+
+class Secrets(StrictModel):
+    """Where the values of ``keys`` come from: ``env``, the bot's own environment; ``aws_secrets_manager``,
+    the secret ``<env>/<KEY>`` (ECS: ``ecs.secret_prefix``); ``kubernetes``, the Secret ``<service>-secrets``
+    the platform created in the namespace. Every target hands them to the application
+    (agents/deploy/targets/secrets.py)."""
+
+    manager: str = "env"
+    keys: list[EnvKey] = Field(default_factory=list)
+
+    @field_validator("manager")
+    @classmethod
+    def _supported_manager(cls, value: str) -> str:
+        if value in SECRET_MANAGERS:
+            return value
+        supported = "`env` (the bot's environment), `aws_secrets_manager` or `kubernetes` (a Secret in the namespace)"
+        if value in ("vault", "gcp_secret_manager", "azure_key_vault"):
+            raise ValueError(f"not supported yet: secrets.manager `{value}`; use {supported}")
+        raise ValueError(f"`{value}` is not a secrets manager{did_you_mean(value, SECRET_MANAGERS)}; use {supported}")
+
+
+class RollbackThreshold(StrictModel):
+    """Automatic rollback when any of these is exceeded for ``duration``."""
+
+    error_rate: Percent = Field(default=5.0, validation_alias=AliasChoices("error_rate", "errors"))
+    latency_ms: int | None = Field(default=1000, ge=1)
+    cpu: Percent | None = 90.0
+    memory_mb: int | None = Field(default=None, ge=1)
+    duration: Duration = 300.0
+
+
+class Rollback(StrictModel):
+    enabled: bool = True
+    threshold: RollbackThreshold = Field(default_factory=RollbackThreshold,
+                                         validation_alias=AliasChoices("threshold", "thresholds"))
+    max_automatic_per_hour: int = Field(default=3, ge=0)
+
+
+class Alert(StrictModel):
+    type: Literal["latency", "error_rate", "cpu", "memory"]
+    threshold_ms: int | None = Field(default=None, ge=1)
+    threshold: Percent | None = None
+    threshold_mb: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _threshold_for_type(self) -> Alert:
+        wanted = {"latency": "threshold_ms", "memory": "threshold_mb"}.get(self.type, "threshold")
+        if getattr(self, wanted) is None:
+            raise ValueError(f"a `{self.type}` alert needs `{wanted}`")
+        return self
+
+
+def _default_alerts() -> list[Alert]:
+    return [Alert(type="latency", threshold_ms=500), Alert(type="error_rate", threshold=2.0)]
+
+
+class Observability(StrictModel):
+    enabled: bool = True
+    tools: list[Tool] = Field(default_factory=lambda: list[Tool](["prometheus"]))
+    alerts: list[Alert] = Field(default_factory=_default_alerts)
+    watch: Duration = 300.0
+
+    @field_validator("enabled")
+    @classmethod
+    def _always_watched(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("not supported yet: observability.enabled = false; the observe stage watches every "
+                             "release in Prometheus whatever this says; supported: true (observability.tools: "
+                             "[] turns canary analysis off, rollback.enabled: false automatic rollbacks)")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _prometheus_only(cls, tools: list[str]) -> list[str]:
+        ignored = [t for t in tools if t != "prometheus"]
+        if ignored:
+            raise ValueError(f"not supported yet: observability.tools = {', '.join(ignored)}; supported: "
+                             "prometheus (scrapes each service for the canary judge and the watch; [] for none)")
+        return tools
+
+
+class ChatOps(StrictModel):
+    enabled: bool = True
+    platform: Literal["slack"] = "slack"
+    channel: str = "#devops-orchestra"
+    notify_on: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+
+    @field_validator("notify_on")
+    @classmethod
+    def _every_event_is_posted(cls, events: list[str]) -> list[str]:
+        left_out = [e for e in NOTIFY_EVENTS if e not in events]
+        if left_out:
+            raise ValueError(f"not supported yet: chatops.notify_on without {', '.join(left_out)}; every stage "
+                             "of a run is posted in its Slack thread; supported: every event (remove notify_on; "
+                             "chatops.enabled: false keeps runs not asked for in Slack out of the channel)")
+        return events
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_name(cls, value: str) -> str:
+        if not (value.startswith("#") and len(value) > 1) and not (value[:1] in "CG" and value.isalnum()):
+            raise ValueError(f"`{value}` is not a Slack channel; write it as \"#name\" (quoted) or a channel id")
+        return value
