@@ -62,6 +62,7 @@ class Settings:
     prometheus_url: str = "http://127.0.0.1:9090"  # where the observe agent reads metrics
     base_image: str = "orchestra-base:bookworm"
     node_base_image: str = "orchestra-node:bookworm"  # Node services build on it (scripts/build-node-base-image)
+    go_base_image: str = "orchestra-go:bookworm"  # Go services build in it (scripts/build-go-base-image)
     build_ca_bundle: Path | None = None
     dev_mode: bool = False
     # Where a service's code (its install, tests, generated tests) runs: "docker" (a container per run,
@@ -112,6 +113,7 @@ class Settings:
             prometheus_url=env.get("ORCHESTRA_PROMETHEUS_URL", defaults.prometheus_url),
             base_image=env.get("ORCHESTRA_BASE_IMAGE", defaults.base_image),
             node_base_image=env.get("ORCHESTRA_NODE_BASE_IMAGE") or defaults.node_base_image,
+            go_base_image=env.get("ORCHESTRA_GO_BASE_IMAGE") or defaults.go_base_image,
             build_ca_bundle=Path(ca) if ca else None,
             dev_mode=env.get("ORCHESTRA_DEV", "") in ("1", "true", "yes"),
             sandbox=_choice("ORCHESTRA_SANDBOX", env.get("ORCHESTRA_SANDBOX", defaults.sandbox), SANDBOXES),

@@ -91,7 +91,7 @@ def ref_of(ctx: AgentContext) -> str | None:
 
 def images_of(ctx: AgentContext) -> Images:
     base = ctx.config.build.base_image or ctx.settings.base_image
-    return Images(python=base, node=ctx.settings.node_base_image)
+    return Images(python=base, node=ctx.settings.node_base_image, go=ctx.settings.go_base_image)
 
 
 def build_dir(ctx: AgentContext) -> Path:

@@ -5,6 +5,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestra.errors import OrchestraError
 
@@ -22,13 +23,31 @@ class Stack:
     """A service's language and framework, and the files that matter for building it."""
 
     language: str  # python | node | go | java
-    framework: str  # flask | django | fastapi | plain | express | nextjs | static | go | maven | gradle
+    # flask | django | fastapi | plain | express | nextjs | static | go (standard library only) | modules
+    # (Go with requirements) | maven | gradle
+    framework: str
     deps_file: str | None = None  # requirements.txt, package.json, go.mod, pom.xml, build.gradle ...
-    entry: str | None = None  # python: "module:app" or a script; node: main script; django: project
+    # python: "module:app" or a script; node: main script; static: the build's output folder; django: project
+    entry: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.language}-{self.framework}"
+
+    @property
+    def not_built_here(self) -> str | None:
+        """Why a generated Dockerfile for this stack is only generated and linted here, or None."""
+        return NOT_BUILT_HERE.get(self.name) or NOT_BUILT_HERE.get(self.language)
+
+
+# Images are made offline here, from Debian packages (scripts/build-*-base-image); these stacks need more.
+NOT_BUILT_HERE = {
+    "go-modules": "its go.mod requires modules, which come from the Go module proxy (proxy.golang.org) and "
+                  "this build host does not reach it; only Go services that use the standard library "
+                  "alone are built here, on Debian's Go (scripts/build-go-base-image)",
+    "java": "Java images need a JDK build image and Maven or Gradle dependencies from Maven Central, and no "
+            "offline JDK base image is made here (only Python, Node and Go ones are)",
+}
 
 
 def detect_stack(path: Path) -> Stack:
@@ -108,15 +127,40 @@ def _node(path: Path) -> Stack | None:
     if "next" in deps:
         return Stack("node", "nextjs", "package.json", "next")
     scripts = package.get("scripts", {})
-    if "express" in deps or "start" in scripts or "main" in package:
+    if _serves(package, scripts):
         return Stack("node", "express", "package.json", package.get("main", "index.js"))
-    if "build" in scripts:
-        return Stack("node", "static", "package.json", "dist")
+    if "build" in scripts:  # a front end: its build makes files, nothing of it runs as a server
+        return Stack("node", "static", "package.json", "build" if "react-scripts" in deps else "dist")
     return None
 
 
+# A package that runs a server of its own; a `start` script that only starts a bundler's development
+# server (Create React App, Vite, ...) does not make a front end one.
+SERVER_PACKAGES = ("express", "koa", "fastify", "@hapi/hapi", "restify", "@nestjs/core", "polka")
+DEV_SERVERS = ("react-scripts start", "vite", "parcel", "webpack serve", "webpack-dev-server", "ng serve",
+               "vue-cli-service serve")
+
+
+def _serves(package: dict[str, Any], scripts: dict[str, str]) -> bool:
+    if "main" in package or any(name in package.get("dependencies", {}) for name in SERVER_PACKAGES):
+        return True
+    start = str(scripts.get("start", "")).strip()
+    return bool(start) and not start.startswith(DEV_SERVERS)
+
+
 def _go(path: Path) -> Stack | None:
-    return Stack("go", "go", "go.mod", ".") if (path / "go.mod").is_file() else None
+    if not (path / "go.mod").is_file():
+        return None
+    return Stack("go", "modules" if go_requirements(_read(path / "go.mod")) else "go", "go.mod", ".")
+
+
+def go_requirements(go_mod: str) -> list[str]:
+    """The module paths a go.mod's ``require`` directives name (single lines and blocks)."""
+    text = re.sub(r"//[^\n]*", "", go_mod)
+    found = re.findall(r"^\s*require\s+([^\s(]+)", text, re.MULTILINE)
+    for block in re.findall(r"^\s*require\s*\(([^)]*)\)", text, re.MULTILINE):
+        found += [line.split()[0] for line in block.splitlines() if line.strip()]
+    return found
 
 
 def _java(path: Path) -> Stack | None:

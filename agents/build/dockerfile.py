@@ -16,6 +16,7 @@ from orchestra.errors import OrchestraError
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 CA_IN_CONTEXT = ".orchestra-build/ca.pem"
 _PLACEHOLDER = re.compile(r"{{\s*(\w+)\s*}}")
+_HEALTH = re.compile(r"/[A-Za-z0-9/._~-]*")
 _TEMPLATE_OF = {"python": "python", "go": "go"}
 _HADOLINT_SEVERITY = {"error": Severity.ERROR, "warning": Severity.ERROR, "info": Severity.WARNING,
                       "style": Severity.INFO}
@@ -27,13 +28,12 @@ class LintFailed(OrchestraError):
 
 @dataclass(frozen=True)
 class Images:
-    """Base images the templates build on; Python's and Node's come from Settings (base_image, node_base_image)."""
+    """Base images the templates build on; Python's, Node's and Go's come from Settings (base_image,
+    node_base_image, go_base_image), all made offline by scripts/build-*-base-image."""
 
     python: str = "orchestra-base:bookworm"
-    node: str = "orchestra-node:bookworm"
-    static: str = "nginxinc/nginx-unprivileged:1.27-alpine"
-    go: str = "golang:1.22-bookworm"
-    runtime: str = "debian:bookworm-slim"
+    node: str = "orchestra-node:bookworm"  # also serves static front ends, with Debian's nginx
+    go: str = "orchestra-go:bookworm"  # Go services run from an empty image (FROM scratch)
     maven: str = "maven:3.9-eclipse-temurin-21"
     gradle: str = "gradle:8.10-jdk21"
     jre: str = "eclipse-temurin:21-jre"
@@ -59,10 +59,11 @@ def template_for(stack: Stack) -> str:
 def generate(stack: Stack, service_dir: Path, *, service: str, port: int, health: str,
              images: Images, ca_bundle: bool = False) -> str:
     """The Dockerfile for a service without one."""
+    _check_health(health)
     values: dict[str, object] = {
         "service": service, "stack": stack.name, "port": port, "health": health,
-        "base_image": images.python, "node_image": images.node, "static_image": images.static,
-        "go_image": images.go, "runtime_image": images.runtime, "maven_image": images.maven,
+        "base_image": images.python, "node_image": images.node,
+        "go_image": images.go, "maven_image": images.maven,
         "gradle_image": images.gradle, "jre_image": images.jre, "entry": stack.entry or "",
     }
     if stack.language == "python":
@@ -70,7 +71,24 @@ def generate(stack: Stack, service_dir: Path, *, service: str, port: int, health
         values["cmd"] = json.dumps(python_command(stack, service_dir))
     if stack.language == "node":
         values["npm_install"] = _npm_install(ca_bundle)
+    if stack.language == "go":
+        values["go_deps"] = _go_deps(stack)
     return render(template_for(stack), **values)
+
+
+def _go_deps(stack: Stack) -> str:
+    """Standard library only: nothing to fetch, and the module proxy is off so nothing is fetched."""
+    if stack.framework == "go":
+        return "# The standard library only: nothing to download, and nothing may be.\nENV GOPROXY=off"
+    return ("ENV GOPROXY=https://proxy.golang.org,direct\nCOPY go.mod go.sum* ./\n"
+            "RUN go mod download && go mod verify")
+
+
+def _check_health(health: str) -> None:
+    """The health path is written into shell, JSON, JavaScript, Go and nginx text: plain URL characters only."""
+    if not _HEALTH.fullmatch(health):
+        raise OrchestraError(f"the health path {health!r} cannot go into a generated Dockerfile",
+                             hint="use letters, digits and / . _ - ~ only (e.g. /health), or write a Dockerfile")
 
 
 def _python_deps(stack: Stack, ca_bundle: bool) -> str:

@@ -75,6 +75,12 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, request: Build
     if generated and blocking:  # a user's own Dockerfile is linted and reported, not blocked
         raise StageFailed(f"generated Dockerfile for {spec.name} fails hadolint: "
                           + "; ".join(f.one_line() for f in blocking))
+    reason = detect_stack(spec.path).not_built_here if generated else None
+    if reason:  # said plainly, instead of a build that fails on an unreachable registry
+        raise StageFailed(f"{spec.name} ({stack}): Dockerfile generated and linted ({summarise(findings)}), "
+                          f"saved at {saved}, but not built here: {reason}",
+                          hint="Python, Node and standard-library Go services build here; give this one a "
+                               "Dockerfile that builds from images this engine has, or build it elsewhere")
     repository = repository_for(settings, request.project, spec.name)
     ref = f"{repository}:{request.version}"
     progress(f"building {spec.name} ({stack}) as {ref}: {note}")  # said before a build that may fail
