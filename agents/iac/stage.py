@@ -1,20 +1,30 @@
-"""The iac stage: find the repository's infrastructure, or say why there is nothing to do.
+"""The iac stage: the run's infrastructure checked and planned before anything deploys.
 
-Skipped (and saying so) when every service deploys to the local target (runtime docker) and the
-repository has no Terraform. When ``infrastructure.path`` holds ``*.tf`` files they are checked with
-``terraform fmt -check``; a file that is not formatted fails the gate, naming it. Plan and apply are
-not built yet, and the thread is told so: nothing here changes any infrastructure.
+* Every service on this host (runtime docker) and no Terraform at ``infrastructure.path``: skipped, saying so.
+* Terraform files at ``infrastructure.path``: those, as they are.
+* None there but ``runtime: ecs`` or ``lambda`` services: Terraform generated from devops_orchestra.yaml
+  (:mod:`agents.iac.generate`) into the run's ``infrastructure/generated/``, offered as files in the
+  result, never committed.
+
+Then ``init`` (providers from the operator's CLI configuration, the mirror setting or the registry),
+``fmt -check``, ``validate`` and ``plan -out``; the plan's summary by resource goes into the result and
+the thread. Generated Terraform keeps its state in the local backend under the workdir, one state per
+project and environment. Nothing is applied here: applying the saved plan after approval is not built yet.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
+from typing import Any
 
 from agents.context import AgentContext, StageResult
+from agents.iac import checks, generate
+from agents.iac.terraform import Terraform, prepare
+from orchestra.errors import OrchestraError, StageFailed
 
-FMT_TIMEOUT_S = 60
 LOCAL_RUNTIMES = frozenset({"docker"})
+GENERATED_DIR = "infrastructure/generated"
+MAX_OFFERED_CHARS = 20_000  # the generated files carried in the event; all of them stay in the run's folder
+NOT_APPLIED = "nothing was applied (applying a plan after approval is not built yet)"
 
 
 def terraform_files(workspace: Path, rel: str) -> list[Path]:
@@ -39,38 +49,84 @@ def terraform_files(workspace: Path, rel: str) -> list[Path]:
 
 def run(ctx: AgentContext) -> StageResult:
     infra = ctx.config.infrastructure
-    remote = sorted({s.runtime for s in ctx.config.deployment.services
-                     if s.name in ctx.run.services or not ctx.run.services} - LOCAL_RUNTIMES)
+    chosen = [s for s in ctx.config.deployment.services if s.name in ctx.run.services or not ctx.run.services]
+    remote = sorted({s.runtime for s in chosen} - LOCAL_RUNTIMES)
     try:
         files = terraform_files(ctx.workspace, infra.path)
     except ValueError as exc:
         return StageResult(False, str(exc))
-    if not files:
+    if files:
+        return _checked(ctx, ctx.workspace / infra.path, infra.path, state=None,
+                        data={"files": [str(Path(infra.path) / f.relative_to(ctx.workspace / infra.path))
+                                        for f in files]})
+    generated = sorted({s.runtime for s in chosen} & set(generate.spec.GENERATED_RUNTIMES))
+    if not generated:
         if not remote:
             return StageResult(True, f"skipped: every service deploys to this host (runtime docker) and "
                                      f"there is no Terraform at `{infra.path}`", {"skipped": True})
         return StageResult(True, f"no Terraform at `{infra.path}`: the {', '.join(remote)} target uses the "
-                                 "resources its settings name (generating Terraform is not built yet)",
+                                 "cluster its settings name (Terraform is generated for ecs and lambda only)",
                            {"skipped": True})
-    binary = shutil.which("terraform")
-    if binary is None:
-        return StageResult(False, "Terraform files found but `terraform` is not on the worker's PATH; "
-                                  "install Terraform 1.x on the worker")
-    folder = ctx.workspace / infra.path
-    ctx.progress(f"checking {len(files)} Terraform file(s) at `{infra.path}`")
+    return _generated(ctx, infra.path)
+
+
+def _generated(ctx: AgentContext, path: str) -> StageResult:
+    """Generate Terraform for the run's AWS services, offer it, and check and plan it."""
     try:
-        done = subprocess.run([binary, "fmt", "-check", "-recursive", "-list=true", "-no-color"], cwd=folder,
-                              capture_output=True, text=True, timeout=FMT_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        return StageResult(False, f"`terraform fmt -check` did not finish within {FMT_TIMEOUT_S}s")
-    names = [str(Path(infra.path) / f.relative_to(folder)) for f in files]
-    if done.returncode != 0:
-        unformatted = [line.strip() for line in done.stdout.splitlines() if line.strip()]
-        if not unformatted:
-            error = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
-            return StageResult(False, f"`terraform fmt -check` could not read the files: {error}",
-                               {"files": names})
-        return StageResult(False, f"not formatted: {', '.join(unformatted)}; run `terraform fmt` and commit",
-                           {"files": names, "unformatted": unformatted})
-    return StageResult(True, f"{len(files)} Terraform file(s) at `{infra.path}` are formatted; plan and apply "
-                             "are not built yet, nothing was changed", {"files": names})
+        spec = generate.spec_for(ctx.config, ctx.run.env, ctx.run.services or None)
+    except OrchestraError as exc:
+        return StageResult(False, f"no Terraform at `{path}` and none can be generated: {exc}")
+    folder = ctx.settings.run_dir(ctx.run.id) / GENERATED_DIR
+    files = generate.render(spec)
+    generate.write(files, folder)
+    services = [*spec.ecs_services, *spec.lambda_services]
+    ctx.progress(f"no Terraform at `{path}`: generated {len(files)} file(s) for {', '.join(services)} into "
+                 f"{GENERATED_DIR}/", files=sorted(files))
+    offer = {"folder": str(folder), "files": _offered(files),
+             "note": f"generated, not committed: review them and commit them under `{path}` to own them"}
+    state = ctx.settings.workdir / "iac-state" / spec.project / ctx.run.env / "terraform.tfstate"
+    return _checked(ctx, folder, f"{GENERATED_DIR}/", state=state, data={"generated": offer},
+                    region=spec.region, what=f"generated Terraform ({len(files)} files in {GENERATED_DIR}/, "
+                                             "offered, not committed)")
+
+
+def _checked(ctx: AgentContext, folder: Path, shown: str, *, state: Path | None, data: dict[str, Any],
+             region: str | None = None, what: str = "") -> StageResult:
+    """fmt, init, validate and plan ``folder``; the stage's result, its figures in ``data``."""
+    what = what or f"Terraform at `{shown}`"
+    tf: Terraform | None = None
+    try:
+        tf = prepare(ctx.settings, folder, ctx.settings.run_dir(ctx.run.id) / "infrastructure")
+        _aws_variables(tf, region)
+        data.update(terraform=tf.name, terraform_version=tf.version)
+        ctx.progress(f"{tf.name} {tf.version}; providers from {tf.providers}; checking {what}")
+        checks.fmt_check(tf, shown)
+        checks.init(tf, state=state)
+        checks.validate(tf, shown)
+        ctx.progress(f"{what}: formatted and valid; planning")
+        summary = checks.plan(tf, shown)
+    except StageFailed as exc:
+        said = f"{tf.name} {tf.version}: " if tf is not None and tf.version else ""
+        return StageResult(False, f"{said}{exc}", data)
+    data["plan"] = summary.data()
+    detail = f" ({summary.by_type()})" if summary.changes else ""
+    return StageResult(True, f"{tf.name} {tf.version}: {what}: fmt and validate passed; plan: {summary.line()}"
+                             f"{detail}; {NOT_APPLIED}", data)
+
+
+def _aws_variables(tf: Terraform, region: str | None) -> None:
+    """The generated Terraform's endpoint (AWS_ENDPOINT_URL, for a local stand-in) and, when the configuration
+    names no region, the worker's own; variables other Terraform does not declare are ignored by it."""
+    tf.env["TF_VAR_aws_endpoint"] = tf.env.get("AWS_ENDPOINT_URL", "")
+    worker_region = tf.env.get("AWS_REGION") or tf.env.get("AWS_DEFAULT_REGION")
+    if region is None and worker_region:
+        tf.env["TF_VAR_region"] = worker_region
+
+
+def _offered(files: dict[str, str]) -> dict[str, str]:
+    """The generated files for the event, at most MAX_OFFERED_CHARS in all (the rest: see the folder)."""
+    offered, room = {}, MAX_OFFERED_CHARS
+    for name, text in files.items():
+        offered[f"{GENERATED_DIR}/{name}"] = text if len(text) <= room else "(too long for the event: see the folder)"
+        room -= min(len(text), room)
+    return offered

@@ -50,10 +50,12 @@ def test_local_services_and_no_terraform_skip_the_stage_and_say_so(tmp_path: Pat
     assert "skipped" in result.summary and "runtime docker" in result.summary and "infra/" in result.summary
 
 
-def test_a_remote_runtime_without_terraform_says_generation_is_not_built(tmp_path: Path, settings: Settings,
-                                                                         redis: Redis) -> None:
-    result = iac.run(_ctx(tmp_path, settings, redis, runtime="lambda"))
-    assert result.passed and "lambda" in result.summary and "not built yet" in result.summary
+def test_kubernetes_without_terraform_is_skipped_naming_the_cluster_settings(tmp_path: Path, settings: Settings,
+                                                                           redis: Redis) -> None:
+    result = iac.run(_ctx(tmp_path, settings, redis, runtime="kubernetes"))
+    assert result.passed and result.data["skipped"]
+    assert "kubernetes target uses the cluster its settings name" in result.summary
+    assert "generated for ecs and lambda only" in result.summary
 
 
 @needs_terraform
@@ -63,7 +65,32 @@ def test_formatted_terraform_at_the_configured_path_passes(tmp_path: Path, setti
     (tmp_path / "ops" / "tf" / "variables.tf").write_text(FORMATTED)
     result = iac.run(_ctx(tmp_path, settings, redis, extra="infrastructure: {tool: terraform, path: ops/tf}\n"))
     assert result.passed, result.summary
-    assert result.data["files"] == ["ops/tf/variables.tf"] and "nothing was changed" in result.summary
+    assert result.data["files"] == ["ops/tf/variables.tf"] and result.data["terraform"] == "terraform"
+    assert result.data["plan"]["summary"] == "0 to add, 0 to change, 0 to destroy"
+    assert f"terraform {result.data['terraform_version']}: " in result.summary
+    assert "fmt and validate passed" in result.summary and "nothing was applied" in result.summary
+
+
+@needs_terraform
+def test_invalid_terraform_fails_with_file_line_and_what_is_wrong(tmp_path: Path, settings: Settings,
+                                                                  redis: Redis) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "main.tf").write_text(FORMATTED + '\noutput "url" {\n  value = var.nope\n}\n')
+    result = iac.run(_ctx(tmp_path, settings, redis))
+    assert not result.passed
+    assert "infra/main.tf:7: Reference to undeclared input variable" in result.summary
+    assert "nope" in result.summary and "plan" not in result.data
+
+
+def test_no_terraform_or_tofu_on_the_path_is_a_clear_error(tmp_path: Path, settings: Settings,
+                                                          redis: Redis) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "main.tf").write_text(FORMATTED)
+    (tmp_path / "bin").mkdir()
+    bare = settings.with_(tool_env={**settings.tool_env, "PATH": str(tmp_path / "bin")})
+    result = iac.run(_ctx(tmp_path, bare, redis))
+    assert not result.passed
+    assert "neither `terraform` nor `tofu` is on the worker's PATH" in result.summary
 
 
 @needs_terraform
@@ -73,7 +100,8 @@ def test_unformatted_terraform_fails_naming_the_file(tmp_path: Path, settings: S
     (tmp_path / "infra" / "modules" / "net.tf").write_text('variable "x" {\ntype=string\n}\n')
     result = iac.run(_ctx(tmp_path, settings, redis))
     assert not result.passed
-    assert result.data["unformatted"] == ["modules/net.tf"] and "terraform fmt" in result.summary
+    assert "not formatted: infra/modules/net.tf" in result.summary and "run `terraform fmt`" in result.summary
+    assert "infra/main.tf" not in result.summary
 
 
 @needs_terraform
