@@ -56,9 +56,9 @@ def run(ctx: AgentContext) -> StageResult:
     except ValueError as exc:
         return StageResult(False, str(exc))
     if files:
-        return _checked(ctx, ctx.workspace / infra.path, infra.path, state=None,
-                        data={"files": [str(Path(infra.path) / f.relative_to(ctx.workspace / infra.path))
-                                        for f in files]})
+        folder = ctx.workspace / infra.path
+        return _checked(ctx, folder, infra.path, state=None, data_dir=_scratch(ctx) / "terraform-data",
+                        data={"files": [str(Path(infra.path) / f.relative_to(folder)) for f in files]})
     generated = sorted({s.runtime for s in chosen} & set(generate.spec.GENERATED_RUNTIMES))
     if not generated:
         if not remote:
@@ -76,7 +76,7 @@ def _generated(ctx: AgentContext, path: str) -> StageResult:
         spec = generate.spec_for(ctx.config, ctx.run.env, ctx.run.services or None)
     except OrchestraError as exc:
         return StageResult(False, f"no Terraform at `{path}` and none can be generated: {exc}")
-    folder = ctx.settings.run_dir(ctx.run.id) / GENERATED_DIR
+    folder = _scratch(ctx) / "generated"
     files = generate.render(spec)
     generate.write(files, folder)
     services = [*spec.ecs_services, *spec.lambda_services]
@@ -90,13 +90,17 @@ def _generated(ctx: AgentContext, path: str) -> StageResult:
                                              "offered, not committed)")
 
 
+def _scratch(ctx: AgentContext) -> Path:
+    return ctx.settings.run_dir(ctx.run.id) / "infrastructure"
+
+
 def _checked(ctx: AgentContext, folder: Path, shown: str, *, state: Path | None, data: dict[str, Any],
-             region: str | None = None, what: str = "") -> StageResult:
+             region: str | None = None, what: str = "", data_dir: Path | None = None) -> StageResult:
     """fmt, init, validate and plan ``folder``; the stage's result, its figures in ``data``."""
     what = what or f"Terraform at `{shown}`"
     tf: Terraform | None = None
     try:
-        tf = prepare(ctx.settings, folder, ctx.settings.run_dir(ctx.run.id) / "infrastructure")
+        tf = prepare(ctx.settings, folder, _scratch(ctx), data_dir=data_dir)
         _aws_variables(tf, region)
         data.update(terraform=tf.name, terraform_version=tf.version)
         ctx.progress(f"{tf.name} {tf.version}; providers from {tf.providers}; checking {what}")

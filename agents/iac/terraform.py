@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from orchestra.settings import Settings
 
 BINARIES = ("terraform", "tofu")
 COMMAND_TIMEOUT_S = 300
+STOP_GRACE_S = 5
 AWS_PREFIX = "AWS_"  # credentials, region, profile and endpoint: the standard chain, as boto3 reads it
 
 
@@ -35,18 +37,37 @@ class Terraform:
     version: str = ""
     providers: str = "the public registry"  # where providers come from, said in the thread
 
-    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        """``terraform <args>`` in the folder; a timeout is a failure naming the command."""
-        try:
-            return subprocess.run([self.binary, *args], cwd=self.folder, env=self.env, capture_output=True,
-                                  text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise StageFailed(f"`{self.name} {args[0]}` did not finish within {timeout:.0f}s",
-                              hint="check that the AWS endpoint answers; nothing was changed") from exc
+    def run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """``terraform <args>`` in the folder. Past ``timeout`` (default COMMAND_TIMEOUT_S) Terraform and its
+        provider plugins (one process group) are stopped, and the failure names the command."""
+        limit = COMMAND_TIMEOUT_S if timeout is None else timeout
+        with subprocess.Popen([self.binary, *args], cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+            try:
+                out, err = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired as exc:
+                _stop_group(proc)
+                raise StageFailed(f"`{self.name} {args[0]}` did not finish within {limit:.0f}s and was stopped",
+                                  hint="check that the AWS endpoint answers; nothing was changed") from exc
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     @property
     def name(self) -> str:
         return Path(self.binary).name
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to Terraform's process group (its plugins too), then SIGKILL to whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        os.killpg(proc.pid, signal.SIGKILL)  # Terraform, or a plugin that outlived it
+    except ProcessLookupError:
+        pass  # the whole group is gone
+    proc.communicate()
 
 
 def find_binary(path: str | None = None) -> str:
@@ -60,8 +81,10 @@ def find_binary(path: str | None = None) -> str:
 
 
 def prepare(settings: Settings, folder: Path, scratch: Path, *, variables: dict[str, str] | None = None,
-            binary: str | None = None) -> Terraform:
-    """A :class:`Terraform` for ``folder``; ``scratch`` holds its CLI configuration and plugin links."""
+            binary: str | None = None, data_dir: Path | None = None) -> Terraform:
+    """A :class:`Terraform` for ``folder``; ``scratch`` holds its CLI configuration. ``data_dir`` moves the
+    ``.terraform`` folder (installed providers, the backend) out of ``folder``: a repository's own
+    ``.terraform`` may hold a provider binary of its choosing, and is never used."""
     tf = Terraform(binary or find_binary(settings.tool_env.get("PATH")), folder)
     tf.env = {**settings.tool_env, **{k: v for k, v in os.environ.items() if k.startswith(AWS_PREFIX)},
               "TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
@@ -69,26 +92,30 @@ def prepare(settings: Settings, folder: Path, scratch: Path, *, variables: dict[
     plugins = settings.cache / "terraform-plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     tf.env["TF_PLUGIN_CACHE_DIR"] = str(plugins)  # one unpacked provider for every run, not one per run
+    if data_dir is not None:
+        tf.env["TF_DATA_DIR"] = str(data_dir)
     cli_config, tf.providers = cli_configuration(settings, scratch)
-    if cli_config is not None:
-        tf.env["TF_CLI_CONFIG_FILE"] = str(cli_config)
+    tf.env["TF_CLI_CONFIG_FILE"] = str(cli_config)
     tf.version = _version(tf)
     return tf
 
 
-def cli_configuration(settings: Settings, scratch: Path) -> tuple[Path | None, str]:
-    """The CLI configuration file to use (None: Terraform's default) and where providers come from."""
+def cli_configuration(settings: Settings, scratch: Path) -> tuple[Path, str]:
+    """The CLI configuration file to use and where providers come from."""
     own = settings.terraform_cli_config
     if own is not None and own.is_file():
         return own, f"the CLI configuration {own}"
     mirror = settings.terraform_mirror
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / "terraform.rc"
     if mirror is None:
-        return None, "the public registry"
+        # Said outright: without a provider_installation block Terraform also installs providers from implied
+        # local mirrors, among them terraform.d/plugins in the working folder, which a repository can fill.
+        path.write_text("provider_installation {\n  direct {}\n}\n")
+        return path, "the public registry"
     if not mirror.is_dir():
         raise StageFailed(f"ORCHESTRA_TERRAFORM_MIRROR names {mirror}, which is not a directory",
                           hint="run scripts/terraform-mirror to lay the mirror out there, or unset it")
-    scratch.mkdir(parents=True, exist_ok=True)
-    path = scratch / "terraform.rc"
     path.write_text("provider_installation {\n  filesystem_mirror {\n"
                     f"    path    = {hcl.string(str(mirror.resolve()))}\n"
                     '    include = ["registry.terraform.io/*/*"]\n  }\n}\n')

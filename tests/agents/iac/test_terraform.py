@@ -45,7 +45,9 @@ def test_a_cli_configuration_that_does_not_exist_gives_way_to_the_mirror(tmp_pat
 
 
 def test_no_setting_means_the_public_registry_and_a_missing_mirror_is_refused(tmp_path: Path) -> None:
-    assert cli_configuration(Settings(), tmp_path) == (None, "the public registry")
+    written, said = cli_configuration(Settings(), tmp_path)
+    assert said == "the public registry"  # and no implied local mirror, such as the folder's terraform.d/plugins
+    assert written.read_text() == "provider_installation {\n  direct {}\n}\n"
     with pytest.raises(StageFailed) as refused:
         cli_configuration(Settings(terraform_mirror=tmp_path / "nowhere"), tmp_path)
     assert "not a directory" in str(refused.value) and "scripts/terraform-mirror" in str(refused.value)
