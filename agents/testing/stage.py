@@ -41,6 +41,7 @@ class ServiceTests:
     coverage: float | None = None
     failures: list[Failure] = field(default_factory=list)
     note: str = ""
+    runner: str = "pytest"  # vitest or jest for a Node service
 
     @property
     def ok(self) -> bool:
@@ -51,13 +52,13 @@ def run(ctx: AgentContext) -> StageResult:
     """Run the tests of every service of the run; the gate fails on any failing test."""
     if not ctx.config.testing.enabled:
         return StageResult(True, "testing is disabled in devops_orchestra.yaml", {"services": {}})
-    if ctx.config.project.language != "python":
+    if ctx.config.project.language not in ("python", "node"):
         ctx.progress(f"no test runner for {ctx.config.project.language} yet: tests skipped")
         return StageResult(True, f"tests skipped: {ctx.config.project.language} is not supported yet",
                            {"services": {}})
     results = [test_service(ctx, name) for name in (ctx.run.services or ctx.config.service_names())]
     result = _verdict(results)
-    result.data["generated"] = generate(ctx, [r for r in results if r.ran])
+    result.data["generated"] = generate(ctx, [r for r in results if r.ran and r.runner == "pytest"])
     return result
 
 
@@ -82,6 +83,9 @@ def generate(ctx: AgentContext, ran: list[ServiceTests]) -> dict[str, object]:
 def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     """Run one service's tests under coverage and read the JUnit and coverage reports."""
     home = ctx.workspace / (ctx.config.service(service).path or ".")
+    from agents.testing import node  # imported here: it builds this module's ServiceTests
+    if node.is_node_service(home):
+        return node.test_service(ctx, service, home)
     if not has_tests(home):
         ctx.progress(f"{service}: no tests found")
         return ServiceTests(service, ran=False, note="no tests found")
