@@ -1,33 +1,45 @@
-"""JavaScript analysis: ESLint (pinned, recommended rules) and imports missing from package.json.
+"""JavaScript/TypeScript analysis: ESLint (pinned, recommended rules), ``tsc --noEmit`` for packages with a
+tsconfig.json, and imports missing from package.json.
 
 ESLint comes from an npm install of pinned versions into the worker's cache, one folder per set of
 versions, built in a staging folder and renamed into place: a run never installs into another run's
 tools, and a half-finished install is never used. The repository's own ESLint configuration is not
 loaded (a flat config is JavaScript, and loading it would run the repository's code on the worker):
 every package is linted with ESLint's recommended rules.
+
+TypeScript is checked with the pinned ``tsc`` (it reads tsconfig.json, a JSON file, and runs none of the
+repository's code). It needs the package's dependencies for their types: they come from the test stage's
+cached ``npm ci --ignore-scripts`` (:func:`agents.testing.node.ensure_modules`), and ``tsc`` runs on a
+copy of the package placed beside them, so the checkout is never written to.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from agents.findings import Finding, Severity
+from agents.testing.node import SKIP_COPY, ensure_modules
 from agents.tools import run_tool
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
 
 CONFIG_VERSION = "2"  # part of the cache key: a changed CONFIG gets a fresh folder
-ESLINT_PACKAGES = ("eslint@9.39.1", "@eslint/js@9.39.1", "globals@16.3.0")
-SOURCES = (".js", ".jsx", ".mjs", ".cjs")
+ESLINT_PACKAGES = ("eslint@9.39.1", "@eslint/js@9.39.1", "globals@16.3.0", "typescript@5.9.3")
+JS_SOURCES = (".js", ".jsx", ".mjs", ".cjs")  # what ESLint lints here (it has no TypeScript parser)
+SOURCES = (*JS_SOURCES, ".ts", ".tsx", ".mts", ".cts")
 SKIP_DIRS = {"node_modules", "dist", "build", "coverage", ".git", ".next"}
 # ESLint rules that mean the code cannot work: they fail the gate like ruff's F821 and E9.
 GATE_RULES = {"no-undef", "no-dupe-keys", "no-unreachable", "no-const-assign", "no-import-assign", None}
 INSTALL_TIMEOUT_S = 300
 ESLINT_TIMEOUT_S = 120
+TSC_TIMEOUT_S = 300
+_TSC_LINE = re.compile(r"^(?:(?P<file>.+?)\((?P<line>\d+),\d+\): )?error (?P<code>TS\d+): (?P<message>.*)$")
+_NPM_NAME = re.compile(r"^(?:@[a-z0-9][\w.-]*/)?[a-z0-9][\w.-]*$", re.I)  # npm's rule: `@/x` or `~/x` are aliases
 CONFIG = """import js from "@eslint/js";
 import globals from "globals";
 
@@ -67,9 +79,12 @@ def javascript_findings(root: Path, settings: Settings) -> list[Finding]:
     findings: list[Finding] = []
     for home in homes:
         findings += missing_imports(home, root)
-    if homes:
+        if (home / "tsconfig.json").is_file():
+            findings += tsc_findings(home, root, settings)
+    linted = [h for h in homes if any(p.suffix in JS_SOURCES for p in sources(h))]
+    if linted:
         try:
-            findings += eslint_findings(root, homes, settings)
+            findings += eslint_findings(root, linted, settings)
         except OrchestraError as exc:  # e.g. offline: the code was not linted, so it does not pass
             findings.append(Finding(tool="eslint", rule="eslint-unavailable", message=exc.message,
                                     suggestion=exc.hint))
@@ -109,7 +124,7 @@ def _package_of(spec: str) -> str | None:
         return None
     parts = spec.split("/")
     name = "/".join(parts[:2]) if spec.startswith("@") else parts[0]
-    return None if name in NODE_BUILTINS else name
+    return None if name in NODE_BUILTINS or not _NPM_NAME.match(name) else name
 
 
 def eslint_home(settings: Settings) -> Path:
@@ -165,3 +180,33 @@ def _finding(item: dict, message: dict, root: Path) -> Finding:
                    file=str(Path(item["filePath"]).resolve().relative_to(root.resolve())),
                    line=message.get("line"), severity=Severity.ERROR if gate else Severity.WARNING,
                    suggestion=f"https://eslint.org/docs/latest/rules/{rule}" if rule else None)
+
+
+def tsc_findings(home: Path, root: Path, settings: Settings) -> list[Finding]:
+    """``tsc --noEmit`` of one TypeScript package: each error with its file, line and TS code."""
+    where = str((home / "tsconfig.json").relative_to(root))
+    try:
+        tools, modules = eslint_home(settings), ensure_modules(home, settings)
+    except OrchestraError as exc:  # without its dependencies' types the package cannot be checked
+        return [Finding(tool="tsc", rule="tsc-unavailable", file=where, message=exc.message, suggestion=exc.hint)]
+    work = Path(tempfile.mkdtemp(prefix="tsc-", dir=modules))  # beside node_modules: tsc finds it walking up
+    try:
+        shutil.copytree(home, work, ignore=SKIP_COPY, symlinks=True, dirs_exist_ok=True)
+        proc = run_tool(["node", str(tools / "node_modules" / "typescript" / "bin" / "tsc"), "--noEmit",
+                         "--pretty", "false", "-p", "tsconfig.json"], cwd=work, settings=settings,
+                        timeout=TSC_TIMEOUT_S)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    findings = [_tsc_finding(match, home, root) for match in map(_TSC_LINE.match, proc.stdout.splitlines()) if match]
+    if proc.returncode != 0 and not findings:
+        findings.append(Finding(tool="tsc", rule="tsc-error", file=where,
+                                message=(proc.stderr or proc.stdout).strip()[-300:] or f"tsc exited {proc.returncode}"))
+    return findings
+
+
+def _tsc_finding(match: re.Match[str], home: Path, root: Path) -> Finding:
+    path = Path(os.path.normpath(home / (match["file"] or "tsconfig.json")))
+    file = str(path.relative_to(root)) if path.is_relative_to(root) else match["file"]  # else a dependency's .d.ts
+    return Finding(tool="tsc", rule=match["code"], message=match["message"], file=file,
+                   line=int(match["line"]) if match["line"] else None,
+                   suggestion=f"npx tsc --noEmit in {home.relative_to(root) or '.'} shows it in context")

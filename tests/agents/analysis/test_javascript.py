@@ -1,6 +1,7 @@
 """JavaScript analysis with the real, pinned ESLint (installed once into the session's cache by npm)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -13,6 +14,7 @@ from agents.analysis import stage as analyze_agent
 from agents.analysis.javascript import eslint_home, javascript_findings
 from agents.analysis.stage import verdict
 from agents.findings import Severity
+from agents.tools import run_tool
 from jobs.graph import ANALYZE
 from jobs.runner import execute_stage
 from orchestra.events import EventBus, EventType
@@ -120,3 +122,67 @@ def test_the_analysis_stage_fails_a_python_project_whose_node_service_is_broken(
     assert result["passed"] is False, result
     assert any(f["file"] == "web/server.js" and f["line"] == line and f["rule"] == "no-undef"
                for f in result["findings"]), result["findings"]
+
+
+# TypeScript ---------------------------------------------------------------------------------------------------
+
+TS_OK = 'import { readFileSync } from "node:fs";\n\nexport const size = (p: string): number =>\n' \
+        '  readFileSync(p, "utf8").length;\n'
+
+
+@pytest.fixture
+def ts_repo(tmp_path: Path, js_settings: Settings) -> Path:
+    """A TypeScript package whose types come from a dependency (@types/node), with its lock file."""
+    home = tmp_path / "tsrepo" / "svc"
+    (home / "src").mkdir(parents=True)
+    (home / "package.json").write_text(json.dumps({"name": "svc", "version": "1.0.0", "private": True,
+                                                   "devDependencies": {"@types/node": "20.19.9"}}))
+    (home / "tsconfig.json").write_text(json.dumps({
+        "compilerOptions": {"strict": True, "module": "nodenext", "target": "es2022", "types": ["node"]},
+        "include": ["src"]}))
+    (home / "src" / "size.ts").write_text(TS_OK)
+    lock = run_tool(["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit"], cwd=home,
+                    settings=js_settings, timeout=300,
+                    extra_env={"npm_config_cache": str(js_settings.cache / "npm"), "NPM_CONFIG_CAFILE": str(CA_BUNDLE)})
+    assert lock.returncode == 0, lock.stderr
+    return home.parent
+
+
+def test_typescript_that_type_checks_has_no_findings(ts_repo: Path, js_settings: Settings) -> None:
+    """No TS2307 for node:fs: the dependency's types were installed and found (and ESLint skips .ts files)."""
+    assert [f.one_line() for f in javascript_findings(ts_repo, js_settings)] == []
+    assert sorted(p.name for p in (ts_repo / "svc").iterdir()) == ["package-lock.json", "package.json", "src",
+                                                                    "tsconfig.json"]  # the checkout is untouched
+
+
+def test_a_type_error_fails_the_gate_with_file_line_and_code(ts_repo: Path, js_settings: Settings) -> None:
+    wrong = '\nexport const wrong: number = readFileSync("x", "utf8");\n'
+    (ts_repo / "svc" / "src" / "size.ts").write_text(TS_OK + wrong)
+    result = verdict(javascript_findings(ts_repo, js_settings), language="node")
+    assert not result.passed
+    assert "svc/src/size.ts:6: TS2322 Type 'string' is not assignable to type 'number'." in result.summary
+
+
+def test_a_broken_tsconfig_is_reported_at_the_tsconfig(ts_repo: Path, js_settings: Settings) -> None:
+    (ts_repo / "svc" / "tsconfig.json").write_text('{"compilerOptions": {"target": "es1999"}}')
+    [finding] = [f for f in javascript_findings(ts_repo, js_settings) if f.tool == "tsc"]
+    assert finding.file == "svc/tsconfig.json" and finding.rule.startswith("TS")
+    assert finding.severity is Severity.ERROR
+
+
+def test_typescript_imports_missing_from_package_json_are_named_but_path_aliases_are_not(
+        ts_repo: Path, js_settings: Settings) -> None:
+    (ts_repo / "svc" / "src" / "app.tsx").write_text(
+        'import { z } from "zod";\nimport type { Config } from "@acme/config";\n'
+        'import Button from "@/components/Button";\n'
+        'import util from "~/util";\nexport default [z, Button, util] as unknown as Config;\n')
+    missing = [f for f in javascript_findings(ts_repo, js_settings) if f.rule == "missing-dependency"]
+    assert [(f.file, f.line) for f in missing] == [("svc/src/app.tsx", 1), ("svc/src/app.tsx", 2)]
+
+
+def test_without_a_lock_file_typescript_cannot_be_checked_and_the_gate_says_why(
+        ts_repo: Path, js_settings: Settings) -> None:
+    (ts_repo / "svc" / "package-lock.json").unlink()
+    [finding] = [f for f in javascript_findings(ts_repo, js_settings) if f.tool == "tsc"]
+    assert (finding.rule, finding.file, finding.severity) == ("tsc-unavailable", "svc/tsconfig.json", Severity.ERROR)
+    assert "commit package-lock.json" in str(finding.suggestion)
