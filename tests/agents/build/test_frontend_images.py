@@ -45,10 +45,16 @@ def build_settings(settings: Settings, docker_env: DockerEnv) -> Settings:
 
 def _build(client: docker.DockerClient, env: DockerEnv, settings: Settings, redis: Redis, tmp_path: Path,
            app: str, *, port: int = 8080, health: str = "/health") -> dict[str, object]:
+    """Build a copy of the fixture ``app``."""
     path = Path(shutil.copytree(APPS / app, tmp_path / app))
-    request = BuildRequest(project="fleet", version=app, out_dir=tmp_path / "out", push=False,
+    return _build_path(client, env, settings, redis, tmp_path, path, port=port, health=health)
+
+
+def _build_path(client: docker.DockerClient, env: DockerEnv, settings: Settings, redis: Redis, tmp_path: Path,
+                path: Path, *, port: int = 3000, health: str = "/health") -> dict[str, object]:
+    request = BuildRequest(project="fleet", version=path.name, out_dir=tmp_path / "out", push=False,
                            images=Images(python=env.base_image, node=env.node_image()))
-    return build_service(client, ServiceSpec(app, path, port=port, health=health), request,
+    return build_service(client, ServiceSpec(path.name, path, port=port, health=health), request,
                          settings=settings, redis=redis)
 
 
@@ -185,3 +191,60 @@ def test_a_front_end_is_told_from_a_server(tmp_path: Path, package: dict[str, ob
 def test_the_front_end_fixtures_are_detected_as_built() -> None:
     assert detect_stack(APPS / "vite-static").name == "node-static"
     assert detect_stack(APPS / "plain-static").name == "node-static"
+
+
+@pytest.mark.docker
+def test_a_nextjs_app_builds_with_next_build_and_its_standalone_server_answers_as_node(
+        tmp_path: Path, client: docker.DockerClient, docker_env: DockerEnv, build_settings: Settings,
+        redis: Redis) -> None:
+    result = _build(client, docker_env, build_settings, redis, tmp_path, "nextjs", port=3000)
+    assert result["dockerfile_generated"] and result["stack"] == "node-nextjs"
+    assert "npm ci" in str(result["dockerfile"]) and "npm run build" in str(result["dockerfile"])
+    container, port = _run(client, result["image"])
+    try:
+        assert wait_for(lambda: _up(port, "/health"), timeout=30, what="the Next.js server's health route")
+        status, kind, body = _get(port, "/health")
+        assert kind.startswith("application/json") and json.loads(body) == {"status": "ok", "service": "storefront"}
+        status, _, page = _get(port, "/")
+        assert status == 200 and "<h1>Storefront</h1>" in page and "served by uid <!-- -->1000" in page
+        assert _get(port, "/robots.txt")[2] == "User-agent: *\nDisallow:\n"  # public/ is served
+        chunk = page.split('src="/_next/static/', 1)[1].split('"', 1)[0]
+        assert _get(port, f"/_next/static/{chunk}")[0] == 200  # the built client bundle
+        files = container.exec_run(["ls", "-A", "/app"]).output.decode().split()
+        assert "server.js" in files and ".orchestra-build" not in files and "app" not in files
+        assert container.exec_run(["test", "-e", "/app/.next/cache"]).exit_code != 0
+        assert wait_for(lambda: _health(client, container.id) == "healthy", timeout=20,
+                        what="Docker's health check of the Next.js container")
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.docker
+def test_a_nextjs_app_without_standalone_output_runs_next_start_on_its_production_dependencies(
+        tmp_path: Path, client: docker.DockerClient, docker_env: DockerEnv, build_settings: Settings,
+        redis: Redis) -> None:
+    path = Path(shutil.copytree(APPS / "nextjs", tmp_path / "plain-next",
+                                ignore=shutil.ignore_patterns("next.config.mjs")))
+    result = _build_path(client, docker_env, build_settings, redis, tmp_path, path)
+    container, port = _run(client, result["image"])
+    try:
+        assert wait_for(lambda: _up(port, "/health"), timeout=30, what="next start's health route")
+        assert "served by uid <!-- -->1000" in _get(port, "/")[2]
+        files = container.exec_run(["ls", "-A", "/app"]).output.decode().split()
+        assert "server.js" not in files and {"node_modules", ".next", "package.json"} <= set(files)
+        assert container.exec_run(["test", "-x", "/app/node_modules/.bin/next"]).exit_code == 0
+        assert "next" in container.exec_run(["cat", "/proc/1/cmdline"]).output.decode()
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.docker
+def test_a_page_that_does_not_compile_fails_the_build_naming_it(
+        tmp_path: Path, client: docker.DockerClient, docker_env: DockerEnv, build_settings: Settings,
+        redis: Redis) -> None:
+    path = Path(shutil.copytree(APPS / "nextjs", tmp_path / "broken-next"))
+    page = path / "app" / "page.js"
+    page.write_text(page.read_text().replace("<h1>Storefront</h1>", "<h1>Storefront</h2>"))
+    with pytest.raises(BuildFailed) as err:
+        _build_path(client, docker_env, build_settings, redis, tmp_path, path)
+    assert "npm run build" in str(err.value) and "app/page.js" in str(err.value)
