@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,13 @@ from orchestra.config.types import EcsCluster
 from orchestra.events import EventBus
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run
-from tests.support.moto import aws_env, moto_server
+from tests.support.moto import aws_env
 
 pytestmark = pytest.mark.slow
 SHOP = PROJECT_ROOT / "examples" / "shop"
 ECS_ADDS = 37  # VPC, 2+2 subnets, 2 gateways, an address, 2 route tables, 4 associations, 2 security groups,
 # ALB, listener, rule, 4 target groups, cluster, 2 task definitions, 4 ECS services, 2 roles and a policy, 2 log
 # groups, 2 repositories
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
 
 
 def shop(tmp_path: Path, runtime: str = "ecs") -> Path:

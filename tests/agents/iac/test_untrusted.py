@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -24,8 +25,10 @@ from redis import Redis
 
 from agents.iac import stage as iac
 from agents.iac import terraform
+from orchestra.config import load_config
+from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
-from tests.agents.iac.test_plan import REPO_TF, context, shop
+from tests.agents.iac.test_plan import REPO_TF, after, context, planned, shop
 from tests.support.moto import aws_env
 
 pytestmark = pytest.mark.slow
@@ -131,3 +134,33 @@ def test_a_plan_that_never_finishes_is_stopped_with_its_provider(
     assert not result.passed
     assert "`terraform plan` did not finish within 8s and was stopped" in result.summary
     assert _processes_in((repo / "infra").resolve()) == []  # neither Terraform nor its provider plugin is left
+
+
+HOSTILE_HEALTH = '/health"}${path.cwd}%{endif}\\"#//*'
+
+
+def test_a_hostile_service_name_is_refused_by_the_configuration(tmp_path: Path) -> None:
+    repo = shop(tmp_path)
+    config = repo / "devops_orchestra.yaml"
+    config.write_text(config.read_text().replace("name: backend", "name: 'x\"; evil'", 1))
+    with pytest.raises(OrchestraError) as refused:
+        load_config(repo)
+    assert "is not a valid name" in str(refused.value)
+
+
+def test_a_hostile_health_path_reaches_the_plan_as_itself(
+        tmp_path: Path, settings: Settings, redis: Redis, provider_mirror: Path, moto: str) -> None:
+    """What the configuration lets through (a health path may hold quotes, ${ and %{) is planned literally."""
+    repo = shop(tmp_path)
+    config = repo / "devops_orchestra.yaml"
+    config.write_text(config.read_text().replace("health: /health", f"health: {json.dumps(HOSTILE_HEALTH)}", 1))
+    assert load_config(repo).service("backend").health == HOSTILE_HEALTH
+    ctx = context(repo, settings.with_(terraform_mirror=provider_mirror, terraform_cli_config=None), redis)
+    with aws_env(moto):
+        result = iac.run(ctx)
+    assert result.passed, result.summary
+    plan = planned(ctx, settings.run_dir(ctx.run.id) / "infrastructure" / "generated")
+    paths = {g["name"]: g["health_check"][0]["path"] for g in after(plan, "aws_lb_target_group")}
+    assert paths == {"backend-blue": HOSTILE_HEALTH, "backend-green": HOSTILE_HEALTH,
+                     "frontend-blue": "/health", "frontend-green": "/health"}
+    assert result.data["plan"]["summary"] == "37 to add, 0 to change, 0 to destroy"  # nothing added by it
