@@ -61,7 +61,7 @@ def init(tf: Terraform, *, state: Path | None) -> None:
     if state is not None:
         state.parent.mkdir(parents=True, exist_ok=True)
         args.append(f"-backend-config=path={state}")
-    done = tf.run(*args)
+    done = tf.run(*args, exclusive=True)
     if done.returncode != 0:
         raise StageFailed(f"`{tf.name} init` failed: {_last_error(done.stderr or done.stdout)}",
                           hint=f"providers come from {tf.providers}; scripts/terraform-mirror lays out a mirror "

@@ -9,11 +9,14 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +40,30 @@ class Terraform:
     version: str = ""
     providers: str = "the public registry"  # where providers come from, said in the thread
 
-    def run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float | None = None,
+            exclusive: bool = False) -> subprocess.CompletedProcess[str]:
         """``terraform <args>`` in the folder. Past ``timeout`` (default COMMAND_TIMEOUT_S) Terraform and its
-        provider plugins (one process group) are stopped, and the failure names the command."""
-        limit = COMMAND_TIMEOUT_S if timeout is None else timeout
+        provider plugins (one process group) are stopped, and the failure names the command. ``exclusive``
+        (``init``, which may write the shared plugin cache) waits until no other command uses the cache."""
+        with self._plugin_cache(exclusive):
+            return self._run(args, COMMAND_TIMEOUT_S if timeout is None else timeout)
+
+    @contextmanager
+    def _plugin_cache(self, exclusive: bool) -> Iterator[None]:
+        """A lock on the plugin cache the workers share: Terraform's own use of it is not safe at once (an
+        init rewriting the AWS provider while another run's validate reads it fails the checksum)."""
+        cache = self.env.get("TF_PLUGIN_CACHE_DIR")
+        if not cache:
+            yield
+            return
+        with open(Path(cache) / ".orchestra.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _run(self, args: tuple[str, ...], limit: float) -> subprocess.CompletedProcess[str]:
         with subprocess.Popen([self.binary, *args], cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
             try:

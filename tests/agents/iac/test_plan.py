@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,15 @@ def test_the_shop_on_ecs_is_generated_validated_and_planned_against_moto(
     assert "prior_state" not in events and "planned_values" not in events and moto not in events
 
 
-def test_a_second_plan_regenerates_the_same_files_and_keeps_one_state_per_environment(
+def test_two_environments_planned_at_once_get_their_own_files_and_state(
         tmp_path: Path, settings: Settings, redis: Redis, provider_mirror: Path, moto: str) -> None:
-    settings = settings.with_(terraform_mirror=provider_mirror, terraform_cli_config=None)
+    """Two workers at once, on a plugin cache neither has filled yet (their inits take turns)."""
+    settings = settings.with_(terraform_mirror=provider_mirror, terraform_cli_config=None,
+                              cache_dir=tmp_path / "cold-cache")
     repo = shop(tmp_path, "lambda")
     first, second = context(repo, settings, redis), context(repo, settings, redis, env="production")
-    with aws_env(moto):
-        results = [iac.run(first), iac.run(second)]
+    with aws_env(moto), ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(iac.run, (first, second)))
     assert all(r.passed for r in results), [r.summary for r in results]
     assert "aws_lambda_alias ×2" in results[0].summary and "aws_lambda_function ×2" in results[0].summary
     assert "aws_ecs" not in results[0].summary and "aws_vpc" not in results[0].summary

@@ -7,12 +7,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from agents.iac.terraform import cli_configuration, find_binary, prepare
+from agents.iac import checks
+from agents.iac.terraform import Terraform, cli_configuration, find_binary, prepare
 from orchestra.errors import StageFailed
 from orchestra.settings import PROJECT_ROOT, Settings
 
@@ -92,3 +94,35 @@ def test_the_mirror_script_lays_out_the_provider_and_repairs_a_tampered_copy(tmp
     subprocess.run([str(script), str(tmp_path / "m")], capture_output=True, text=True, env=env, timeout=300,
                    check=True)
     assert _sha256(copy) == SHA256
+
+
+REQUIRES_AWS = 'terraform {\n  required_providers {\n    aws = {\n      source = "hashicorp/aws"\n    }\n  }\n}\n'
+
+
+@pytest.mark.slow
+def test_an_init_never_rewrites_the_shared_plugin_cache_under_another_runs_validate(
+        tmp_path: Path, provider_mirror: Path) -> None:
+    """Each init of a new folder writes the provider into the shared plugin cache again; a validate reading it
+    meanwhile failed its checksum (11 of 12 times when measured). Inits wait for the cache to be free."""
+    settings = Settings(tool_env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, cache_dir=tmp_path / "cache",
+                        terraform_mirror=provider_mirror)
+
+    def folder(name: str) -> Terraform:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.tf").write_text(REQUIRES_AWS)
+        return prepare(settings, tmp_path / name, tmp_path / "scratch")
+
+    first = folder("first")
+    checks.init(first, state=None)
+    others = [folder(f"other{i}") for i in range(3)]
+    initing = threading.Thread(target=lambda: [checks.init(tf, state=None) for tf in others])
+    initing.start()
+    failures, validated = [], 0
+    while initing.is_alive() or validated == 0:
+        try:
+            checks.validate(first, "first/")
+        except StageFailed as exc:
+            failures.append(str(exc))
+        validated += 1
+    initing.join()
+    assert failures == [] and validated >= 2
