@@ -6,7 +6,7 @@ are in :mod:`orchestra.config.sections`; their names are importable from here to
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
@@ -189,7 +189,7 @@ class ProjectConfig(StrictModel):
         for service in self.deployment.services:
             if service.path is None:
                 service.path = _default_path(service.name, self._repo_dir, single)
-            if service.dockerfile is None and self.build.dockerfile != DEFAULT_DOCKERFILE:
+            if service.dockerfile is None and PurePosixPath(self.build.dockerfile) != PurePosixPath(DEFAULT_DOCKERFILE):
                 service.dockerfile = self.build.dockerfile  # a service without its own uses build.dockerfile
         for name in self.environments.names():
             policy = self.environments.get(name)

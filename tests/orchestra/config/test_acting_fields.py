@@ -56,7 +56,7 @@ def test_build_dockerfile_is_what_the_build_reads_for_services_without_their_own
     assert specs["web"].dockerfile == "Dockerfile.dev"  # the service's own wins
 
 
-@pytest.mark.parametrize("build_dockerfile", ["Dockerfile", "'Dockerfile'"])
+@pytest.mark.parametrize("build_dockerfile", ["Dockerfile", "'Dockerfile'", "./Dockerfile"])
 def test_the_default_dockerfile_name_leaves_the_build_free_to_generate_a_missing_one(
         tmp_path: Path, settings: Settings, redis: Redis, build_dockerfile: str) -> None:
     repo = _repo(tmp_path, build_dockerfile)
