@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from orchestra.settings import Settings
 
 BINARIES = ("terraform", "tofu")
 COMMAND_TIMEOUT_S = 300
+STAGE_BUDGET_S = 540  # all of a stage's Terraform commands: within the iac job's own limit (jobs/graph.py: 600 s)
 STOP_GRACE_S = 5
 AWS_PREFIX = "AWS_"  # credentials, region, profile and endpoint: the standard chain, as boto3 reads it
 
@@ -39,14 +41,20 @@ class Terraform:
     env: dict[str, str] = field(default_factory=dict)
     version: str = ""
     providers: str = "the public registry"  # where providers come from, said in the thread
+    deadline: float = float("inf")  # time.monotonic() by which every command must have finished
 
     def run(self, *args: str, timeout: float | None = None,
             exclusive: bool = False) -> subprocess.CompletedProcess[str]:
         """``terraform <args>`` in the folder. Past ``timeout`` (default COMMAND_TIMEOUT_S) Terraform and its
         provider plugins (one process group) are stopped, and the failure names the command. ``exclusive``
         (``init``, which may write the shared plugin cache) waits until no other command uses the cache."""
+        limit = min(COMMAND_TIMEOUT_S if timeout is None else timeout, self.deadline - time.monotonic())
+        if limit <= 0:
+            raise StageFailed(f"no time left for `{self.name} {args[0]}`: the stage's Terraform commands may take "
+                              f"{STAGE_BUDGET_S}s in all",
+                              hint="check that the AWS endpoint answers; nothing was changed")
         with self._plugin_cache(exclusive):
-            return self._run(args, COMMAND_TIMEOUT_S if timeout is None else timeout)
+            return self._run(args, limit)
 
     @contextmanager
     def _plugin_cache(self, exclusive: bool) -> Iterator[None]:
@@ -72,6 +80,11 @@ class Terraform:
                 _stop_group(proc)
                 raise StageFailed(f"`{self.name} {args[0]}` did not finish within {limit:.0f}s and was stopped",
                                   hint="check that the AWS endpoint answers; nothing was changed") from exc
+            except BaseException:
+                # the job's own time limit (RQ raises it in this process) or a shutdown: Terraform runs in a
+                # session of its own, so the worker killing this job's process group would not reach it
+                _stop_group(proc)
+                raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     @property
@@ -108,7 +121,8 @@ def prepare(settings: Settings, folder: Path, scratch: Path, *, variables: dict[
     """A :class:`Terraform` for ``folder``; ``scratch`` holds its CLI configuration. ``data_dir`` moves the
     ``.terraform`` folder (installed providers, the backend) out of ``folder``: a repository's own
     ``.terraform`` may hold a provider binary of its choosing, and is never used."""
-    tf = Terraform(binary or find_binary(settings.tool_env.get("PATH")), folder)
+    tf = Terraform(binary or find_binary(settings.tool_env.get("PATH")), folder,
+                   deadline=time.monotonic() + STAGE_BUDGET_S)
     tf.env = {**settings.tool_env, **{k: v for k, v in os.environ.items() if k.startswith(AWS_PREFIX)},
               "TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
               **{f"TF_VAR_{k}": v for k, v in (variables or {}).items()}}
