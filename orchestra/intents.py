@@ -28,6 +28,7 @@ class IntentKind(StrEnum):
     HELP = "help"
     VALIDATE = "validate"  # pre-merge checks of a pull request
     PLAN = "plan"
+    UNPIN = "unpin"  # release a pin set by a failed rollback's "Pin" button
     UNKNOWN = "unknown"
 
 

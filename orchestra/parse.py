@@ -53,7 +53,7 @@ from orchestra.parse_vocab import (
 
 __all__ = ["ENV_ALIASES", "NEGATIONS", "UNSAFE_CHARS", "Parsed", "parse", "resolve_service"]
 
-ACTIONS = (IntentKind.DEPLOY, IntentKind.ROLLBACK, IntentKind.CANCEL)
+ACTIONS = (IntentKind.DEPLOY, IntentKind.ROLLBACK, IntentKind.CANCEL, IntentKind.UNPIN)
 INJECTED = "that reads like an instruction to ignore the rules; I only take plain requests"
 NEGATED = "that sounds like a request *not* to act, so I did nothing"
 SHELLISH = "that message contains shell characters (` $( ; | &&); write the request in plain words"
@@ -267,7 +267,7 @@ def _suggest(words: list[str], toks: list[str], services: Sequence[str]) -> str 
 def _which_service(kind: IntentKind, services: Sequence[str]) -> str:
     known = ", ".join(f"`{s}`" for s in services) or "none configured"
     example = services[0] if services else "SERVICE"
-    command = "/orchestra cancel" if kind is IntentKind.CANCEL else f"/{kind.value}"
+    command = COMMANDS.get(kind.value, f"/{kind.value}")
     also = " or a run id" if kind is IntentKind.CANCEL else ""
     return f"which service{also}? e.g. `{command} {example}`; known services: {known}"
 

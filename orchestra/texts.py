@@ -9,6 +9,25 @@ CANCEL_NOTHING = "There is no active run {what}to cancel."
 CANCEL_AMBIGUOUS = "Several runs are active{what}: {runs}. Say which one, e.g. `/orchestra cancel {first}`."
 CANCEL_ENDED = "run {run_id} already ended ({status})"
 NOT_A_RUN = "{kind} does not start a run"
+# Pins and the buttons of a failed rollback (handlers/pin.py, handlers/rollback.py).
+PINNED = "{service} in {env} is pinned to {version} by {by} at {at}; `/orchestra unpin {service} {env}` to release"
+UNPIN_USAGE = "say which service and environment to unpin, e.g. `/orchestra unpin backend production`"
+NOT_PINNED = "{service} in {env} is not pinned; nothing to release"
+UNPINNED = "{user} released the pin of {service} in {env} (it was on {version}); deploys and rollbacks go again"
+ONLY_APPROVERS = "{user} may not retry or pin a rollback in {env}: only its approvers can ({approvers})"
+NO_APPROVERS = "{env} has no approvers in the trusted policy, so nobody may use these buttons"
+NO_APPROVERS_HINT = "add approvers for {env} to the policy, or use `/rollback` (deployers may)"
+BUTTON_FORGED = "that button does not belong to run {run_id} ({why}); nothing was done"
+NOT_SAFE_NOW = ("{version} is not a version {service} in {env} can safely go back to now (safe now: {safe}); "
+                "nothing was done")
+ALREADY_ON = "{service} in {env} is already on {version} (run {run_id}); nothing to retry"
+RUN_BUSY = ("run {run_id} ({kind} asked by {owner}, {status}) is already working on {service} in {env}; "
+            "nothing was started")
+BUTTON_TAKEN = "{by} already answered this alert: {what}"
+BUTTON_PENDING = "another click on this alert is being handled right now; nothing more was started"
+RETRY_WHAT = "retried the rollback of {service} in {env} to {version} (run {run_id}, now {status})"
+PIN_WHAT = "pinned {service} in {env} to {version} (run {run_id}, now {status})"
+PIN_ONLY_WHAT = "pinned {service} in {env} to {version}, which it was already on"
 # Why dispatch added a dependency to a run (it travels in the run's first event).
 NEEDED = "{dependents} {verb} on it and it is not running in {env}"
 # Production gets nothing it was not asked for: the requester deploys the dependency first.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack import texts, views
 from bot.slack.threads import Threads
 from handlers import approve as approve_handler
+from handlers import rollback as rollback_handler
 from handlers.catalog import Catalog
 from handlers.intake import confirmed, handle
 from handlers.reply import Reply, ReplyKind, Who
 from handlers.understand import Understander
+from orchestra.errors import OrchestraError
 from orchestra.ids import RUN_ID
 from orchestra.settings import Settings
 from orchestra.store import begin_once, claim_once, finish_once
@@ -64,6 +67,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
     app.action(views.REJECT)(_on_approval(deps, approve=False))
     app.action(views.CONFIRM_YES)(_on_confirm(deps, go=True))
     app.action(views.CONFIRM_NO)(_on_confirm(deps, go=False))
+    app.action(re.compile(rf"^{views.ROLLBACK_RETRY}(:\d+)?$"))(_on_rollback_button(deps, rollback_handler.RETRY))
+    app.action(re.compile(rf"^{views.ROLLBACK_PIN}(:\d+)?$"))(_on_rollback_button(deps, rollback_handler.PIN))
 
 
 def _guarded(listener: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -177,6 +182,34 @@ def _on_approval(deps: Deps, *, approve: bool) -> Any:
                                             text=views.outgoing(texts.APPROVAL_NOT_ACCEPTED.format(
                                                 message=texts.escape(reply.text)))[0])
     return listener
+
+
+def _on_rollback_button(deps: Deps, action_name: str) -> Any:
+    """Retry or Pin on a failed rollback's alert: an approver's click starts one rollback run (told in the
+    thread); anyone else, a stale or a second click gets an answer only the clicker sees."""
+    @_guarded
+    async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user, channel = body["user"]["id"], body["channel"]["id"]
+        thread_ts = body.get("message", {}).get("thread_ts") or body.get("container", {}).get("message_ts")
+        if not await deps.off_loop(claim_once, deps.redis, f"slack:action:{user}:{action.get('action_ts')}"):
+            return  # Slack's retry of this very click
+        who = Who(user, place=channel, thread=thread_ts, via="button")
+        reply = await deps.off_loop(_rollback_button, action_name, str(action.get("value", "")), who, deps)
+        out, blocks = views.outgoing(*views.reply(reply))
+        if reply.public or reply.kind == ReplyKind.STARTED:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=out, blocks=blocks)
+        else:
+            await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=out, blocks=blocks)
+    return listener
+
+
+def _rollback_button(action_name: str, value: str, who: Who, deps: Deps) -> Reply:
+    """The handler's reply; a refusal (not an approver, stale, forged) becomes a DENIED reply."""
+    try:
+        return rollback_handler.from_button(action_name, value, who, redis=deps.redis, settings=deps.settings)
+    except OrchestraError as exc:
+        return Reply(ReplyKind.DENIED, str(exc))
 
 
 def _on_confirm(deps: Deps, *, go: bool) -> Any:

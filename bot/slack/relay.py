@@ -25,6 +25,7 @@ from slack_sdk.errors import SlackApiError
 from bot.slack import views
 from bot.slack.pacer import Pacer
 from bot.slack.threads import Thread, Threads
+from handlers.rollback import safe_versions
 from jobs.graph import PIPELINE
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
@@ -167,7 +168,7 @@ class Relay:
             return
         if event.type in DECISIONS and thread.approval_ts:
             self._close_approval(run, thread.channel, thread.approval_ts, event)
-        reply = _reply(event, run)
+        reply = _reply(event, run, self.redis)
         if reply is None:
             return
         ts = self._post(thread.channel, *reply, thread_ts=thread.ts, broadcast=_loud(event))
@@ -268,8 +269,12 @@ class Relay:
         return str(run.origin.get("slack_channel") or self.settings.slack_channel)
 
 
-def _reply(event: Event, run: Run) -> tuple[str, list[dict[str, Any]]] | None:
+def _reply(event: Event, run: Run, redis: Redis) -> tuple[str, list[dict[str, Any]]] | None:
     """The thread reply an event gets (text and blocks), or None when it only updates the parent."""
+    if _loud(event) and event.data.get("kind") == "rollback_failed":  # with Retry / Pin for the approvers
+        data = event.data
+        return views.rollback_failed(run, event, safe_versions(redis, str(data.get("service")), str(data.get("env")),
+                                                               failed=data.get("from_version")))
     if event.type in FIRST:
         return views.plan(run, [s.name for s in PIPELINE.stages if s.applies_to(run)]), []
     if event.type in IGNORED:

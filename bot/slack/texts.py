@@ -14,6 +14,7 @@ HELP = (
     "• `/rollback &lt;service&gt; [env] [ref]`\n"
     "• `/orchestra status [service] [env]` · `/orchestra history [service] [env]`\n"
     "• `/orchestra explain why did prod roll back?` · `/orchestra cancel &lt;service | run id&gt;`\n"
+    "• `/orchestra unpin &lt;service&gt; &lt;env&gt;` — release a version pinned after a failed rollback (approvers)\n"
     "• Or mention me / DM me in plain words: _ship frontend hotfix-v2 to prod_, _what's running in "
     "staging?_, _who deployed payments last?_\n"
     "Environments: production (prod), staging (stg), development (dev). Default environment: staging."
@@ -27,6 +28,10 @@ STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Fol
 ALSO_DEPLOYING = "Also deploying {service} first: {reason}."
 CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as {user} asked."
 CONFIRM = "Did you mean: *{summary}*?"
+# The buttons of a failed rollback (views.rollback_failed); labels are plain text, at most 75 characters.
+RETRY_BUTTON = "Retry rollback to {version}"
+PIN_BUTTON = "Pin {version}"
+ROLLBACK_BUTTONS_ASK = "Only {approvers} can use these buttons; one click answers this alert."
 CONFIRM_DROPPED = "OK, I did nothing."
 RUN_LINE = "`{run_id}` {kind} to {env}: {status}"
 NO_RUNS = "No runs yet."

@@ -12,6 +12,7 @@ from typing import Any
 from bot.slack import texts
 from bot.slack.texts import escape
 from handlers.reply import Reply, ReplyKind
+from handlers.rollback import button_value as rollback_button_value
 from orchestra.events import Event
 from orchestra.redaction import redact
 from orchestra.store import Run
@@ -20,6 +21,8 @@ APPROVE = "approve"
 REJECT = "reject"
 CONFIRM_YES = "confirm_intent"
 CONFIRM_NO = "drop_intent"
+ROLLBACK_RETRY = "rollback_retry"  # with ":<n>" for the n-th version offered (action ids are unique per message)
+ROLLBACK_PIN = "rollback_pin"
 
 
 MAX_TEXT = 3000  # Slack's limit for a section's text; messages stay readable too
@@ -92,6 +95,25 @@ def approval(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
     buttons = {"type": "actions", "block_id": f"approval:{run.id}", "elements": [
         _button("Approve", APPROVE, value, "primary"), _button("Reject", REJECT, value, "danger")]}
     return text, [_section(text), buttons]
+
+
+def rollback_failed(run: Run, event: Event, versions: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """The loud alert of a failed rollback, with "Retry rollback to <v>" and "Pin <v>" for each version that
+    is safe to put back (values: run id, service, env, version; the handler reads everything again)."""
+    text = milestone(event) or ""
+    data = event.data
+    service, env = str(data.get("service") or ""), str(data.get("env") or run.env)
+    if not versions or not service:
+        return text, [_section(text)]
+    elements = []
+    for n, version in enumerate(versions):
+        value = rollback_button_value(run.id, service, env, version)
+        label = _clip(version, 40)  # a button's label holds 75 characters
+        elements += [_button(texts.RETRY_BUTTON.format(version=label), f"{ROLLBACK_RETRY}:{n}", value, "danger"),
+                     _button(texts.PIN_BUTTON.format(version=label), f"{ROLLBACK_PIN}:{n}", value)]
+    ask = texts.ROLLBACK_BUTTONS_ASK.format(approvers="the approvers of " + escape(env))
+    return f"{text}\n{ask}", [_section(text), _context(ask),
+                              {"type": "actions", "block_id": f"rollback:{run.id}", "elements": elements}]
 
 
 def decision_line(event: Event) -> str:
