@@ -6,9 +6,9 @@ gets, while a run deploys there and while it watches what it released, ``rps`` G
 the live state and is always checked to be 127.0.0.1 or ::1 (agents/observability/load.py refuses anything
 else), so nothing here can send a request off this machine.
 
-The traffic stops when the stage ends (the ``with`` block), after ``MAX_SECONDS`` whatever happens, and,
-while watching, for a service whose release was replaced or stopped (its live state no longer shows
-the version this run released).
+The traffic stops when the deploy stage ends (the ``with`` block), after ``MAX_SECONDS`` whatever
+happens, and, while watching, for a service whose release was replaced or stopped (its live state no
+longer shows the version this run released).
 
 A watch holds no worker (it is a series of scheduled checks), so its traffic is driven by a long-lived
 process instead: :class:`WatchTraffic`, which the router syncs with the watches in progress on each tick.
@@ -105,25 +105,13 @@ class Traffic:
 
 
 @contextmanager
-def demo_traffic(ctx: AgentContext, *, watching: bool = False) -> Iterator[Traffic | None]:
-    """Traffic for the ``with`` block when the run's environment asks for it (else None).
-
-    ``watching``: only to the services whose live release is this run's, and only while it stays so.
-    """
+def demo_traffic(ctx: AgentContext) -> Iterator[Traffic | None]:
+    """Traffic for the ``with`` block to the run's services, when the run's environment asks for it (else None)."""
     spec = ctx.config.environment(ctx.run.env).demo_traffic
     if spec is None:
         yield None
         return
-    services = list(ctx.run.services or ctx.config.service_names())
-    released = None
-    if watching:
-        released = {}
-        for service in services:
-            state = get_live(ctx.redis, service, ctx.run.env)
-            if state and state.current and state.run_id == ctx.run.id and state.last_action == "deploy":
-                released[service] = state.current.version
-        services = list(released)
-    traffic = Traffic(ctx.redis, ctx.run.env, services, spec, released).start()
+    traffic = Traffic(ctx.redis, ctx.run.env, list(ctx.run.services or ctx.config.service_names()), spec).start()
     try:
         yield traffic
     finally:
