@@ -13,7 +13,7 @@ from redis import Redis
 from agents.deploy.targets.state import get_live, releases
 from handlers import deploy, pin
 from handlers.reply import Reply, ReplyKind, Who
-from orchestra import policy, texts
+from orchestra import pins, policy, texts
 from orchestra.errors import OrchestraError, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.ids import RUN_ID
@@ -87,7 +87,7 @@ def _act(action: str, run_id: str, service: str, env: str, version: str, who: Wh
         if action != PIN:
             raise OrchestraError(texts.ALREADY_ON.format(service=service, env=env, version=version,
                                                          run_id=current.run_id))
-        pin.put(redis, pin.Pin(service=service, env=env, version=version, by=who.user, run_id=run_id))
+        pins.put(redis, pins.Pin(service=service, env=env, version=version, by=who.user, run_id=run_id))
         return Reply(ReplyKind.ANSWER, texts.PIN_ONLY_WHAT.format(service=service, env=env, version=version),
                      public=True)
     busy = next((r for r in RunStore(redis).active() if r.id != run_id and not r.status.finished
@@ -103,13 +103,13 @@ def _act(action: str, run_id: str, service: str, env: str, version: str, who: Wh
         "kind": IntentKind.ROLLBACK, "service": service, "env": env, "ref": version, "no_wait": True,
         "user": who.user, "source": who.source, "origin": {**who.origin(), "alert_run": run_id},
         "text": f"{action} rollback of {service} in {env} to {version}"})
-    made = pin.put(redis, pin.Pin(service=service, env=env, version=version, by=who.user, run_id=run_id)) \
+    made = pins.put(redis, pins.Pin(service=service, env=env, version=version, by=who.user, run_id=run_id)) \
         if action == PIN else None
     try:
         return handle(intent, who, redis=redis, settings=settings)
     except Exception:
         if made is not None and made.by == who.user and made.run_id == run_id:
-            pin.drop(redis, made, "pin_withdrawn", actor=who.user, why="its rollback could not start")
+            pins.drop(redis, made, "pin_withdrawn", actor=who.user, why="its rollback could not start")
         raise
 
 
@@ -123,7 +123,7 @@ def _answered(redis: Redis, key: str) -> str:
     status = RunStore(redis).get(done["run_id"]).status.value if done["run_id"] else ""
     template = {RETRY: texts.RETRY_WHAT, PIN: texts.PIN_WHAT}[done["action"]] if done["run_id"] else \
         texts.PIN_ONLY_WHAT
-    return texts.BUTTON_TAKEN.format(by=pin.display(done["by"]), what=template.format(**fields, status=status))
+    return texts.BUTTON_TAKEN.format(by=pins.display(done["by"]), what=template.format(**fields, status=status))
 
 
 def _ids(value: str) -> tuple[str, str, str, str]:

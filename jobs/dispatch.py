@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 from redis import Redis
 
 from agents.deploy.targets.state import get_live
-from handlers import pin
 from jobs.graph import PIPELINE, Graph
 from jobs.router import ROUTER_GROUP, start_run
-from orchestra import policy, texts
+from orchestra import pins, policy, texts
 from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
@@ -75,7 +74,7 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
     env_policy = config.environment(env)
     if kind != "validate":
         try:
-            pin.check(redis, services, env, kind=kind, to_version=intent.ref)  # a failed rollback's pin
+            pins.check(redis, services, env, kind=kind, to_version=intent.ref)  # a failed rollback's pin
             policy.check_deploy(intent.user, env, env_policy, identities=trusted.identities,
                                 rollback=kind == "rollback")
             if needed and env == "production":

@@ -7,8 +7,7 @@ import pytest
 from redis import Redis
 
 from orchestra.errors import LockHeld, NotFound
-from orchestra.locks import Locks
-from orchestra.store import Audit, Run, RunStatus, RunStore, claim_once
+from orchestra.store import Audit, Locks, Run, RunStatus, RunStore, claim_once
 from tests.support.services import wait_for
 
 

@@ -20,12 +20,12 @@ from agents.deploy.targets.state import LiveState, Release, get_live, record_rel
 from agents.observability.autorollback import RollbackFacts, auto_rollback
 from agents.observability.policy import Policy
 from bot.localslack.client import WorkspaceClient
-from handlers import pin
 from handlers.reply import Who
 from handlers.rollback import PIN, RETRY, from_button
 from orchestra.config import load_config
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
+from orchestra.pins import get as pin_of
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Audit, Run, RunStatus, RunStore
 from tests.support.services import wait_for
@@ -133,7 +133,7 @@ def test_only_an_approver_retries_and_a_double_click_starts_one_run(redis: Redis
     [rollback] = _rollbacks(redis)  # three clicks, two of them on the other button: one run
     winner = (rollback.requested_by, rollback.origin["to_version"])
     assert winner in {("U0BOB", "v2"), ("U0ALICE", "v1")} and rollback.env == "production"
-    assert (pin.get(redis, "backend", "production") is not None) == (winner == ("U0ALICE", "v1"))
+    assert (pin_of(redis, "backend", "production") is not None) == (winner == ("U0ALICE", "v1"))
     answers = _mine(control, "U0BOB") + _mine(control, "U0ALICE")
     assert len(answers) == 2 and all("already answered this alert" in a or "being handled right now" in a
                                      for a in answers), answers  # the winner's answer is in the thread
@@ -148,7 +148,7 @@ def test_pin_refuses_deploys_until_an_approver_unpins(redis: Redis, slack: tuple
     control.click(_alert(control, run)["ts"], "Pin v1", user="U0ALICE")
     [rollback] = wait_for(lambda: _rollbacks(redis), what="the pin's rollback run")  # type: ignore[misc]
     assert (rollback.origin["to_version"], rollback.requested_by) == ("v1", "U0ALICE")
-    pinned = pin.get(redis, "backend", "production")
+    pinned = pin_of(redis, "backend", "production")
     assert pinned is not None and (pinned.version, pinned.by, pinned.run_id) == ("v1", "U0ALICE", run.id)
 
     denied = _said(control, "/deploy backend main prod", "U0BOB")
@@ -162,12 +162,12 @@ def test_pin_refuses_deploys_until_an_approver_unpins(redis: Redis, slack: tuple
 
     refused = _said(control, "/orchestra unpin backend production", "U0CAROL")
     assert "only its approvers can (<@U0ALICE>, <@U0BOB>)" in refused
-    assert pin.get(redis, "backend", "production") is not None
+    assert pin_of(redis, "backend", "production") is not None
     assert control.command("/orchestra unpin backend production", user="U0BOB")["acked"]
     released: Any = wait_for(lambda: [m for m in control.transcript("devops-orchestra") if m["ephemeral_to"] is None
                                       and "released the pin" in m["text"]], what="the release, told to the channel")
     assert released[0]["text"].startswith("U0BOB released the pin of backend in production (it was on v1)")
-    assert pin.get(redis, "backend", "production") is None
+    assert pin_of(redis, "backend", "production") is None
     assert [e["action"] for e in Audit(redis).entries() if "pin" in e["action"]] == \
         ["version_pinned", "unpin_denied", "version_unpinned"]
     again = _said(control, "/deploy backend main prod", "U0BOB")
@@ -211,7 +211,7 @@ def test_forged_button_values_are_refused(redis: Redis, settings: Settings) -> N
             from_button(RETRY, value, bob, redis=redis, settings=settings)
     with pytest.raises(OrchestraError, match="v0 is not a version"):
         from_button(PIN, f"{run.id}|backend|production|v0", bob, redis=redis, settings=settings)
-    assert _rollbacks(redis) == [] and pin.get(redis, "backend", "production") is None
+    assert _rollbacks(redis) == [] and pin_of(redis, "backend", "production") is None
     from_button(RETRY, f"{run.id}|backend|production|v1", bob, redis=redis, settings=settings)  # refusals left no claim
     assert [r.origin["to_version"] for r in _rollbacks(redis)] == ["v1"]
 
