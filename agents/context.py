@@ -21,11 +21,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class StageResult:
-    """What a stage concluded: did its gate pass, a one-line summary, and the details."""
+    """What a stage concluded: did its gate pass, a one-line summary, and the details.
+
+    ``later_s`` set: the stage has not concluded; it goes on in a scheduled check that far ahead
+    (the watch), and no worker waits for it meanwhile.
+    """
 
     passed: bool
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
+    later_s: float | None = None
 
 
 @dataclass

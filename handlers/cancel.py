@@ -1,4 +1,9 @@
-"""Cancel an active run: by run id, or the one active run of a service."""
+"""Cancel an active run: by run id, or the one active run of a service.
+
+A queued run leaves its locks' queues at once. A running one gets a cancel flag: a deploy moving traffic
+checks it before each traffic change, stops and rolls back, and the run ends (and hands its locks on)
+only then; a run in any other stage ends at once (see :mod:`jobs.handoff`).
+"""
 from __future__ import annotations
 
 from redis import Redis
@@ -8,9 +13,10 @@ from orchestra import policy, texts
 from orchestra.errors import NotFound, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent
+from orchestra.locks import Locks, request_cancel
 from orchestra.repos import resolve_service
 from orchestra.settings import Settings
-from orchestra.store import Audit, Run, RunStore
+from orchestra.store import Audit, Run, RunStatus, RunStore
 
 
 def handle(intent: Intent, who: Who, *, redis: Redis, settings: Settings, run_id: str | None = None) -> Reply:
@@ -27,8 +33,11 @@ def handle(intent: Intent, who: Who, *, redis: Redis, settings: Settings, run_id
             Audit(redis).record("cancel_denied", actor=intent.user, run_id=run.id, reason=str(exc),
                                 source=intent.source)
             raise
+    # The flag first: a deploy moving traffic sees it before its next change, rolls back, then ends.
+    request_cancel(redis, run.id, intent.user, source=intent.source, status=run.status.value, stage=run.stage)
+    if run.status == RunStatus.QUEUED and not run.fence:  # waiting for a lock: out of the queue now
+        Locks(redis).hand_on(run, why=f"cancelled by {intent.user}", withdrawn="queued_run_cancelled")
     EventBus(redis).emit(run.id, EventType.RUN_CANCELLED, intent.user, reason=f"cancelled by {intent.user}")
-    Audit(redis).record("run_cancel_requested", actor=intent.user, run_id=run.id, source=intent.source)
     return Reply(ReplyKind.CANCELLED, run=run, data={"by": intent.user})
 
 

@@ -23,6 +23,7 @@ class Stage:
     failed: EventType | None = None  # a different event when its gate says no (default: ``result``)
     retries: int = 0  # only idempotent stages retry
     approval: bool = False  # parks the run for an approval when the environment asks for one
+    check: str | None = None  # the scheduled check's entry point, for a stage that goes on without a worker
     kinds: frozenset[str] = field(default_factory=lambda: frozenset({"deploy", "validate"}))
 
     def applies_to(self, run: Run) -> bool:
@@ -69,7 +70,8 @@ IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=DEP
 DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
                timeout=limits.DEPLOY_JOB_S, approval=True, kinds=DEPLOY_ONLY)
 OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
-                failed=EventType.OBSERVABILITY_ALERT, timeout=limits.OBSERVE_JOB_S, kinds=DEPLOY_ONLY)
+                failed=EventType.OBSERVABILITY_ALERT, timeout=limits.OBSERVE_JOB_S, kinds=DEPLOY_ONLY,
+                check="jobs.tasks.observe_check")
 ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
                  failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
 

@@ -26,7 +26,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs import approvals, forks
+from agents.observability.traffic import WatchTraffic
+from jobs import approvals, forks, timers
 from jobs.graph import PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 ROUTER_GROUP = "router"
 TICK_S = 1.0
 REAP_RELEASES_S = 60.0  # how often releases past their keep window are stopped
+UNCONCLUDED_S = 60.0  # a finished stage job whose result has not moved the run by then lost it
 
 
 def job_id(run_id: str, stage: str, attempt: int = 1) -> str:
@@ -51,7 +53,7 @@ class Router:
     """Moves runs from stage to stage; one of possibly several members of the router group."""
 
     def __init__(self, redis: Redis, settings: Settings, *, graph: Graph = PIPELINE,
-                 name: str | None = None, claim_idle_ms: int = 30_000) -> None:
+                 name: str | None = None, claim_idle_ms: int = 30_000, unconcluded_s: float = UNCONCLUDED_S) -> None:
         self.redis = redis
         self.settings = settings
         self.graph = graph
@@ -60,6 +62,8 @@ class Router:
         self.queue = stage_queue(redis)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.claim_idle_ms = claim_idle_ms
+        self.unconcluded_s = unconcluded_s
+        self.watch_traffic = WatchTraffic(redis, self.name)
 
     def run(self, stop: threading.Event) -> None:
         """Handle events and tick until ``stop`` is set."""
@@ -91,7 +95,10 @@ class Router:
                 last["reap"] = time.monotonic()
                 self._reap_releases()
 
-        keep_going("router", step, stop)
+        try:
+            keep_going("router", step, stop)
+        finally:
+            self.watch_traffic.close()
 
     def handle(self, event: Event) -> None:
         """Apply one event to its run."""
@@ -116,8 +123,15 @@ class Router:
         self._enqueue(run, first)
 
     def tick(self) -> None:
-        """Reap stages whose worker died; expire approvals past their deadline."""
+        """Fire due timers; reap stages whose worker died; expire approvals past their deadline."""
+        try:
+            timers.fire_due(self.redis, self.queue, self.graph)
+        except Exception:
+            logger.exception("router: could not fire the due timers")
+        watching: list[str] = []
         for run in self.store.active():
+            if run.status == RunStatus.RUNNING and run.stage == "observe":
+                watching.append(run.id)
             try:
                 if run.status == RunStatus.RUNNING and run.stage:
                     self._reap(run)
@@ -125,6 +139,10 @@ class Router:
                     approvals.expire_if_due(self.redis, run.id)
             except Exception:
                 logger.exception("run %s: router tick failed", run.id)
+        try:
+            self.watch_traffic.sync(watching)
+        except Exception:
+            logger.exception("router: could not keep the watched releases' demo traffic going")
 
     def _reap_releases(self) -> None:
         """Have a worker stop previous releases whose blue-green keep window is over (one job at a time)."""
@@ -261,6 +279,12 @@ class Router:
             return
         status = job.get_status()
         started = job.started_at.timestamp() if job.started_at else time.time()
+        ended = job.ended_at.timestamp() if job.ended_at else time.time()
+        if status == JobStatus.FINISHED and time.time() - ended > self.unconcluded_s \
+                and not timers.pending(self.redis, run.id, run.stage or "") and not self._concluded(run, job):
+            fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=f"{job.id}@unconcluded",
+                       reason=f"{run.stage} ended without a result and nothing is scheduled to conclude it")
+            return
         if status == JobStatus.STARTED and not is_beating(self.redis, run.id) \
                 and time.time() - started > 2 * HEARTBEAT_TTL_S:
             fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=f"{job.id}@{started}",
@@ -269,6 +293,11 @@ class Router:
         elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=job.id,
                        reason=f"the {run.stage} job ended as {status.value}")
+
+    def _concluded(self, run: Run, job: Job) -> bool:
+        """Whether the stream holds ``job``'s result for the run's stage (not yet handled)."""
+        return any(e.data.get("job_id") == job.id and e.data.get("stage") == run.stage and "passed" in e.data
+                   for e in self.bus.replay(run.id))
 
     def _job(self, run: Run) -> Job | None:
         if not run.job_id:

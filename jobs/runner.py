@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from redis import Redis
 from rq import get_current_job
 
 from agents.context import AgentContext, StageResult
-from jobs import forks, workspace
+from jobs import forks, timers, workspace
 from jobs.graph import Stage
 from orchestra import policy
 from orchestra.errors import OrchestraError
@@ -38,6 +39,9 @@ HEARTBEAT_KEY = "orchestra:hb:{run_id}"
 POLICY_DIFFERS = ("This branch's devops_orchestra.yaml sets its own policy ({differences}); it does not apply: "
                   "the trusted policy from {source} does. Change the policy there.")
 HEARTBEAT_TTL_S = 10  # a loaded machine may stall a worker for seconds: that is not death
+CHECK_FAILURES_KEY = "orchestra:check-failures:{run_id}:{stage}"
+CHECK_ATTEMPTS = 3  # checks in a row that raise before the stage fails
+CHECK_RETRY_S = 5.0
 _settings: Settings | None = None
 
 Agent = Callable[[AgentContext], StageResult]
@@ -80,10 +84,65 @@ def execute_stage(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | Non
         bus.emit(run_id, EventType.STAGE_STARTED, stage.name, stage=stage.name)
         with heartbeat(redis, run_id):
             result = _conclude(run_id, stage, agent, redis, settings, bus)
-        bus.emit(run_id, stage.outcome(result.passed), stage.name,
-                 **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary,
-                    "job_id": owner})
+        if result.later_s is not None:  # goes on in scheduled checks; this worker is free again
+            timers.schedule(redis, stage.name, run_id, after_s=result.later_s)
+            return {"later_s": result.later_s, "summary": result.summary}
+        _publish(bus, run_id, stage, result, owner)
         return {"passed": result.passed, "summary": result.summary}
+
+
+def execute_check(run_id: str, stage: Stage, agent: Agent, *, redis: Redis | None = None,
+                  settings: Settings | None = None) -> dict[str, Any]:
+    """One scheduled check of a stage that goes on without a worker (see :mod:`jobs.timers`): ``agent``
+    looks once; the stage's result is published for the job that began the stage when it concludes, else
+    the next check is scheduled. An exception is retried a few times, then fails the stage."""
+    job = get_current_job()
+    redis = redis if redis is not None else job.connection  # type: ignore[union-attr]
+    settings = settings or current_settings()
+    token = job.id if job else f"inline-{time.time()}"
+    with run_context(run_id, stage.name), timers.check_lock(redis, stage.name, run_id, token) as mine:
+        if not mine:
+            return {"skipped": True, "reason": "another check of this run is running"}
+        run = RunStore(redis).get(run_id)
+        if run.status != RunStatus.RUNNING or run.stage != stage.name:
+            timers.cancel(redis, stage.name, run_id)
+            return {"skipped": True, "reason": f"the run is {run.status.value} at {run.stage}"}
+        result = _checked(run, stage, agent, redis, settings)
+        if result is None:
+            return {"error": True}
+        if result.later_s is not None:
+            timers.schedule(redis, stage.name, run_id, after_s=result.later_s)
+            return {"later_s": result.later_s}
+        timers.cancel(redis, stage.name, run_id)
+        _publish(EventBus(redis), run_id, stage, result, run.job_id)
+        return {"passed": result.passed, "summary": result.summary}
+
+
+def _checked(run: Run, stage: Stage, agent: Agent, redis: Redis, settings: Settings) -> StageResult | None:
+    """The check's result; None after an exception that is retried (the next check is scheduled)."""
+    failures = CHECK_FAILURES_KEY.format(run_id=run.id, stage=stage.name)
+    try:
+        result = _conclude(run.id, stage, agent, redis, settings, EventBus(redis))
+    except Exception as exc:
+        count = int(redis.incr(failures))
+        redis.expire(failures, 24 * 3600)
+        logger.exception("run %s: check of %s failed (%s of %s)", run.id, stage.name, count, CHECK_ATTEMPTS)
+        if count < CHECK_ATTEMPTS:
+            timers.schedule(redis, stage.name, run.id, after_s=CHECK_RETRY_S)
+            return None
+        timers.cancel(redis, stage.name, run.id)
+        fail_stage(redis, run.id, stage.name, key=f"check-{run.id}-{stage.name}", job_id=run.job_id,
+                   reason=f"{stage.name} failed {count} checks in a row, the last with {type(exc).__name__}: {exc}")
+        return None
+    redis.delete(failures)
+    return result
+
+
+def _publish(bus: EventBus, run_id: str, stage: Stage, result: StageResult, owner: str | None) -> None:
+    """The stage's result event, naming the job that owns the stage (the router checks it)."""
+    bus.emit(run_id, stage.outcome(result.passed), stage.name,
+             **{**result.data, "stage": stage.name, "passed": result.passed, "summary": result.summary,
+                "job_id": owner})
 
 
 def _conclude(run_id: str, stage: Stage, agent: Agent, redis: Redis, settings: Settings,

@@ -16,7 +16,7 @@ from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
 from jobs.graph import ANALYZE, BUILD, DEPLOY, IAC, OBSERVE, ROLLBACK, TEST
-from jobs.runner import current_settings, execute_stage
+from jobs.runner import current_settings, execute_check, execute_stage
 
 
 def analyze(run_id: str) -> dict[str, Any]:
@@ -48,11 +48,13 @@ def deploy(run_id: str) -> dict[str, Any]:
 
 
 def observe(run_id: str) -> dict[str, Any]:
-    """Watch what the run released; roll it back on its own when a threshold stays exceeded."""
-    def stage(ctx: AgentContext) -> StageResult:
-        with demo_traffic(ctx, watching=True):
-            return observe_agent.run(ctx)
-    return execute_stage(run_id, OBSERVE, stage)
+    """Begin watching what the run released; the watch goes on in scheduled checks (:func:`check`)."""
+    return execute_stage(run_id, OBSERVE, observe_agent.begin)
+
+
+def observe_check(run_id: str) -> dict[str, Any]:
+    """One scheduled look of the watch (enqueued by the router's timers, :mod:`jobs.timers`)."""
+    return execute_check(run_id, OBSERVE, observe_agent.look)
 
 
 def rollback(run_id: str) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class EventType(StrEnum):
     OBSERVABILITY_ALERT = "observability_alert"
     ROLLBACK_EVENT = "rollback_event"
     LOCK_WAITING = "lock_waiting"
+    LOCK_GRANTED = "lock_granted"  # a queued run got its deploy locks and starts
     POLICY_DENIED = "policy_denied"
     LLM_CALL = "llm_call"
     RUN_CANCELLED = "run_cancelled"

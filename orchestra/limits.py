@@ -1,8 +1,10 @@
 """How long the jobs and locks that carry a deploy may last, and what a configuration may ask of them.
 
-The stage graph (``jobs/graph.py``) gives RQ these job timeouts and the deploy and observe stages
-take their locks for these times; ``orchestra validate`` refuses a canary or a watch that could
-outlast them (``timing_problems``), instead of a job being killed or a lock expiring mid-deploy.
+The stage graph (``jobs/graph.py``) gives RQ these job timeouts and the deploy stage takes its lock
+for these times; ``orchestra validate`` refuses a canary that could outlast them, or a watch longer
+than a watch may last (``timing_problems``), instead of a job being killed or a lock expiring mid-deploy.
+A watch holds no job: it is a series of scheduled checks (``jobs/timers.py``), so only its own state's
+lifetime bounds it; a rollback the watch starts takes the lock for ``OBSERVE_LOCK_S``.
 """
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ if TYPE_CHECKING:
 
 DEPLOY_JOB_S = 3600
 DEPLOY_LOCK_S = 1800
-OBSERVE_JOB_S = 3600
-OBSERVE_LOCK_S = 600
+OBSERVE_JOB_S = 600  # begins the watch; the watch itself goes on in scheduled checks
+OBSERVE_LOCK_S = 600  # a rollback started by the watch
+WATCH_MAX_S = 12 * 3600  # the watch's saved state lives a day (agents/observability/watch.py)
 # Besides the canary's pauses, a deploy starts containers, waits for health and moves the edge.
 DEPLOY_MARGIN_S = 300
-OBSERVE_MARGIN_S = 60
 # A canary step waits its analysis window, then up to two more for enough traffic (agents/observability/policy.py).
 WINDOWS_PER_STEP = 3
 
@@ -37,9 +39,8 @@ def timing_problems(config: ProjectConfig) -> list[tuple[Loc, str]]:
                          f"{canary.analysis_interval:.0f}s window and up to two more for traffic), more than "
                          f"the {budget}s a deploy may hold its job and lock; use fewer steps or an "
                          f"analysis_interval of at most {longest}s"))
-    budget = min(OBSERVE_JOB_S, OBSERVE_LOCK_S) - OBSERVE_MARGIN_S
-    if config.observability.watch > budget:
+    if config.observability.watch > WATCH_MAX_S:
         problems.append((("observability", "watch"),
-                         f"a watch of {config.observability.watch:.0f}s is longer than the {budget}s the observe "
-                         f"stage may hold its job and lock; watch for at most {budget}s"))
+                         f"a watch of {config.observability.watch:.0f}s is longer than the {WATCH_MAX_S}s a watch "
+                         f"may last; watch for at most {WATCH_MAX_S // 3600}h"))
     return problems

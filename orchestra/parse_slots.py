@@ -56,6 +56,7 @@ class Slots:
     problem: str | None = None
     unknown: list[str] = field(default_factory=list)  # words that are neither a slot nor a filler
     weak_env: bool = False  # the environment came from "live", which an explicit one overrides
+    no_wait: bool = False  # `--no-wait`: refuse rather than queue behind a deploy holding the lock
 
     def complain(self, problem: str) -> None:
         self.problem = self.problem or problem
@@ -161,6 +162,9 @@ def slash_slots(args: list[str], services: Sequence[str]) -> Slots:
     while i < len(words):
         arg, low, following = words[i], words[i].lower(), [w.lower() for w in words[i + 1:i + 2]]
         i += 1
+        if low == "--no-wait":
+            slots.no_wait = True
+            continue
         if low.startswith(("--strategy", "--env")):
             value = low.split("=", 1)[1] if "=" in low else (words[i].lower() if i < len(words) else "")
             i += "=" not in low

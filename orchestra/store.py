@@ -1,4 +1,4 @@
-"""Run records, deploy locks, the audit trail, idempotency keys and the count of refused events, in Redis."""
+"""Run records, the audit trail, idempotency keys and the count of refused events, in Redis."""
 from __future__ import annotations
 
 import json
@@ -11,25 +11,18 @@ from pydantic import BaseModel, Field
 from redis import Redis, WatchError
 from redis.client import Pipeline
 
-from orchestra.errors import LockHeld, NotFound
+from orchestra.errors import NotFound
 from orchestra.events import as_fields, as_text
 from orchestra.ids import new_run_id
 
 RUN_KEY = "orchestra:run:{run_id}"
 RUNS_INDEX = "orchestra:runs"
 ACTIVE_RUNS = "orchestra:runs:active"
-LOCK_KEY = "orchestra:lock:{service}:{env}"
 AUDIT_STREAM = "orchestra:audit"
 ONCE_KEY = "orchestra:once:{key}"
 ONCE_TTL_S = 3 * 24 * 3600
 ONCE_LEASE_S = 120  # longer than any hand-off takes; a crashed one's retry waits this long
 REJECTED_EVENTS = "orchestra:events:rejected"  # hash: event type -> events the router refused to act on
-
-_RELEASE_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
@@ -69,6 +62,9 @@ class Run(BaseModel):
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     finished_at: float | None = None
+    # service -> the fencing token of its deploy lock (orchestra/locks.py); empty while queued. Keep it the
+    # last field: the lock scripts rewrite the record's JSON from here to its end.
+    fence: dict[str, int] = Field(default_factory=dict)
 
 
 class RunStore:
@@ -123,49 +119,6 @@ class RunStore:
         return [self.get(as_text(i)) for i in ids]
 
 
-class Lock(BaseModel):
-    service: str
-    env: str
-    owner: str
-    run_id: str
-    acquired_at: float
-    expires_at: float
-
-
-class Locks:
-    """One deploy at a time per service and environment: a lock with owner and expiry."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-
-    def acquire(self, service: str, env: str, *, owner: str, run_id: str, ttl_s: float = 1800) -> Lock:
-        """Take the lock or raise :class:`LockHeld` naming who has it."""
-        now = time.time()
-        lock = Lock(service=service, env=env, owner=owner, run_id=run_id, acquired_at=now,
-                    expires_at=now + ttl_s)
-        key = LOCK_KEY.format(service=service, env=env)
-        if self.redis.set(key, lock.model_dump_json(), nx=True, px=int(ttl_s * 1000)):
-            return lock
-        holder = self.holder(service, env)
-        if holder is not None and holder.run_id == run_id:
-            return holder  # re-entrant for the same run (a retried job)
-        if holder is None:  # expired between SET and GET
-            return self.acquire(service, env, owner=owner, run_id=run_id, ttl_s=ttl_s)
-        raise LockHeld(holder.owner, holder.run_id, service, env, holder.expires_at)
-
-    def holder(self, service: str, env: str) -> Lock | None:
-        raw = self.redis.get(LOCK_KEY.format(service=service, env=env))
-        return Lock.model_validate_json(raw) if raw else None
-
-    def release(self, service: str, env: str, *, run_id: str) -> bool:
-        """Release only if ``run_id`` holds the lock."""
-        key = LOCK_KEY.format(service=service, env=env)
-        holder = self.redis.get(key)
-        if holder is None or Lock.model_validate_json(holder).run_id != run_id:
-            return False
-        return bool(self.redis.eval(_RELEASE_IF_OWNER, 1, key, holder))
-
-
 class Audit:
     """Append-only record of every action: who asked, who approved, what ran, what came out."""
 
@@ -173,9 +126,7 @@ class Audit:
         self.redis = redis
 
     def record(self, action: str, *, actor: str, run_id: str | None = None, **detail: Any) -> str:
-        entry: dict[Any, Any] = {"action": action, "actor": actor, "run_id": run_id or "",
-                                 "ts": str(time.time()), "detail": json.dumps(detail, default=str)}
-        return as_text(self.redis.xadd(AUDIT_STREAM, entry))
+        return as_text(self.redis.xadd(AUDIT_STREAM, audit_entry(action, actor=actor, run_id=run_id, **detail)))
 
     def entries(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest audit entries, oldest first."""
@@ -185,6 +136,12 @@ class Audit:
             row = as_fields(fields)
             rows.append({**row, "id": as_text(entry_id), "detail": json.loads(row["detail"])})
         return rows
+
+
+def audit_entry(action: str, *, actor: str, run_id: str | None = None, **detail: Any) -> dict[Any, Any]:
+    """The fields of one audit entry, for an XADD to ``AUDIT_STREAM`` inside a caller's transaction."""
+    return {"action": action, "actor": actor, "run_id": run_id or "", "ts": str(time.time()),
+            "detail": json.dumps(detail, default=str)}
 
 
 def claim_once(redis: Redis, key: str, *, ttl_s: int = ONCE_TTL_S) -> bool:

@@ -26,8 +26,8 @@ from agents.deploy.targets.state import LiveState, Release, all_live, get_live, 
 from orchestra import limits
 from orchestra.errors import LockHeld, OrchestraError, StageFailed
 from orchestra.events import EventType
+from orchestra.locks import FENCE, Fence, Locks
 from orchestra.settings import Settings
-from orchestra.store import Locks
 
 logger = logging.getLogger(__name__)
 
@@ -188,15 +188,24 @@ def _reporter(ctx: AgentContext, service: str) -> Any:
 
 @contextmanager
 def _locks(ctx: AgentContext, services: list[str]) -> Iterator[None]:
-    """All the group's locks, or none (LockHeld names who has the one we could not get)."""
+    """All the group's locks, or none (LockHeld names who has the one we could not get): the run's own,
+    held since it was admitted, or taken here (and released here) for a run that holds none. Every
+    traffic change in the block checks the run's tokens (``strategies.Shift.to``)."""
     locks = Locks(ctx.redis)
     taken: list[str] = []
+    tokens: dict[str, int] = {}
     try:
         for service in services:
-            locks.acquire(service, ctx.run.env, owner=ctx.run.requested_by, run_id=ctx.run.id,
-                          ttl_s=LOCK_TTL_S)
-            taken.append(service)
-        yield
+            lock = locks.acquire(service, ctx.run.env, owner=ctx.run.requested_by, run_id=ctx.run.id,
+                                 ttl_s=LOCK_TTL_S)
+            tokens[service] = lock.token
+            if lock.token != ctx.run.fence.get(service):
+                taken.append(service)
+        fenced = FENCE.set(Fence(ctx.redis, ctx.run.id, ctx.run.env, tokens))
+        try:
+            yield
+        finally:
+            FENCE.reset(fenced)
     finally:
         for service in taken:
             locks.release(service, ctx.run.env, run_id=ctx.run.id)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agents.deploy.targets.base import Health, TrafficSplit
 from agents.deploy.targets.state import Release
 from orchestra.errors import StageFailed
+from orchestra.locks import Fence, current_fence
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +55,17 @@ class Shift:
     service: str
     env: str
     runtime: str = "docker"
+    # The deploy lock's fence of the run moving traffic (set by the deploy agent while it holds its locks).
+    fence: Fence | None = field(default_factory=current_fence, repr=False)
 
     def to(self, weight: int, step: int = 0) -> None:
-        """Put ``weight`` percent on the new release and the rest on the old one."""
+        """Put ``weight`` percent on the new release and the rest on the old one, if the run still owns
+        the service's lock (its token is the lock's) and was not asked to cancel: else StageFailed, and
+        nothing moves."""
         if self.old is None and weight == 0:
             raise StageFailed("cannot take all traffic off the only release")
+        if self.fence is not None:
+            self.fence.check(self.service)
         self.on_shift(step, self.traffic.split(self.new, self.old, weight))
 
     def at(self, step: int, weight: int, pause_s: float) -> TrafficStep:

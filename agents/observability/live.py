@@ -28,7 +28,7 @@ from agents.observability.policy import Policy, policy_for
 from agents.observability.watch import WatchedRelease
 from orchestra import limits
 from orchestra.events import EventType
-from orchestra.store import Locks
+from orchestra.locks import Locks
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ class LiveReleases:
         return out
 
     def rollback(self, ctx: AgentContext, release: WatchedRelease) -> None:
-        locks = Locks(ctx.redis)
-        locks.acquire(release.service, release.env, owner="observe", run_id=ctx.run.id, ttl_s=self.lock_ttl_s)
+        locks = Locks(ctx.redis)  # the run's own lock (held since it was admitted), or taken for this rollback
+        lock = locks.acquire(release.service, release.env, owner="observe", run_id=ctx.run.id, ttl_s=self.lock_ttl_s)
         targets = Targets(ctx.settings, ctx.redis, ctx.config, release.env, docker_client=self.client)
         try:
             targets.for_service(release.service).rollback(
@@ -141,7 +141,8 @@ class LiveReleases:
                 keep_s=ctx.config.deployment.blue_green.keep_previous, run_id=ctx.run.id)
         finally:
             targets.close()
-            locks.release(release.service, release.env, run_id=ctx.run.id)
+            if lock.token != ctx.run.fence.get(release.service):
+                locks.release(release.service, release.env, run_id=ctx.run.id)
 
 
 def deploy_judge(ctx: AgentContext) -> Judge | None:

@@ -6,9 +6,13 @@ gets, while a run deploys there and while it watches what it released, ``rps`` G
 the live state and is always checked to be 127.0.0.1 or ::1 (agents/observability/load.py refuses anything
 else), so nothing here can send a request off this machine.
 
-The traffic stops when the stage ends (the ``with`` block), after ``MAX_SECONDS`` whatever happens, and,
-while watching, for a service whose release was replaced or stopped (its live state no longer shows
-the version this run released).
+The traffic stops when the deploy stage ends (the ``with`` block), after ``MAX_SECONDS`` whatever
+happens, and, while watching, for a service whose release was replaced or stopped (its live state no
+longer shows the version this run released).
+
+A watch holds no worker (it is a series of scheduled checks), so its traffic is driven by a long-lived
+process instead: :class:`WatchTraffic`, which the router syncs with the watches in progress on each tick.
+One router drives a watch's traffic at a time (a short owner lease), so several routers do not multiply it.
 """
 from __future__ import annotations
 
@@ -25,13 +29,17 @@ from redis import Redis
 from agents.context import AgentContext
 from agents.deploy.targets.state import get_live
 from agents.observability.load import LoadError, check_url, run_load
+from agents.observability.watch import load_state
 from orchestra.config.demo_traffic import DemoTraffic
+from orchestra.events import as_text
 
 logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 3600.0  # a stage that runs longer than this gets no more traffic
 CHUNK_S = 2.0  # the edge's live state is looked at again this often
 CONCURRENCY = 2  # per service: a slow release still gets most of its rate
+DRIVER_KEY = "orchestra:watch-traffic:{run_id}"
+DRIVER_LEASE_S = 10
 
 
 @dataclass
@@ -97,25 +105,13 @@ class Traffic:
 
 
 @contextmanager
-def demo_traffic(ctx: AgentContext, *, watching: bool = False) -> Iterator[Traffic | None]:
-    """Traffic for the ``with`` block when the run's environment asks for it (else None).
-
-    ``watching``: only to the services whose live release is this run's, and only while it stays so.
-    """
+def demo_traffic(ctx: AgentContext) -> Iterator[Traffic | None]:
+    """Traffic for the ``with`` block to the run's services, when the run's environment asks for it (else None)."""
     spec = ctx.config.environment(ctx.run.env).demo_traffic
     if spec is None:
         yield None
         return
-    services = list(ctx.run.services or ctx.config.service_names())
-    released = None
-    if watching:
-        released = {}
-        for service in services:
-            state = get_live(ctx.redis, service, ctx.run.env)
-            if state and state.current and state.run_id == ctx.run.id and state.last_action == "deploy":
-                released[service] = state.current.version
-        services = list(released)
-    traffic = Traffic(ctx.redis, ctx.run.env, services, spec, released).start()
+    traffic = Traffic(ctx.redis, ctx.run.env, list(ctx.run.services or ctx.config.service_names()), spec).start()
     try:
         yield traffic
     finally:
@@ -123,3 +119,41 @@ def demo_traffic(ctx: AgentContext, *, watching: bool = False) -> Iterator[Traff
         logger.info("demo traffic in %s: %s (answers by status: %s)", ctx.run.env,
                     ", ".join(f"{s} {u}" for s, u in traffic.urls.items()) or "no edge was up",
                     dict(traffic.statuses))
+
+
+class WatchTraffic:
+    """Demo traffic for the releases being watched, kept running by a long-lived process between looks."""
+
+    def __init__(self, redis: Redis, name: str) -> None:
+        self.redis = redis
+        self.name = name
+        self.running: dict[str, Traffic] = {}
+
+    def sync(self, run_ids: list[str]) -> None:
+        """Drive the traffic of the watches of ``run_ids`` that ask for it; stop what is no longer watched."""
+        wanted = {run_id for run_id in run_ids if self._drives(run_id)}
+        for run_id in set(self.running) - wanted:
+            self.running.pop(run_id).close()
+
+    def close(self) -> None:
+        self.sync([])
+
+    def _drives(self, run_id: str) -> bool:
+        state = load_state(self.redis, run_id)
+        if state is None or state.demo is None or not self._leased(run_id):
+            return False
+        if run_id not in self.running:
+            released = {rel.service: rel.version for rel in state.watched()}
+            self.running[run_id] = Traffic(self.redis, state.watched()[0].env, list(released),
+                                           DemoTraffic.model_validate(state.demo), released,
+                                           max_seconds=max(state.deadline - time.time(), 0) + CHUNK_S).start()
+        return True
+
+    def _leased(self, run_id: str) -> bool:
+        key = DRIVER_KEY.format(run_id=run_id)
+        if self.redis.set(key, self.name, nx=True, ex=DRIVER_LEASE_S):
+            return True
+        if as_text(self.redis.get(key) or b"") != self.name:
+            return False  # another router drives it
+        self.redis.expire(key, DRIVER_LEASE_S)
+        return True

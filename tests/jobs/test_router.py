@@ -17,8 +17,9 @@ from jobs.router import Router
 from orchestra.errors import LockHeld, NotFound, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
+from orchestra.locks import Locks
 from orchestra.settings import PROJECT_ROOT, Settings
-from orchestra.store import Audit, Locks, RunStatus, RunStore
+from orchestra.store import Audit, RunStatus, RunStore
 from tests.support.services import wait_for
 
 # The test stage stands in for a gated one: the graph is the router's parameter.
@@ -163,6 +164,13 @@ def test_dispatch_refuses_what_policy_forbids_and_records_it(redis: Redis, setti
 
 def test_a_second_deploy_is_told_who_holds_the_lock(redis: Redis, settings: Settings, repo: Path) -> None:
     first = deploy(redis, settings, repo, env="staging")
-    Locks(redis).acquire("backend", "staging", owner="U0ALICE", run_id=first)
-    with pytest.raises(LockHeld, match=f"being deployed by U0ALICE \\(run {first}\\)"):
-        deploy(redis, settings, repo, user="U0BOB", env="staging")
+    second = deploy(redis, settings, repo, user="U0BOB", env="staging")
+    [waiting] = [e for e in EventBus(redis).replay(second) if e.type == EventType.LOCK_WAITING]
+    assert f"being deployed by U0ALICE (run {first}); this run is number 1 in the queue" in waiting.data["summary"]
+    assert Locks(redis).queue("backend", "staging") == [second]
+    intent = Intent(kind=IntentKind.DEPLOY, service="backend", env="staging", user="U0CAROL", source="slack",
+                    no_wait=True)
+    with pytest.raises(LockHeld, match=f"being deployed by U0ALICE \\(run {first}\\)") as refused:
+        dispatch(intent, redis=redis, settings=settings, repo=repo, graph=GATED)
+    assert "without --no-wait" in str(refused.value)
+    assert [a["action"] for a in Audit(redis).entries()] == ["run_admitted", "run_queued", "run_refused"]

@@ -33,9 +33,14 @@ def test_timings_within_the_jobs_and_locks_are_accepted(tmp_path: Path) -> None:
     assert _problems(tmp_path, "60s", "5m") == []
 
 
+def test_a_watch_is_not_bounded_by_a_job(tmp_path: Path) -> None:
+    """The watch is a series of scheduled checks: an hour's watch holds no job and no lock."""
+    assert _problems(tmp_path, "60s", "1h") == []
+
+
 @pytest.mark.parametrize(("interval", "watch", "line", "field", "says"), [
     ("10m", "5m", 6, "deployment.canary.analysis_interval", "an analysis_interval of at most 166s"),
-    ("60s", "30m", 10, "observability.watch", "watch for at most 540s"),
+    ("60s", "13h", 10, "observability.watch", "watch for at most 12h"),
 ])
 def test_a_canary_or_watch_longer_than_its_job_or_lock_is_refused(tmp_path: Path, interval: str, watch: str,
                                                                    line: int, field: str, says: str) -> None:

@@ -7,7 +7,8 @@ import pytest
 from redis import Redis
 
 from orchestra.errors import LockHeld, NotFound
-from orchestra.store import Audit, Locks, Run, RunStatus, RunStore, claim_once
+from orchestra.locks import Locks
+from orchestra.store import Audit, Run, RunStatus, RunStore, claim_once
 from tests.support.services import wait_for
 
 

@@ -23,8 +23,9 @@ from agents.deploy.targets.docker import LABEL
 from agents.deploy.targets.state import get_live
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
+from orchestra.locks import Locks
 from orchestra.settings import Settings
-from orchestra.store import Locks, Run
+from orchestra.store import Run
 from tests.support.docker_services import DockerEnv
 from tests.support.sample_apps import plain_app, sample_repo
 

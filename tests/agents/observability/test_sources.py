@@ -18,13 +18,16 @@ from redis import Redis
 
 from agents.context import AgentContext
 from agents.deploy import stage as deploy
+from agents.deploy.targets.state import get_live
+from agents.observability import stage as observe
+from agents.observability.metrics import Selector, metric_queries
 from agents.observability.policy import Policy, default_specs
 from agents.observability.sources import EcsSource, LambdaSource, PrometheusSource, SourceError, source_for
-from agents.observability.watch import WatchedRelease, current_values
+from agents.observability.watch import WatchedRelease
 from orchestra.config import ProjectConfig, load_config
-from orchestra.events import EventBus
+from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
-from orchestra.store import Run
+from orchestra.store import Run, RunStore
 from tests.support.fleet import Fleet, fleet
 from tests.support.moto import (
     Alb,
@@ -258,6 +261,36 @@ def test_prometheus_source_gives_what_the_watch_read_before(shop: Fleet, tmp_pat
              what="v2's error rate in Prometheus")
     now = time.time() - 1  # both read the same instant, one whose scrapes are all in
     values = source.values(rel, NAMES, POLICY, now)
-    assert values == current_values(shop.prom.client, rel, NAMES, POLICY, now)
+    queries = metric_queries(Selector("web", "v2"), POLICY.rate_window)
+    assert values == {name: shop.prom.client.value(queries[name], at=now) for name in NAMES if name in queries}
     assert values["error_rate"] is not None and values["error_rate"] > POLICY.limits()["error_rate"]
     assert values["latency_p99"] is not None
+
+
+def test_the_watch_rolls_an_ecs_release_back_on_its_cloudwatch_errors(
+        tmp_path: Path, moto_url: str, settings: Settings, redis: Redis) -> None:
+    """The observe stage itself (begin, then its looks), with no Prometheus handed in: the source comes from
+    the runtime, the breach from CloudWatch, and the rollback moves the listener back to the old colour."""
+    reset(moto_url)
+    built = platform(moto_url)
+    agent, alb = Ecs(moto_url, built.cluster).start(), Alb(moto_url, built)
+    alb.error_rate = {IMAGES["v1"]["image"]: 0.0, IMAGES["v2"]["image"]: 0.3}
+    repo = _repo(tmp_path, "ecs", _ecs_settings(built))
+    ctx = _ctx(repo, settings, redis)
+    ctx.run = RunStore(redis).create(ctx.run)
+    policy = Policy(specs=default_specs(error_rate=0.05), rate_window="5s", watch_s=20.0, breach_s=0.0, poll_s=1.0)
+    try:
+        with aws_env(moto_url):
+            _deploy(repo, settings, redis, "v1")
+            alb.tick()
+            assert deploy.run(ctx, images={"web": IMAGES["v2"]}).passed
+            alb.tick()  # a minute of v2 on the new colour: 30% 5xx
+            result = observe.run(ctx, policy=policy)
+    finally:
+        agent.stop()
+    assert not result.passed and "rolled back to v1" in result.summary, result.summary
+    state = get_live(redis, "web", "staging")
+    assert state is not None and state.current is not None and state.current.version == "v1"
+    (rollback,) = [e.data for e in ctx.bus.replay(ctx.run.id) if e.type == EventType.ROLLBACK_EVENT]
+    assert (rollback["metric"], rollback["to_version"]) == ("error_rate", "v1")
+    assert rollback["value"] == pytest.approx(0.3)

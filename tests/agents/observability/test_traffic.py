@@ -16,8 +16,11 @@ from redis import Redis
 
 from agents.context import AgentContext
 from agents.deploy.targets.state import LiveState, Release, clear_live, set_live
+from agents.observability import stage as observe
 from agents.observability.load import LoadError, check_url
-from agents.observability.traffic import Traffic, demo_traffic
+from agents.observability.policy import Policy, default_specs
+from agents.observability.traffic import Traffic, WatchTraffic, demo_traffic
+from agents.observability.watch import forget_state
 from orchestra.config import CONFIG_FILENAME, ProjectConfig, load_config, validate_file
 from orchestra.config.demo_traffic import DemoTraffic
 from orchestra.events import EventBus
@@ -145,9 +148,34 @@ def test_only_environments_that_say_so_get_traffic(redis: Redis, settings: Setti
     staging = _ctx(redis, settings, "staging", config)
     go_live(redis, backend, env="staging", run_id=staging.run.id)
     before = served(backend)
-    with demo_traffic(staging, watching=True) as traffic:
-        assert traffic is not None and traffic.released == {"backend": "v1"}
+    with demo_traffic(staging) as traffic:
+        assert traffic is not None and traffic.services == ["backend"]
         time.sleep(2.0)
     assert 5 <= settle(backend) - before <= 14  # 5/s for 2 s
-    with demo_traffic(_ctx(redis, settings, "staging", config), watching=True) as traffic:
-        assert traffic is not None and traffic.services == []  # another run's release: not this run's to watch
+
+
+def test_a_watched_release_gets_traffic_between_looks_from_one_router(redis: Redis, settings: Settings,
+                                                                      backend: str) -> None:
+    """The watch holds no worker, so the router keeps its demo traffic going; a second router does not
+    double it, and the traffic stops with the watch."""
+    config = load_config(SHOP_DIR)  # staging: 5/s
+    staging = _ctx(redis, settings, "staging", config)
+    go_live(redis, backend, env="staging", run_id=staging.run.id)
+    observe.begin(staging, policy=Policy(specs=default_specs(), watch_s=30.0))
+    first, second = WatchTraffic(redis, "router-1"), WatchTraffic(redis, "router-2")
+    before = served(backend)
+    try:
+        first.sync([staging.run.id])
+        second.sync([staging.run.id])
+        assert list(first.running) == [staging.run.id] and second.running == {}
+        time.sleep(2.0)
+        forget_state(redis, staging.run.id)  # the watch concluded
+        first.sync([staging.run.id])
+        assert first.running == {}
+    finally:
+        first.close()
+        second.close()
+    assert 5 <= settle(backend) - before <= 14  # 5/s for 2 s, from one router only
+
+    other = _ctx(redis, settings, "staging", config)  # another run's release: not this run's to watch
+    assert observe.begin(other).summary == "nothing to watch: this run released no new version"
