@@ -41,6 +41,7 @@ class Intent(BaseModel):
     ref: str | None = None
     env: str | None = None
     strategy: str | None = None
+    no_wait: bool = False  # refuse rather than queue behind a deploy that holds the lock (``--no-wait``)
     text: str = ""
     user: str = "unknown"
     source: str = "cli"  # cli | slack | github

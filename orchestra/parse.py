@@ -235,7 +235,7 @@ def _result(kind: IntentKind, slots: Slots, raw: str, services: Sequence[str] = 
         command = f"`{_command(kind, slots)}`"
         return _refused(raw, f"did you mean {command}?", suggestion=command)
     intent = Intent(kind=kind, service=slots.services[0] if slots.services else None, services=several,
-                    ref=slots.ref, env=slots.env, strategy=slots.strategy, text=raw)
+                    ref=slots.ref, env=slots.env, strategy=slots.strategy, no_wait=slots.no_wait, text=raw)
     return Parsed(intent, problem=slots.problem, run_id=slots.run_id, needs_confirmation=guessed,
                   suggestion=f"`{_command(kind, slots)}`" if guessed else None)
 
@@ -249,7 +249,8 @@ def _command(kind: IntentKind, slots: Slots) -> str:
     """The slash command asking for what ``slots`` name, e.g. ``/deploy frontend, backend v1.2 production``."""
     command = COMMANDS.get(kind.value, f"/orchestra {kind.value}")
     strategy = f"--strategy {slots.strategy}" if slots.strategy else None
-    parts = (command, ", ".join(slots.services), slots.run_id, slots.ref, slots.env, strategy)
+    no_wait = "--no-wait" if slots.no_wait else None
+    parts = (command, ", ".join(slots.services), slots.run_id, slots.ref, slots.env, strategy, no_wait)
     return " ".join(p for p in parts if p)
 
 

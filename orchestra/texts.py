@@ -34,3 +34,19 @@ NEEDED = "{dependents} {verb} on it and it is not running in {env}"
 PRODUCTION_NEEDS = "{needs}; I don't add services to a production deploy on my own"
 PRODUCTION_NEEDS_ONE = "{dependents} {verb} on {dependency}, which is not running in production"
 PRODUCTION_HINT = "deploy {them} first with `/deploy {names} prod`, or name {them} in the same request"
+# Deploy locks (orchestra/locks.py): queued behind the holder, refused on --no-wait, handed on, fenced, cancelled.
+QUEUED_BEHIND = ("{service} in {env} is being deployed by {owner} (run {holder_run}); this run is number {position} "
+                 "in the queue and starts when the lock comes to it")
+QUEUED_AHEAD = ("{service} in {env} is being handed to run {ahead}; this run is number {position} in the queue "
+                "and starts when the lock comes to it")
+REFUSED_HINT = "ask again without --no-wait to queue behind it, or wait for it to finish"
+LOCK_GRANTED = "the deploy lock of {services} in {env} is this run's now ({why}); starting"
+FENCED = ("run {run_id} no longer holds the deploy lock of {service} in {env} (its token {token} is stale; "
+          "the lock is held by {holder}); traffic was not moved")
+FENCED_HINT = "the lock expired or was handed on while this run was stalled; deploy again"
+CANCELLED_BEFORE_SHIFT = "cancelled by {by} before moving {service}'s traffic; rolling back"
+CANCELLED_HINT = "the previous version has all traffic again"
+CANCEL_COOPERATIVE = "cancel asked by {by}: the deploy stops before it moves traffic again, rolls back, then ends"
+CANCELLED_WITH = "cancelled by {by}: {reason}"
+CANCELLED_AFTER_DEPLOY = ("cancelled by {by} after the deploy had finished: {services} stay live in {env}; "
+                          "`/rollback` to undo it")

@@ -25,6 +25,7 @@ REFUSED = "I did nothing: {message}"
 DENIED = ":no_entry: {message}"
 FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
 STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Follow it in the thread."
+QUEUED = ":lock: Queued: {why}."
 ALSO_DEPLOYING = "Also deploying {service} first: {reason}."
 CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as {user} asked."
 CONFIRM = "Did you mean: *{summary}*?"
@@ -70,6 +71,7 @@ MILESTONES = {
     "observability_alert": ":rotating_light: Alert: {summary}",
     "rollback_event": ":leftwards_arrow_with_hook: Rolled back {service}{rolled}: {reason}",
     "lock_waiting": ":lock: Waiting for the deploy lock: {summary}",
+    "lock_granted": ":unlock: Your turn: {summary}",
     "policy_denied": ":no_entry: {summary}",
     "run_cancelled": ":octagonal_sign: Cancelled by {actor}.",
     "run_finished": "{status_icon} Run {status}: {reason} ({duration})",
@@ -127,5 +129,7 @@ def _started(reply: Reply, run: Run) -> str:
     asked = [s for s in run.services if s not in added] or run.services
     lines = [STARTED.format(run_id=escape(run.id), kind=escape(run.kind), services=escape(", ".join(asked)),
                             env=escape(run.env))]
+    if reply.data.get("queued"):
+        lines.append(QUEUED.format(why=escape(reply.data["queued"])))
     return "\n".join(lines + [ALSO_DEPLOYING.format(service=escape(s), reason=escape(why))
                               for s, why in added.items()])
