@@ -2,9 +2,11 @@
 
 It resolves the service across the served repositories, adds the dependencies
 that are not running, checks the trusted policy (the served repository's default
-branch or the operator's policy file, never the ref being deployed) and the
-deploy lock, records the run,
-publishes its first event and enqueues its first stage. Ingress (Slack, GitHub,
+branch or the operator's policy file, never the ref being deployed), admits the
+run under the deploy locks of its services (taken with the run's record in one
+step, or queued behind the holder, or refused when the request says ``no_wait``:
+see :mod:`orchestra.locks`), publishes its first event and enqueues its first
+stage once it holds its locks. Ingress (Slack, GitHub,
 the CLI) calls nothing else: :func:`dispatch`, or :func:`dispatch_run` to also
 learn which dependencies were added.
 """
@@ -20,13 +22,14 @@ from redis import Redis
 from agents.deploy.targets.state import get_live
 from jobs.graph import PIPELINE, Graph
 from jobs.router import ROUTER_GROUP, start_run
-from orchestra import pins, policy, texts
+from orchestra import limits, pins, policy, texts
 from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
+from orchestra.locks import Admission, Locks
 from orchestra.repos import resolve_service
 from orchestra.settings import Settings
-from orchestra.store import Audit, Locks, Run, RunStore
+from orchestra.store import Audit, Run, RunStore
 
 if TYPE_CHECKING:
     from orchestra.config import ProjectConfig
@@ -39,21 +42,25 @@ DEFAULT_ENV = "staging"
 
 @dataclass(frozen=True)
 class Dispatched:
-    """A started run, and the dependencies dispatch added to it (name -> why, in deploy order)."""
+    """A started (or queued) run, and the dependencies dispatch added to it (name -> why, in deploy order)."""
 
     run: Run
     added_dependencies: dict[str, str] = field(default_factory=dict)
+    admission: Admission | None = None  # None for a run that takes no lock (validate)
+    waiting: str | None = None  # why a queued run waits: who holds the lock, and its place in the queue
 
 
 def dispatch(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Path | None = None,
-             graph: Graph = PIPELINE) -> Run:
-    """Start a run for ``intent``; raises an OrchestraError the requester can act on."""
-    return dispatch_run(intent, redis=redis, settings=settings, repo=repo, graph=graph).run
+             graph: Graph = PIPELINE, lock_ttl_s: float = limits.DEPLOY_LOCK_S) -> Run:
+    """Start (or queue) a run for ``intent``; raises an OrchestraError the requester can act on."""
+    return dispatch_run(intent, redis=redis, settings=settings, repo=repo, graph=graph, lock_ttl_s=lock_ttl_s).run
 
 
 def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str | Path | None = None,
-                 graph: Graph = PIPELINE) -> Dispatched:
-    """Like :func:`dispatch`, and say which dependencies joined the run because they were not running."""
+                 graph: Graph = PIPELINE, lock_ttl_s: float = limits.DEPLOY_LOCK_S) -> Dispatched:
+    """Like :func:`dispatch`, and say which dependencies joined the run because they were not running,
+    and whether it holds its locks or waits for them. ``lock_ttl_s``: how long a lock outlives an owner
+    that stops renewing it."""
     kind = PIPELINE_KINDS.get(intent.kind)
     if kind is None:
         raise OrchestraError(f"{intent.kind.value} does not start a run")
@@ -79,7 +86,6 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
                                 rollback=kind == "rollback")
             if needed and env == "production":
                 raise _production_needs(needed)
-            _check_locks(redis, services, env)
         except OrchestraError as exc:
             audit.record("request_denied", actor=intent.user, reason=str(exc), intent=intent.contract(),
                          source=intent.source)
@@ -87,22 +93,38 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
     ref, origin = intent.ref, dict(intent.origin)
     if kind == "rollback":  # the ref names the version to go back to, not code to check out
         ref, origin["to_version"] = None, intent.ref
-    run = RunStore(redis).create(Run(
-        kind=kind, source=intent.source, requested_by=intent.user, repo=str(repo_path),
-        services=services, env=env, ref=ref, commit=origin.get("sha"),
-        strategy=intent.strategy or env_policy.strategy, origin=origin, channel=_channel(intent, config)))
-    audit.record("run_requested", actor=intent.user, run_id=run.id, intent=intent.contract(),
-                 source=intent.source)
+    run = Run(kind=kind, source=intent.source, requested_by=intent.user, repo=str(repo_path),
+              services=services, env=env, ref=ref, commit=origin.get("sha"),
+              strategy=intent.strategy or env_policy.strategy, origin=origin, channel=_channel(intent, config))
+    if graph.first(run) is None:  # before anything is recorded or locked
+        raise OrchestraError(f"nothing in the pipeline runs for a {kind} request yet")
+    detail = {"intent": intent.contract(), "source": intent.source}
+    admission = None
+    if kind == "validate":  # changes nothing live: no lock
+        RunStore(redis).create(run)
+        audit.record("run_requested", actor=intent.user, run_id=run.id, **detail)
+    else:
+        admission = Locks(redis).admit(run, ttl_s=lock_ttl_s, no_wait=intent.no_wait, detail=detail)
+        if admission.outcome == "refused":
+            raise _refusal(admission, services, env)
+        run = run.model_copy(update={"fence": admission.fence})
     bus = EventBus(redis)
     bus.ensure_group(ROUTER_GROUP)
     first = EventType.CODE_PUSH if intent.origin.get("event") == "push" else EventType.RUN_REQUESTED
     bus.emit(run.id, first, intent.user, kind=kind, source=intent.source, services=services, env=env,
              ref=intent.ref, commit=run.commit, strategy=run.strategy, text=intent.text,
              project=config.project.name, added_dependencies=added, policy=trusted.source)
+    if admission is not None and admission.outcome == "queued":
+        waiting = _waiting(admission, services, env)
+        holder = admission.holder
+        bus.emit(run.id, EventType.LOCK_WAITING, "orchestra", summary=waiting, position=admission.position,
+                 holder=holder.owner if holder else None, holder_run=holder.run_id if holder else admission.ahead)
+        logger.info("run %s: queued: %s", run.id, waiting)
+        return Dispatched(run, added, admission, waiting)
     start_run(redis, settings, run, graph=graph)
     logger.info("run %s: %s of %s to %s requested by %s (added, not running: %s)", run.id, kind,
                 ",".join(services), env, intent.user, ",".join(added) or "none")
-    return Dispatched(run, added)
+    return Dispatched(run, added, admission)
 
 
 def _channel(intent: Intent, config: ProjectConfig) -> str:
@@ -163,9 +185,21 @@ def _depend(names: list[str]) -> str:
     return "depends" if len(names) == 1 else "depend"
 
 
-def _check_locks(redis: Redis, services: list[str], env: str) -> None:
-    store = RunStore(redis)
-    for service in services:
-        holder = Locks(redis).holder(service, env)
-        if holder is not None and not store.get(holder.run_id).status.finished:
-            raise LockHeld(holder.owner, holder.run_id, service, env, holder.expires_at)
+def _waiting(admission: Admission, services: list[str], env: str) -> str:
+    """Who holds the lock a queued run waits for, and its place in the queue (for its thread)."""
+    if admission.holder is not None:
+        return texts.QUEUED_BEHIND.format(service=admission.holder.service, env=env, owner=admission.holder.owner,
+                                          holder_run=admission.holder.run_id, position=admission.position)
+    return texts.QUEUED_AHEAD.format(service=", ".join(services), env=env, ahead=admission.ahead,
+                                     position=admission.position)
+
+
+def _refusal(admission: Admission, services: list[str], env: str) -> LockHeld:
+    """The refusal of a ``no_wait`` request whose lock is taken (already in the audit trail)."""
+    holder = admission.holder
+    if holder is not None:
+        refused = LockHeld(holder.owner, holder.run_id, holder.service, env, holder.expires_at)
+    else:
+        refused = LockHeld("the next queued run", admission.ahead or "?", ", ".join(services), env, 0)
+    refused.hint = texts.REFUSED_HINT
+    return refused

@@ -27,15 +27,17 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from agents.observability.traffic import WatchTraffic
-from jobs import approvals, forks, timers
+from jobs import approvals, forks, handoff, timers
 from jobs.graph import PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
+from orchestra import texts
 from orchestra.errors import OrchestraError
 from orchestra.events import Consumer, Event, EventBus, EventType
+from orchestra.locks import cancel_requested
 from orchestra.loops import keep_going
 from orchestra.settings import Settings
-from orchestra.store import Audit, Locks, Run, RunStatus, RunStore, count_rejected
+from orchestra.store import Audit, Run, RunStatus, RunStore, count_rejected
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class Router:
         elif event.type in (EventType.APPROVAL_REJECTED, EventType.APPROVAL_EXPIRED):
             self._decline(event)
         elif event.type == EventType.RUN_CANCELLED:
-            self._finish(event.run_id, RunStatus.CANCELLED, f"cancelled by {event.actor}")
+            self._finish(event.run_id, RunStatus.CANCELLED, f"cancelled by {event.actor}", wait_for_stage=True)
 
     def start(self, run: Run) -> None:
         """Enqueue the first stage of a new run (dispatch calls this)."""
@@ -128,6 +130,10 @@ class Router:
             timers.fire_due(self.redis, self.queue, self.graph)
         except Exception:
             logger.exception("router: could not fire the due timers")
+        try:
+            handoff.tend(self.redis, self.start, self._job)
+        except Exception:
+            logger.exception("router: could not tend the deploy locks")
         watching: list[str] = []
         for run in self.store.active():
             if run.status == RunStatus.RUNNING and run.stage == "observe":
@@ -162,6 +168,10 @@ class Router:
             return
         if not event.data.get("passed"):
             self._finish(run.id, RunStatus.FAILED, event.data.get("summary") or f"{stage.name} failed")
+            return
+        if (by := cancel_requested(self.redis, run.id)) is not None:  # it finished before it saw the cancel
+            self._finish(run.id, RunStatus.CANCELLED, texts.CANCELLED_AFTER_DEPLOY.format(
+                by=by, services=", ".join(run.services), env=run.env))
             return
         nxt = self.graph.after(stage.name, run)
         if nxt is None:
@@ -254,17 +264,22 @@ class Router:
         Audit(self.redis).record("event_rejected", actor=event.actor, run_id=event.run_id, type=event.type.value,
                                  entry=event.id, reason=reason)
 
-    def _finish(self, run_id: str, status: RunStatus, reason: str) -> None:
+    def _finish(self, run_id: str, status: RunStatus, reason: str, *, wait_for_stage: bool = False) -> None:
+        """End the run; its locks go to the next queued runs, which start. ``wait_for_stage`` (a cancel):
+        a run moving traffic is left to stop, roll back and end on its own."""
+        if wait_for_stage and handoff.stops_itself(self.redis, self.store.get(run_id), self._job):
+            logger.info("run %s: cancel asked; it rolls back before it ends", run_id)
+            return
+        status, reason = handoff.as_cancelled(self.redis, run_id, status, reason)
         run = self.store.update(run_id, expect=lambda r: not r.status.finished, status=status, reason=reason)
         if run is None:
             return
-        for service in run.services:
-            Locks(self.redis).release(service, run.env, run_id=run.id)
         self._cancel_queued(run)
         self.bus.emit(run.id, EventType.RUN_FINISHED, "orchestra", status=status.value, reason=reason,
                       stage=run.stage, duration_s=round((run.finished_at or time.time()) - run.created_at, 3))
         Audit(self.redis).record("run_finished", actor="orchestra", run_id=run.id, status=status.value,
                                  reason=reason)
+        handoff.release(self.redis, run, start=self.start)
 
     def _cancel_queued(self, run: Run) -> None:
         job = self._job(run)

@@ -25,6 +25,7 @@ from jobs.graph import Stage
 from orchestra import policy
 from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
+from orchestra.locks import renew_locks
 from orchestra.logs import run_context
 from orchestra.loops import keep_going
 from orchestra.settings import Settings
@@ -215,6 +216,7 @@ def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
 
     def beat() -> None:
         redis.set(key, "1", ex=HEARTBEAT_TTL_S)
+        renew_locks(redis, run_id)  # the run's deploy locks live as long as it beats
         stop.wait(HEARTBEAT_TTL_S / 5)
 
     thread = threading.Thread(target=keep_going, args=(f"run {run_id}: heartbeat", beat, stop),

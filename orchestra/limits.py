@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from orchestra.config import ProjectConfig
 
 DEPLOY_JOB_S = 3600
-DEPLOY_LOCK_S = 1800
+# A run holds its deploy locks from admission to its end, renewed while it lives (orchestra/locks.py); the
+# TTL is how long a lock outlives an owner that stopped renewing it, longer than the longest deploy job.
+DEPLOY_LOCK_S = 3900
 OBSERVE_JOB_S = 600  # begins the watch; the watch itself goes on in scheduled checks
 OBSERVE_LOCK_S = 600  # a rollback started by the watch
 WATCH_MAX_S = 12 * 3600  # the watch's saved state lives a day (agents/observability/watch.py)

@@ -5,12 +5,15 @@ Real redis-server throughout; real RQ worker processes and a router where a run 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -19,22 +22,30 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from agents.build.dockerfile import Images
+from agents.build.service import BuildRequest, ServiceSpec, build_service
+from agents.context import AgentContext
+from agents.deploy import stage as deploy_agent
 from agents.deploy.strategies import Shift
-from agents.deploy.targets.state import Release
+from agents.deploy.targets.state import Release, get_live
 from handlers import cancel
 from handlers.reply import Who
 from jobs.dispatch import dispatch, dispatch_run
 from jobs.graph import ANALYZE, DEPLOY, TEST, Graph
 from jobs.router import Router
 from orchestra import limits
+from orchestra.config import load_config
 from orchestra.errors import LockHeld, StageFailed
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.locks import LOCK_KEY, Fence, Locks, request_cancel
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Audit, Run, RunStatus, RunStore
+from tests.jobs.conftest import orchestra_env
 from tests.jobs.test_worker_killed import descendants
+from tests.support.docker_services import DockerEnv
 from tests.support.files import write_files
+from tests.support.sample_apps import plain_app, sample_repo
 from tests.support.services import wait_for
 
 QUICK = Graph((ANALYZE,))
@@ -286,7 +297,97 @@ def test_a_killed_holder_stops_renewing_its_lock_and_the_next_queued_run_gets_it
 
 
 def test_a_lock_outlives_the_longest_deploy_job() -> None:
+    from jobs.graph import DEPLOY
 
     assert limits.DEPLOY_LOCK_S > DEPLOY.timeout == limits.DEPLOY_JOB_S
     assert inspect.signature(dispatch).parameters["lock_ttl_s"].default == limits.DEPLOY_LOCK_S
 
+
+@pytest.fixture
+def docker_settings(settings: Settings, docker_env: DockerEnv) -> Iterator[Settings]:
+    with docker_env.connected(stop_deployed_in=settings.workdir):  # what the deploys leave live is stopped after
+        yield settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
+                             base_image=docker_env.base_image)
+
+
+@pytest.fixture
+def docker_worker(docker_settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """`orchestra worker` processes that reach the test's Docker engine and registry."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {**orchestra_env(docker_settings), "DOCKER_HOST": docker_settings.docker_host or "",
+               "ORCHESTRA_REGISTRY": docker_settings.registry, "ORCHESTRA_BASE_IMAGE": docker_settings.base_image}
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--no-router"], env=env,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _version(url: str) -> str:
+    with urllib.request.urlopen(url + "/", timeout=5) as response:
+        return str(json.loads(response.read())["version"])
+
+
+@pytest.mark.docker
+def test_cancel_of_a_running_canary_rolls_back_before_the_lock_goes(
+        redis: Redis, docker_settings: Settings, docker_env: DockerEnv, tmp_path: Path,
+        docker_worker: Callable[[], subprocess.Popen[bytes]], router_thread: Callable[[Graph], Router]) -> None:
+    repo = sample_repo(tmp_path / "repo", {"api": []})
+    config_file = repo / "devops_orchestra.yaml"
+    config_file.write_text(config_file.read_text().replace("analysis_interval: 1s", "analysis_interval: 4s")
+                           + "observability:\n  enabled: false\n")  # the health judge passes each step
+    client = docker_env.client()
+    images = {}
+    for version in ("v1", "v2"):
+        request = BuildRequest("shop", version, tmp_path / "out", Images(python=docker_env.base_image))
+        images[version] = build_service(client, ServiceSpec("api", plain_app(tmp_path / version, marker=version), 8000),
+                                        request, settings=docker_settings)
+    client.close()
+    before = Run(requested_by="U0ALICE", repo=str(repo), services=["api"], env="staging")
+    ctx = AgentContext(run=before, settings=docker_settings, redis=redis, bus=EventBus(redis), workspace=repo,
+                       config=load_config(repo), actor="deploy")
+    assert deploy_agent.run(ctx, images={"api": images["v1"]}).passed  # v1 is live
+    url = get_live(redis, "api", "staging").url  # type: ignore[union-attr]
+
+    graph = Graph((replace(DEPLOY, approval=False),))
+    canary = Intent(kind=IntentKind.DEPLOY, service="api", env="staging", strategy="canary", user="U0ALICE")
+    run = dispatch(canary, redis=redis, settings=docker_settings, repo=repo, graph=graph)
+    behind = dispatch(canary.model_copy(update={"user": "U0BOB"}), redis=redis, settings=docker_settings,
+                      repo=repo, graph=graph)
+    EventBus(redis).emit(run.id, EventType.BUILD_READY, "build", images={"api": images["v2"]}, passed=True)
+    docker_worker()
+    router_thread(graph)
+
+    def at_ten_percent() -> bool:
+        return any(e.get("phase") == "shift" and e.get("step") == 1
+                   for e in events(redis, run.id, EventType.DEPLOYMENT_PROGRESS))
+
+    wait_for(at_ten_percent, timeout=120, interval=0.1, what="the canary's first step")
+    assert Counter(_version(url) for _ in range(40))["v2"] > 0  # the canary gets traffic
+    cancel.handle(Intent(kind=IntentKind.CANCEL, user="U0ALICE", source="slack"), Who("U0ALICE"), redis=redis,
+                  settings=docker_settings, run_id=run.id)
+    time.sleep(1)  # the router has handled the cancel by now: the run still owns its lock while it rolls back
+    assert RunStore(redis).get(run.id).status == RunStatus.RUNNING
+    assert Locks(redis).holder("api", "staging").run_id == run.id  # type: ignore[union-attr]
+    wait_for(lambda: RunStore(redis).get(run.id).status.finished, timeout=60, interval=0.1, what="the run to end")
+    ended = RunStore(redis).get(run.id)
+    assert ended.status == RunStatus.CANCELLED and ended.reason is not None
+    assert ended.reason.startswith("cancelled by U0ALICE: ") and "before moving api's traffic" in ended.reason
+    shifts = [e["step"] for e in events(redis, run.id, EventType.DEPLOYMENT_PROGRESS) if e.get("phase") == "shift"]
+    assert shifts == [1]  # the 50 % step never happened
+    assert Counter(_version(url) for _ in range(40)) == Counter({"v1": 40})  # rolled back
+    stream = EventBus(redis).replay(run.id)
+    failed = next(i for i, e in enumerate(stream) if e.type == EventType.DEPLOYMENT_FAILED)
+    assert failed < next(i for i, e in enumerate(stream) if e.type == EventType.RUN_FINISHED)
+    wait_for(lambda: events(redis, behind.id, EventType.LOCK_GRANTED), timeout=10, what="the next run's turn")
+    granted = next(e for e in EventBus(redis).replay(behind.id) if e.type == EventType.LOCK_GRANTED)
+    assert granted.ts >= (ended.finished_at or 0)  # the lock went only after the rollback
+    actions = [(a["action"], a["run_id"]) for a in Audit(redis).entries()]
+    assert actions.index(("run_cancel_requested", run.id)) < actions.index(("run_finished", run.id)) \
+        < actions.index(("lock_handed_on", behind.id))

@@ -39,7 +39,7 @@ def test_a_watch_is_not_bounded_by_a_job(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("interval", "watch", "line", "field", "says"), [
-    ("10m", "5m", 6, "deployment.canary.analysis_interval", "an analysis_interval of at most 166s"),
+    ("10m", "5m", 6, "deployment.canary.analysis_interval", "an analysis_interval of at most 366s"),
     ("60s", "13h", 10, "observability.watch", "watch for at most 12h"),
 ])
 def test_a_canary_or_watch_longer_than_its_job_or_lock_is_refused(tmp_path: Path, interval: str, watch: str,
