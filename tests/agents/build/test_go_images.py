@@ -169,6 +169,19 @@ def test_a_compile_error_fails_the_build_naming_file_and_line(
     assert "main.go:17" in str(err.value) and "undefined: er" in str(err.value)
 
 
+@pytest.mark.docker
+def test_a_go_mod_asking_for_a_newer_go_is_refused_in_words(
+        tmp_path: Path, client: docker.DockerClient, docker_env: DockerEnv, build_settings: Settings,
+        redis: Redis) -> None:
+    """Go 1.21+ writes `go 1.22.0` and `toolchain`, which Go 1.19 only reports as go.mod parse errors."""
+    go_mod = GO_MOD.replace("go 1.19", "go 1.22.0\n\ntoolchain go1.22.5")
+    spec = ServiceSpec("inventory", _service(tmp_path, go_mod=go_mod), port=8080)
+    with pytest.raises(BuildFailed) as err:
+        build_service(client, spec, _request(tmp_path, docker_env, "g5"), settings=build_settings, redis=redis)
+    assert "go.mod asks for Go 1.22.0, and this build image has Go 1.19.8" in str(err.value)
+    assert "ORCHESTRA_GO_BASE_IMAGE" in str(err.value)
+
+
 @pytest.mark.parametrize(("files", "stack"), [
     ({"go.mod": WITH_MODULES, "main.go": MAIN_GO}, "go-modules"),
     ({"go.mod": GO_MOD.replace("go 1.19", "require golang.org/x/text v0.14.0\ngo 1.19"), "main.go": MAIN_GO},
