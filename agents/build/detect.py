@@ -135,10 +135,11 @@ def _node(path: Path) -> Stack | None:
 
 
 # A package that runs a server of its own; a `start` script that only starts a bundler's development
-# server (Create React App, Vite, ...) does not make a front end one.
+# server (Create React App, Vite, ...) or a static file server (serve, http-server) does not make a front
+# end one: its files are served by nginx instead.
 SERVER_PACKAGES = ("express", "koa", "fastify", "@hapi/hapi", "restify", "@nestjs/core", "polka")
 DEV_SERVERS = ("react-scripts start", "vite", "parcel", "webpack serve", "webpack-dev-server", "ng serve",
-               "vue-cli-service serve")
+               "vue-cli-service serve", "serve ", "npx serve ", "http-server")
 
 
 def _serves(package: dict[str, Any], scripts: dict[str, str]) -> bool:

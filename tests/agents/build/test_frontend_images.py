@@ -179,6 +179,10 @@ def test_a_build_that_makes_no_page_fails_the_image_saying_where_it_looked(
      Stack("node", "static", "package.json", "dist")),
     ({"scripts": {"build": "tsc", "start": "node dist/server.js"}}, Stack("node", "express", "package.json",
                                                                          "index.js")),
+    ({"scripts": {"build": "react-scripts build", "start": "serve -s build"},
+      "dependencies": {"react-scripts": "5", "serve": "14"}}, Stack("node", "static", "package.json", "build")),
+    ({"scripts": {"build": "vite build", "start": "server --port 80"}},  # not `serve `: a program of its own
+     Stack("node", "express", "package.json", "index.js")),
     ({"scripts": {"build": "vite build"}, "dependencies": {"fastify": "4"}},
      Stack("node", "express", "package.json", "index.js")),
     ({"scripts": {"build": "vite build"}, "devDependencies": {"express": "4"}},  # a dev-only mock server
