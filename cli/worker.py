@@ -78,31 +78,28 @@ def _work(args: argparse.Namespace, redis: Redis) -> None:
     again after a pause that doubles up to a minute, so a Redis restart or a slow moment never
     takes a worker away.
     """
-    pause = RESTART_PAUSE_S
+    pause, old = RESTART_PAUSE_S, None
     while True:
-        worker = _Worker([stage_queue(redis)], connection=redis, serializer=JSONSerializer, name=args.name,
-                         worker_ttl=args.worker_ttl)
-        started = time.monotonic()
-        try:
+        started, worker = time.monotonic(), None
+        try:  # with Redis away (a restart, a failover) each of these raises: the loop starts again
+            if old is not None:  # marked dead first, so that a worker of the same name can register
+                old.register_death()
+                old = None
+            worker = _Worker([stage_queue(redis)], connection=redis, serializer=JSONSerializer, name=args.name,
+                             worker_ttl=args.worker_ttl)  # RQ names its connection here: Redis is asked
             worker.work(burst=args.burst, with_scheduler=not args.burst, logging_level="WARNING")
-        except RedisError as exc:  # raised while starting up or tearing down, with Redis away
+        except RedisError as exc:
+            if args.burst and worker is None:
+                raise
             logger.warning("Redis: %s", exc)
-        if args.burst or worker.stop_asked:
+        if args.burst or (worker is not None and worker.stop_asked):
             return
         pause = RESTART_PAUSE_S if time.monotonic() - started > LONGEST_PAUSE_S else min(pause * 2, LONGEST_PAUSE_S)
         logger.warning("the worker's loop ended without a stop request (Redis unreachable?); working again in %g s",
                        pause)
         if _stopped_within(pause):
             return
-        _forget(worker)
-
-
-def _forget(worker: Worker) -> None:
-    """Mark the old worker dead, so that a worker of the same name can register."""
-    try:
-        worker.register_death()
-    except RedisError:  # still away: the next start will say so
-        pass
+        old = worker or old
 
 
 def _stopped_within(seconds: float) -> bool:
