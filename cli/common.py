@@ -15,9 +15,11 @@ def connect(settings: Settings, *, role: str | None = None) -> Redis:
     """A Redis connection that answers, with credentials, to a Redis that demands them.
 
     Refuses a Redis that serves clients without a password (unless ORCHESTRA_DEV=1), and with ``role``
-    (bot, worker, webhooks) a user that lacks that process's ACL; each error says how to fix it.
+    (bot, worker, webhooks) a user that lacks that process's ACL; each error says how to fix it. With
+    REDIS_SENTINELS it is a client of the master the sentinels name, which follows a failover.
     """
-    return redisconn.connect(settings.redis_url, dev_mode=settings.dev_mode, role=role)
+    return redisconn.connect(settings.redis_url, dev_mode=settings.dev_mode, role=role,
+                             sentinel=settings.redis_sentinel)
 
 
 def run_events(redis: Redis, run_id: str, *, follow: bool, block_ms: int = 1000,

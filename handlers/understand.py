@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from redis import Redis
 from redis.exceptions import RedisError
 
+from orchestra import redisconn
 from orchestra.intents import ENVIRONMENTS, REF_PATTERN, STRATEGIES, Intent, IntentKind
 from orchestra.parse import ENV_ALIASES, NEGATIONS, UNSAFE_CHARS, Parsed, parse
 from orchestra.redaction import redact
@@ -56,7 +57,7 @@ class Understander:
             return cls(llm=None)
         from orchestra.llm import LLM
 
-        conn = redis or Redis.from_url(settings.redis_url)
+        conn = redis or redisconn.client_for(settings)
         return cls(llm=LLM.from_settings(settings, redis=conn), audit=Audit(conn))
 
     def understand(self, text: str, services: Sequence[str]) -> Parsed:

@@ -5,6 +5,9 @@ Every entry point connects through :func:`connect`. A Redis that serves a client
 enqueue jobs, so the product refuses it unless ``ORCHESTRA_DEV=1``. :data:`PROCESS_ACLS` is the ACL
 each process needs (README, "Redis"); :func:`check_acl` asks the server, before the process starts
 serving, whether the connected user may run it — without running anything.
+
+With Redis Sentinel (``Settings.redis_sentinel``) every client is ``Sentinel.master_for``'s
+(:mod:`orchestra.sentinel`), so after a failover it reaches the new master.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestra.errors import OrchestraError
+from orchestra.sentinel import master_address, master_client, master_options, once
+from orchestra.settings import SENTINEL_HINT, RedisSentinel, Settings
 
 PROBE_TIMEOUT_S = 5.0
 SECURE_HINT = ("give Redis a password (`requirepass`, or `ACL SETUSER default off` and a user per process, "
@@ -64,38 +69,63 @@ PROCESS_ACLS: dict[str, Acl] = {
 }
 
 
-def connect(url: str, *, dev_mode: bool = False, role: str | None = None) -> Redis:
+def client(url: str, sentinel: RedisSentinel | None = None) -> Redis:
+    """A client of the Redis of ``url``, or of the master the sentinels name (followed across failovers).
+
+    Nothing is checked and nothing connected yet: :func:`connect` is for a process's start.
+    """
+    if sentinel is None:
+        return Redis.from_url(url)
+    return master_client(url, sentinel)
+
+
+def client_for(settings: Settings) -> Redis:
+    """:func:`client` for a process's settings (REDIS_URL, and the sentinels when set)."""
+    return client(settings.redis_url, settings.redis_sentinel)
+
+
+def connect(url: str, *, dev_mode: bool = False, role: str | None = None,
+            sentinel: RedisSentinel | None = None) -> Redis:
     """A Redis connection that answers with the credentials in ``url``, to a server that demands them."""
-    redis = Redis.from_url(url)
+    where, address = public_url(url), None
+    if sentinel is not None:
+        address = master_address(sentinel, dev_mode=dev_mode)
+        where = f"{address[0]}:{address[1]} (the master {sentinel.master_name!r} of REDIS_SENTINELS)"
+    redis = client(url, sentinel)
     try:
         redis.ping()
     except AuthenticationError as exc:  # a ConnectionError to redis-py: before it
-        raise OrchestraError(f"Redis at {public_url(url)} refused the credentials in REDIS_URL: {exc}",
+        raise OrchestraError(f"Redis at {where} refused the credentials in REDIS_URL: {exc}",
                              hint=_credentials_hint(url)) from exc
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise OrchestraError(f"cannot reach Redis at {public_url(url)}: {exc}",
+        raise OrchestraError(f"cannot reach Redis at {where}: {exc}",
                              hint="start it (redis-server, or scripts/up) or set REDIS_URL") from exc
     except NoPermissionError as exc:
         raise OrchestraError(f"the Redis user of REDIS_URL may not even PING: {exc}",
                              hint=_acl_hint(role)) from exc
     except ResponseError as exc:  # e.g. AUTH sent to a server that has no password at all
-        raise OrchestraError(f"Redis at {public_url(url)} refused the connection: {exc}", hint=SECURE_HINT) from exc
-    if not dev_mode and serves_anonymous(url):
-        raise OrchestraError(f"Redis at {public_url(url)} serves clients that send no password: anyone who "
+        raise OrchestraError(f"Redis at {where} refused the connection: {exc}", hint=SECURE_HINT) from exc
+    if not dev_mode and serves_anonymous(url, address):
+        raise OrchestraError(f"Redis at {where} serves clients that send no password: anyone who "
                              "reaches its port can read runs, forge events and enqueue jobs", hint=SECURE_HINT)
+    _refuse_cluster(redis, where)
     if role is not None:
         check_acl(redis, role)
     return redis
 
 
-def serves_anonymous(url: str) -> bool:
-    """Whether the server of ``url`` serves a connection that sends no credentials.
+def serves_anonymous(url: str, address: tuple[str, int] | None = None) -> bool:
+    """Whether the server of ``url`` (or at ``address``) serves a connection that sends no credentials.
 
     Any answer but NOAUTH counts: a ``default`` user on without a password whose commands are
     limited (NOPERM) still lets a stranger run whatever it is allowed.
     """
-    probe = Redis.from_url(without_credentials(url), socket_timeout=PROBE_TIMEOUT_S,
-                           socket_connect_timeout=PROBE_TIMEOUT_S)
+    if address is None:
+        probe = Redis.from_url(without_credentials(url), socket_timeout=PROBE_TIMEOUT_S,
+                               socket_connect_timeout=PROBE_TIMEOUT_S)
+    else:
+        tls = {k: v for k, v in master_options(url).items() if k.startswith("ssl")}
+        probe = Redis(host=address[0], port=address[1], **once(), **tls)
     try:
         probe.ping()
     except AuthenticationError:
@@ -105,6 +135,18 @@ def serves_anonymous(url: str) -> bool:
     finally:
         probe.close()
     return True
+
+
+def _refuse_cluster(redis: Redis, where: str) -> None:
+    """Refuse a Redis Cluster node: RQ and the locks' scripts use keys that share no hash tag."""
+    try:
+        enabled = redis.info("cluster").get("cluster_enabled")
+    except NoPermissionError:  # a user without INFO fails check_acl, saying so
+        return
+    if enabled:
+        raise OrchestraError(f"Redis at {where} is a Redis Cluster node: Redis Cluster is not supported",
+                             hint="RQ and the deploy locks use several keys in one command or script, which a "
+                                  "Cluster refuses; use one Redis, or Redis Sentinel for failover: " + SENTINEL_HINT)
 
 
 def check_acl(redis: Redis, role: str) -> None:

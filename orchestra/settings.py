@@ -24,6 +24,22 @@ TOOL_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_CERT", "PIP_I
 
 LLM_PROTOCOLS = ("anthropic", "openai")
 SANDBOXES = ("docker", "none")
+SENTINEL_HINT = ("with Redis Sentinel set REDIS_SENTINELS=HOST:PORT,HOST:PORT (the sentinels, usually three), "
+                 "REDIS_MASTER_NAME=NAME (as in `sentinel monitor NAME ...`), REDIS_SENTINEL_PASSWORD (the "
+                 "sentinels' requirepass) and REDIS_URL without a host: redis://:PASSWORD@/0 "
+                 "(README, \"Redis failover\")")
+
+
+@dataclass(frozen=True)
+class RedisSentinel:
+    """Where Redis Sentinel says the master is: the sentinels, the master's name, the sentinels' password.
+
+    REDIS_URL then gives only the master's credentials, database and TLS (``rediss://``).
+    """
+
+    addresses: tuple[tuple[str, int], ...]
+    master_name: str
+    password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,7 @@ class Settings:
     """Everything a process needs to know about its surroundings."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinel: RedisSentinel | None = None  # REDIS_SENTINELS, REDIS_MASTER_NAME, REDIS_SENTINEL_PASSWORD
     workdir: Path = Path.home() / ".orchestra"
     cache_dir: Path | None = None  # virtualenvs and clones shared across runs; default workdir/cache
     repos: tuple[str, ...] = (str(DEFAULT_REPO),)
@@ -91,8 +108,11 @@ class Settings:
         defaults = cls()
         repos = tuple(r.strip() for r in env.get("ORCHESTRA_REPOS", "").split(",") if r.strip())
         ca = env.get("ORCHESTRA_BUILD_CA_BUNDLE")
+        sentinel = _sentinel(env)
         return cls(
-            redis_url=_redis_url(env.get("REDIS_URL", defaults.redis_url)),
+            redis_url=_redis_url(env.get("REDIS_URL", "redis:///0" if sentinel else defaults.redis_url),
+                                 sentinels=sentinel is not None),
+            redis_sentinel=sentinel,
             workdir=Path(env.get("ORCHESTRA_WORKDIR", str(defaults.workdir))),
             cache_dir=Path(env["ORCHESTRA_CACHE_DIR"]) if env.get("ORCHESTRA_CACHE_DIR") else None,
             repos=repos or defaults.repos,
@@ -181,13 +201,55 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value.strip().lower()
 
 
-def _redis_url(value: str) -> str:
-    """REDIS_URL: the password (or ACL user and password) rides in it; rediss:// for TLS."""
-    if value.partition("://")[0] not in ("redis", "rediss", "unix"):
+def _redis_url(value: str, *, sentinels: bool = False) -> str:
+    """REDIS_URL: the password (or ACL user and password) rides in it; rediss:// for TLS.
+
+    With sentinels it names no host: the sentinels say where the master is. Redis Cluster is refused:
+    RQ's and the locks' scripts touch several keys that share no hash tag (README, "Redis failover").
+    """
+    scheme = value.partition("://")[0]
+    if "cluster" in scheme:
+        raise OrchestraError(f"REDIS_URL is a Redis Cluster URL ({scheme}://): Redis Cluster is not supported",
+                             hint="RQ and the deploy locks use several keys in one command or script, which a "
+                                  "Cluster refuses; use one Redis, or Redis Sentinel for failover: " + SENTINEL_HINT)
+    if scheme not in ("redis", "rediss", "unix"):
         raise OrchestraError("REDIS_URL is not a Redis URL",
                              hint="write redis://:PASSWORD@HOST:6379/0, redis://USER:PASSWORD@HOST:6379/0, "
                                   "rediss://... for TLS, or unix://:PASSWORD@/path/to/redis.sock?db=0")
+    if sentinels and (scheme == "unix" or value.partition("://")[2].partition("/")[0].rpartition("@")[2]):
+        raise OrchestraError("REDIS_URL names a Redis server while REDIS_SENTINELS is set: the sentinels say "
+                             "where the master is, so that address would be ignored", hint=SENTINEL_HINT)
     return value
+
+
+def _sentinel(env: Mapping[str, str]) -> RedisSentinel | None:
+    """REDIS_SENTINELS, REDIS_MASTER_NAME and REDIS_SENTINEL_PASSWORD: all acting together, or none set."""
+    listed, name = env.get("REDIS_SENTINELS", "").strip(), env.get("REDIS_MASTER_NAME", "").strip()
+    password = env.get("REDIS_SENTINEL_PASSWORD") or None
+    if not listed:
+        stray = [n for n, v in (("REDIS_MASTER_NAME", name), ("REDIS_SENTINEL_PASSWORD", password)) if v]
+        if stray:
+            raise OrchestraError(f"{' and '.join(stray)} set without REDIS_SENTINELS: nothing would use it",
+                                 hint=SENTINEL_HINT + "; or unset it to use the one Redis of REDIS_URL")
+        return None
+    if not name:
+        raise OrchestraError("REDIS_SENTINELS is set without REDIS_MASTER_NAME: the sentinels need the name "
+                             "of the master to look up", hint=SENTINEL_HINT)
+    addresses = tuple(_sentinel_address(a.strip()) for a in listed.split(","))
+    if len(set(addresses)) != len(addresses):
+        raise OrchestraError(f"REDIS_SENTINELS={listed!r} names a sentinel twice", hint=SENTINEL_HINT)
+    return RedisSentinel(addresses=addresses, master_name=name, password=password)
+
+
+def _sentinel_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT``."""
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or any(c in host for c in "/@[] ") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OrchestraError(f"REDIS_SENTINELS: {value!r} is not HOST:PORT",
+                             hint="list the sentinels as HOST:PORT separated by commas, e.g. "
+                                  "10.0.0.5:26379,10.0.0.6:26379,[::1]:26379 (no scheme, no password)")
+    return host, int(port)
 
 
 def _log_format(value: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any, cast
 from redis import Redis
 
 from bot.github.client import GitHubClient
+from orchestra import redisconn
 from orchestra.errors import NotFound
 from orchestra.events import Consumer, Delivery, Event, EventBus, EventType
 from orchestra.logs import run_context
@@ -241,6 +242,6 @@ def _by_run(batch: list[Delivery]) -> dict[str, list[Delivery]]:
 
 async def run_relay(settings: Settings, *, stop: threading.Event, redis: Redis | None = None) -> None:
     """The relay as a task: its own Redis connection and GitHub client (used by `orchestra webhooks`)."""
-    conn = redis or Redis.from_url(settings.redis_url)
+    conn = redis or redisconn.client_for(settings)
     async with GitHubClient(settings.github_token, base_url=settings.github_api_url) as client:
         await GitHubRelay(settings, redis=conn, client=client).run(stop)

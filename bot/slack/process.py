@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 
 from bot.slack.app import LOCAL_APP_TOKEN, LOCAL_BOT_TOKEN, CountCalls, build_slack_app, web_client
 from bot.slack.relay import Relay
+from orchestra import redisconn
 from orchestra.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _relay(settings: Settings) -> Relay:
     client = WebClient(token=settings.slack_bot_token or LOCAL_BOT_TOKEN, base_url=settings.slack_api_url)
     client.retry_handlers.insert(0, CountCalls())
     name = f"{socket.gethostname()}-{os.getpid()}"
-    return Relay(Redis.from_url(settings.redis_url), settings, client, name=name)
+    return Relay(redisconn.client_for(settings), settings, client, name=name)
 
 
 async def _connect(handler: AsyncSocketModeHandler) -> None:
