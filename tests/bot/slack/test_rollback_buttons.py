@@ -160,6 +160,8 @@ def test_pin_refuses_deploys_until_an_approver_unpins(redis: Redis, slack: tuple
     assert [e["detail"]["reason"][:40] for e in Audit(redis).entries() if e["action"] == "request_denied"] == \
         ["backend in production is pinned to v1 by"] * 2
 
+    same = _said(control, "/rollback backend v1 prod", "U0BOB")  # to the pinned version: allowed (it queues)
+    assert same.startswith(":rocket: Run `") and "pinned" not in same
     refused = _said(control, "/orchestra unpin backend production", "U0CAROL")
     assert "only its approvers can (<@U0ALICE>, <@U0BOB>)" in refused
     assert pin_of(redis, "backend", "production") is not None
