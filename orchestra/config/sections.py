@@ -153,15 +153,6 @@ class Observability(StrictModel):
     alerts: list[Alert] = Field(default_factory=_default_alerts)
     watch: Duration = 300.0
 
-    @field_validator("enabled")
-    @classmethod
-    def _always_watched(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError("not supported yet: observability.enabled = false; the observe stage watches every "
-                             "release in Prometheus whatever this says; supported: true (observability.tools: "
-                             "[] turns canary analysis off, rollback.enabled: false automatic rollbacks)")
-        return value
-
     @field_validator("tools")
     @classmethod
     def _prometheus_only(cls, tools: list[str]) -> list[str]:

@@ -64,14 +64,6 @@ def test_notify_on_an_unknown_event_is_still_a_typo_with_a_suggestion() -> None:
     assert "(did you mean `deployment_success`?)" in problem
 
 
-def test_observability_enabled_false_is_refused_since_every_release_is_watched() -> None:
-    assert problems(BASE + "observability:\n  enabled: false\n") == [
-        "devops_orchestra.yaml:7: observability.enabled: not supported yet: observability.enabled = false; the "
-        "observe stage watches every release in Prometheus whatever this says; supported: true "
-        "(observability.tools: [] turns canary analysis off, rollback.enabled: false automatic rollbacks)"]
-    assert parse_config(BASE + "observability:\n  enabled: true\n", filename="x").observability.enabled
-
-
 @pytest.mark.parametrize("runtime,why", [
     ("docker", "Prometheus scrapes /metrics of each container on this host"),
     ("ecs", "the canary judge reads CloudWatch, nothing scrapes the service"),
