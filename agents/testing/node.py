@@ -250,7 +250,8 @@ def _run(args: list[str], *, work: Path, modules: Path, reports: Path, settings:
 def _npm_ci(staging: Path, settings: Settings) -> subprocess.CompletedProcess[str]:
     npm_cache = settings.cache / "npm"  # npm's download cache: repeated installs read from it
     npm_cache.mkdir(parents=True, exist_ok=True)
-    args = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+    # --prefer-offline: the lock file pins each tarball's hash, so a cached one needs no revalidation
+    args = ["npm", "ci", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
     env = {"npm_config_cache": str(npm_cache), "npm_config_update_notifier": "false"}
     if settings.build_ca_bundle is not None:
         env["NPM_CONFIG_CAFILE"] = str(settings.build_ca_bundle)
@@ -267,6 +268,7 @@ def _npm_ci(staging: Path, settings: Settings) -> subprocess.CompletedProcess[st
 
 def _host_node(settings: Settings) -> str:
     node = shutil.which("node", path=settings.tool_env.get("PATH"))
+    settings.cache.mkdir(parents=True, exist_ok=True)  # a new worker's cache folder may not exist yet
     proc = run_tool([node, "--version"], cwd=settings.cache, settings=settings, timeout=30) if node else None
     if proc is None or proc.returncode != 0:
         raise OrchestraError("node is not installed on this worker: Node services cannot be tested",

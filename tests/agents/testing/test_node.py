@@ -178,6 +178,16 @@ def test_dependencies_are_installed_once_per_lock_file(repo: Path, node_settings
     assert (node_settings.cache / "npm" / "_cacache").is_dir()  # npm's downloads, for the next lock file
 
 
+def test_on_a_new_worker_without_node_the_stage_says_what_to_install(repo: Path, node_settings: Settings,
+                                                                     redis: Redis, tmp_path: Path) -> None:
+    bare = node_settings.with_(cache_dir=tmp_path / "new-worker" / "cache", tool_env={"PATH": str(tmp_path)})
+    with pytest.raises(OrchestraError, match="node is not installed on this worker") as refused:
+        run_service_tests(ctx_for(repo, bare, redis), "web")
+    assert "apt-get install nodejs npm" in str(refused.value.hint)
+    with_node = bare.with_(tool_env=node_settings.tool_env, cache_dir=tmp_path / "other-worker" / "cache")
+    assert (node.ensure_modules(repo / "web", with_node) / "node_modules" / "vitest").is_dir()
+
+
 def test_jest_reports_are_read_too(tmp_path: Path, node_settings: Settings, redis: Redis) -> None:
     repo = tmp_path / "jestrepo"
     (repo / "svc" / "tests").mkdir(parents=True)
