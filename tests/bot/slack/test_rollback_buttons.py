@@ -137,16 +137,17 @@ def test_only_an_approver_retries_and_a_double_click_starts_one_run(redis: Redis
     answers = _mine(control, "U0BOB") + _mine(control, "U0ALICE")
     assert len(answers) == 2 and all("already answered this alert" in a or "being handled right now" in a
                                      for a in answers), answers  # the winner's answer is in the thread
-    thread = thread_of(control, run.id)
-    assert any(f"Run `{rollback.id}` started: rollback of backend" in r["text"]
-               for r in thread["replies"]), thread  # type: ignore[index]
+    wait_for(lambda: [r for r in thread_of(control, run.id)["replies"]  # type: ignore[index]
+                      if f"Run `{rollback.id}` started: rollback of backend" in r["text"]],
+             what="the winner's run, told in the thread")
 
 
 def test_pin_refuses_deploys_until_an_approver_unpins(redis: Redis, slack: tuple[WorkspaceClient, Settings]) -> None:
     control, settings = slack
     run = _failed_rollback(redis, settings)
     control.click(_alert(control, run)["ts"], "Pin v1", user="U0ALICE")
-    [rollback] = wait_for(lambda: _rollbacks(redis), what="the pin's rollback run")  # type: ignore[misc]
+    started: Any = wait_for(lambda: _rollbacks(redis), what="the pin's rollback run")
+    [rollback] = started
     assert (rollback.origin["to_version"], rollback.requested_by) == ("v1", "U0ALICE")
     pinned = pin_of(redis, "backend", "production")
     assert pinned is not None and (pinned.version, pinned.by, pinned.run_id) == ("v1", "U0ALICE", run.id)
