@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -164,6 +165,10 @@ def test_a_failover_mid_run_loses_no_acknowledged_event_and_the_run_and_jobs_fin
             writer.start()
             wait_for(lambda: len(writer.jobs) >= 5 and redis.xlen(TICKS_STREAM) >= 3, timeout=20,
                      what=f"the worker running tick jobs (log: {log})")
+            # RQ's scheduler, a process the worker forks on a connection rebuilt from ours, works with Sentinel
+            later = stage_queue(redis).enqueue_in(timedelta(seconds=1), "tests.support.sentinel.tick", -1)
+            wait_for(lambda: later.get_status(refresh=True) == JobStatus.FINISHED, timeout=20,
+                     what=f"a scheduled job running (log: {log})")
 
             old = topo.master_port()
             topo.kill(old)
