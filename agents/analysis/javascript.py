@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from agents.analysis.npm_audit import audit_findings
 from agents.findings import Finding, Severity
 from agents.testing.node import SKIP_COPY, ensure_modules
 from agents.tools import run_tool
@@ -74,13 +75,14 @@ def packages(root: Path) -> list[Path]:
 
 
 def javascript_findings(root: Path, settings: Settings) -> list[Finding]:
-    """Missing-import and ESLint findings for every package in the repository."""
+    """Missing-import, tsc, npm audit and ESLint findings for every package in the repository."""
     homes = packages(root)
     findings: list[Finding] = []
     for home in homes:
         findings += missing_imports(home, root)
         if (home / "tsconfig.json").is_file():
             findings += tsc_findings(home, root, settings)
+    findings += audit_findings(homes, root, settings)  # known vulnerabilities in the locked dependencies
     linted = [h for h in homes if any(p.suffix in JS_SOURCES for p in sources(h))]
     if linted:
         try:

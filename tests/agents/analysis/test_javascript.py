@@ -150,7 +150,8 @@ def ts_repo(tmp_path: Path, js_settings: Settings) -> Path:
 
 def test_typescript_that_type_checks_has_no_findings(ts_repo: Path, js_settings: Settings) -> None:
     """No TS2307 for node:fs: the dependency's types were installed and found (and ESLint skips .ts files)."""
-    assert [f.one_line() for f in javascript_findings(ts_repo, js_settings)] == []
+    # (npm audit's findings depend on the registry's advisories: tests/agents/analysis/test_npm_audit.py)
+    assert [f.one_line() for f in javascript_findings(ts_repo, js_settings) if f.tool != "npm-audit"] == []
     assert sorted(p.name for p in (ts_repo / "svc").iterdir()) == ["package-lock.json", "package.json", "src",
                                                                     "tsconfig.json"]  # the checkout is untouched
 
