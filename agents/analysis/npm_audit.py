@@ -32,17 +32,18 @@ MAX_TEXT = 200  # characters of one title, name or URL from the registry
 _ADVISORY_PATH = re.compile(r"(https?://\S+?)/-/npm/v1/security\S*")
 
 
-def audit_findings(homes: list[Path], root: Path, settings: Settings) -> list[Finding]:
+def audit_findings(homes: list[Path], root: Path, settings: Settings,
+                   timeout: float = AUDIT_TIMEOUT_S) -> list[Finding]:
     """Findings of ``npm audit`` for every package folder with a lock file."""
     findings: list[Finding] = []
     for home in homes:
         lock = next((home / name for name in LOCKFILES if (home / name).is_file()), None)
         if lock is not None:
-            findings += _audit(home, lock, root, settings)
+            findings += _audit(home, lock, root, settings, timeout)
     return findings
 
 
-def _audit(home: Path, lock: Path, root: Path, settings: Settings) -> list[Finding]:
+def _audit(home: Path, lock: Path, root: Path, settings: Settings, timeout: float) -> list[Finding]:
     if shutil.which("npm", path=settings.tool_env.get("PATH")) is None:
         return [Finding(tool="npm-audit", rule="npm-audit-unavailable", file=str(lock.relative_to(root)),
                         severity=Severity.WARNING,
@@ -53,19 +54,20 @@ def _audit(home: Path, lock: Path, root: Path, settings: Settings) -> list[Findi
     settings.cache.mkdir(parents=True, exist_ok=True)
     cache = tempfile.mkdtemp(prefix="npm-audit-", dir=settings.cache)
     try:
-        return _run_audit(home, lock, root, settings, cache)
+        return _run_audit(home, lock, root, settings, cache, timeout)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def _run_audit(home: Path, lock: Path, root: Path, settings: Settings, cache: str) -> list[Finding]:
+def _run_audit(home: Path, lock: Path, root: Path, settings: Settings, cache: str,
+               timeout: float) -> list[Finding]:
     env = {"npm_config_update_notifier": "false", "npm_config_fund": "false", "npm_config_fetch_retries": "1",
            "npm_config_cache": cache, "NO_COLOR": "1"}
     if settings.build_ca_bundle is not None:
         env["NPM_CONFIG_CAFILE"] = str(settings.build_ca_bundle)
     try:
         proc = run_tool(["npm", "audit", "--json", "--package-lock-only", "--ignore-scripts"], cwd=home,
-                        settings=settings, timeout=AUDIT_TIMEOUT_S, extra_env=env)
+                        settings=settings, timeout=timeout, extra_env=env)
     except OrchestraError as exc:  # the advisory service did not answer in time
         return [_unchecked(lock, root, registry(home, settings), exc.message)]
     try:

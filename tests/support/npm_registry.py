@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class NpmRegistry:
     advisories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     packuments: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: int | None = None  # the advisory endpoint answers this status instead
+    delay_s: float = 0.0  # the advisory endpoint waits this long before answering
     bulk_requests: list[dict[str, list[str]]] = field(default_factory=list)
 
     def advise(self, package: str, *, id: int, severity: str, vulnerable: str, title: str,
@@ -61,6 +63,7 @@ def _handler(registry: NpmRegistry) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path != BULK:
                 return self._answer(404, {"error": "not found"})
+            time.sleep(registry.delay_s)
             if registry.status is not None:
                 return self._answer(registry.status, {"error": "Method Not Allowed"})
             if self.headers.get("Content-Encoding") == "gzip":
@@ -82,6 +85,7 @@ def _handler(registry: NpmRegistry) -> type[BaseHTTPRequestHandler]:
 def npm_registry() -> Iterator[NpmRegistry]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(registry := NpmRegistry()))
     registry.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.daemon_threads = True  # a request still waiting does not hold up the shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -154,3 +154,16 @@ def test_without_npm_the_gate_says_the_dependencies_were_not_checked(repo: Path,
     assert finding.severity is Severity.WARNING and finding.file == "api/package-lock.json"
     assert finding.message == ("npm is not installed on this worker: dependencies were not checked for known "
                                "vulnerabilities")
+
+
+def test_an_advisory_service_that_never_answers_is_a_warning_after_the_time_limit(
+        repo: Path, settings: Settings, registry: NpmRegistry) -> None:
+    registry.advise("minimist", id=31, severity="critical", vulnerable="<1", title="never sent")
+    registry.delay_s = 20
+    local = settings.with_(tool_env={**settings.tool_env, "npm_config_registry": registry.url})
+    started = time.monotonic()
+    [finding] = audit_findings([repo / "api"], repo, local, timeout=3)
+    assert time.monotonic() - started < 10
+    assert finding.severity is Severity.WARNING and finding.rule == "npm-audit-unavailable"
+    assert finding.message == (f"npm audit could not reach {registry.url}'s advisory service (npm did not finish "
+                               "within 3s): dependencies were not checked for known vulnerabilities")
