@@ -167,3 +167,17 @@ def test_an_advisory_service_that_never_answers_is_a_warning_after_the_time_limi
     assert finding.severity is Severity.WARNING and finding.rule == "npm-audit-unavailable"
     assert finding.message == (f"npm audit could not reach {registry.url}'s advisory service (npm did not finish "
                                "within 3s): dependencies were not checked for known vulnerabilities")
+
+
+def test_the_fix_names_the_version_npm_found(repo: Path, settings: Settings, registry: NpmRegistry) -> None:
+    registry.advise("minimist", id=1180, severity="critical", vulnerable="<0.2.1", title="Prototype Pollution",
+                    versions=("0.0.8", "0.2.1", "1.2.8"))
+    registry.packuments["mkdirp"] = {"name": "mkdirp", "dist-tags": {"latest": "1.0.4"}, "versions": {
+        "0.5.1": {"name": "mkdirp", "version": "0.5.1", "dependencies": {"minimist": "0.0.8"},
+                  "dist": {"tarball": f"{registry.url}/mkdirp/-/mkdirp-0.5.1.tgz"}},
+        "1.0.4": {"name": "mkdirp", "version": "1.0.4",
+                  "dist": {"tarball": f"{registry.url}/mkdirp/-/mkdirp-1.0.4.tgz"}}}}
+    findings = audit(repo, settings, registry)
+    [mkdirp] = [f for f in findings if "in mkdirp" in f.message]
+    assert mkdirp.severity is Severity.ERROR
+    assert mkdirp.suggestion == "npm install mkdirp@1.0.4 in api (a semver-major upgrade: check its changelog)"
