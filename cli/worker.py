@@ -62,9 +62,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 class _Worker(Worker):
-    """RQ's worker, remembering whether its loop ended because a stop was asked for (a signal)."""
+    """RQ's worker, remembering whether its loop ended because a stop was asked for (a signal).
+
+    RQ installs its signal handlers only after it has registered and started its scheduler: a SIGTERM
+    in between (systemd stopping a worker that is just starting) would kill it unregistered. Until
+    then a signal is only noted, and the loop stops at its first turn."""
 
     stop_asked = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._noted)
+
+    def _noted(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_asked = True
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self.stop_asked:  # asked before RQ listened: the loop ends before taking a job
+            self._stop_requested = True
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_asked = True
