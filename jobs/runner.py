@@ -10,7 +10,6 @@ turns a stage whose heartbeat stopped into a ``stage_failed`` event.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from orchestra.errors import OrchestraError
 from orchestra.events import EventBus, EventType
 from orchestra.locks import renew_locks
 from orchestra.logs import run_context
-from orchestra.loops import keep_going
+from orchestra.loops import repeating
 from orchestra.settings import Settings
 from orchestra.store import Audit, Run, RunStatus, RunStore, claim_once
 
@@ -212,21 +211,13 @@ def heartbeat(redis: Redis, run_id: str) -> Iterator[None]:
     mistake the moments RQ needs to record the job's end for a dead worker.
     """
     key = HEARTBEAT_KEY.format(run_id=run_id)
-    stop = threading.Event()
 
     def beat() -> None:
         redis.set(key, "1", ex=HEARTBEAT_TTL_S)
         renew_locks(redis, run_id)  # the run's deploy locks live as long as it beats
-        stop.wait(HEARTBEAT_TTL_S / 5)
 
-    thread = threading.Thread(target=keep_going, args=(f"run {run_id}: heartbeat", beat, stop),
-                              kwargs={"watched": False}, name=f"heartbeat-{run_id}", daemon=True)
-    thread.start()
-    try:
+    with repeating(f"run {run_id}: heartbeat", beat, HEARTBEAT_TTL_S / 5):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def is_beating(redis: Redis, run_id: str) -> bool:

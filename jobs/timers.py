@@ -11,7 +11,6 @@ when the stage concludes. Two checks of one run never overlap (a per-run check l
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from rq.job import Job, JobStatus
 
 from jobs.graph import Graph
 from orchestra.events import as_text
-from orchestra.loops import keep_going
+from orchestra.loops import repeating
 
 logger = logging.getLogger(__name__)
 
@@ -118,18 +117,9 @@ def check_lock(redis: Redis, stage: str, run_id: str, token: str) -> Iterator[bo
     if not redis.set(key, token, nx=True, ex=CHECK_LOCK_TTL_S):
         yield False
         return
-    stop = threading.Event()
-
-    def renew() -> None:
-        redis.eval(_RENEW_IF_OWNER, 1, key, token, CHECK_LOCK_TTL_S)
-        stop.wait(CHECK_LOCK_TTL_S / 3)
-
-    thread = threading.Thread(target=keep_going, args=(f"check lock {key}", renew, stop), kwargs={"watched": False},
-                              name=f"check-lock-{run_id}", daemon=True)
-    thread.start()
     try:
-        yield True
+        with repeating(f"check lock {key}", lambda: redis.eval(_RENEW_IF_OWNER, 1, key, token, CHECK_LOCK_TTL_S),
+                       CHECK_LOCK_TTL_S / 3):
+            yield True
     finally:
-        stop.set()
-        thread.join()
         redis.eval(_UNLOCK_IF_OWNER, 1, key, token)

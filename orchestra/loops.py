@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 from redis import RedisError
 
@@ -55,6 +56,26 @@ def keep_going(name: str, step: Callable[[], None], stop: threading.Event, *, wa
             backoff.succeeded()
             if watched:
                 health.beat(name)
+
+
+@contextmanager
+def repeating(name: str, step: Callable[[], None], every_s: float) -> Iterator[None]:
+    """Call ``step`` now and then every ``every_s`` seconds in a thread of its own while the block runs
+    (a heartbeat, a lease kept alive), surviving whatever it raises; stopped and joined on the way out."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        step()
+        stop.wait(every_s)
+
+    thread = threading.Thread(target=keep_going, args=(name, beat, stop), kwargs={"watched": False},
+                              name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 async def keep_going_async(name: str, step: Callable[[], Awaitable[None]], stop: threading.Event) -> None:
