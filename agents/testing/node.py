@@ -22,10 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from docker.errors import DockerException, ImageNotFound
-
 from agents.build.detect import UnknownStack, detect_stack
-from agents.build.image import docker_client
 from agents.context import AgentContext
 from agents.testing import sandbox
 from agents.testing.stage import Failure, ServiceTests
@@ -156,21 +153,7 @@ def ensure_modules(home: Path, settings: Settings) -> Path:
 
 def node_image_id(settings: Settings) -> str:
     """The Node base image's id; the box refuses to start without it rather than run tests unboxed."""
-    try:
-        client = docker_client(settings)
-    except OrchestraError as exc:
-        raise OrchestraError(f"the sandbox for Node services' tests needs the Docker engine: {exc.message}",
-                             hint="start dockerd or set DOCKER_HOST (scripts/up does both); ORCHESTRA_SANDBOX=none "
-                                  "runs services' tests on this host instead") from exc
-    try:
-        return str(client.images.get(settings.node_base_image).id)
-    except ImageNotFound as exc:
-        raise OrchestraError(f"the Node sandbox image {settings.node_base_image} is not in the Docker engine",
-                             hint="build it with scripts/build-node-base-image (scripts/up does)") from exc
-    except DockerException as exc:
-        raise OrchestraError(f"the Docker engine did not answer: {exc}", hint="check DOCKER_HOST") from exc
-    finally:
-        client.close()
+    return sandbox.image_id(settings, settings.node_base_image, kind="Node ", script="scripts/build-node-base-image")
 
 
 def read_report(service: str, runner: str, reports: Path, proc: subprocess.CompletedProcess[str],

@@ -55,19 +55,25 @@ def is_sandboxed(python: Path) -> bool:
     return (python.parent.parent / MARK).exists()
 
 
-def image_id(settings: Settings) -> str:
-    """The base image's id: part of a sandboxed virtualenv's cache key."""
+def image_id(settings: Settings, image: str | None = None, *, kind: str = "",
+             script: str = "scripts/build-base-image") -> str:
+    """The id of a sandbox's base image (``settings.base_image`` unless named): part of its cache keys.
+    The box refuses to start without it rather than run tests unboxed. ``kind``: whose tests, for the
+    messages ("Node " for the Node sandbox)."""
+    image = image or settings.base_image
     try:
         client = docker_client(settings)
     except OrchestraError as exc:
-        raise OrchestraError(f"the sandbox for services' tests needs the Docker engine: {exc.message}",
+        raise OrchestraError(f"the sandbox for {kind}services' tests needs the Docker engine: {exc.message}",
                              hint="start dockerd or set DOCKER_HOST (scripts/up does both); ORCHESTRA_SANDBOX=none "
                                   "runs services' tests on this host instead") from exc
     try:
-        return str(client.images.get(settings.base_image).id)
+        return str(client.images.get(image).id)
     except ImageNotFound as exc:
-        raise OrchestraError(f"the sandbox image {settings.base_image} is not in the Docker engine",
-                             hint="build it with scripts/build-base-image (scripts/up does)") from exc
+        raise OrchestraError(f"the {kind}sandbox image {image} is not in the Docker engine",
+                             hint=f"build it with {script} (scripts/up does)") from exc
+    except DockerException as exc:
+        raise OrchestraError(f"the Docker engine did not answer: {exc}", hint="check DOCKER_HOST") from exc
     finally:
         client.close()
 
