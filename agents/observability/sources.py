@@ -141,10 +141,15 @@ def _holding_traffic(redis: Redis, rel: WatchedRelease) -> Release | None:
     return state.current
 
 
+def runtime_of(ctx: AgentContext, rel: WatchedRelease) -> str:
+    """Where ``rel`` runs: the live state's runtime, or the configured one when nothing is live."""
+    state = get_live(ctx.redis, rel.service, rel.env)
+    return state.runtime if state is not None else ctx.config.service(rel.service).runtime
+
+
 def source_for(ctx: AgentContext, rel: WatchedRelease) -> WatchSource:
     """The source of ``rel``'s metrics, by the runtime it was released on."""
-    state = get_live(ctx.redis, rel.service, rel.env)
-    runtime = state.runtime if state is not None else ctx.config.service(rel.service).runtime
+    runtime = runtime_of(ctx, rel)
     if runtime in PROMETHEUS_RUNTIMES:
         return PrometheusSource(prometheus_for(ctx))
     environment = ctx.config.environment(rel.env)

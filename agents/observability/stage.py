@@ -22,11 +22,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agents.context import AgentContext, StageResult
-from agents.deploy.targets.state import get_live
 from agents.observability.live import LiveReleases
 from agents.observability.metrics import MetricsError, Prometheus
 from agents.observability.policy import Policy, policy_for
-from agents.observability.sources import PROMETHEUS_RUNTIMES, PrometheusSource, WatchSource, source_for
+from agents.observability.sources import PROMETHEUS_RUNTIMES, PrometheusSource, WatchSource, runtime_of, source_for
 from agents.observability.watch import WatchedRelease, WatchState, forget_state, load_state, save_state, step
 from orchestra.events import EventType
 
@@ -53,7 +52,7 @@ def begin(ctx: AgentContext, *, source: ReleaseSource | None = None, policy: Pol
     if not releases:
         return StageResult(True, "nothing to watch: this run released no new version")
     if "prometheus" not in obs.tools:  # only CloudWatch's releases (ECS, Lambda) can be watched without it
-        unwatched = [r for r in releases if _runtime(ctx, r) in PROMETHEUS_RUNTIMES]
+        unwatched = [r for r in releases if runtime_of(ctx, r) in PROMETHEUS_RUNTIMES]
         releases = [r for r in releases if r not in unwatched]
         if unwatched:
             ctx.progress(f"not watching {', '.join(f'{r.service} {r.version}' for r in unwatched)}: "
@@ -104,11 +103,6 @@ def run(ctx: AgentContext, *, source: ReleaseSource | None = None, prom: Prometh
         result = look(ctx, source=source, prom=prom, policy=policy, clock=clock)
     return result
 
-
-
-def _runtime(ctx: AgentContext, release: WatchedRelease) -> str:
-    state = get_live(ctx.redis, release.service, release.env)
-    return state.runtime if state is not None else ctx.config.service(release.service).runtime
 
 
 def _sources(ctx: AgentContext, prom: Prometheus | None) -> Callable[[WatchedRelease], WatchSource]:
