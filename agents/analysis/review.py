@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from agents.analysis.review_js import js_findings
 from agents.findings import Finding, Severity
 from orchestra.llm import LLM, LLMError
 from orchestra.redaction import redact
@@ -118,7 +119,8 @@ def added_lines(diff: str) -> list[AddedLine]:
 
 
 def rule_findings(added: list[AddedLine]) -> list[Finding]:
-    """Deterministic checks on added lines, including secrets committed in the change."""
+    """Deterministic checks on added lines, including secrets committed in the change; JavaScript and
+    TypeScript files get their own rules (agents.analysis.review_js)."""
     findings = []
     for line in added:
         if redact(line.text) != line.text:
@@ -130,7 +132,7 @@ def rule_findings(added: list[AddedLine]) -> list[Finding]:
             if (python or rule in ("tls-verify-off", "todo-added")) and pattern.search(line.text):
                 findings.append(Finding(tool=TOOL, rule=rule, file=line.file, line=line.line,
                                         severity=severity, message=message, suggestion=suggestion))
-    return findings
+    return findings + js_findings((a.file, a.line, a.text) for a in added)
 
 
 def _listed(files: list[str]) -> str:
