@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -37,7 +38,7 @@ from orchestra.events import Consumer, Event, EventBus, EventType
 from orchestra.locks import cancel_requested
 from orchestra.loops import keep_going
 from orchestra.settings import Settings
-from orchestra.store import Audit, Run, RunStatus, RunStore, count_rejected
+from orchestra.store import AUDIT_STREAM, Audit, Run, RunStatus, RunStore, audit_entry, count_rejected
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,9 @@ class Router:
             self._finish(run.id, RunStatus.CANCELLED, texts.CANCELLED_AFTER_DEPLOY.format(
                 by=by, services=", ".join(run.services), env=run.env))
             return
+        if run.nothing_to_do:  # the risk route found nothing to build (agents/analysis/route.py)
+            self._finish(run.id, RunStatus.SUCCEEDED, run.nothing_to_do)
+            return
         nxt = self.graph.after(stage.name, run)
         if nxt is None:
             self._finish(run.id, RunStatus.SUCCEEDED, "all stages passed")
@@ -185,10 +189,11 @@ class Router:
         except OrchestraError as exc:  # the trusted policy cannot be read: nothing goes further
             self._finish(run.id, RunStatus.FAILED, f"the trusted policy could not be read: {exc}")
             return
-        if env_policy is not None and env_policy.approval_required:
-            gate = env_policy
+        if env_policy is not None and (env_policy.approval_required or run.risk_approval):  # the risk route's
+            gate = env_policy  # approval is the environment's approvers' too
             self._park(run, nxt, lambda parked: approvals.request(self.redis, parked, nxt.name, gate,
-                                                                  timeout_s=gate.approval_timeout))
+                                                                  timeout_s=gate.approval_timeout,
+                                                                  message=run.risk_approval or ""))
         else:
             self._enqueue(run, nxt)
 
@@ -271,14 +276,19 @@ class Router:
             logger.info("run %s: cancel asked; it rolls back before it ends", run_id)
             return
         status, reason = handoff.as_cancelled(self.redis, run_id, status, reason)
-        run = self.store.update(run_id, expect=lambda r: not r.status.finished, status=status, reason=reason)
+
+        def recorded(pipe: Pipeline, run: Run) -> None:  # the finish, its event and its audit entry: one step
+            self.bus.publish_in(pipe, Event(run_id=run.id, type=EventType.RUN_FINISHED, actor="orchestra", data={
+                "status": status.value, "reason": reason, "stage": run.stage,
+                "duration_s": round((run.finished_at or time.time()) - run.created_at, 3)}))
+            pipe.xadd(AUDIT_STREAM, audit_entry("run_finished", actor="orchestra", run_id=run.id,
+                                                status=status.value, reason=reason))
+
+        run = self.store.update(run_id, expect=lambda r: not r.status.finished, also=recorded, status=status,
+                                reason=reason)
         if run is None:
             return
         self._cancel_queued(run)
-        self.bus.emit(run.id, EventType.RUN_FINISHED, "orchestra", status=status.value, reason=reason,
-                      stage=run.stage, duration_s=round((run.finished_at or time.time()) - run.created_at, 3))
-        Audit(self.redis).record("run_finished", actor="orchestra", run_id=run.id, status=status.value,
-                                 reason=reason)
         handoff.release(self.redis, run, start=self.start)
 
     def _cancel_queued(self, run: Run) -> None:

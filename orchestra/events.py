@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from orchestra.redaction import redact_data
@@ -48,10 +49,13 @@ class EventType(StrEnum):
     PROGRESS = "progress"
     STAGE_FAILED = "stage_failed"
     RISK_CLASSIFIED = "risk_classified"
+    ROUTE_DECIDED = "route_decided"  # the path the risk policy chose, with its inputs and why
     CODE_ANALYSIS_RESULT = "code_analysis_result"
     TEST_RESULTS = "test_results"
     BUILD_READY = "build_ready"
     IAC_READY = "iac_ready"
+    MIGRATIONS_FOUND = "migrations_found"  # the change's schema migrations per service, destructive ones called out
+    MIGRATIONS_APPLIED = "migrations_applied"  # the migrate stage's result
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_GRANTED = "approval_granted"
     APPROVAL_REJECTED = "approval_rejected"
@@ -113,10 +117,16 @@ class EventBus:
 
         Its data is redacted of secrets first: the stream is read by relays, explanations and people.
         """
+        return as_text(self._publish(self.redis, event))
+
+    def publish_in(self, pipe: Pipeline, event: Event) -> None:
+        """Queue the publication of ``event`` in the caller's transaction, with the change it reports."""
+        self._publish(pipe, event)
+
+    def _publish(self, conn: Redis | Pipeline, event: Event) -> Any:
         clean = event.model_copy(update={"data": redact_data(event.data)})
-        entry_id = self.redis.eval(_PUBLISH, 2, self.stream, RUN_STREAM.format(run_id=event.run_id),
-                                   clean.to_json(), STREAM_MAXLEN)
-        return as_text(entry_id)
+        return conn.eval(_PUBLISH, 2, self.stream, RUN_STREAM.format(run_id=event.run_id),
+                         clean.to_json(), STREAM_MAXLEN)
 
     def emit(self, run_id: str, type: EventType, actor: str, **data: Any) -> Event:
         """Build, publish and return an event (as it was stored: redacted)."""

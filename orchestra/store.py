@@ -57,6 +57,14 @@ class Run(BaseModel):
     attempt: int = 0  # how many stage jobs the router has enqueued for this run (part of each job id)
     reason: str | None = None
     risk: str | None = None
+    # What the risk policy decided once the change was classified (agents/analysis/route.py): the strategy
+    # goes into ``strategy``; the requester's own ask is kept apart, as the decision's input.
+    requested_strategy: str | None = None
+    canary_steps: list[int] | None = None
+    watch_s: float | None = None
+    risk_approval: str | None = None  # why the risk policy asks for an approval before deploy; None: it does not
+    nothing_to_do: str | None = None  # why the run ends after the analyze stage (a docs-only change)
+    migrations: list[str] | None = None  # services whose change holds schema migrations (analyze); None: not looked
     origin: dict[str, Any] = Field(default_factory=dict)
     channel: str | None = None  # where its Slack thread goes; "" for nowhere, None for the default channel
     created_at: float = Field(default_factory=time.time)
@@ -88,8 +96,9 @@ class RunStore:
         return Run.model_validate_json(raw)
 
     def update(self, run_id: str, *, expect: Callable[[Run], bool] | None = None,
-               **changes: Any) -> Run | None:
-        """Change fields atomically; return None (and change nothing) when ``expect`` says no."""
+               also: Callable[[Pipeline, Run], None] | None = None, **changes: Any) -> Run | None:
+        """Change fields atomically; return None (and change nothing) when ``expect`` says no. ``also``
+        adds what records the change (its event, its audit entry) to the same transaction."""
         key = RUN_KEY.format(run_id=run_id)
         with self.redis.pipeline() as pipe:
             while True:
@@ -105,6 +114,8 @@ class RunStore:
                     pipe.set(key, updated.model_dump_json())
                     if updated.status.finished:
                         pipe.srem(ACTIVE_RUNS, run_id)
+                    if also is not None:
+                        also(pipe, updated)
                     pipe.execute()
                     return updated
                 except WatchError:

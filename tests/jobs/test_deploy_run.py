@@ -19,7 +19,7 @@ from jobs.dispatch import dispatch
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
-from orchestra.store import RunStatus, RunStore
+from orchestra.store import Audit, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
 from tests.support.docker_services import DockerEnv
 from tests.support.prometheus import prometheus_server
@@ -104,3 +104,6 @@ def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_versio
         worker.wait(timeout=30)
     assert RunStore(redis).get(rollback.id).status == RunStatus.SUCCEEDED
     assert json.loads(page(live["live"]["backend"]["url"] + "/health"))["version"] == old_version
+    changes = [(e["action"], e["detail"]["version"]) for e in Audit(redis).entries(500)
+               if e["action"] in ("went_live", "rolled_back") and e["detail"]["service"] == "backend"]
+    assert changes == [("went_live", old_version), ("went_live", new_version), ("rolled_back", old_version)]

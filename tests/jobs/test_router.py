@@ -174,3 +174,27 @@ def test_a_second_deploy_is_told_who_holds_the_lock(redis: Redis, settings: Sett
         dispatch(intent, redis=redis, settings=settings, repo=repo, graph=GATED)
     assert "without --no-wait" in str(refused.value)
     assert [a["action"] for a in Audit(redis).entries()] == ["run_admitted", "run_queued", "run_refused"]
+
+
+def test_a_finish_and_its_event_and_audit_entry_are_one_step_even_when_finishes_race(
+        redis: Redis, settings: Settings, repo: Path) -> None:
+    """Eight routers finishing one run at once: one finish, one run_finished event, one audit entry, all
+    written by the transaction that finished it (a crash between them cannot leave one without the others)."""
+    run_id = deploy(redis, settings, repo, env="staging")
+    routers = [Router(redis, settings, name=f"r{i}") for i in range(8)]
+    ready = threading.Barrier(len(routers))
+
+    def finish(router: Router, n: int) -> None:
+        ready.wait()
+        router._finish(run_id, RunStatus.FAILED, f"stopped by router {n}")
+
+    threads = [threading.Thread(target=finish, args=(r, n)) for n, r in enumerate(routers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    finished = RunStore(redis).get(run_id)
+    events = [e for e in EventBus(redis).replay(run_id) if e.type == EventType.RUN_FINISHED]
+    audited = [e for e in Audit(redis).entries(500) if e["action"] == "run_finished" and e["run_id"] == run_id]
+    assert finished.status == RunStatus.FAILED and len(events) == 1 and len(audited) == 1
+    assert events[0].data["reason"] == audited[0]["detail"]["reason"] == finished.reason

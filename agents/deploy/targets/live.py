@@ -10,6 +10,8 @@ import time
 
 from redis import Redis
 
+from agents.deploy import intent
+from agents.deploy.intent import DeployIntent
 from agents.deploy.strategies import Judge, Shift, blue_green, canary, rolling
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.state import (
@@ -23,6 +25,7 @@ from agents.deploy.targets.state import (
     set_live,
 )
 from orchestra.errors import NotFound
+from orchestra.locks import current_fence
 
 
 class LiveTarget:
@@ -46,7 +49,7 @@ class LiveTarget:
         target = self._bring_back(state, target, health, beside=state.current)
         return set_live(self.redis, state.model_copy(update={
             "current": target, "previous": self._keep(state.current, keep_s), "weights": {target.version: 100},
-            "last_action": "rollback", "run_id": run_id})), True
+            "last_action": "rollback", "run_id": run_id}), audit="rolled_back"), True
 
     def restore(self, outcome: DeployOutcome, health: str) -> None:
         """Undo a finished deploy of a group whose later member failed: the old version's traffic first."""
@@ -59,8 +62,9 @@ class LiveTarget:
         else:
             self._bring_back(after, old, health, beside=None)
         self._retire(after.current, after)
+        intent.clear(self.redis, after.run_id or "", after.service, after.env)
         if outcome.before is not None:
-            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}))
+            set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}), audit="deploy_undone")
         else:
             self._forget(after)
 
@@ -87,9 +91,10 @@ class LiveTarget:
                              "from_ref": current.ref if current else None})
 
     def _put_back(self, before: LiveState | None, plan: Plan) -> None:
-        """After a failed deploy: the live state as it was before."""
+        """After a failed deploy: the live state as it was before (then its intent goes)."""
+        intent.clear(self.redis, plan.run_id, plan.service, plan.env)
         if before is not None:
-            set_live(self.redis, before)
+            set_live(self.redis, before, audit="deploy_undone")
         else:
             clear_live(self.redis, plan.service, plan.env)
 
@@ -97,9 +102,31 @@ class LiveTarget:
         """Record ``new`` as the current release, what served before kept as the previous one."""
         previous = self._keep(state.current, plan.keep_s) if state.current else None
         record_release(self.redis, plan.service, plan.env, new)
+        if (fence := current_fence()) is not None:  # undone by the reconciler until the whole group is live
+            intent.went_live(fence, plan.service, plan.env)
         return set_live(self.redis, state.model_copy(update={
             "current": new, "previous": previous, "weights": {new.version: 100},
-            "last_action": "deploy", "run_id": plan.run_id}))
+            "last_action": "deploy", "run_id": plan.run_id}), audit="went_live")
+
+    def undo(self, left: DeployIntent) -> Release | None:
+        """Put back what an interrupted deploy left (its intent): all traffic on the release that served
+        before (None: the service had none, and the new one is taken down), the new release removed, the
+        live state as before, then the intent cleared. Doing it twice changes nothing more."""
+        state = left.state or get_live(self.redis, left.service, left.env)
+        back = left.old or (left.before.current if left.before else None)
+        if back is not None and state is not None:
+            back = self._bring_back(state, back, left.health, beside=None)
+        elif state is not None:
+            self._take_down(state)
+        if back is None or back.container != left.new.container:
+            self._retire(left.new, state or left.before or _bare(left))
+        if left.before is not None:
+            action = "rollback" if left.phase == intent.LIVE else left.before.last_action
+            set_live(self.redis, left.before.model_copy(update={"last_action": action}))
+        else:
+            clear_live(self.redis, left.service, left.env)
+        intent.clear(self.redis, left.run_id, left.service, left.env)
+        return back
 
     # -- hooks ---------------------------------------------------------------------------------------
 
@@ -135,6 +162,11 @@ class LiveTarget:
 
     def _wind_down(self, release: Release) -> None:
         raise NotImplementedError
+
+
+def _bare(left: DeployIntent) -> LiveState:
+    return LiveState(service=left.service, env=left.env, edge_port=0, edge_prefix="", runtime=left.runtime,
+                     location=left.location)
 
 
 def move(shift: Shift, plan: Plan, judge: Judge) -> list[dict[str, object]]:

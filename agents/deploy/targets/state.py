@@ -13,6 +13,7 @@ from redis import Redis
 
 from orchestra.errors import NotFound
 from orchestra.repos import SHORT_SHA
+from orchestra.store import AUDIT_STREAM, audit_entry
 
 LIVE_KEY = "orchestra:live:{service}:{env}"  # JSON LiveState
 LIVE_INDEX = "orchestra:live"  # set of "service:env"
@@ -62,13 +63,18 @@ def get_live(redis: Redis, service: str, env: str) -> LiveState | None:
     return LiveState.model_validate_json(raw) if raw else None
 
 
-def set_live(redis: Redis, state: LiveState) -> LiveState:
-    """Store ``state`` (stamped now); a new current release is added to the release history."""
+def set_live(redis: Redis, state: LiveState, *, audit: str | None = None) -> LiveState:
+    """Store ``state`` (stamped now). ``audit`` names the change (went_live, rolled_back, deploy_undone)
+    for an audit entry written in the same transaction; a weight change mid-deploy has none."""
     state = state.model_copy(update={"updated_at": time.time()})
     key = LIVE_KEY.format(service=state.service, env=state.env)
     pipe = redis.pipeline(transaction=True)
     pipe.set(key, state.model_dump_json())
     pipe.sadd(LIVE_INDEX, f"{state.service}:{state.env}")
+    if audit is not None:
+        pipe.xadd(AUDIT_STREAM, audit_entry(audit, actor="orchestra", run_id=state.run_id, service=state.service,
+                                            env=state.env, version=state.current.version if state.current else None,
+                                            weights=state.weights, runtime=state.runtime))
     pipe.execute()
     return state
 
