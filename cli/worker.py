@@ -12,6 +12,7 @@ from redis import Redis, RedisError
 from rq import Worker
 from rq.serializers import JSONSerializer
 
+from agents.deploy import reconcile
 from cli.common import connect
 from jobs import runner
 from jobs.queue import stage_queue
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         logger.warning("ORCHESTRA_SANDBOX=none: services' installs and tests run on this host, beside this "
                        "worker's credentials; leave it unset (a container per run) unless you trust every pusher")
     runner.configure(settings)
+    _reconcile_leftovers(settings, redis)
     if not args.burst:  # a burst worker is gone before anyone scrapes it
         health.start_probe(redis)
         serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1,
@@ -59,6 +61,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if router is not None:
             router.join(timeout=5)
     return 0
+
+
+def _reconcile_leftovers(settings: Settings, redis: Redis) -> None:
+    """Put back what deploys of runs that have ended left mid-way (everything was down when they died)."""
+    try:
+        done = reconcile.leftovers(settings, redis)
+    except Exception:  # a worker without a Docker engine, Redis away: the next start, or deploy, does it
+        logger.exception("could not reconcile the deploys left mid-way")
+        return
+    for what in done:
+        logger.warning("put back an interrupted deploy: %s", what)
 
 
 class _Worker(Worker):

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from redis import Redis
 from redis.client import Pipeline
@@ -27,9 +28,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from agents.deploy import intent
 from agents.observability.traffic import WatchTraffic
 from jobs import approvals, forks, handoff, timers
-from jobs.graph import PIPELINE, Graph, Stage
+from jobs.graph import DEPLOY, PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
 from orchestra import texts
@@ -46,6 +48,7 @@ ROUTER_GROUP = "router"
 TICK_S = 1.0
 REAP_RELEASES_S = 60.0  # how often releases past their keep window are stopped
 UNCONCLUDED_S = 60.0  # a finished stage job whose result has not moved the run by then lost it
+RECONCILE_S = 600  # the reconcile job of a deploy whose worker died
 
 
 def job_id(run_id: str, stage: str, attempt: int = 1) -> str:
@@ -300,7 +303,7 @@ class Router:
         job = self._job(run)
         if job is None:
             if time.time() - run.updated_at > 10:  # lost between the transition and the enqueue
-                self._submit(run, self.graph.stage(run.stage or ""))
+                self._submit(run, self._reconciling(run) or self.graph.stage(run.stage or ""))
             return
         status = job.get_status()
         started = job.started_at.timestamp() if job.started_at else time.time()
@@ -312,12 +315,22 @@ class Router:
             return
         if status == JobStatus.STARTED and not is_beating(self.redis, run.id) \
                 and time.time() - started > 2 * HEARTBEAT_TTL_S:
+            if (reconciling := self._reconciling(run)) is not None:  # traffic left mid-way: put back first
+                self._enqueue(run, reconciling)
+                return
             fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=f"{job.id}@{started}",
                        reason=f"the worker running {run.stage} stopped in the middle of it "
                               "(killed or crashed); nothing was retried")
         elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=job.id,
                        reason=f"the {run.stage} job ended as {status.value}")
+
+    def _reconciling(self, run: Run) -> Stage | None:
+        """The deploy stage run by the reconciler (:mod:`agents.deploy.reconcile`) when ``run``'s deploy left
+        intents behind; None otherwise."""
+        if run.stage != DEPLOY.name or not intent.of_run(self.redis, run.id):
+            return None
+        return replace(self.graph.stage(DEPLOY.name), func="jobs.tasks.reconcile", timeout=RECONCILE_S)
 
     def _concluded(self, run: Run, job: Job) -> bool:
         """Whether the stream holds ``job``'s result for the run's stage (not yet handled)."""

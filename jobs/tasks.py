@@ -8,6 +8,7 @@ from rq import get_current_job
 from agents import build as build_agent
 from agents.analysis import stage as analyze_agent
 from agents.context import AgentContext, StageResult
+from agents.deploy import reconcile as reconcile_agent
 from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
 from agents.iac import stage as iac_agent
@@ -45,6 +46,12 @@ def deploy(run_id: str) -> dict[str, Any]:
         with demo_traffic(ctx):  # environments with demo_traffic: requests for the canary judge to see
             return deploy_agent.run(ctx, judge=deploy_judge(ctx))
     return execute_stage(run_id, DEPLOY, stage)
+
+
+def reconcile(run_id: str) -> dict[str, Any]:
+    """A deploy whose worker died: put back what its intents say it left, then fail the stage saying so
+    (enqueued by the router's reaper as the deploy stage's job)."""
+    return execute_stage(run_id, DEPLOY, reconcile_agent.run)
 
 
 def observe(run_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import docker
 from redis import Redis
 
 from agents.context import AgentContext, StageResult
+from agents.deploy import intent
 from agents.deploy.strategies import STRATEGIES, Judge, TrafficStep
 from agents.deploy.targets.base import DeployOutcome, Plan, where
 from agents.deploy.targets.local import LocalTarget
@@ -60,7 +61,9 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
         with _locks(ctx, order):
             for runtime in dict.fromkeys(ctx.config.service(s).runtime for s in order):
                 targets.for_runtime(runtime).reap()
-            return _deploy_group(ctx, targets, order, images, judge, pause_s)
+            result = _deploy_group(ctx, targets, order, images, judge, pause_s)
+            intent.conclude(ctx.redis, ctx.run.id)  # live, or undone: nothing is left for the reconciler
+            return result
     except LockHeld as exc:
         return StageResult(False, exc.message, {"hint": exc.hint, "lock_holder": exc.owner,
                                                 "lock_run": exc.run_id})

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agents.deploy import intent
 from agents.deploy.targets.base import Health, TrafficSplit
 from agents.deploy.targets.state import Release
 from orchestra.errors import StageFailed
@@ -61,11 +62,14 @@ class Shift:
     def to(self, weight: int, step: int = 0) -> None:
         """Put ``weight`` percent on the new release and the rest on the old one, if the run still owns
         the service's lock (its token is the lock's) and was not asked to cancel: else StageFailed, and
-        nothing moves."""
+        nothing moves. The intent (:mod:`agents.deploy.intent`) is recorded first, so a worker killed
+        mid-way leaves the reconciler what it needs to put traffic back."""
         if self.old is None and weight == 0:
             raise StageFailed("cannot take all traffic off the only release")
         if self.fence is not None:
             self.fence.check(self.service)
+            intent.shifting(self.fence, service=self.service, env=self.env, runtime=self.runtime, new=self.new,
+                            old=self.old, step=step, weight=weight)  # recorded before the traffic moves
         self.on_shift(step, self.traffic.split(self.new, self.old, weight))
 
     def at(self, step: int, weight: int, pause_s: float) -> TrafficStep:

@@ -62,11 +62,11 @@ class LiveTarget:
         else:
             self._bring_back(after, old, health, beside=None)
         self._retire(after.current, after)
-        intent.clear(self.redis, after.run_id or "", after.service, after.env)
         if outcome.before is not None:
             set_live(self.redis, outcome.before.model_copy(update={"last_action": "rollback"}), audit="deploy_undone")
         else:
             self._forget(after)
+        intent.clear(self.redis, after.run_id or "", after.service, after.env)
 
     def reap(self, now: float | None = None) -> list[str]:
         """Wind down previous releases (of this target) whose keep window is over; returns their names."""
@@ -92,11 +92,11 @@ class LiveTarget:
 
     def _put_back(self, before: LiveState | None, plan: Plan) -> None:
         """After a failed deploy: the live state as it was before (then its intent goes)."""
-        intent.clear(self.redis, plan.run_id, plan.service, plan.env)
         if before is not None:
             set_live(self.redis, before, audit="deploy_undone")
         else:
             clear_live(self.redis, plan.service, plan.env)
+        intent.clear(self.redis, plan.run_id, plan.service, plan.env)
 
     def _went_live(self, state: LiveState, new: Release, plan: Plan) -> LiveState:
         """Record ``new`` as the current release, what served before kept as the previous one."""

@@ -11,12 +11,14 @@ from pathlib import Path
 import docker
 from redis import Redis
 
+from agents.deploy import intent
 from agents.deploy.strategies import Judge, Shift, health_judge
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
-from agents.deploy.targets.docker import HEALTH_TIMEOUT_S, DockerTarget, free_port
+from agents.deploy.targets.docker import HEALTH_TIMEOUT_S, DockerTarget, container_name, free_port
 from agents.deploy.targets.edge import Backend, Edge
 from agents.deploy.targets.live import LiveTarget, move
 from agents.deploy.targets.state import LiveState, Release, all_live, get_live, set_live
+from orchestra.locks import current_fence
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class LocalTarget(LiveTarget):
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
         """Start the new release, health-check it, then move traffic with the plan's strategy."""
+        self._put_back_interrupted(plan, report)
         before = get_live(self.redis, plan.service, plan.env)
         state = before or self._new_state(plan)
         if state.current and state.current.image == plan.image and self.docker.running(state.current) \
@@ -75,6 +78,11 @@ class LocalTarget(LiveTarget):
             return DeployOutcome(before, state, changed=False)
         self._triggered(plan, state, report)
         started = time.monotonic()
+        if (fence := current_fence()) is not None:  # the intent first: a worker killed from here on is undone
+            planned = Release(version=plan.version, image=plan.image, port=0, run_id=plan.run_id, ref=plan.ref,
+                              container=container_name(plan.service, plan.env, plan.version))
+            intent.starting(self.redis, fence, new=planned, before=before, state=state, runtime=self.runtime,
+                            health=plan.health, strategy=plan.strategy)
         new = self.docker.start(service=plan.service, env=plan.env, image=plan.image, version=plan.version,
                                 run_id=plan.run_id, extra_env={**plan.extra_env, **plan.secrets}, ref=plan.ref)
         try:
@@ -102,6 +110,19 @@ class LocalTarget(LiveTarget):
 
         shift = Shift(EdgeSplit(self.edge(state)), new, old, on_shift, service=plan.service, env=plan.env)
         return move(shift, plan, judge or health_judge(self.docker, new, plan.health))
+
+    def _put_back_interrupted(self, plan: Plan, report: Report) -> None:
+        """An intent another run left here (its worker died and nothing reconciled it): this run holds the
+        lock now, so it puts that deploy back before starting its own."""
+        fence, left = current_fence(), intent.get(self.redis, plan.service, plan.env)
+        if fence is None or left is None or left.run_id == fence.run_id:
+            return
+        fence.check(plan.service)
+        back = self.undo(left)
+        report("progress", {"phase": "reconciled", "version": plan.version, "interrupted_run": left.run_id,
+                            "message": f"an interrupted deploy of {plan.service} (run {left.run_id}, "
+                                       f"{left.describe()}) was put back on {back.version if back else 'nothing'} "
+                                       "first"})
 
     def _undo_traffic(self, state: LiveState, new: Release) -> None:
         """After a failed deploy: all traffic back on what was live, the new release removed."""
