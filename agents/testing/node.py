@@ -103,15 +103,18 @@ def test_command(testing: Testing, manifest: dict[str, Any], service: str) -> tu
 
 
 def reporter_args(runner: str, manifest: dict[str, Any], reports: Path) -> list[str]:
-    """Arguments that make the runner write its JSON report and an istanbul json-summary into ``reports``."""
+    """Arguments that make the runner write its JSON report and istanbul's json-summary into ``reports``
+    (and its per-function json, which test generation reads)."""
     if runner == "jest":
         return ["--ci", "--json", f"--outputFile={reports / 'results.json'}", "--coverage",
-                "--coverageReporters=json-summary", f"--coverageDirectory={reports / 'coverage'}"]
+                "--coverageReporters=json-summary", "--coverageReporters=json",
+                f"--coverageDirectory={reports / 'coverage'}"]
     deps = {**(manifest.get("dependencies") or {}), **(manifest.get("devDependencies") or {})}
     # The cached node_modules is read-only: Vitest's results cache would fail writing into it.
     args = ["--no-cache", "--reporter=json", f"--outputFile={reports / 'results.json'}"]
     if any(p in deps for p in COVERAGE_PROVIDERS):  # without a provider Vitest would ask to install one
-        args += ["--coverage.enabled=true", "--coverage.reporter=json-summary", "--coverage.reportOnFailure=true",
+        args += ["--coverage.enabled=true", "--coverage.reporter=json-summary", "--coverage.reporter=json",
+                 "--coverage.reportOnFailure=true",
                  f"--coverage.reportsDirectory={reports / 'coverage'}"]
     return args
 

@@ -58,12 +58,14 @@ def run(ctx: AgentContext) -> StageResult:
                            {"services": {}})
     results = [test_service(ctx, name) for name in (ctx.run.services or ctx.config.service_names())]
     result = _verdict(results)
-    result.data["generated"] = generate(ctx, [r for r in results if r.ran and r.runner == "pytest"])
+    result.data["generated"] = generate(ctx, [r for r in results if r.ran])
     return result
 
 
 def generate(ctx: AgentContext, ran: list[ServiceTests]) -> dict[str, object]:
-    """Proven tests for uncovered code, offered as files; skipped for low-risk changes."""
+    """Proven tests for uncovered code (Python's, or a Node service's uncalled exports), offered as files;
+    skipped for low-risk changes."""
+    from agents.testing.testgen_node import generate_node_tests  # here: it imports node, which imports this module
     if ctx.run.risk == RiskLevel.LOW.value:
         ctx.progress("low-risk change: test generation skipped")
         return {}
@@ -72,9 +74,15 @@ def generate(ctx: AgentContext, ran: list[ServiceTests]) -> dict[str, object]:
     for tests in ran:
         home = ctx.workspace / (ctx.config.service(tests.service).path or ".")
         ctx.progress(f"{tests.service}: generating tests for uncovered code")
-        report = generate_tests(home, python=ensure_venv(home, ctx.settings), settings=ctx.settings, llm=llm,
-                                run_id=ctx.run.id, service=tests.service,
-                                out_dir=ctx.settings.run_dir(ctx.run.id) / "generated-tests" / tests.service)
+        out_dir = ctx.settings.run_dir(ctx.run.id) / "generated-tests" / tests.service
+        if tests.runner == "pytest":
+            report = generate_tests(home, python=ensure_venv(home, ctx.settings), settings=ctx.settings, llm=llm,
+                                    run_id=ctx.run.id, service=tests.service, out_dir=out_dir)
+        else:
+            report = generate_node_tests(home, settings=ctx.settings, testing=ctx.config.testing,
+                                         service=tests.service, out_dir=out_dir, llm=llm, run_id=ctx.run.id,
+                                         reports=ctx.settings.run_dir(ctx.run.id) / "reports" / tests.service,
+                                         coverage_before=tests.coverage)
         ctx.progress(report.summary())
         reports[tests.service] = report.event_data()
     return reports
