@@ -95,7 +95,8 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
         ref, origin["to_version"] = None, intent.ref
     run = Run(kind=kind, source=intent.source, requested_by=intent.user, repo=str(repo_path),
               services=services, env=env, ref=ref, commit=origin.get("sha"),
-              strategy=intent.strategy or env_policy.strategy, origin=origin, channel=_channel(intent, config))
+              strategy=intent.strategy or env_policy.strategy, requested_strategy=intent.strategy,
+              origin=origin, channel=_channel(intent, config))
     if graph.first(run) is None:  # before anything is recorded or locked
         raise OrchestraError(f"nothing in the pipeline runs for a {kind} request yet")
     detail = {"intent": intent.contract(), "source": intent.source}

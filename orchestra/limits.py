@@ -28,19 +28,26 @@ WINDOWS_PER_STEP = 3
 Loc = tuple[str, ...]
 
 
+def canary_problem(steps: int, interval: float) -> str | None:
+    """Why a canary of ``steps`` steps judged every ``interval`` s could outlast its deploy job (None: it fits)."""
+    budget = min(DEPLOY_JOB_S, DEPLOY_LOCK_S) - DEPLOY_MARGIN_S
+    worst = steps * WINDOWS_PER_STEP * interval
+    if worst <= budget:
+        return None
+    return (f"a canary of {steps} steps may take {worst:.0f}s (each step waits its {interval:.0f}s window and up "
+            f"to two more for traffic), more than the {budget}s a deploy may hold its job and lock; use fewer steps "
+            f"or an analysis_interval of at most {budget // (steps * WINDOWS_PER_STEP)}s")
+
+
 def timing_problems(config: ProjectConfig) -> list[tuple[Loc, str]]:
     """The configured timings that could outlast the job or the lock carrying them, with what to change."""
     problems: list[tuple[Loc, str]] = []
-    canary = config.deployment.canary
-    budget = min(DEPLOY_JOB_S, DEPLOY_LOCK_S) - DEPLOY_MARGIN_S
-    worst = len(canary.steps) * WINDOWS_PER_STEP * canary.analysis_interval
-    if worst > budget:
-        longest = budget // (len(canary.steps) * WINDOWS_PER_STEP)
-        problems.append((("deployment", "canary", "analysis_interval"),
-                         f"a canary of {len(canary.steps)} steps may take {worst:.0f}s (each step waits its "
-                         f"{canary.analysis_interval:.0f}s window and up to two more for traffic), more than "
-                         f"the {budget}s a deploy may hold its job and lock; use fewer steps or an "
-                         f"analysis_interval of at most {longest}s"))
+    interval = config.deployment.canary.analysis_interval
+    plans = [("", config.deployment.canary.steps)]  # and the risk route's canaries, judged at the same interval
+    plans += [(f"the risk.{level} path's canary: ", steps) for level in ("low", "medium", "high")
+              if (steps := config.risk.path(level).canary_steps)]
+    problems += [(("deployment", "canary", "analysis_interval"), whose + problem) for whose, steps in plans
+                 if (problem := canary_problem(len(steps), interval))][:1]
     if config.observability.watch > WATCH_MAX_S:
         problems.append((("observability", "watch"),
                          f"a watch of {config.observability.watch:.0f}s is longer than the {WATCH_MAX_S}s a watch "

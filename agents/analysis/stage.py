@@ -16,6 +16,7 @@ from agents.analysis.deps import dependency_findings
 from agents.analysis.javascript import javascript_findings, packages
 from agents.analysis.review import review_diff
 from agents.analysis.risk import Risk, RiskLevel, classify_risk
+from agents.analysis.route import record as record_route
 from agents.analysis.security import security_findings
 from agents.analysis.structure import structure_findings
 from agents.context import AgentContext, StageResult
@@ -53,6 +54,8 @@ def run(ctx: AgentContext) -> StageResult:
     risk, review_note = assess_change(ctx, findings)
     result = verdict(findings, language=project.language, framework=project.framework)
     result.data.update(risk=risk.level.value, risk_reasons=risk.reasons, review=review_note)
+    if result.passed:  # the path a change that may go further takes (route_decided)
+        record_route(ctx, risk)
     return result
 
 

@@ -75,6 +75,8 @@ def gather(intent: Intent, *, redis: Redis) -> dict[str, Any]:
     runs = matching_runs(store, env=intent.env, service=intent.service)
     if wants_rollback:
         return rollback_facts(bus, runs, env=intent.env, service=intent.service)
+    if intent.kind == IntentKind.EXPLAIN and intent.strategy:  # "why did it go canary?"
+        return route_facts(bus, runs, strategy=intent.strategy, env=intent.env, service=intent.service)
     return last_run_facts(bus, runs, env=intent.env, service=intent.service,
                           deploys_only=intent.kind == IntentKind.HISTORY)
 
@@ -105,6 +107,26 @@ def rollback_facts(bus: EventBus, runs: list[Run], *, env: str | None, service: 
             facts.update(topic="rollback", found=True, rollback=detail)
             return facts
     return {"topic": "rollback", "found": False, "env": env, "service": service}
+
+
+def route_facts(bus: EventBus, runs: list[Run], *, strategy: str, env: str | None,
+                service: str | None) -> dict[str, Any]:
+    """The newest run whose risk route chose ``strategy`` (else the newest route), with its inputs and why."""
+    found: tuple[Run, list[Event], Event] | None = None
+    for run in runs:
+        events = bus.replay(run.id)
+        routes = [e for e in events if e.type == EventType.ROUTE_DECIDED]
+        if routes and (found is None or (routes[-1].data.get("chosen") or {}).get("strategy") == strategy):
+            found = (run, events, routes[-1])
+            if (routes[-1].data.get("chosen") or {}).get("strategy") == strategy:
+                break
+    if found is None:
+        return {"topic": "route", "found": False, "env": env, "service": service}
+    run, events, route = found
+    facts = run_facts(run, events)
+    keys = ("risk", "reasons", "requested", "chosen", "default", "policy", "why", "summary", "nothing_to_do")
+    facts.update(topic="route", found=True, asked_about=strategy, route={k: route.data.get(k) for k in keys})
+    return facts
 
 
 def last_run_facts(bus: EventBus, runs: list[Run], *, env: str | None, service: str | None,
@@ -227,6 +249,8 @@ def render(facts: dict[str, Any]) -> str:
         return texts.nothing_found(facts)
     if facts["topic"] == "status":
         return texts.status(facts)
+    if facts["topic"] == "route":
+        return texts.route(facts)
     if facts["topic"] == "rollback" or facts.get("rollback"):
         return texts.rollback(facts)
     return texts.run(facts)

@@ -24,6 +24,8 @@ def nothing_found(facts: dict[str, Any]) -> str:
     topic = facts.get("topic")
     if topic == "rollback":
         return f"I found no rollback {_scope(facts)} in the recent event log."
+    if topic == "route":
+        return f"I found no run {_scope(facts)} whose path was decided from its risk in the recent event log."
     if facts.get("run_id"):
         return f"I found no run {facts['run_id']}."
     if topic == "status":
@@ -53,6 +55,23 @@ def rollback(facts: dict[str, Any]) -> str:
     elif rb.get("automatic"):
         lines.append("The rollback was automatic.")
     return "\n".join(line for line in lines if line)
+
+
+def route(facts: dict[str, Any]) -> str:
+    """Why a run took its path: the risk, the policy, the ask and the choice, from its route_decided event."""
+    rt = facts.get("route") or {}
+    services = ", ".join(facts.get("services") or []) or "no service"
+    head = f"Run {facts['run_id']} ({services} to {facts.get('env')}, {_who(facts)})"
+    if rt.get("nothing_to_do"):
+        return f"{head} built and deployed nothing: {rt['summary']}"
+    went = (rt.get("chosen") or {}).get("strategy") or "?"
+    lines = [f"{head} went {went}: {rt.get('summary')}.",
+             f"The change was {rt.get('risk')} risk: {'; '.join(rt.get('reasons') or []) or 'no reason given'}."]
+    if rt.get("requested"):
+        lines.append(f"{rt['requested']} was asked for.")
+    if facts.get("asked_about") and facts["asked_about"] != went:
+        lines.append(f"No recent run went {facts['asked_about']}; this is the newest decided path.")
+    return "\n".join(lines)
 
 
 def _versions_line(rb: dict[str, Any]) -> str:

@@ -156,7 +156,7 @@ def plan_for(ctx: AgentContext, service: str, image: dict[str, Any], pause_s: fl
     return Plan(service=service, env=ctx.run.env, image=image["image"], version=image["version"],
                 ref=image.get("ref"), run_id=ctx.run.id, health=spec.health, port_hint=spec.port,
                 extra_env={**spec.env_dict(), **_dependency_urls(ctx, spec.depends_on)},
-                strategy=strategy, steps=list(canary.steps),
+                strategy=strategy, steps=ctx.run.canary_steps or list(canary.steps),  # the risk route's, if any
                 pause_s=canary.analysis_interval if pause_s is None else pause_s,
                 keep_s=config.deployment.blue_green.keep_previous, replicas=spec.replicas,
                 metrics_path=spec.metrics)

@@ -78,8 +78,9 @@ def policy_from_config(config: ProjectConfig, **overrides: object) -> Policy:
 
 
 def policy_for(ctx: AgentContext) -> Policy:
-    """The policy of the run's project."""
-    return policy_from_config(ctx.config)
+    """The policy of the run's project, with the watch the risk route chose for the run (if it chose one)."""
+    watch = {} if ctx.run.watch_s is None else {"watch_s": ctx.run.watch_s}
+    return policy_from_config(ctx.config, **watch)
 
 
 def alert_thresholds(config: ProjectConfig) -> dict[str, float]:

@@ -60,6 +60,7 @@ APPROVAL_DONE = {"approval_granted": ":white_check_mark: Approved by {who}.",
 PLAN = ":clipboard: Plan: {stages}{strategy}. Each step reports here."
 MILESTONES = {
     "risk_classified": ":mag: Risk *{risk}*{reasons}",
+    "route_decided": ":twisted_rightwards_arrows: Path: {summary}",
     "code_analysis_result": "{pass_icon} Code analysis: {summary}",
     "test_results": "{pass_icon} Tests: {summary}",
     "build_ready": "{pass_icon} Build: {summary}",

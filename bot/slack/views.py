@@ -90,7 +90,7 @@ def approval(run: Run, event: Event) -> tuple[str, list[dict[str, Any]]]:
         commit=f" (commit `{escape(str(data['commit'])[:7])}`)" if data.get("commit") else "",
         requester=who(data.get("requester") or run.requested_by),
         approvers=", ".join(who(a) for a in data.get("approvers") or []) or "anyone allowed",
-        deadline=deadline, left=_left(deadline))
+        deadline=deadline, left=_left(deadline)) + (f"\n{escape(data['message'])}" if data.get("message") else "")
     value = f"{run.id}|{data.get('commit') or ''}"
     buttons = {"type": "actions", "block_id": f"approval:{run.id}", "elements": [
         _button("Approve", APPROVE, value, "primary"), _button("Reject", REJECT, value, "danger")]}

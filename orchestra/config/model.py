@@ -15,6 +15,7 @@ from orchestra.config.environments import EnvironmentPolicy, Environments, Strat
 from orchestra.config.graph import check_services, topological_order
 from orchestra.config.identities import Identities
 from orchestra.config.paths import RepoPath
+from orchestra.config.risk_policy import RiskPolicy, rising_to_100
 from orchestra.config.sections import (
     DEFAULT_DOCKERFILE,
     Alert,
@@ -119,11 +120,7 @@ class Canary(StrictModel):
     @field_validator("steps")
     @classmethod
     def _rising_to_100(cls, steps: list[int]) -> list[int]:
-        if not steps or any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)) \
-                or steps[-1] != 100:
-            raise ValueError(f"{steps} is not a canary plan; give rising percentages of traffic "
-                             "between 1 and 100 that end at 100, e.g. [10, 50, 100]")
-        return steps
+        return rising_to_100(steps)
 
 
 class BlueGreen(StrictModel):
@@ -176,6 +173,7 @@ class ProjectConfig(StrictModel):
     rollback: Rollback = Field(default_factory=Rollback)
     observability: Observability = Field(default_factory=Observability)
     chatops: ChatOps = Field(default_factory=ChatOps)
+    risk: RiskPolicy = Field(default_factory=RiskPolicy)  # policy: read from the trusted source
     environments: Environments = Field(default_factory=lambda: Environments.model_validate({}))
     identities: Identities = Field(default_factory=Identities)
     _source: Path | None = PrivateAttr(default=None)

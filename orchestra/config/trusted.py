@@ -1,13 +1,15 @@
 """The trusted policy: the gate of each environment and the identities, from a source the deploy cannot change.
 
 A branch may change how it is built and deployed; it may not change who may deploy or approve it, whether
-it needs an approval, or when deploys are frozen. :class:`TrustedPolicy` holds those fields as read from
+it needs an approval, when deploys are frozen, or the path each risk level takes (``risk:``, read whole from
+the trusted source: a branch could otherwise drop the approval its own risky change forces).
+:class:`TrustedPolicy` holds those fields as read from
 the served repository's default branch (or the operator's policy file); :meth:`TrustedPolicy.govern`
 puts them over a branch's configuration and :meth:`TrustedPolicy.differences` says what the branch tried.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -19,13 +21,14 @@ from orchestra.config.identities import Identities
 from orchestra.config.loader import _Loader
 from orchestra.config.model import ProjectConfig
 from orchestra.config.problems import duplicate_keys, expand, field_path, line_of
+from orchestra.config.risk_policy import RiskPolicy
 from orchestra.errors import ConfigError
 
 # The gate: what the trusted source decides. Everything else (strategy, cluster, demo traffic) is a deploy
 # parameter the branch may set.
 GATE_FIELDS = ("branches", "approval_required", "approvers", "deployers", "allow_self_approval",
                "approval_timeout", "freeze")
-POLICY_SECTIONS = ("environments", "identities")
+POLICY_SECTIONS = ("environments", "identities", "risk")
 
 
 class PolicyFile(StrictModel):
@@ -33,30 +36,32 @@ class PolicyFile(StrictModel):
 
     environments: Environments = Field(default_factory=lambda: Environments.model_validate({}))
     identities: Identities = Field(default_factory=Identities)
+    risk: RiskPolicy = Field(default_factory=RiskPolicy)
 
 
 @dataclass(frozen=True)
 class TrustedPolicy:
-    """The environments' gates and the identities, and where they were read (for people to see)."""
+    """The environments' gates, the identities and the risk paths, and where they were read (for people to see)."""
 
     environments: Environments
     identities: Identities
     source: str
+    risk: RiskPolicy = field(default_factory=RiskPolicy)
 
     @classmethod
     def of(cls, config: ProjectConfig | PolicyFile, source: str) -> TrustedPolicy:
-        return cls(config.environments, config.identities, source)
+        return cls(config.environments, config.identities, source, config.risk)
 
     def environment(self, name: str) -> EnvironmentPolicy:
         return self.environments.get(name)
 
     def govern(self, config: ProjectConfig) -> ProjectConfig:
-        """``config`` with every environment's gate and the identities replaced by the trusted ones."""
+        """``config`` with every environment's gate, the identities and the risk paths replaced by the trusted ones."""
         envs = {name: config.environment(name).model_copy(update={f: getattr(self.environment(name), f)
                                                                    for f in GATE_FIELDS})
                 for name in self.environments.names()}
         return config.model_copy(update={"environments": Environments.model_construct(None, **envs),
-                                         "identities": self.identities})
+                                         "identities": self.identities, "risk": self.risk})
 
     def differences(self, config: ProjectConfig) -> list[str]:
         """How the policy sections ``config``'s file gives differ from the trusted ones (none if it gives none)."""
@@ -70,6 +75,8 @@ class TrustedPolicy:
                         found.append(f"`{name}.{field}` is {here} here, {there} in the trusted policy")
         if "identities" in config.model_fields_set and config.identities != self.identities:
             found.append("`identities` differ from the trusted policy's")
+        if "risk" in config.model_fields_set and config.risk != self.risk:
+            found.append("`risk` differs from the trusted policy's")
         return found
 
 
@@ -101,7 +108,7 @@ def _parse_policy(text: str, filename: str, whole_file: bool) -> PolicyFile:
         errors: list[Any] = list(exc.errors())
         for loc, msg in expand(errors):
             if len(loc) == 1 and str(loc[0]) not in POLICY_SECTIONS:
-                msg = "is not policy; a policy file holds only `environments` and `identities`"
+                msg = "is not policy; a policy file holds only `environments`, `identities` and `risk`"
             problems.append(f"{filename}:{line_of(root, loc)}: {field_path(loc)}: {msg}")
     if problems:
         raise ConfigError(problems)

@@ -65,9 +65,19 @@ def short_watch(repo: Path) -> None:
     config.write_text(config.read_text().replace("watch: 30s", "watch: 8s"))
 
 
+def backend_change(note: str) -> Callable[[Path], None]:
+    """A change of the backend's code: medium risk, so the run takes the environment's own path (a change
+    of the configuration alone is high risk and waits for an approval; documentation alone builds nothing)."""
+    def change(repo: Path) -> None:
+        app = repo / "backend" / "app.py"
+        app.write_text(app.read_text() + f"# {note}\n")
+    return change
+
+
 def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_version(
         deploy_settings: Settings, demo_repo: Path, redis: Redis) -> None:
     commit_on(demo_repo, "short-watch", "main", short_watch)
+    commit_on(demo_repo, "short-watch", "short-watch", backend_change("v1"))
     first = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "short-watch", "--env", "staging",
                     "--user", "U0ALICE")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -83,7 +93,7 @@ def test_a_staging_run_goes_live_and_a_rollback_run_restores_the_previous_versio
     backend = live["live"]["backend"]["current"]
     assert backend["image"].endswith(f"shop-backend:{first_commit[:7]}") and backend["ref"] == "short-watch"
 
-    commit_on(demo_repo, "v2", "short-watch", lambda repo: (repo / "backend" / "CHANGELOG.md").write_text("v2\n"))
+    commit_on(demo_repo, "v2", "short-watch", backend_change("v2"))
     second = run_cli(deploy_settings, "run", "--repo", str(demo_repo), "--ref", "v2", "--env", "staging",
                      "--service", "backend", "--user", "U0ALICE")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

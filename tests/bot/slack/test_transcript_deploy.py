@@ -40,7 +40,11 @@ def _demo_repo(root: Path) -> Path:
     start = next(i for i, line in enumerate(lines) if line.strip() == "freeze:")
     text = "\n".join(lines[:start] + lines[start + 6:]) + "\n"
     config.write_text(text.replace("watch: 30s", "watch: 8s"))  # the observe stage's watch window
-    for args in (["commit", "-qam", "No freeze for the test"], ["branch", "-f", "hotfix-v2", "main"]):
+    for args in (["commit", "-qam", "No freeze for the test"], ["checkout", "-q", "-B", "hotfix-v2", "main"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    app = repo / "frontend" / "app.py"  # the release is a code change (medium risk: each environment's own
+    app.write_text(app.read_text() + "# the release\n")  # path), not the configuration change (high risk)
+    for args in (["commit", "-qam", "The release"], ["checkout", "-q", "main"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True)
     return repo
 
