@@ -12,7 +12,7 @@ from typing import Any
 
 from redis import Redis
 
-from handlers import cancel, deploy, explain, help, history, pin, rollback, status
+from handlers import cancel, deploy, explain, flaky, help, history, pin, rollback, status
 from handlers.reply import Reply, ReplyKind, Who
 from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.intents import Intent, IntentKind
@@ -26,7 +26,7 @@ ACTIONS = (IntentKind.DEPLOY, IntentKind.ROLLBACK, IntentKind.CANCEL)
 HANDLERS: dict[IntentKind, Any] = {
     IntentKind.DEPLOY: deploy.handle, IntentKind.ROLLBACK: rollback.handle, IntentKind.STATUS: status.handle,
     IntentKind.HISTORY: history.handle, IntentKind.EXPLAIN: explain.handle, IntentKind.HELP: help.handle,
-    IntentKind.UNPIN: pin.handle,
+    IntentKind.UNPIN: pin.handle, IntentKind.FLAKY: flaky.handle,
 }
 
 
@@ -48,7 +48,7 @@ def handle(parsed: Parsed, who: Who, *, redis: Redis, settings: Settings) -> Rep
 
 def _handle(parsed: Parsed, intent: Intent, who: Who, *, redis: Redis, settings: Settings) -> Reply:
     kind = intent.kind
-    if parsed.problem and (kind in ACTIONS or kind == IntentKind.UNKNOWN):
+    if parsed.problem and (kind in ACTIONS or kind in (IntentKind.UNKNOWN, IntentKind.FLAKY)):
         _audit_refusal(redis, who, intent, parsed.problem)
         return Reply(ReplyKind.REFUSED, parsed.problem)
     if parsed.needs_confirmation:

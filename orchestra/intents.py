@@ -29,6 +29,7 @@ class IntentKind(StrEnum):
     VALIDATE = "validate"  # pre-merge checks of a pull request
     PLAN = "plan"
     UNPIN = "unpin"  # release a pin set by a failed rollback's "Pin" button
+    FLAKY = "flaky"  # a service's flaky tests, from the test stage's record
     UNKNOWN = "unknown"
 
 

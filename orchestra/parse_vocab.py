@@ -35,7 +35,7 @@ COMMANDS = {  # what a near miss of a command word suggests
 SLASH_KINDS = {
     "deploy": IntentKind.DEPLOY, "rollback": IntentKind.ROLLBACK, "status": IntentKind.STATUS,
     "history": IntentKind.HISTORY, "help": IntentKind.HELP, "explain": IntentKind.EXPLAIN,
-    "cancel": IntentKind.CANCEL, "why": IntentKind.EXPLAIN, "unpin": IntentKind.UNPIN,
+    "cancel": IntentKind.CANCEL, "why": IntentKind.EXPLAIN, "unpin": IntentKind.UNPIN, "flaky": IntentKind.FLAKY,
 }
 # Words that may open a polite imperative before the verb ("please", "can you", "let's").
 LEADING_FILLERS = {

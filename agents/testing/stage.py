@@ -7,10 +7,12 @@ import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agents.analysis.risk import RiskLevel
 from agents.context import AgentContext, StageResult
 from agents.pysource import SKIP_DIRS
+from agents.testing import flaky, flaky_record
 from agents.testing.testgen import generate_tests
 from agents.testing.venvs import ensure_venv, run_python
 from orchestra.config.model import Testing
@@ -42,10 +44,12 @@ class ServiceTests:
     failures: list[Failure] = field(default_factory=list)
     note: str = ""
     runner: str = "pytest"  # vitest or jest for a Node service
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # flaky, broken, quarantined: agents.testing.flaky
+    tolerated: int = 0  # failing tests that do not block (flaky, quarantined); ``failures`` holds the others
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.errors == 0
+        return self.failed + self.errors <= self.tolerated
 
 
 def run(ctx: AgentContext) -> StageResult:
@@ -93,7 +97,10 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     home = ctx.workspace / (ctx.config.service(service).path or ".")
     from agents.testing import node  # imported here: it builds this module's ServiceTests
     if node.is_node_service(home):
-        return node.test_service(ctx, service, home)
+        tested = node.test_service(ctx, service, home)
+        flaky.settle_node(ctx, tested)
+        _record(ctx, tested, passed=[])
+        return tested
     if not has_tests(home):
         ctx.progress(f"{service}: no tests found")
         return ServiceTests(service, ran=False, note="no tests found")
@@ -108,6 +115,9 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
                         f"--junitxml={reports / 'junit.xml'}", *extra],
                cwd=home, settings=ctx.settings, timeout=ctx.config.testing.timeout, writable=[reports])
     result = read_junit(service, reports / "junit.xml")
+    flaky.settle(ctx, result, junit=reports / "junit.xml", python=python, home=home, reports=reports)
+    _record(ctx, result, passed=[c.test for c in flaky.cases(reports / "junit.xml", home)
+                                 if c.test and c.outcome == "passed"])
     cov = run_python(python, ["-m", "coverage", "json", f"--data-file={reports / '.coverage'}",
                               "-o", str(reports / "coverage.json")], cwd=home, settings=ctx.settings, timeout=120,
                      writable=[reports])
@@ -115,6 +125,13 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
         result.coverage = round(json.loads((reports / "coverage.json").read_text())["totals"]
                                 ["percent_covered"], 1)
     return result
+
+
+def _record(ctx: AgentContext, result: ServiceTests, *, passed: list[str]) -> None:
+    """Add this run's failing tests (and the suite runs of those already recorded) to the service's record."""
+    if result.decisions or passed:
+        flaky_record.update(ctx.redis, ctx.config.project.name, result.service, run_id=ctx.run.id,
+                            decisions=result.decisions, passed=passed)
 
 
 def pytest_args(testing: Testing) -> list[str]:
@@ -169,16 +186,20 @@ def _verdict(results: list[ServiceTests]) -> StageResult:
     ran = [r for r in results if r.ran]
     failed = [r for r in ran if not r.ok]
     total = {k: sum(getattr(r, k) for r in ran) for k in ("passed", "failed", "errors", "skipped")}
+    decisions = [d for r in ran for d in r.decisions]
+    total.update({v: sum(d["verdict"] == v for d in decisions) for v in ("flaky", "broken", "quarantined")})
     covs = [r.coverage for r in ran if r.coverage is not None]
     data = {"services": {r.service: {**asdict(r), "ok": r.ok} for r in results}, "counts": total,
             "coverage": round(sum(covs) / len(covs), 1) if covs else None}
     if failed:
         first = failed[0].failures[0] if failed[0].failures else None
         where = f"{first.test} ({first.file}:{first.line}): {first.message}" if first else failed[0].note
-        summary = f"{total['failed'] + total['errors']} test(s) failed; first: {where}"
+        summary = f"{sum(len(r.failures) for r in failed)} test(s) failed; first: {where}"
     elif not ran:
         summary = "no tests found in any service"
     else:
         summary = f"{total['passed']} passed, {total['skipped']} skipped" + \
             (f", coverage {data['coverage']}%" if covs else "")
+    if flaky.summary(decisions):
+        summary += f"; {flaky.summary(decisions)}"
     return StageResult(not failed, summary, data)

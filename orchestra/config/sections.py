@@ -66,11 +66,35 @@ class Build(StrictModel):
                              f"`path: {value}` under deployment.services instead")
         return value
 
+MAX_TEST_ID = 300
+
+
 class Testing(StrictModel):
+    """How services are tested. A failing test is re-run alone ``reruns`` times: one that then passes is
+    flaky and blocks only with ``flaky_blocks``; ``quarantine`` names tests (pytest node ids relative to the
+    service folder, ``tests/test_x.py::test_y``; Node ``file > name``) run and reported, never blocking."""
+
     enabled: bool = True
     framework: Literal["pytest", "unittest", "jest", "mocha", "go", "junit", "npm", "custom"] = "pytest"
     command: str | None = None
     timeout: Duration = 600.0
+    reruns: int = Field(default=2, ge=0, le=10, strict=True)
+    quarantine: list[str] = Field(default_factory=list)
+    flaky_blocks: bool = Field(default=False, strict=True)
+
+    @field_validator("quarantine")
+    @classmethod
+    def _test_ids(cls, ids: list[str]) -> list[str]:
+        for test in ids:
+            if not test.strip() or len(test) > MAX_TEST_ID or any(ord(c) < 32 for c in test) \
+                    or ("::" not in test and " > " not in test) or test.startswith(("-", "/", "@")):
+                raise ValueError(f"testing.quarantine: `{test[:80]}` is not a test id; write a pytest node id "
+                                 "relative to the service folder (`tests/test_pay.py::test_retry`) or, for a Node "
+                                 f"service, `file > name` (`src/pay.test.js > retries`), one line, at most "
+                                 f"{MAX_TEST_ID} characters")
+        if len(set(ids)) != len(ids):
+            raise ValueError("testing.quarantine names a test twice; list each test once")
+        return ids
 
 
 class Infrastructure(StrictModel):
