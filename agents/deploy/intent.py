@@ -28,11 +28,14 @@ from orchestra.locks import Fence
 INTENT_KEY = "orchestra:deploy-intent:{service}:{env}"  # JSON DeployIntent
 RUN_INTENTS = "orchestra:deploy-intents:{run_id}"  # set of "service:env" the run has intents for
 ALL_INTENTS = "orchestra:deploy-intents"  # set of "service:env" with an intent
+TAKEN_OVER = "orchestra:deploy-taken-over:{run_id}"  # the reconciler has begun: the run's deploy writes no more
+TAKEN_OVER_TTL_S = 7 * 24 * 3600
 STARTING, SHIFTING, LIVE = "starting", "shifting", "live"
 PHASES = (STARTING, SHIFTING, LIVE)
 
-# KEYS: intent, lock, run index, all; ARGV: run id, token, intent JSON, member.
+# KEYS: intent, lock, run index, all, taken over; ARGV: run id, token, intent JSON, member.
 _WRITE = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 'the reconciler has taken its deploy over' end
 local raw = redis.call('GET', KEYS[2])
 if not raw then return 'nobody holds the deploy lock' end
 local lock = cjson.decode(raw)
@@ -111,9 +114,10 @@ def record(redis: Redis, intent: DeployIntent) -> DeployIntent:
     """Store ``intent`` if its run owns the service's lock with its token; else :class:`IntentRefused`."""
     intent = intent.model_copy(update={"updated_at": time.time()})
     member = f"{intent.service}:{intent.env}"
-    answer = as_text(redis.eval(_WRITE, 4, key(intent.service, intent.env),
+    answer = as_text(redis.eval(_WRITE, 5, key(intent.service, intent.env),
                                 LOCK_KEY.format(service=intent.service, env=intent.env),
                                 RUN_INTENTS.format(run_id=intent.run_id), ALL_INTENTS,
+                                TAKEN_OVER.format(run_id=intent.run_id),
                                 intent.run_id, intent.token, intent.model_dump_json(), member))
     if answer == "ok":
         return intent
@@ -155,6 +159,12 @@ def went_live(fence: Fence, service: str, env: str) -> None:
     if current is not None and current.run_id == fence.run_id:
         record(fence.redis, current.model_copy(update={"phase": LIVE, "weight": 100,
                                                         "token": fence.tokens.get(service, -1)}))
+
+
+def take_over(redis: Redis, run_id: str) -> None:
+    """The reconciler begins: from now on ``run_id``'s deploy (a worker that was only paused, and wakes)
+    records no intent, so it moves no traffic."""
+    redis.set(TAKEN_OVER.format(run_id=run_id), "1", ex=TAKEN_OVER_TTL_S)
 
 
 def clear(redis: Redis, run_id: str, service: str, env: str) -> bool:

@@ -39,6 +39,7 @@ LOCK_TTL_S = 600  # a worker's start-up reconcile of an ended run's intent
 def run(ctx: AgentContext) -> StageResult:
     """The reconcile job of a deploy stage whose worker died: every intent the run left is undone, and the
     stage fails with a summary of what was found and done."""
+    intent.take_over(ctx.redis, ctx.run.id)  # a worker that was only paused moves nothing from here on
     left = intent.of_run(ctx.redis, ctx.run.id)
     if not left:  # a reconcile that had finished when its own worker died
         return StageResult(False, "the worker running deploy stopped in the middle of it; nothing it started is "

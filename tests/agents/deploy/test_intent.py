@@ -85,3 +85,16 @@ def test_every_weight_change_is_recorded_before_the_traffic_moves(redis: Redis) 
     with pytest.raises(StageFailed, match="no longer holds the deploy lock"):
         shift.to(100, step=3)  # a run without its lock moves nothing
     assert len(spy.seen) == 3
+
+
+def test_once_the_reconciler_took_over_a_paused_worker_that_wakes_moves_nothing(redis: Redis) -> None:
+    fence = _admitted(redis, "U0ALICE", ttl_s=60)
+    _starting(redis, fence, "v2")
+    spy = Spy(redis)
+    shift = Shift(spy, _release("v2", fence.run_id), _release("v1", "r-before"), lambda step, split: None,
+                  service="api", env="staging", fence=fence)
+    shift.to(10, step=1)
+    intent.take_over(redis, fence.run_id)  # what the reconcile job does first, while the run still holds its lock
+    with pytest.raises(intent.IntentRefused, match="the reconciler has taken its deploy over"):
+        shift.to(50, step=2)
+    assert spy.seen == [("shifting", 1, 10)]
