@@ -210,3 +210,26 @@ def test_a_risk_canary_that_would_outlast_the_deploy_job_is_refused(redis: Redis
     with pytest.raises(StageFailed, match="the high-risk path cannot be deployed: a canary of 4 steps"):
         record(ctx, classify_risk(MIGRATION))
     assert RunStore(redis).get(run.id).canary_steps is None and not EventBus(redis).replay(run.id)
+
+
+def test_the_thread_shows_the_path_and_why_the_approval_is_asked() -> None:
+    from bot.slack import views
+    from orchestra.events import Event
+
+    route = decide(classify_risk(["backend/migrations/<!channel>.sql"]), RiskPolicy(), BLUE_GREEN,
+                   requested="blue-green")
+    line = views.milestone(Event(run_id="r-1", type=EventType.ROUTE_DECIDED, actor="analyze", data=route.event_data()))
+    assert line is not None and line.startswith(":twisted_rightwards_arrows: Path: canary 5%→25%→50%→100%, watch 15m")
+    assert "&lt;!channel&gt;" in line and "<!channel>" not in line  # a file name is not markup
+    run = Run(requested_by="U0CAROL", repo="shop", services=["backend"], env="staging")
+    asked = Event(run_id=run.id, type=EventType.APPROVAL_REQUESTED, actor="orchestra", data={
+        "stage": "deploy", "approvers": ["U0BOB"], "deadline": 2_000_000_000, "message": route.approval_reason})
+    text, _ = views.approval(run, asked)
+    assert text.endswith("&lt;!channel&gt;.sql)) asks for an approval (risk.high.approval)")
+
+
+def test_an_operators_policy_file_may_hold_risk() -> None:
+    policy = parse_policy("risk:\n  medium: {approval: true}\n", filename="/etc/orchestra/policy.yaml")
+    assert policy.risk.medium.approval and policy.risk.high == RiskPolicy().high
+    with pytest.raises(ConfigError, match="holds only `environments`, `identities` and `risk`"):
+        parse_policy("deployment: {}\n", filename="/etc/orchestra/policy.yaml")
