@@ -12,9 +12,9 @@ from pydantic import Field, field_validator, model_validator
 
 from orchestra.config.environments import StrictModel
 from orchestra.config.types import Duration, did_you_mean
+from orchestra.limits import WATCH_MAX_S
 
 STRATEGY_ORDER = ("rolling", "blue-green", "canary")  # from the laxest to the strictest
-MAX_WATCH_S = 86_400.0
 
 
 def rising_to_100(steps: list[int]) -> list[int]:
@@ -49,9 +49,10 @@ class RiskPath(StrictModel):
 
     @field_validator("watch")
     @classmethod
-    def _at_most_a_day(cls, value: float | None) -> float | None:
-        if value is not None and value > MAX_WATCH_S:
-            raise ValueError(f"a watch of {value:g}s is longer than a day; give at most 24h")
+    def _as_long_as_a_watch_may_last(cls, value: float | None) -> float | None:
+        if value is not None and value > WATCH_MAX_S:
+            raise ValueError(f"a watch of {value:g}s is longer than the {WATCH_MAX_S}s a watch may last; "
+                             f"give at most {WATCH_MAX_S // 3600}h")
         return value
 
     @model_validator(mode="after")

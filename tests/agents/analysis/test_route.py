@@ -116,7 +116,7 @@ REFUSED = [  # (the risk section, what the error says)
     ("risk:\n  low: {strategy: blue-green, canary_steps: [5, 100]}\n",
      "canary_steps act only with `strategy: canary` (this level's strategy is blue-green)"),
     ("risk:\n  medium: {canary_steps: [5, 100]}\n", "canary_steps act only with `strategy: canary`"),
-    ("risk:\n  high: {watch: 2d}\n", "longer than a day; give at most 24h"),
+    ("risk:\n  high: {watch: 13h}\n", "longer than the 43200s a watch may last; give at most 12h"),
     ("risk:\n  high: {watch: -5}\n", "is negative"),
     ("risk:\n  high: {watch: soon}\n", "`soon` is not a duration"),
     ("risk:\n  high: {approval: maybe}\n", "risk.high.approval"),
