@@ -115,6 +115,7 @@ def prove(box: Box, attempts: list[Attempt]) -> list[Attempt]:
     """Keep the attempts that pass on the current code and fail against a mutant of their target."""
     live = [a for a in attempts if not a.reason]
     for attempt in live:
+        (box.work / attempt.file).parent.mkdir(parents=True, exist_ok=True)  # a service with no tests folder yet
         (box.work / attempt.file).write_text(attempt.code)
     for attempt, outcome in zip(live, _outcomes(box, [a.file for a in live]), strict=True):
         if not outcome.ok:
@@ -176,9 +177,10 @@ def _rule_attempts(box: Box, file: str, group: list[jsfuncs.JsFunction], runner:
     """Probe one module's targets, then a characterization test for each that showed stable results."""
     text = (box.work / file).read_text(errors="replace")
     esm = _esm(text, file, manifest, box.work, runner)
-    probe = f"{_test_dir(box.work)}/orchestra_probe{_suffix_for(file)}"
+    probe = f"{_test_dir(box.work)}/orchestra_probe{_suffix_for(file, box.work)}"
     out = box.reports / f"probe-{box.runs}.json"
     cases = {f.name: node_probe.candidate_inputs(f, text[f.body[0]:f.body[1]]) for f in group}
+    (box.work / probe).parent.mkdir(parents=True, exist_ok=True)
     (box.work / probe).write_text(node_probe.probe_file(_spec(probe, file), cases, str(out), runner=runner, esm=esm))
     try:
         outcome = _outcomes(box, [probe])[0]
@@ -187,7 +189,7 @@ def _rule_attempts(box: Box, file: str, group: list[jsfuncs.JsFunction], runner:
         (box.work / probe).unlink(missing_ok=True)
     attempts = []
     for function in group:
-        test = f"{_test_dir(box.work)}/orchestra_gen_{_slug(function)}{_suffix_for(file)}"
+        test = f"{_test_dir(box.work)}/orchestra_gen_{_slug(function)}{_suffix_for(file, box.work)}"
         spec = _spec(test, file)
         code = node_probe.characterization_test(function, spec, (seen or {}).get(function.name, []),
                                                 runner=runner, esm=esm)
@@ -203,7 +205,7 @@ def _llm_attempts(target: jsfuncs.JsFunction, work: Path, llm: LLM, runner: str,
     spec = _spec(base, target.file)
     written = node_llm.ask(target, (work / target.file).read_text(errors="replace"), spec, llm,
                            runner=runner, run_id=run_id)
-    return [Attempt(target, code, "llm", f"{base}_{i}{_suffix_for(target.file)}", spec, reason)
+    return [Attempt(target, code, "llm", f"{base}_{i}{_suffix_for(target.file, work)}", spec, reason)
             for i, (code, reason) in enumerate(written)]
 
 
@@ -244,16 +246,24 @@ def _by_file(targets: Iterable[jsfuncs.JsFunction]) -> list[tuple[str, list[jsfu
 
 def _test_dir(work: Path) -> str:
     """Where the service keeps its tests (so the runner's include patterns find generated ones too)."""
-    found = sorted(p for p in work.rglob("*") if TEST_FILE.search(p.name) and "node_modules" not in p.parts)
+    found = _own_tests(work)
     return found[0].parent.relative_to(work).as_posix() if found else "tests"
 
 
-def _suffix_for(module: str) -> str:
-    return ".test.ts" if module.endswith((".ts", ".mts", ".cts")) else ".test.js"
+def _suffix_for(module: str, work: Path) -> str:
+    """``.test.js`` (``.ts`` for a TypeScript module), or ``.spec.…`` when that is how the service names its tests."""
+    found = _own_tests(work)
+    kind = TEST_FILE.search(found[0].name).group(1) if found else "test"  # type: ignore[union-attr]
+    return f".{kind}.ts" if module.endswith((".ts", ".mts", ".cts")) else f".{kind}.js"
+
+
+def _own_tests(work: Path) -> list[Path]:
+    return sorted(p for p in work.rglob("*") if TEST_FILE.search(p.name) and "node_modules" not in p.parts
+                  and not p.name.startswith("orchestra_"))
 
 
 def _test_suffix(file: str) -> str:
-    return file[file.index(".test."):]
+    return file[file.rindex(".", 0, file.rindex(".")):]
 
 
 def _spec(test_file: str, module: str) -> str:

@@ -21,6 +21,7 @@ from agents.context import AgentContext
 from agents.testing import jsfuncs, node
 from agents.testing import stage as test_agent
 from agents.testing.report import TestGenReport
+from agents.testing.stage import ServiceTests
 from agents.testing.stage import test_service as run_service_tests
 from agents.testing.testgen_node import find_targets, generate_node_tests
 from jobs.graph import TEST
@@ -59,6 +60,11 @@ export function covered(a, b) {
   return a + b;
 }
 """
+FEES = """export function shipping(weight: number, express: boolean = false): number {
+  const base: number = weight <= 2 ? 5 : 9;
+  return express ? base * 2 : base;
+}
+"""
 OWN_TEST = """import { expect, it } from "vitest";
 import { covered } from "../src/pricing.js";
 
@@ -92,6 +98,16 @@ def ctx_for(repo: Path, settings: Settings, redis: Redis, run: Run | None = None
                         config=load_config(repo), actor="test")
 
 
+def committed_run(repo: Path, redis: Redis) -> Run:
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@x",
+                                                             "commit", "-qm", "shop"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return RunStore(redis).create(Run(kind="validate", source="cli", requested_by="cli:test", repo=str(repo),
+                                      ref=sha, commit=sha, services=["web"]))
+
+
 def generate(repo: Path, settings: Settings, redis: Redis, tmp_path: Path, **kwargs: Any) -> TestGenReport:
     """The service's own tests first (their coverage says what is uncalled), then generation."""
     ctx = ctx_for(repo, settings, redis)
@@ -102,17 +118,26 @@ def generate(repo: Path, settings: Settings, redis: Redis, tmp_path: Path, **kwa
                                out_dir=tmp_path / "offer", coverage_before=ran.coverage, **kwargs)
 
 
-def test_an_uncalled_pure_function_gets_a_kept_test_that_kills_a_mutant(repo: Path, node_settings: Settings,
-                                                                        redis: Redis, tmp_path: Path) -> None:
-    report = generate(repo, node_settings, redis, tmp_path)
-    assert {c.target for c in report.candidates} == {"src/pricing.js:discount", "src/pricing.js:label"}
-    assert report.targets == 2 and report.source == "deterministic"  # covered() is called by the own test
-    kept = report.kept_files["tests/orchestra_gen_pricing_discount.test.js"]
+def test_the_stage_offers_a_kept_test_for_each_uncalled_function_that_kills_a_mutant(
+        repo: Path, node_settings: Settings, redis: Redis) -> None:
+    (repo / "web" / "src" / "fees.ts").write_text(FEES)
+    run = committed_run(repo, redis)
+    execute_stage(run.id, TEST, test_agent.run, redis=redis, settings=node_settings)
+    event = next(e for e in EventBus(redis).replay(run.id) if e.type == EventType.TEST_RESULTS)
+    web = event.data["generated"]["web"]
+    verdicts = {v["target"]: v for v in web["verdicts"]}  # covered() is called by the own test: no target
+    assert set(verdicts) == {"src/pricing.js:discount", "src/pricing.js:label", "src/fees.ts:shipping"}
+    assert verdicts["src/pricing.js:discount"]["reason"].startswith("kept: kills")
+    assert web["generator"] == "deterministic" and web["mutation_score"] > 0
+    assert web["coverage_after"] > web["coverage_before"] and "run together" not in web["note"]
+    files = web["files"]
+    assert set(files) == {"tests/orchestra_gen_pricing_discount.test.js", "tests/orchestra_gen_pricing_label.test.js",
+                          "tests/orchestra_gen_fees_shipping.test.ts"}  # TypeScript, as Vitest loads it
+    assert 'import { shipping } from "../src/fees";' in files["tests/orchestra_gen_fees_shipping.test.ts"]
+    kept = files["tests/orchestra_gen_pricing_discount.test.js"]
     assert 'import { discount } from "../src/pricing.js";' in kept and "expect(discount(101, false))" in kept
-    verdict = next(c for c in report.candidates if c.target.endswith(":discount"))
-    assert verdict.kept and verdict.mutants_killed >= 1 and verdict.reason.startswith("kept: kills")
-    assert report.coverage_after > report.coverage_before and "run together" not in report.note
-    assert (tmp_path / "offer" / "tests" / "orchestra_gen_pricing_discount.test.js").read_text() == kept
+    offered = node_settings.run_dir(run.id) / "generated-tests" / "web"
+    assert {p.relative_to(offered).as_posix(): p.read_text() for p in offered.rglob("*.*")} == files
     assert not list((repo / "web").rglob("orchestra_*"))  # offered, never written into the service
 
     # It passed with the service's own tests (the final run); added to the service, it catches a changed discount().
@@ -173,22 +198,10 @@ def test_a_module_that_loops_forever_on_import_is_stopped_and_reported(repo: Pat
     assert [p for p in os.listdir("/proc") if p.isdigit() and _runs_in(p, copies)] == []  # no worker left behind
 
 
-def test_the_stage_offers_the_kept_files_in_its_event(repo: Path, node_settings: Settings, redis: Redis) -> None:
-    for args in (["init", "-q", "-b", "main"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@x",
-                                                             "commit", "-qm", "shop"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    run = RunStore(redis).create(Run(kind="validate", source="cli", requested_by="cli:test", repo=str(repo),
-                                     ref=sha, commit=sha, services=["web"]))
-    execute_stage(run.id, TEST, test_agent.run, redis=redis, settings=node_settings)
-    event = next(e for e in EventBus(redis).replay(run.id) if e.type == EventType.TEST_RESULTS)
-    web = event.data["generated"]["web"]
-    assert set(web["files"]) == {"tests/orchestra_gen_pricing_discount.test.js",
-                                 "tests/orchestra_gen_pricing_label.test.js"}
-    assert "kept" in web["summary"] and web["mutation_score"] > 0
-    offered = node_settings.run_dir(run.id) / "generated-tests" / "web" / "tests"
-    assert sorted(p.name for p in offered.iterdir()) == sorted(Path(f).name for f in web["files"])
+def test_a_low_risk_change_skips_generation_for_node_services_too(repo: Path, node_settings: Settings,
+                                                                 redis: Redis) -> None:
+    ctx = ctx_for(repo, node_settings, redis, Run(requested_by="U0DEV", repo=str(repo), services=["web"], risk="low"))
+    assert test_agent.generate(ctx, [ServiceTests("web", ran=True, runner="vitest")]) == {}
 
 
 def test_exported_functions_are_found_in_esm_commonjs_and_typescript() -> None:
@@ -243,16 +256,19 @@ def boxed(node_settings: Settings, docker_env: DockerEnv) -> Settings:
 
 @pytest.mark.docker
 def test_in_the_box_a_writing_function_touches_nothing_and_a_looping_module_is_stopped(
-        repo: Path, boxed: Settings, redis: Redis, tmp_path: Path) -> None:
+        repo: Path, boxed: Settings, tmp_path: Path) -> None:
     host_file, service_file = tmp_path / "escaped.txt", repo / "web" / "src" / "escaped.txt"
+    shutil.rmtree(repo / "web" / "tests")  # no tests yet: the generated ones start the folder
+    (repo / "web" / "src" / "pricing.js").unlink()
     (repo / "web" / "src" / "store.js").write_text(WRITER.replace("HOST_FILE", json.dumps(str(host_file)))
                                                    .replace("SERVICE_FILE", json.dumps(str(service_file))))
     (repo / "web" / "src" / "spin.js").write_text("while (true) {}\nexport function next(n) { return n + 1; }\n")
-    report = generate(repo, boxed, redis, tmp_path, test_timeout_s=15)
+    report = generate_node_tests(repo / "web", settings=boxed, testing=load_config(repo).testing, service="web",
+                                 reports=tmp_path / "no-run", test_timeout_s=12)
     by_target = {c.target: c for c in report.candidates}
-    assert "did not finish within 15s in the sandbox" in by_target["src/spin.js:next"].reason
+    assert "did not finish within 12s in the sandbox" in by_target["src/spin.js:next"].reason
     assert by_target["src/store.js:save"].kept  # it ran (its writes failed or stayed in the box) and was pinned
-    assert by_target["src/pricing.js:discount"].kept
+    assert set(report.kept_files) == {"tests/orchestra_gen_store_save.test.js"}
     modules = node.ensure_modules(repo / "web", boxed)
     assert not host_file.exists() and not service_file.exists()
     assert not (modules / "node_modules" / "poison.js").exists()
