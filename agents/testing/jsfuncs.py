@@ -15,6 +15,7 @@ from pathlib import Path
 SOURCE_EXTENSIONS = (".js", ".mjs", ".cjs", ".ts", ".mts", ".cts")
 SKIP_PARTS = frozenset({"node_modules", "dist", "build", "coverage", ".next", "out", "tests", "test", "__tests__",
                         "__mocks__", ".git"})
+PLAIN_PATH = re.compile(r"[\w./@+-]{1,200}")  # a module path that cannot carry a sentence into a prompt
 SKIP_NAME = re.compile(r"\.(test|spec|config|d)\.[cm]?[jt]s$|^orchestra[_.]|\.orchestra-mutant-")
 NAME = r"[A-Za-z_$][\w$]*"
 DECLARATION = re.compile(rf"^[ \t]*(?P<export>export\s+)?(?:async\s+)?function\s*\*?\s*(?P<name>{NAME})\s*"
@@ -56,9 +57,11 @@ class JsMutant:
 
 
 def source_files(home: Path) -> list[Path]:
-    """The service's own JS/TS modules: no tests, components, configs, dependencies or build output."""
+    """The service's own JS/TS modules: no tests, components, configs, dependencies or build output (and no
+    file whose name is more than a plain path: it would reach the LLM's prompt as the module to import)."""
     return sorted(p for p in home.rglob("*") if p.suffix in SOURCE_EXTENSIONS and p.is_file()
-                  and not set(p.relative_to(home).parts[:-1]) & SKIP_PARTS and not SKIP_NAME.search(p.name))
+                  and not set(p.relative_to(home).parts[:-1]) & SKIP_PARTS and not SKIP_NAME.search(p.name)
+                  and PLAIN_PATH.fullmatch(p.relative_to(home).as_posix()))
 
 
 def exported_functions(text: str, file: str) -> list[JsFunction]:
