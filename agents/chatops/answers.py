@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
-from agents.chatops import texts
+from agents.chatops import texts, tolerated
 from agents.chatops.crashlog import redact, summarize
 from agents.chatops.prose import Summarizer, prose, writer_for
 from agents.deploy.targets.state import all_live, releases
@@ -75,6 +75,8 @@ def gather(intent: Intent, *, redis: Redis) -> dict[str, Any]:
     runs = matching_runs(store, env=intent.env, service=intent.service)
     if wants_rollback:
         return rollback_facts(bus, runs, env=intent.env, service=intent.service)
+    if tolerated.asks(intent.text):  # "why was that test ignored?"
+        return tolerated.facts(bus, runs, env=intent.env, service=intent.service)
     if intent.kind == IntentKind.EXPLAIN and intent.strategy:  # "why did it go canary?"
         return route_facts(bus, runs, strategy=intent.strategy, env=intent.env, service=intent.service)
     return last_run_facts(bus, runs, env=intent.env, service=intent.service,
@@ -245,6 +247,8 @@ def event_rows(store: RunStore, bus: EventBus, *, env: str | None, service: str 
 
 def render(facts: dict[str, Any]) -> str:
     """The templated answer (also the draft the LLM rewrites)."""
+    if facts.get("topic") == "tests":
+        return tolerated.render(facts)
     if not facts.get("found"):
         return texts.nothing_found(facts)
     if facts["topic"] == "status":

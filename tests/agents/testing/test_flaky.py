@@ -142,6 +142,11 @@ def test_a_test_failing_one_time_in_three_is_flaky_does_not_block_and_is_recorde
     assert "tests/test_pay.py::test_retry: failed 2 of 6 runs (33%), judged flaky in 2 run(s); last failed" \
         in reply.text and second.id in reply.text
 
+    why = handle(parse("why was that test ignored?", ["payments"]), ALICE, redis=redis, settings=boxed)
+    assert why.kind == ReplyKind.ANSWER and why.text.startswith(f"Run {second.id} (payments to staging"), why.text
+    assert "• tests/test_pay.py::test_retry (payments): flaky, failed 1 of 3 runs (failed in the suite (" in why.text
+    assert "passed alone" in why.text and "testing.flaky_blocks is off" in why.text
+
 
 @pytest.mark.docker
 def test_a_broken_test_blocks_a_quarantined_one_does_not_and_a_hostile_id_stays_text(
@@ -172,6 +177,9 @@ def test_a_broken_test_blocks_a_quarantined_one_does_not_and_a_hostile_id_stays_
     assert not sentinel.exists()  # the id reached pytest as one argument, never a shell
     line = milestone(event)
     assert line is not None and "<!channel>" not in line and "&lt;!channel&gt; $(touch" in line
+    why = handle(parse("why did the quarantined test not block?", ["payments"]), ALICE, redis=redis, settings=boxed)
+    assert "tests/test_pay.py::test_quarantined (payments): quarantined, failed 1 of 1 runs" in why.text
+    assert "it is in testing.quarantine" in why.text and "test_refund" not in why.text  # it blocked
     reply = handle(parse("/orchestra flaky payments", ["payments"]), ALICE, redis=redis,
                    settings=boxed.with_(repos=(str(repo),)))
     assert "test_hostile[&lt;!channel&gt; $(touch" in render(reply) and "<!channel>" not in render(reply)
