@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 MAX_LLM_TESTS = 5
 MAX_SOURCE_CHARS = 6000
 # What a unit test of a function has no use for, and an exfiltrating one needs: refused without running it.
-OUTSIDE = re.compile(r"""\b(?:process\s*\.\s*(?:env|exit|kill|binding|dlopen)|child_process|fetch\s*\(|XMLHttpRequest"""
-                     r"""|WebSocket|eval\s*\(|Function\s*\(|import\s*\(|globalThis)|require\s*\(\s*["'](?![./])"""
-                     r"""|from\s+["'](?![./]|vitest["']|@jest/globals["'])""")
+OUTSIDE = re.compile(r"""\b(?:process\s*(?:\.\s*(?:env|exit|kill|binding|dlopen|mainModule)|\[)|child_process"""
+                     r"""|fetch\s*\(|XMLHttpRequest|WebSocket|eval\s*\(|Function\s*\(|import\s*\(|globalThis)"""
+                     r"""|\.\s*constructor\b|require\s*\(\s*(?!["'][./])|from\s+["'](?![./]|vitest["']|@jest/globals["'])""")
 
 
 class GeneratedNodeTest(BaseModel):

@@ -18,7 +18,7 @@ import pytest
 from redis import Redis
 
 from agents.context import AgentContext
-from agents.testing import jsfuncs, node
+from agents.testing import jsfuncs, node, node_llm
 from agents.testing import stage as test_agent
 from agents.testing.report import TestGenReport
 from agents.testing.stage import ServiceTests
@@ -274,3 +274,22 @@ def test_in_the_box_a_writing_function_touches_nothing_and_a_looping_module_is_s
     assert not host_file.exists() and not service_file.exists()
     assert not (modules / "node_modules" / "poison.js").exists()
     assert not [p for p in modules.iterdir() if p.name.startswith("testgen-")]  # the copy is gone
+
+
+@pytest.mark.parametrize("line, refused", [
+    ('const env = process["env"];', "process["),
+    ("const { execSync } = require('child_process');", "require("),
+    ("const m = require(name);", "require("),
+    ('const fs = await import("node:fs");', "import("),
+    ('import { readFileSync } from "node:fs";', 'from "'),
+    ("await fetch('http://127.0.0.1:9/x');", "fetch("),
+    ("const run = (() => {}).constructor('return process')();", ".constructor"),
+    ("globalThis.secret = 1;", "globalThis"),
+])
+def test_model_tests_that_reach_outside_are_refused_unrun(line: str, refused: str) -> None:
+    spec = "../src/pricing.js"
+    code = f'import {{ it }} from "vitest";\nimport {{ discount }} from "{spec}";\nit("x", async () => {{ {line} }});\n'
+    assert node_llm.refusal(code, spec).startswith(f"refused without running it: it uses {refused}")
+    clean = code.replace(line, "expect(discount(1)).toBe(1);")
+    assert node_llm.refusal(clean, spec) == ""
+    assert node_llm.refusal(clean.replace(spec, "../src/other.js"), spec).startswith("does not import the function")
