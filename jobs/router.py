@@ -315,13 +315,13 @@ class Router:
             return
         if status == JobStatus.STARTED and not is_beating(self.redis, run.id) \
                 and time.time() - started > 2 * HEARTBEAT_TTL_S:
-            if (reconciling := self._reconciling(run)) is not None:  # traffic left mid-way: put back first
-                self._enqueue(run, reconciling)
+            if self._reconcile_instead(run, job):  # traffic left mid-way: put back first
                 return
             fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=f"{job.id}@{started}",
                        reason=f"the worker running {run.stage} stopped in the middle of it "
                               "(killed or crashed); nothing was retried")
-        elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) \
+                and not self._reconcile_instead(run, job):  # a killed work horse left traffic mid-way
             fail_stage(self.redis, run.id, run.stage or "", job_id=job.id, key=job.id,
                        reason=f"the {run.stage} job ended as {status.value}")
 
@@ -331,6 +331,19 @@ class Router:
         if run.stage != DEPLOY.name or not intent.of_run(self.redis, run.id):
             return None
         return replace(self.graph.stage(DEPLOY.name), func="jobs.tasks.reconcile", timeout=RECONCILE_S)
+
+    def _reconcile_instead(self, run: Run, job: Job) -> bool:
+        """Give the stage a reconcile job when its worker or work horse died with intents left (a reconcile
+        that failed on its own, not killed, is not run again: its failure ends the run)."""
+        reconciling = self._reconciling(run)
+        if reconciling is None:
+            return False
+        if job.func_name == reconciling.func and job.get_status() == JobStatus.FAILED:
+            result = job.latest_result()
+            if "Work-horse terminated" not in str(result.exc_string if result else ""):
+                return False
+        self._enqueue(run, reconciling)
+        return True
 
     def _concluded(self, run: Run, job: Job) -> bool:
         """Whether the stream holds ``job``'s result for the run's stage (not yet handled)."""

@@ -61,6 +61,7 @@ class Case:
     strategy: str
     slow: tuple[str, ...] = ()  # services whose v2 takes a minute to answer its health check
     reached: Callable[[Redis, docker.DockerClient], bool] = lambda redis, client: False
+    horse_only: bool = False  # kill only the work horse (as the OOM killer would): its worker lives on
     run_id: str = ""
     next_run_id: str = ""
     killed_at: float = 0.0
@@ -94,6 +95,7 @@ CASES = {
     "d-blue-green-before-the-100-move": Case(["sd"], "blue-green", slow=("sd",), reached=_starting("sd")),
     "d-blue-green-after-the-100-move": Case(["sback", "sfront"], "blue-green", slow=("sfront",),
                                             reached=_first_live_second_starting),
+    "e-work-horse-killed-at-10": Case(["sh"], "canary", reached=_at("sh", 10), horse_only=True),
 }
 
 
@@ -122,7 +124,7 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def _repo(path: Path) -> Path:
-    repo = sample_repo(path, {"sa": [], "sb": [], "sc": [], "sd": [], "sback": [], "sfront": ["sback"]})
+    repo = sample_repo(path, {"sa": [], "sb": [], "sc": [], "sd": [], "sback": [], "sfront": ["sback"], "sh": []})
     config = repo / "devops_orchestra.yaml"  # pauses long enough to kill a worker in; no metrics to judge
     config.write_text(config.read_text().replace("analysis_interval: 1s", "analysis_interval: 4s")
                       + "observability:\n  tools: []\n")
@@ -142,13 +144,30 @@ def _worker(settings: Settings, name: str, docker_url: str) -> subprocess.Popen[
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    for pid in [proc.pid, *descendants(proc.pid)]:  # the worker and its work horse
+def _kill(proc: subprocess.Popen[bytes], *, horse_only: bool = False) -> None:
+    """SIGKILL the worker and everything below it, or only its work horse (its youngest child: the other
+    one a worker may have is RQ's scheduler, started with the worker)."""
+    pids = [_youngest_child(proc.pid)] if horse_only else [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    proc.wait(timeout=10)
+    if not horse_only:
+        proc.wait(timeout=10)
+
+
+def _youngest_child(pid: int) -> int:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append((int(fields[19]), int(stat.parent.name)))  # (start time, pid)
+    assert children, f"worker {pid} has no work horse"
+    return max(children)[1]
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -195,20 +214,25 @@ def killed(docker_env: DockerEnv, images: dict[str, str], redis_url: str, cache_
             _build_ready(redis, case.next_run_id, images, {s: ("v2", "v3") for s in case.services})
         victims = {f"victim-{i}": _worker(settings, f"victim-{i}", docker_env.url) for i in range(len(CASES))}
         procs += victims.values()
-        pending = dict(CASES)
-        deadline = time.monotonic() + 60
+        pending, killed, deadline = dict(CASES), list[Case](), time.monotonic() + 60
         while pending and time.monotonic() < deadline:
             for name, case in list(pending.items()):
                 if case.reached(redis, client):
                     worker = _started_by(redis, case.run_id)
                     assert worker in victims, f"{name} is not running in a victim worker ({worker})"
-                    _kill(victims[worker])
+                    _kill(victims[worker], horse_only=case.horse_only)
                     case.killed_at = time.monotonic()
+                    killed.append(case)
                     del pending[name]
+            _settle(redis, client, killed)  # a worker that lived on may have reconciled already
             time.sleep(0.05)
         assert not pending, f"never reached: {sorted(pending)}"
         procs += [_worker(settings, f"survivor-{i}", docker_env.url) for i in range(2)]
-        _settle(redis, client, list(CASES.values()))
+        deadline = time.monotonic() + 90
+        while killed and time.monotonic() < deadline:
+            _settle(redis, client, killed)
+            time.sleep(0.05)
+        assert not killed, f"not reconciled within 90 s: {[c.run_id for c in killed]}"
         for case in CASES.values():
             wait_for(partial(_ended, redis, case.next_run_id), timeout=60, interval=0.1,
                      what=f"the next queued run {case.next_run_id}")
@@ -222,22 +246,18 @@ def killed(docker_env: DockerEnv, images: dict[str, str], redis_url: str, cache_
         redis.close()
 
 
-def _settle(redis: Redis, client: docker.DockerClient, cases: list[Case]) -> None:
-    """Wait for each killed run to end, and look at its services the moment it does (the next queued run
-    starts then)."""
-    deadline, left = time.monotonic() + 90, list(cases)
-    while left and time.monotonic() < deadline:
-        for case in list(left):
-            if RunStore(redis).get(case.run_id).status.finished:
-                case.settled_s = round(time.monotonic() - case.killed_at, 1)
-                for service in case.services:
-                    state = get_live(redis, service, ENV)
-                    case.seen[service] = {"state": state, "versions": _versions(state.url, 10) if state else set(),
-                                          "v2": _containers(client, service, "v2"),
-                                          "intent": intent.get(redis, service, ENV)}
-                left.remove(case)
-        time.sleep(0.05)
-    assert not left, f"not reconciled within 90 s: {[c.run_id for c in left]}"
+def _settle(redis: Redis, client: docker.DockerClient, killed: list[Case]) -> None:
+    """Look at the services of each killed run that has ended, the moment it has (the next queued run
+    starts then), and take it off ``killed``."""
+    for case in list(killed):
+        if RunStore(redis).get(case.run_id).status.finished:
+            case.settled_s = round(time.monotonic() - case.killed_at, 1)
+            for service in case.services:
+                state = get_live(redis, service, ENV)
+                case.seen[service] = {"state": state, "versions": _versions(state.url, 10) if state else set(),
+                                      "v2": _containers(client, service, "v2"),
+                                      "intent": intent.get(redis, service, ENV)}
+            killed.remove(case)
 
 
 def _ended(redis: Redis, run_id: str) -> bool:
