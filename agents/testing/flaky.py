@@ -113,13 +113,15 @@ def _locate(classname: str, name: str, file: str | None, home: Path) -> tuple[st
 
 
 def settle(ctx: AgentContext, result: ServiceTests, *, junit: Path, python: Path, home: Path,
-           reports: Path) -> None:
-    """Decide each failing test of ``result`` (flaky, broken or quarantined) and keep only blocking failures."""
+           reports: Path, started: float) -> None:
+    """Decide each failing test of ``result`` (flaky, broken or quarantined) and keep only blocking failures.
+
+    The suite (begun at ``started``, monotonic) and its re-runs together stay within ``testing.timeout``."""
     testing = ctx.config.testing
     ran = cases(junit, home)
     by_key = {c.key: c for c in ran}
     position = {c.key: f"{i} of {len(ran)}" for i, c in enumerate(ran, 1)}
-    deadline = time.monotonic() + testing.timeout
+    deadline = started + testing.timeout
     rerun_count = 0
     for failure in list(result.failures):
         case = by_key.get(failure.test)
@@ -141,6 +143,8 @@ def settle(ctx: AgentContext, result: ServiceTests, *, junit: Path, python: Path
             attempts = [first, *_reruns(ctx, case, testing, python=python, home=home, reports=reports,
                                         deadline=deadline)]
             decision = _judge(test, attempts, testing, failure)
+            if len(attempts) <= testing.reruns:
+                decision.reason += f"; re-run {len(attempts) - 1} of {testing.reruns} times: testing.timeout was spent"
         _apply(result, failure, decision)
     for case in ran:  # quarantined tests that passed are reported too
         if case.test in testing.quarantine and case.outcome in ("passed", "skipped"):
@@ -168,7 +172,6 @@ def _reruns(ctx: AgentContext, case: Case, testing: Testing, *, python: Path, ho
     for index in range(1, testing.reruns + 1):
         left = deadline - time.monotonic()
         if left < 1:
-            attempts.append(Attempt(ALONE, "missing", None, note="not re-run: testing.timeout was spent"))
             break
         attempts.append(rerun(case, index, python=python, home=home, reports=reports, settings=ctx.settings,
                               timeout=min(left, testing.timeout)))
@@ -196,12 +199,12 @@ def rerun(case: Case, index: int, *, python: Path, home: Path, reports: Path, se
 
 def _judge(test: str, attempts: list[Attempt], testing: Testing, failure: Failure) -> Decision:
     passed = any(a.outcome == "passed" for a in attempts)
-    failures = sum(a.outcome not in ("passed", "skipped") for a in attempts)
+    runs, failures = _counts(attempts)
     if not passed:
-        why = f"failed {failures} of {len(attempts)} runs" if len(attempts) > 1 else \
-            "failed; not re-run (testing.reruns is 0)"
+        why = f"failed {failures} of {runs} runs" if len(attempts) > 1 else \
+            "failed; not re-run (testing.reruns is 0)" if not testing.reruns else "failed; not re-run"
         return _decision(test, "broken", True, why, attempts, failure)
-    rate = f"failed {failures} of {len(attempts)} runs"
+    rate = f"failed {failures} of {runs} runs"
     if testing.flaky_blocks:
         return _decision(test, "flaky", True, f"{rate}, blocking (testing.flaky_blocks)", attempts, failure)
     return _decision(test, "flaky", False, f"{rate}, not blocking", attempts, failure)
@@ -209,9 +212,15 @@ def _judge(test: str, attempts: list[Attempt], testing: Testing, failure: Failur
 
 def _decision(test: str, verdict: str, blocking: bool, reason: str, attempts: list[Attempt],
               failure: Failure) -> Decision:
-    failures = sum(a.outcome not in ("passed", "skipped") for a in attempts)
-    return Decision(test, verdict, blocking, reason, len(attempts), failures, failure.file, failure.line,
+    runs, failures = _counts(attempts)
+    return Decision(test, verdict, blocking, reason, runs, failures, failure.file, failure.line,
                     failure.message, attempts)
+
+
+def _counts(attempts: list[Attempt]) -> tuple[int, int]:
+    """(runs, failures): a re-run that selected no test is evidence, not a run."""
+    ran = [a for a in attempts if a.outcome != "missing"]
+    return len(ran), sum(a.outcome in ("failed", "error") for a in ran)
 
 
 def _apply(result: ServiceTests, failure: Failure, decision: Decision) -> None:

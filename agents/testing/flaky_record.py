@@ -75,8 +75,10 @@ def update(redis: Redis, project: str, service: str, *, run_id: str, decisions: 
     """Add one stage run's results: the decisions (with their re-runs) and the tests that passed in the suite
     (counted only for tests already in the record). Returns how many tests the record holds."""
     deltas: dict[str, dict[str, int]] = {}
+    known = {k.decode(errors="replace") for k in redis.hkeys(keys(project, service)[0])}  # type: ignore[union-attr]
     for test in passed:
-        deltas[test[:MAX_ID]] = {"runs": 1, "failures": 0, "flaky": 0, "broken": 0}
+        if test[:MAX_ID] in known:  # the script checks again: this only keeps its arguments short
+            deltas[test[:MAX_ID]] = {"runs": 1, "failures": 0, "flaky": 0, "broken": 0}
     for d in decisions:
         deltas[d["test"][:MAX_ID]] = {"runs": d["runs"], "failures": d["failures"],
                                       "flaky": int(d["verdict"] == "flaky"), "broken": int(d["verdict"] == "broken")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,12 +111,14 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     reports = ctx.settings.run_dir(ctx.run.id) / "reports" / service
     reports.mkdir(parents=True, exist_ok=True)
     ctx.progress(f"{service}: running tests")
+    started = time.monotonic()
     run_python(python, ["-m", "coverage", "run", "--source=.", f"--data-file={reports / '.coverage'}",
                         "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                         f"--junitxml={reports / 'junit.xml'}", *extra],
                cwd=home, settings=ctx.settings, timeout=ctx.config.testing.timeout, writable=[reports])
     result = read_junit(service, reports / "junit.xml")
-    flaky.settle(ctx, result, junit=reports / "junit.xml", python=python, home=home, reports=reports)
+    flaky.settle(ctx, result, junit=reports / "junit.xml", python=python, home=home, reports=reports,
+                 started=started)
     _record(ctx, result, passed=[c.test for c in flaky.cases(reports / "junit.xml", home)
                                  if c.test and c.outcome == "passed"])
     cov = run_python(python, ["-m", "coverage", "json", f"--data-file={reports / '.coverage'}",

@@ -206,6 +206,19 @@ def test_reruns_zero_keeps_a_failing_test_broken_on_the_host(settings: Settings,
         "broken", 1, "failed; not re-run (testing.reruns is 0)")
 
 
+def test_re_runs_stay_within_testing_timeout_with_the_suite(settings: Settings, redis: Redis,
+                                                             tmp_path: Path) -> None:
+    slow = "import time\n\n\ndef test_slow_and_failing():\n    time.sleep(1.5)\n    assert False\n"
+    repo = pay_repo(tmp_path / "pay", "  timeout: 3s\n  reruns: 10\n", slow)
+    started = time.monotonic()
+    _, event = stage_run(repo, settings, redis)
+    elapsed = time.monotonic() - started
+    [decision] = event.data["services"]["payments"]["decisions"]
+    assert (decision["verdict"], decision["blocking"]) == ("broken", True)
+    assert decision["runs"] < 4 and "testing.timeout was spent" in decision["reason"], decision
+    assert elapsed < 8, elapsed  # 3 s for the suite and its re-runs, then the coverage report
+
+
 @pytest.mark.parametrize("testing, refusal", [
     ("  reruns: 11\n", "yaml:5: testing.reruns: must be at most 10"),
     ("  reruns: two\n", "testing.reruns: must be a whole number"),
