@@ -5,6 +5,7 @@ tests may pass a graph of their own.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestra import limits
@@ -25,9 +26,10 @@ class Stage:
     approval: bool = False  # parks the run for an approval when the environment asks for one
     check: str | None = None  # the scheduled check's entry point, for a stage that goes on without a worker
     kinds: frozenset[str] = field(default_factory=lambda: frozenset({"deploy", "validate"}))
+    when: Callable[[Run], bool] | None = None  # what the run must hold besides its kind (None: nothing)
 
     def applies_to(self, run: Run) -> bool:
-        return run.kind in self.kinds
+        return run.kind in self.kinds and (self.when is None or self.when(run))
 
     def outcome(self, passed: bool) -> EventType:
         return self.result if passed or self.failed is None else self.failed
@@ -67,6 +69,10 @@ ANALYZE = Stage("analyze", "jobs.tasks.analyze", EventType.CODE_ANALYSIS_RESULT,
 TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, retries=1)
 BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
 IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=DEPLOY_ONLY)
+# Only for a change with schema migrations (Run.migrations, from the analyze stage); never retried (a
+# half-applied migration is not run twice); the approval an environment wants is asked here, once.
+MIGRATE = Stage("migrate", "jobs.tasks.migrate", EventType.MIGRATIONS_APPLIED, timeout=2100, approval=True,
+                kinds=DEPLOY_ONLY, when=lambda run: bool(run.migrations))
 DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
                timeout=limits.DEPLOY_JOB_S, approval=True, kinds=DEPLOY_ONLY)
 OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
@@ -75,4 +81,4 @@ OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
 ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
                  failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
 
-PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, DEPLOY, OBSERVE, ROLLBACK))
+PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, MIGRATE, DEPLOY, OBSERVE, ROLLBACK))

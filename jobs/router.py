@@ -35,7 +35,7 @@ from jobs.graph import DEPLOY, PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
 from orchestra import texts
-from orchestra.errors import OrchestraError
+from orchestra.errors import NotFound, OrchestraError
 from orchestra.events import Consumer, Event, EventBus, EventType
 from orchestra.locks import cancel_requested
 from orchestra.loops import keep_going
@@ -188,7 +188,8 @@ class Router:
             self._park(run, nxt, lambda parked: forks.park(self.redis, parked, nxt.name))
             return
         try:
-            env_policy = approvals.environment_policy(run, self.settings) if nxt.approval else None
+            gated = nxt.approval and not self._approved_earlier(run)  # one approval per run: migrate's covers deploy
+            env_policy = approvals.environment_policy(run, self.settings) if gated else None
         except OrchestraError as exc:  # the trusted policy cannot be read: nothing goes further
             self._finish(run.id, RunStatus.FAILED, f"the trusted policy could not be read: {exc}")
             return
@@ -199,6 +200,14 @@ class Router:
                                                                   message=run.risk_approval or ""))
         else:
             self._enqueue(run, nxt)
+
+    def _approved_earlier(self, run: Run) -> bool:
+        """Whether an approver already let this run (at this commit) through a gated stage, e.g. migrate."""
+        try:
+            req = approvals.get(self.redis, run.id)
+        except NotFound:
+            return False
+        return req.gate == "environment" and req.decision == "approved" and req.commit == run.commit
 
     def _not_owner(self, run: Run, event: Event, stage: Stage) -> str | None:
         """Why ``event`` is not the result of the job that owns ``stage`` now; None when it is."""

@@ -12,11 +12,12 @@ from agents.deploy import reconcile as reconcile_agent
 from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
 from agents.iac import stage as iac_agent
+from agents.migrations import stage as migrate_agent
 from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
-from jobs.graph import ANALYZE, BUILD, DEPLOY, IAC, OBSERVE, ROLLBACK, TEST
+from jobs.graph import ANALYZE, BUILD, DEPLOY, IAC, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
 
 
@@ -38,6 +39,11 @@ def build(run_id: str) -> dict[str, Any]:
 def iac(run_id: str) -> dict[str, Any]:
     """Check the repository's Terraform (skipped when everything deploys to this host and there is none)."""
     return execute_stage(run_id, IAC, iac_agent.run)
+
+
+def migrate(run_id: str) -> dict[str, Any]:
+    """Run the change's schema migrations in one-off containers of the new images, before traffic moves."""
+    return execute_stage(run_id, MIGRATE, migrate_agent.run)
 
 
 def deploy(run_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from agents.analysis.security import security_findings
 from agents.analysis.structure import structure_findings
 from agents.context import AgentContext, StageResult
 from agents.findings import Finding, Severity
+from agents.migrations.found import note as note_migrations
 from agents.tools import run_tool, tool_path
 from orchestra.events import EventType
 from orchestra.llm import LLM
@@ -52,6 +53,7 @@ def run(ctx: AgentContext) -> StageResult:
     elif not node_packages:
         ctx.progress(f"no linter for {project.language} yet: lint skipped")
     risk, review_note = assess_change(ctx, findings)
+    note_migrations(ctx)  # Run.migrations (the migrate stage) and the thread's list, before any approval is asked
     result = verdict(findings, language=project.language, framework=project.framework)
     result.data.update(risk=risk.level.value, risk_reasons=risk.reasons, review=review_note)
     if result.passed:  # the path a change that may go further takes (route_decided)

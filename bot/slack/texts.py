@@ -65,6 +65,8 @@ MILESTONES = {
     "test_results": "{pass_icon} Tests: {summary}",
     "build_ready": "{pass_icon} Build: {summary}",
     "iac_ready": "{pass_icon} Infrastructure: {summary}",
+    "migrations_found": ":card_file_box: Migrations in this change: {summary}",
+    "migrations_applied": "{pass_icon} Migrations: {summary}",
     "deployment_triggered": ":ship: Deploying {service}{version}{strategy}{from_version}",
     "deployment_succeeded": ":white_check_mark: Deployed: {summary}",
     "deployment_failed": ":x: Deployment failed: {summary}",

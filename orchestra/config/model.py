@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 from orchestra.config.environments import EnvironmentPolicy, Environments, Strategy, StrictModel
 from orchestra.config.graph import check_services, topological_order
 from orchestra.config.identities import Identities
+from orchestra.config.migrations import Migrations
 from orchestra.config.paths import RepoPath
 from orchestra.config.risk_policy import RiskPolicy, rising_to_100
 from orchestra.config.sections import (
@@ -68,6 +69,7 @@ class ServiceConfig(StrictModel):
     env: list[EnvVar] = Field(default_factory=list)
     dockerfile: RepoPath | None = None  # relative to ``path``
     replicas: int = Field(default=1, ge=1, le=50)
+    migrations: Migrations = Field(default_factory=Migrations)  # how the migrate stage runs its migrations
 
     @field_validator("runtime")
     @classmethod
