@@ -42,6 +42,7 @@ from jobs.router import Router
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
+from orchestra.locks import Locks
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
@@ -62,6 +63,8 @@ class Case:
     slow: tuple[str, ...] = ()  # services whose v2 takes a minute to answer its health check
     reached: Callable[[Redis, docker.DockerClient], bool] = lambda redis, client: False
     horse_only: bool = False  # kill only the work horse (as the OOM killer would): its worker lives on
+    lock_ttl_s: float | None = None  # a lock that expires soon after its renewals stop (the run loses it)
+    queued_next: bool = True  # a v3 run waits behind the v2 run
     run_id: str = ""
     next_run_id: str = ""
     killed_at: float = 0.0
@@ -97,6 +100,12 @@ CASES = {
                                             reached=_first_live_second_starting),
     "e-work-horse-killed-at-10": Case(["sh"], "canary", reached=_at("sh", 10), horse_only=True),
 }
+# The run loses its lock after the kill: whoever holds the lock next puts the deploy back.
+LOST = {
+    "the-next-deploy-puts-it-back": Case(["sn"], "canary", reached=_at("sn", 10), lock_ttl_s=3),
+    "a-starting-worker-puts-it-back": Case(["sw"], "canary", reached=_at("sw", 10), lock_ttl_s=3, queued_next=False),
+}
+EVERY = {**CASES, **LOST}
 
 
 def _running(client: docker.DockerClient, service: str, version: str) -> bool:
@@ -124,7 +133,8 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def _repo(path: Path) -> Path:
-    repo = sample_repo(path, {"sa": [], "sb": [], "sc": [], "sd": [], "sback": [], "sfront": ["sback"], "sh": []})
+    repo = sample_repo(path, {"sa": [], "sb": [], "sc": [], "sd": [], "sback": [], "sfront": ["sback"], "sh": [],
+                                 "sn": [], "sw": []})
     config = repo / "devops_orchestra.yaml"  # pauses long enough to kill a worker in; no metrics to judge
     config.write_text(config.read_text().replace("analysis_interval: 1s", "analysis_interval: 4s")
                       + "observability:\n  tools: []\n")
@@ -199,22 +209,24 @@ def killed(docker_env: DockerEnv, images: dict[str, str], redis_url: str, cache_
     router = Router(redis, settings, graph=GRAPH, name="survivor-router")
     thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
     try:
-        everything = [s for case in CASES.values() for s in case.services]
+        everything = [s for case in EVERY.values() for s in case.services]
         first = Run(requested_by="U0ALICE", repo=str(repo), services=everything, env=ENV, strategy="blue-green")
         ctx = AgentContext(run=first, settings=settings, redis=redis, bus=EventBus(redis), workspace=repo,
                            config=load_config(repo), actor="deploy")
         v1 = deploy.run(ctx, images={s: {"image": images["v1"], "version": "v1"} for s in everything}, client=client)
         assert v1.passed, v1.summary
         thread.start()
-        for case in CASES.values():  # each v2 run holds its lock; a v3 run waits behind it
-            case.run_id = _deploy(redis, settings, repo, case.services, case.strategy, "U0ALICE")
+        for case in EVERY.values():  # each v2 run holds its lock; a v3 run waits behind it
+            case.run_id = _deploy(redis, settings, repo, case.services, case.strategy, "U0ALICE",
+                                  lock_ttl_s=case.lock_ttl_s)
             _build_ready(redis, case.run_id, images,
                          {s: ("v2-slow" if s in case.slow else "v2", "v2") for s in case.services})
-            case.next_run_id = _deploy(redis, settings, repo, case.services, "blue-green", "U0BOB")
-            _build_ready(redis, case.next_run_id, images, {s: ("v2", "v3") for s in case.services})
-        victims = {f"victim-{i}": _worker(settings, f"victim-{i}", docker_env.url) for i in range(len(CASES))}
+            if case.queued_next:
+                case.next_run_id = _deploy(redis, settings, repo, case.services, "blue-green", "U0BOB")
+                _build_ready(redis, case.next_run_id, images, {s: ("v2", "v3") for s in case.services})
+        victims = {f"victim-{i}": _worker(settings, f"victim-{i}", docker_env.url) for i in range(len(EVERY))}
         procs += victims.values()
-        pending, killed, deadline = dict(CASES), list[Case](), time.monotonic() + 60
+        pending, killed, deadline = dict(EVERY), list[Case](), time.monotonic() + 60
         while pending and time.monotonic() < deadline:
             for name, case in list(pending.items()):
                 if case.reached(redis, client):
@@ -233,10 +245,14 @@ def killed(docker_env: DockerEnv, images: dict[str, str], redis_url: str, cache_
             _settle(redis, client, killed)
             time.sleep(0.05)
         assert not killed, f"not reconciled within 90 s: {[c.run_id for c in killed]}"
-        for case in CASES.values():
-            wait_for(partial(_ended, redis, case.next_run_id), timeout=60, interval=0.1,
-                     what=f"the next queued run {case.next_run_id}")
-        yield CASES, redis, client
+        for case in EVERY.values():
+            if case.next_run_id:
+                wait_for(partial(_ended, redis, case.next_run_id), timeout=60, interval=0.1,
+                         what=f"the next queued run {case.next_run_id}")
+        procs.append(_worker(settings, "started-later", docker_env.url))  # puts back what ended runs left
+        wait_for(lambda: intent.everywhere(redis) == [], timeout=30, interval=0.1,
+                 what="a starting worker to put back the deploy its run left")
+        yield EVERY, redis, client
     finally:
         _stop(procs)
         stop.set()
@@ -264,10 +280,12 @@ def _ended(redis: Redis, run_id: str) -> bool:
     return RunStore(redis).get(run_id).status.finished
 
 
-def _deploy(redis: Redis, settings: Settings, repo: Path, services: list[str], strategy: str, user: str) -> str:
+def _deploy(redis: Redis, settings: Settings, repo: Path, services: list[str], strategy: str, user: str, *,
+            lock_ttl_s: float | None = None) -> str:
+    ttl = {"lock_ttl_s": lock_ttl_s} if lock_ttl_s else {}
     return dispatch(Intent(kind=IntentKind.DEPLOY, services=services, service=services[0], env=ENV,
                            strategy=strategy, user=user, source="cli"), redis=redis, settings=settings, repo=repo,
-                    graph=GRAPH).id
+                    graph=GRAPH, **ttl).id
 
 
 def _started_by(redis: Redis, run_id: str) -> str | None:
@@ -319,3 +337,40 @@ def test_a_worker_killed_mid_deploy_is_followed_by_traffic_back_on_the_old_versi
     assert all(r["to_version"] == "v1" and r["from_version"] == "v2" for r in rolled)
     assert case.settled_s < 40, f"settled {case.settled_s}s after the kill"
     print(f"{name}: consistent {case.settled_s}s after the SIGKILL: {summary}")
+
+
+def _serves_only_v1_without_v2(redis: Redis, client: docker.DockerClient, service: str) -> None:
+    state = get_live(redis, service, ENV)
+    assert state is not None and state.current is not None and state.current.version == "v1", state
+    assert state.weights == {"v1": 100} and _versions(state.url) == {"v1"}
+    assert _containers(client, service, "v2") == [] and intent.get(redis, service, ENV) is None
+
+
+def test_a_deploy_that_lost_its_lock_is_put_back_by_the_next_deploy_of_the_service(
+        killed: tuple[dict[str, Case], Redis, docker.DockerClient]) -> None:
+    cases, redis, client = killed
+    case = cases["the-next-deploy-puts-it-back"]
+    run = RunStore(redis).get(case.run_id)
+    assert run.status == RunStatus.FAILED, run.reason
+    nxt = EventBus(redis).replay(case.next_run_id)
+    assert RunStore(redis).get(case.next_run_id).status == RunStatus.SUCCEEDED
+    put_back = [e.data for e in nxt if e.type == EventType.DEPLOYMENT_PROGRESS and e.data.get("phase") == "reconciled"]
+    assert len(put_back) == 1 and put_back[0]["interrupted_run"] == case.run_id
+    assert f"(run {case.run_id}, at canary step 1 (10% on v2)) was put back on v1 first" in put_back[0]["message"]
+    assert _containers(client, "sn", "v2") == [] and intent.get(redis, "sn", ENV) is None
+    live = get_live(redis, "sn", ENV)
+    assert live is not None and live.current is not None and live.current.version == "v3"
+    assert live.previous is not None and live.previous.version == "v1"  # v2 never went live
+
+
+def test_a_deploy_whose_run_ended_with_its_lock_lost_is_put_back_by_a_worker_that_starts(
+        killed: tuple[dict[str, Case], Redis, docker.DockerClient]) -> None:
+    cases, redis, client = killed
+    case = cases["a-starting-worker-puts-it-back"]
+    failed = [e.data for e in EventBus(redis).replay(case.run_id) if e.type == EventType.DEPLOYMENT_FAILED]
+    assert len(failed) == 1 and "sw: the run no longer holds its lock" in failed[0]["summary"], failed
+    rolled = [e.data for e in EventBus(redis).replay(case.run_id) if e.type == EventType.ROLLBACK_EVENT]
+    assert len(rolled) == 1 and rolled[0]["reconciled"] and rolled[0]["to_version"] == "v1"
+    assert "at canary step 1 (10% on v2): traffic is back on v1, the v2 container was removed" in rolled[0]["reason"]
+    _serves_only_v1_without_v2(redis, client, "sw")
+    assert Locks(redis).holder("sw", ENV) is None  # the lock it took for the moment is free again
