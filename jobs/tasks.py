@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis import Redis
 from rq import get_current_job
 
 from agents import build as build_agent
@@ -13,12 +14,17 @@ from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
 from agents.iac import stage as iac_agent
 from agents.migrations import stage as migrate_agent
+from agents.observability import always_on
 from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
+from jobs import timers, workspace
 from jobs.graph import ANALYZE, BUILD, DEPLOY, IAC, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
+from orchestra.events import EventBus
+from orchestra.settings import Settings
+from orchestra.store import Run
 
 
 def analyze(run_id: str) -> dict[str, Any]:
@@ -68,6 +74,26 @@ def observe(run_id: str) -> dict[str, Any]:
 def observe_check(run_id: str) -> dict[str, Any]:
     """One scheduled look of the watch (enqueued by the router's timers, :mod:`jobs.timers`)."""
     return execute_check(run_id, OBSERVE, observe_agent.look)
+
+
+def always_on_check(key: str) -> dict[str, Any]:
+    """One scheduled look of the always-on watch at a live release (``service:env``; :mod:`jobs.timers`)."""
+    job = get_current_job()
+    redis = job.connection  # type: ignore[union-attr]
+    return timers.run_timed(redis, timers.ALWAYS_ON, key, job.id,  # type: ignore[union-attr]
+                            lambda: look_live(redis, current_settings(), key))
+
+
+def look_live(redis: Redis, settings: Settings, key: str, **options: Any) -> float | None:
+    """The always-on check of ``service:env`` with the configuration of the run that put it live."""
+    service, _, env = key.partition(":")
+
+    def context(run: Run) -> AgentContext:
+        src, config = workspace.prepare(run, settings, redis=redis)
+        return AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=src,
+                            config=config, actor="always-on")
+
+    return always_on.check(redis, service, env, context=context, **options).later_s
 
 
 def rollback(run_id: str) -> dict[str, Any]:

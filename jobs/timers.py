@@ -7,12 +7,17 @@ graph, which runs :func:`jobs.runner.execute_check`.
 Claiming moves the timer a lease ahead instead of removing it, so a check whose worker dies is simply
 fired again when the lease runs out; the check itself moves the timer to its next look, or removes it
 when the stage concludes. Two checks of one run never overlap (a per-run check lock).
+
+Checks that belong to no stage use the same timers: the always-on watch has one per live service and
+environment (member ``always-on:<service>:<env>``, its check ``jobs.tasks.always_on_check``), enrolled
+by :func:`enrol_live` on the router's tick and run by :func:`run_timed` under the same check lock.
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from redis import Redis
@@ -20,6 +25,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from agents.observability import always_on
 from jobs.graph import Graph
 from orchestra.events import as_text
 from orchestra.loops import repeating
@@ -33,6 +39,12 @@ LEASE_S = 15.0  # a claimed check that has not moved its timer by then is fired 
 CHECK_TIMEOUT_S = 600  # one check: a look, or a look and a rollback
 CHECK_LOCK_TTL_S = 15  # renewed while the check runs: a killed check frees its run this soon
 FIRE_BATCH = 100
+ALWAYS_ON = "always-on"
+CHECKS = {ALWAYS_ON: "jobs.tasks.always_on_check"}  # timers of no stage -> their check's entry point
+ENROL_KEY = "orchestra:always-on:enrolling"  # set while one router's enrolment is fresh
+ENROL_EVERY_S = 2  # how often the live state is compared with the always-on set
+TIMED_RETRY_S = 30.0  # a non-stage check that raised looks again this soon
+TIMED_LOCK_TTL_S = 6  # a non-stage check's lock: a killed one is fired again when its lease runs out
 
 _UNLOCK_IF_OWNER = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RENEW_IF_OWNER = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end "
@@ -70,6 +82,10 @@ def fire_due(redis: Redis, queue: Queue, graph: Graph, *, now: float | None = No
     A timer whose last check still waits in the queue, or runs (its check lock held), is only leased
     again: a worker busy with a long build does not come back to a pile of checks of one run."""
     now = time.time() if now is None else now
+    try:
+        enrol_live(redis)
+    except Exception:
+        logger.exception("could not compare the live releases with the always-on watch's timers")
     fired = []
     for item in (as_text(m) for m in redis.eval(_CLAIM, 1, TIMERS_KEY, now, now + LEASE_S, FIRE_BATCH)):  # type: ignore[union-attr]
         if _in_hand(redis, queue, item):
@@ -80,7 +96,8 @@ def fire_due(redis: Redis, queue: Queue, graph: Graph, *, now: float | None = No
             logger.error("run %s: a timer for %r, which has no scheduled check; dropped", run_id, stage)
             cancel(redis, stage, run_id)
             continue
-        job = queue.enqueue(func, run_id, job_id=f"check-{stage}-{run_id}-{int(now * 1000)}",
+        job_key = re.sub(r"[^A-Za-z0-9_-]", "_", f"{stage}-{run_id}")  # RQ ids: letters, digits, _ and -
+        job = queue.enqueue(func, run_id, job_id=f"check-{job_key}-{int(now * 1000)}",
                             job_timeout=CHECK_TIMEOUT_S, result_ttl=600, failure_ttl=24 * 3600, at_front=True,
                             description=f"{stage} check for run {run_id}", meta={"run_id": run_id, "check": stage})
         redis.hset(LAST_CHECK_KEY, item, job.id)
@@ -89,6 +106,8 @@ def fire_due(redis: Redis, queue: Queue, graph: Graph, *, now: float | None = No
 
 
 def _check_of(graph: Graph, stage: str) -> str | None:
+    if stage in CHECKS:
+        return CHECKS[stage]
     try:
         return graph.stage(stage).check
     except KeyError:
@@ -110,16 +129,47 @@ def _in_hand(redis: Redis, queue: Queue, item: str) -> bool:
 
 
 @contextmanager
-def check_lock(redis: Redis, stage: str, run_id: str, token: str) -> Iterator[bool]:
+def check_lock(redis: Redis, stage: str, run_id: str, token: str, *,
+               ttl_s: int = CHECK_LOCK_TTL_S) -> Iterator[bool]:
     """Hold the run's check lock for the block (yields False while another check of the run holds it).
     The lock is renewed while the block runs and left to expire if the process dies."""
     key = CHECK_LOCK_KEY.format(member=member(stage, run_id))
-    if not redis.set(key, token, nx=True, ex=CHECK_LOCK_TTL_S):
+    if not redis.set(key, token, nx=True, ex=ttl_s):
         yield False
         return
     try:
-        with repeating(f"check lock {key}", lambda: redis.eval(_RENEW_IF_OWNER, 1, key, token, CHECK_LOCK_TTL_S),
-                       CHECK_LOCK_TTL_S / 3):
+        with repeating(f"check lock {key}", lambda: redis.eval(_RENEW_IF_OWNER, 1, key, token, ttl_s), ttl_s / 3):
             yield True
     finally:
         redis.eval(_UNLOCK_IF_OWNER, 1, key, token)
+
+
+def enrol_live(redis: Redis) -> None:
+    """Give each newly live release an always-on timer (its first check comes at once and only enrols it)
+    and cancel the timers of services no longer live; every ``ENROL_EVERY_S`` at most, whatever the routers."""
+    if not redis.set(ENROL_KEY, "1", nx=True, ex=ENROL_EVERY_S):
+        return
+    start, stop = always_on.enrolment(redis)
+    for key in start:
+        schedule(redis, ALWAYS_ON, key, after_s=0)
+    for key in stop:
+        cancel(redis, ALWAYS_ON, key)
+
+
+def run_timed(redis: Redis, kind: str, key: str, token: str, look: Callable[[], float | None]) -> dict[str, object]:
+    """One check of a timer that belongs to no stage, under its check lock: ``look`` returns when to look
+    again (None: the timer goes). A look that raises is logged and looked at again later."""
+    with check_lock(redis, kind, key, token, ttl_s=TIMED_LOCK_TTL_S) as mine:
+        if not mine:
+            return {"skipped": True, "reason": "another check of it is running"}
+        try:
+            later = look()
+        except Exception:
+            logger.exception("%s check of %s failed; looking again in %ss", kind, key, TIMED_RETRY_S)
+            schedule(redis, kind, key, after_s=TIMED_RETRY_S)
+            return {"error": True}
+        if later is None:
+            cancel(redis, kind, key)
+        else:
+            schedule(redis, kind, key, after_s=later)
+        return {"later_s": later}

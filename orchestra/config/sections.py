@@ -22,6 +22,7 @@ NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployment_started", "deployment_succ
                                           "rollback_triggered", "approval_requested", "analysis_failure",
                                           "test_failure", "build_failure")
 DEFAULT_DOCKERFILE = "Dockerfile"
+MIN_INTERVAL_S = 5.0  # observability.interval: the always-on watch's looks
 
 
 class Project(StrictModel):
@@ -176,6 +177,18 @@ class Observability(StrictModel):
     tools: list[Tool] = Field(default_factory=lambda: list[Tool](["prometheus"]))
     alerts: list[Alert] = Field(default_factory=_default_alerts)
     watch: Duration = 300.0
+    always_on: bool = True  # every live release is looked at on a schedule after its watch (always_on.py)
+    interval: Duration = 60.0  # how often the always-on watch looks at each live release
+    guard: Duration = 86400.0  # after going live, an anomaly within this rolls back; later it restarts
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_not_too_short(cls, value: float) -> float:
+        if value < MIN_INTERVAL_S:
+            raise ValueError(f"observability.interval = {value:g}s is too short: each look is a job and "
+                             f"Prometheus needs a few scrapes between looks; write {MIN_INTERVAL_S:.0f}s or more "
+                             "(e.g. 1m)")
+        return value
 
     @field_validator("tools")
     @classmethod
