@@ -161,3 +161,25 @@ def test_an_unknown_error_in_planning_is_not_swallowed(redis: Redis, settings: S
     ctx = context(redis, settings, repo)
     with pytest.raises(OrchestraError):
         stage.plan(ctx, [stage.ServiceMigrations("nope", "django", ["x"])])
+
+
+def test_a_migration_file_linked_outside_the_checkout_is_not_read(redis: Redis, settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    from agents.migrations.found import in_change
+
+    outside = tmp_path / "outside.sql"
+    outside.write_text("DROP TABLE secrets_of_the_host;")
+    repo = repo_with(tmp_path, {"api/migrations/002_ok.sql": "CREATE TABLE a (id int);"})
+    (repo / "api" / "migrations" / "003_link.sql").symlink_to(outside)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a link"], check=True)
+    ctx = context(redis, settings, repo)
+    ctx.run.origin["changed_files"] = ["api/migrations/002_ok.sql", "api/migrations/003_link.sql",
+                                       "../outside.sql"]
+    found, orphans = in_change(ctx)
+    assert [m.files for m in found] == [["api/migrations/002_ok.sql"]] and orphans == []
+    assert not found[0].destructive
+    from agents.migrations.found import _read  # the defence itself, whichever files the change names
+    assert _read(repo, "api/migrations/003_link.sql") is None and _read(repo, "../outside.sql") is None
+    assert _read(repo, "api/migrations/002_ok.sql") == "CREATE TABLE a (id int);"

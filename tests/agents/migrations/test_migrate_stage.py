@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from agents.migrations.container import run_once
 from bot.slack.views import milestone
 from jobs import approvals
 from jobs.dispatch import dispatch
@@ -224,6 +226,7 @@ def test_a_failing_migration_stops_the_run_before_the_deploy_and_its_output_is_r
     assert settles(redis, run_id, RunStatus.SUCCEEDED, RunStatus.FAILED) == RunStatus.FAILED
     run = RunStore(redis).get(run_id)
     assert run.stage == "migrate" and "migration of ledger failed (exit code 3)" in (run.reason or "")
+    assert run.strategy == "canary"  # the risk route: a change touching a migration folder goes canary
     events = EventBus(redis).replay(run_id)
     kinds = [e.type for e in events]
     assert EventType.DEPLOYMENT_TRIGGERED not in kinds and EventType.DEPLOYMENT_SUCCEEDED not in kinds
@@ -233,3 +236,14 @@ def test_a_failing_migration_stops_the_run_before_the_deploy_and_its_output_is_r
     assert "[REDACTED]" in failed and "[output cut" in failed and len(failed) < 5000
     everything = json.dumps([e.model_dump(mode="json") for e in events])
     assert database.password not in everything  # nowhere in the run's events, not only the thread
+
+
+def test_a_migration_past_its_time_limit_is_stopped_and_its_container_removed(docker_env: DockerEnv) -> None:
+    with docker_env.connected() as client:
+        started = time.monotonic()
+        outcome = run_once(client, image=docker_env.base_image, argv=["sh", "-c", "echo started; sleep 60"],
+                           environment={}, name="orchestra-migrate-test-timeout", labels={}, timeout_s=2)
+        assert time.monotonic() - started < 15
+        assert not outcome.passed and outcome.exit_code is None
+        assert outcome.verdict() == "stopped at its time limit of 2s" and outcome.output == "started"
+        assert not client.containers.list(all=True, filters={"name": "orchestra-migrate-test-timeout"})
