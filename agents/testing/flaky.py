@@ -9,7 +9,8 @@ in the suite or alone), for the ``test_results`` event and for :mod:`agents.test
 
 A test is named by its pytest node id relative to the service folder (``tests/test_pay.py::test_retry``)
 and re-run by its absolute path with the suite's rootdir, so its conftest files and node id are the
-suite's. Ids never pass through a shell: they are one argument each, after ``--``.
+suite's. Ids never pass through a shell: they are one argument each, after ``--``. Node services' tests
+are re-run by :mod:`agents.testing.flaky_node` and decided here.
 """
 from __future__ import annotations
 
@@ -129,12 +130,12 @@ def settle(ctx: AgentContext, result: ServiceTests, *, junit: Path, python: Path
                         position.get(failure.test))
         test = case.test if case and case.test else failure.test
         if test in testing.quarantine:
-            decision = _decision(test, "quarantined", False, "quarantined: failed, not blocking", [first], failure)
+            decision = decide(test, "quarantined", False, "quarantined: failed, not blocking", [first], failure)
         elif case is None or not case.target:
-            decision = _decision(test, "broken", True, "not re-run: it names no test pytest can select "
+            decision = decide(test, "broken", True, "not re-run: it names no test pytest can select "
                                  "(a collection or set-up error)", [first], failure)
         elif rerun_count >= MAX_RERUN_TESTS:
-            decision = _decision(test, "broken", True, f"not re-run: more than {MAX_RERUN_TESTS} tests failed",
+            decision = decide(test, "broken", True, f"not re-run: more than {MAX_RERUN_TESTS} tests failed",
                                  [first], failure)
         else:
             rerun_count += 1
@@ -142,28 +143,15 @@ def settle(ctx: AgentContext, result: ServiceTests, *, junit: Path, python: Path
                 ctx.progress(f"{result.service}: re-running {test} alone, {testing.reruns} time(s)")
             attempts = [first, *_reruns(ctx, case, testing, python=python, home=home, reports=reports,
                                         deadline=deadline)]
-            decision = _judge(test, attempts, testing, failure)
+            decision = judge(test, attempts, testing, failure)
             if len(attempts) <= testing.reruns:
                 decision.reason += f"; re-run {len(attempts) - 1} of {testing.reruns} times: testing.timeout was spent"
-        _apply(result, failure, decision)
+        apply(result, failure, decision)
     for case in ran:  # quarantined tests that passed are reported too
         if case.test in testing.quarantine and case.outcome in ("passed", "skipped"):
             result.decisions.append(asdict(Decision(case.test, "quarantined", False, f"quarantined: {case.outcome}",
                                                     1, 0, attempts=[Attempt(SUITE, case.outcome, case.seconds,
                                                                             position.get(case.key))])))
-
-
-def settle_node(ctx: AgentContext, result: ServiceTests) -> None:
-    """Node services: ``testing.quarantine`` acts (``file > name``); failing tests are not re-run yet."""
-    for failure in list(result.failures):
-        test = f"{failure.file} > {failure.test}" if failure.file else failure.test
-        first = Attempt(SUITE, "failed", None)
-        if test in ctx.config.testing.quarantine:
-            decision = _decision(test, "quarantined", False, "quarantined: failed, not blocking", [first], failure)
-        else:
-            decision = _decision(test, "broken", True, "not re-run: Node tests are not re-run alone yet",
-                                 [first], failure)
-        _apply(result, failure, decision)
 
 
 def _reruns(ctx: AgentContext, case: Case, testing: Testing, *, python: Path, home: Path, reports: Path,
@@ -197,20 +185,20 @@ def rerun(case: Case, index: int, *, python: Path, home: Path, reports: Path, se
     return Attempt(ALONE, found[0].outcome, found[0].seconds)
 
 
-def _judge(test: str, attempts: list[Attempt], testing: Testing, failure: Failure) -> Decision:
+def judge(test: str, attempts: list[Attempt], testing: Testing, failure: Failure) -> Decision:
     passed = any(a.outcome == "passed" for a in attempts)
     runs, failures = _counts(attempts)
     if not passed:
         why = f"failed {failures} of {runs} runs" if len(attempts) > 1 else \
             "failed; not re-run (testing.reruns is 0)" if not testing.reruns else "failed; not re-run"
-        return _decision(test, "broken", True, why, attempts, failure)
+        return decide(test, "broken", True, why, attempts, failure)
     rate = f"failed {failures} of {runs} runs"
     if testing.flaky_blocks:
-        return _decision(test, "flaky", True, f"{rate}, blocking (testing.flaky_blocks)", attempts, failure)
-    return _decision(test, "flaky", False, f"{rate}, not blocking", attempts, failure)
+        return decide(test, "flaky", True, f"{rate}, blocking (testing.flaky_blocks)", attempts, failure)
+    return decide(test, "flaky", False, f"{rate}, not blocking", attempts, failure)
 
 
-def _decision(test: str, verdict: str, blocking: bool, reason: str, attempts: list[Attempt],
+def decide(test: str, verdict: str, blocking: bool, reason: str, attempts: list[Attempt],
               failure: Failure) -> Decision:
     runs, failures = _counts(attempts)
     return Decision(test, verdict, blocking, reason, runs, failures, failure.file, failure.line,
@@ -223,7 +211,7 @@ def _counts(attempts: list[Attempt]) -> tuple[int, int]:
     return len(ran), sum(a.outcome in ("failed", "error") for a in ran)
 
 
-def _apply(result: ServiceTests, failure: Failure, decision: Decision) -> None:
+def apply(result: ServiceTests, failure: Failure, decision: Decision) -> None:
     result.decisions.append(asdict(decision))
     if not decision.blocking:
         result.failures.remove(failure)

@@ -96,10 +96,12 @@ def generate(ctx: AgentContext, ran: list[ServiceTests]) -> dict[str, object]:
 def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     """Run one service's tests under coverage and read the JUnit and coverage reports."""
     home = ctx.workspace / (ctx.config.service(service).path or ".")
-    from agents.testing import node  # imported here: it builds this module's ServiceTests
+    from agents.testing import flaky_node, node  # imported here: they build this module's ServiceTests
     if node.is_node_service(home):
+        started = time.monotonic()
         tested = node.test_service(ctx, service, home)
-        flaky.settle_node(ctx, tested)
+        if tested.ran:
+            flaky_node.settle(ctx, tested, home, started=started)
         _record(ctx, tested, passed=[])
         return tested
     if not has_tests(home):

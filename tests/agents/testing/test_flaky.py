@@ -7,12 +7,14 @@ the test_results event and the thread's line are the ones a real run publishes.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
+from agents.context import AgentContext
 from agents.testing import flaky_record, sandbox
 from agents.testing import stage as testing_agent
 from agents.testing.venvs import ensure_venv
@@ -257,3 +259,45 @@ def test_flaky_asks_for_a_known_service(redis: Redis, settings: Settings, tmp_pa
     assert bare.kind == ReplyKind.DENIED and "e.g. `/orchestra flaky payments`" in bare.text
     empty = handle(parse("/orchestra flaky payments", ["payments"]), ALICE, redis=redis, settings=served)
     assert (empty.kind, empty.text) == (ReplyKind.ANSWER, "No flaky tests recorded for payments.")
+
+
+NODE_FLAKY = """import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+
+const COUNTER = %r;
+
+describe("checkout (retry)", () => {
+  it("retries the payment [1/3]", () => {
+    const n = (existsSync(COUNTER) ? Number(readFileSync(COUNTER, "utf8")) : 0) + 1;
+    writeFileSync(COUNTER, String(n));
+    expect(n %% 3).not.toBe(1);
+  });
+  it("always fails", () => {
+    expect(1 + 1).toBe(3);
+  });
+});
+"""
+
+
+def test_a_node_test_failing_one_time_in_three_is_re_run_alone_and_flaky(settings: Settings, redis: Redis,
+                                                                       tmp_path: Path) -> None:
+    """Vitest on this host (the stage's Node path: npm ci into the cache, the file with -t <full name>)."""
+    from orchestra.settings import PROJECT_ROOT
+
+    repo = Path(shutil.copytree(PROJECT_ROOT / "examples" / "fullstack", tmp_path / "fullstack",
+                                ignore=shutil.ignore_patterns("node_modules", "dist", "coverage", "__pycache__")))
+    (repo / "web" / "tests" / "checkout.test.js").write_text(NODE_FLAKY % str(tmp_path / "retry.count"))
+    config = repo / "devops_orchestra.yaml"
+    config.write_text(config.read_text().replace("  timeout: 10m\n", "  timeout: 10m\n  quarantine:\n"
+                                                 "    - tests/checkout.test.js > checkout (retry) > always fails\n"))
+    ctx = AgentContext(run=Run(requested_by="U0DEV", repo=str(repo), services=["web"]), settings=settings,
+                       redis=redis, bus=EventBus(redis), workspace=repo, config=load_config(repo), actor="test")
+    result = testing_agent.test_service(ctx, "web")
+
+    by_verdict = {d["verdict"]: d for d in result.decisions}
+    flaky, quarantined = by_verdict["flaky"], by_verdict["quarantined"]
+    assert flaky["test"] == "tests/checkout.test.js > checkout (retry) > retries the payment [1/3]"
+    assert [(a["mode"], a["outcome"]) for a in flaky["attempts"]] == [("suite", "failed"), ("alone", "passed"),
+                                                                      ("alone", "passed")]
+    assert (flaky["runs"], flaky["failures"], flaky["blocking"]) == (3, 1, False)
+    assert quarantined["blocking"] is False and result.ok and result.failures == []
