@@ -15,6 +15,7 @@ HELP = (
     "• `/orchestra status [service] [env]` · `/orchestra history [service] [env]`\n"
     "• `/orchestra explain why did prod roll back?` · `/orchestra cancel &lt;service | run id&gt;`\n"
     "• `/orchestra unpin &lt;service&gt; &lt;env&gt;` — release a version pinned after a failed rollback (approvers)\n"
+    "• `/orchestra flaky &lt;service&gt;` — its tests that failed and then passed alone, with their failure rate\n"
     "• Or mention me / DM me in plain words: _ship frontend hotfix-v2 to prod_, _what's running in "
     "staging?_, _who deployed payments last?_\n"
     "Environments: production (prod), staging (stg), development (dev). Default environment: staging."

@@ -1,6 +1,8 @@
 """The handlers without any channel: an understood request in, a channel-neutral reply out."""
 from __future__ import annotations
 
+import re
+
 from redis import Redis
 
 from handlers.intake import confirmed, handle
@@ -77,3 +79,16 @@ def test_a_confirmation_carries_every_service(redis: Redis, settings: Settings) 
     reply = handle(guess, ALICE, redis=redis, settings=settings)
     again = confirmed(reply.data["payload"], "ship both").intent
     assert (again.service, again.services, again.env) == ("frontend", ["frontend", "backend"], "staging")
+
+
+def test_every_command_the_help_shows_is_understood() -> None:
+    """Each `/...` example of /orchestra help, filled in as a person would, parses to what it says."""
+    from bot.slack.texts import HELP
+
+    shown = re.findall(r"`(/[^`]+)`", HELP)
+    assert len(shown) >= 8 and any(c.startswith("/orchestra flaky") for c in shown)
+    for example in shown:
+        filled = re.sub(r"\s*\[[^\]]*\]", "", example.replace("&lt;service | run id&gt;", "backend"))
+        filled = filled.replace("&lt;service&gt;", "backend").replace("&lt;env&gt;", "production")
+        parsed = parse(filled, SERVICES)
+        assert parsed.intent.kind != IntentKind.UNKNOWN and parsed.problem is None, (example, filled, parsed)
