@@ -13,7 +13,7 @@ from typing import Any
 from agents.analysis.risk import RiskLevel
 from agents.context import AgentContext, StageResult
 from agents.pysource import SKIP_DIRS
-from agents.testing import flaky, flaky_record
+from agents.testing import flaky, flaky_fix, flaky_record
 from agents.testing.testgen import generate_tests
 from agents.testing.venvs import ensure_venv, run_python
 from orchestra.config.model import Testing
@@ -121,6 +121,8 @@ def test_service(ctx: AgentContext, service: str) -> ServiceTests:
     result = read_junit(service, reports / "junit.xml")
     flaky.settle(ctx, result, junit=reports / "junit.xml", python=python, home=home, reports=reports,
                  started=started)
+    flaky_fix.suggest(ctx, result, junit=reports / "junit.xml", python=python, home=home, started=started,
+                      extra=extra)
     _record(ctx, result, passed=[c.test for c in flaky.cases(reports / "junit.xml", home)
                                  if c.test and c.outcome == "passed"])
     cov = run_python(python, ["-m", "coverage", "json", f"--data-file={reports / '.coverage'}",
@@ -207,4 +209,6 @@ def _verdict(results: list[ServiceTests]) -> StageResult:
             (f", coverage {data['coverage']}%" if covs else "")
     if flaky.summary(decisions):
         summary += f"; {flaky.summary(decisions)}"
+    if flaky_fix.summary(decisions):
+        summary += f"; {flaky_fix.summary(decisions)}"
     return StageResult(not failed, summary, data)

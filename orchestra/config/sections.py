@@ -73,7 +73,9 @@ MAX_TEST_ID = 300
 class Testing(StrictModel):
     """How services are tested. A failing test is re-run alone ``reruns`` times: one that then passes is
     flaky and blocks only with ``flaky_blocks``; ``quarantine`` names tests (pytest node ids relative to the
-    service folder, ``tests/test_x.py::test_y``; Node ``file > name``) run and reported, never blocking."""
+    service folder, ``tests/test_x.py::test_y``; Node ``file > name``) run and reported, never blocking.
+    Where a model is configured, a fix it suggests for a flaky Python test is offered only if the test then
+    passes ``fix_runs`` consecutive re-runs alone (agents/testing/flaky_fix.py)."""
 
     enabled: bool = True
     framework: Literal["pytest", "unittest", "jest", "mocha", "go", "junit", "npm", "custom"] = "pytest"
@@ -82,6 +84,7 @@ class Testing(StrictModel):
     reruns: int = Field(default=2, ge=0, le=10, strict=True)
     quarantine: list[str] = Field(default_factory=list)
     flaky_blocks: bool = Field(default=False, strict=True)
+    fix_runs: int = Field(default=5, ge=1, le=20, strict=True)
 
     @field_validator("quarantine")
     @classmethod
