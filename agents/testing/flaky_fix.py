@@ -255,9 +255,9 @@ def called_code(source: str, name: str, home: Path) -> str:
     called = {n.func.id for n in ast.walk(func) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)} \
         if func is not None else set()
     found: list[str] = []
-    for path in sorted(home.glob("*.py"))[:30]:  # the service's top-level modules only: cheap
-        if not called or path.is_symlink():
-            break
+    for path in sorted(home.glob("*.py"))[:30] if called else []:  # the service's top-level modules: cheap
+        if path.is_symlink():
+            continue
         text = path.read_text(errors="replace")
         try:
             module = ast.parse(text)

@@ -84,6 +84,22 @@ def test_a_fix_that_does_not_remove_the_flakiness_is_not_kept_and_says_which_run
     assert event.data["passed"] is True  # the flaky test itself still does not block
 
 
+ORDER_DEPENDENT = PAY_TESTS.replace("def test_charge():\n", "STATE = {}\n\n\ndef test_charge():\n"
+                                    "    STATE['charged'] = True\n").replace(
+    "def test_retry(request):\n" + FLAKY_ASSERT, "def test_retry():\n    assert not STATE, 'charged before'\n")
+
+
+def test_a_fix_that_passes_alone_but_fails_in_the_suite_order_is_not_kept(
+        settings: Settings, redis: Redis, server: FakeAnthropic, tmp_path: Path) -> None:
+    repo = pay_repo(tmp_path / "pay", TESTING, PAY_TESTS)
+    server.on_tool(TOOL, answer_with({"tests/test_pay.py": ORDER_DEPENDENT}))
+    _, event = stage_run(repo, server.client_settings(settings), redis)
+
+    fix = fixes(event.data)["tests/test_pay.py::test_retry"]
+    assert (fix["status"], fix["runs_passed"], fix["suite_order"]) == ("not kept", 3, "failed"), fix
+    assert fix["reason"] == "held in 3 of 3 runs alone, then failed in the suite's order" and "patch" not in fix
+
+
 HOSTILE_TESTS = ONE_IN_THREE + "".join(f'''
 
 def test_{name}(request):
