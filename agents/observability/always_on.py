@@ -11,8 +11,9 @@ again (``observability.interval``). The first check of a version only enrols it 
 While a deploy holds the service's lock the check only waits: that deploy's own watch covers it. A limit
 that stays exceeded for ``rollback.threshold.duration`` is an anomaly (:mod:`agents.observability.anomaly`):
 within ``observability.guard`` of going live the release is rolled back through the automatic rollback
-(circuit breaker, retries, loud failure), after it the instance is restarted (docker) and the people are
-alerted; either way the release's thread gets the numbers and a redacted summary of the crash log.
+(circuit breaker, retries, loud failure), after it the instance is restarted by its deploy target (not
+Lambda's) and the people are alerted; either way the release's thread gets the numbers and a redacted
+summary of the crash log.
 """
 from __future__ import annotations
 

@@ -8,8 +8,11 @@ and a redacted summary of the release's log (:func:`agents.chatops.crashlog.summ
   as its deploy left it: an automatic rollback (:func:`agents.observability.autorollback.auto_rollback`:
   ``rollback.enabled``, the circuit breaker, retries, the loud ``rollback_failed``), under the service's
   deploy lock, taken here like the watch's rollback takes it (a deploy that holds it wins: nothing is done).
-* Otherwise the unhealthy instance is restarted where the target can (``docker``: the release's container,
-  then its health check) and the people are alerted; on kubernetes, ECS and Lambda the alert is all.
+* Otherwise the unhealthy instance is restarted by its deploy target's ``restart`` hook
+  (:meth:`agents.deploy.targets.live.LiveTarget.restart`: docker restarts the container, kubernetes does a
+  rollout restart of the Deployment, ECS forces a new deployment of the colour's service; each then waits
+  until the release serves again) and a second alert says what was done or why it could not be; Lambda
+  has no instance to restart, so there the alert is all.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from agents.chatops.crashlog import summarize
+from agents.deploy.targets.base import DeployTarget
 from agents.deploy.targets.docker import DockerTarget
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import LiveState
@@ -25,7 +29,7 @@ from agents.observability.judge import MetricResult, Verdict, format_value
 from agents.observability.policy import Policy
 from agents.observability.watch import Breach, WatchedRelease
 from orchestra import limits
-from orchestra.errors import LockHeld
+from orchestra.errors import LockHeld, OrchestraError
 from orchestra.events import EventType
 from orchestra.locks import Locks
 from orchestra.redaction import redact
@@ -55,31 +59,57 @@ def act(ctx: AgentContext, live: LiveState, rel: WatchedRelease, breach: tuple[s
     mean = sum(info.values) / len(info.values)
     reason = (f"{metric} stayed above {format_value(metric, limit)} for {window:.0f}s "
               f"(now {format_value(metric, value)}), {_age(age)} after {rel.version} went live")
-    plan = (f"within its guard period ({_age(obs.guard)}): rolling back to {rel.previous_version}" if rollback
-            else _after_guard(live, age, obs.guard))
-    ctx.emit(EventType.OBSERVABILITY_ALERT, kind="always_on_anomaly", service=rel.service, env=rel.env,
-             version=rel.version, previous_version=rel.previous_version, metric=metric, value=value, mean=mean,
-             threshold=limit, window_s=round(window, 1), age_s=round(age, 1), guard_s=obs.guard,
-             action="rollback" if rollback else "restart" if live.runtime == "docker" else "alert",
-             crash=crash, message=f"always-on watch: {rel.service} {rel.version} in {rel.env}: {reason}; {plan}"
-                                  f"{_crash_text(crash)}")
+    numbers = {"metric": metric, "value": value, "mean": mean, "threshold": limit, "window_s": round(window, 1),
+               "age_s": round(age, 1), "guard_s": obs.guard}
     if rollback:
+        _alert(ctx, rel, reason, f"within its guard period ({_age(obs.guard)}): rolling back to "
+               f"{rel.previous_version}", "rollback", crash, numbers)
         return _roll_back(ctx, live, rel, reason, window, MetricResult(
             metric, Verdict.FAIL, reason, canary=mean, threshold=limit, samples=(len(info.values), 0)), policy)
-    if live.runtime != "docker":
-        return "alerted"
-    return _restart(ctx, live, client)
+    targets = Targets(ctx.settings, ctx.redis, ctx.config, rel.env, docker_client=client)
+    try:
+        target, unusable = _target(targets, live)
+        plan = _after_guard(live, age, obs.guard, target, unusable)
+        restart = target is not None and target.restartable
+        _alert(ctx, rel, reason, plan, "restart" if restart else "alert", crash, numbers)
+        if target is None or not restart:
+            return "alerted"
+        return _restart(ctx, live, target)
+    finally:
+        targets.close()
 
 
-def _after_guard(live: LiveState, age: float, guard: float) -> str:
+def _alert(ctx: AgentContext, rel: WatchedRelease, reason: str, plan: str, action: str,
+           crash: dict[str, Any] | None, numbers: dict[str, Any]) -> None:
+    ctx.emit(EventType.OBSERVABILITY_ALERT, kind="always_on_anomaly", service=rel.service, env=rel.env,
+             version=rel.version, previous_version=rel.previous_version, action=action, crash=crash,
+             message=f"always-on watch: {rel.service} {rel.version} in {rel.env}: {reason}; {plan}"
+                     f"{_crash_text(crash)}", **numbers)
+
+
+def _target(targets: Targets, live: LiveState) -> tuple[DeployTarget | None, str | None]:
+    """The target serving the release, or why it cannot be opened (its settings, its credentials)."""
+    try:
+        return targets.for_runtime(live.runtime), None
+    except Exception as exc:  # the people hear why nothing was restarted
+        logger.warning("could not open the %s target of %s: %s", live.runtime, live.service, exc)
+        return None, _first_line(exc)
+
+
+def _after_guard(live: LiveState, age: float, guard: float, target: DeployTarget | None,
+                 unusable: str | None) -> str:
+    assert live.current is not None
     if age < guard:  # within the guard, but nothing a rollback could go back to
         why = "it was put back by a rollback" if live.last_action == "rollback" else "there is no earlier version"
         head = f"not rolled back ({why})"
     else:
         head = f"past its guard period ({_age(guard)})"
-    if live.runtime == "docker":
-        return f"{head}: restarting its container {live.current.container if live.current else ''}".rstrip()
-    return f"{head}: {live.runtime} releases are not restarted by the always-on watch; a person must look"
+    name = live.current.container
+    if target is None:
+        return f"{head}: could not restart {name}: {unusable}; a person must look"
+    if target.restartable:
+        return f"{head}: restarting {name} ({live.runtime})"
+    return f"{head}: {live.runtime} releases have no instance to restart; a person must look"
 
 
 def _roll_back(ctx: AgentContext, live: LiveState, rel: WatchedRelease, reason: str, window: float,
@@ -112,30 +142,28 @@ def _roll_back(ctx: AgentContext, live: LiveState, rel: WatchedRelease, reason: 
     return "rolled_back" if done else "held"
 
 
-def _restart(ctx: AgentContext, live: LiveState, client: docker.DockerClient | None) -> str:
-    """Restart the release's container and wait for its health check; the thread hears how it went."""
+def _restart(ctx: AgentContext, live: LiveState, target: DeployTarget) -> str:
+    """The target restarts the release and waits until it serves again; the thread hears how it went."""
     assert live.current is not None
     release, health = live.current, ctx.config.service(live.service).health
-    own = client is None
-    if client is None:
-        from agents.build.image import docker_client
-        client = docker_client(ctx.settings)
+    said = f"{live.service} {release.version} in {live.env}"
     try:
-        client.containers.get(release.container).restart(timeout=5)
-        took = DockerTarget(client).wait_healthy(release, health, timeout=30)
-        message = f"restarted {release.container} ({live.service} {release.version}); healthy again in {took:.1f}s"
-        outcome = "restarted"
-    except Exception as exc:  # the engine's error or the health check's: the people must hear of it
+        done = target.restart(live, release, health)
+        message, outcome = f"always-on watch restarted {said}: {done}", "restarted"
+    except Exception as exc:  # not found, not back, refused: the people must hear of it
         logger.warning("restart of %s failed: %s", release.container, exc)
-        message = (f"RESTART FAILED: {release.container} ({live.service} {release.version} in {live.env}): "
-                   f"{redact(str(exc)).splitlines()[0]}; look at it, or `/rollback {live.service} {live.env}`")
+        message = (f"RESTART FAILED: could not restart {release.container} ({said}): {_first_line(exc)}; "
+                   f"look at it, or `/rollback {live.service} {live.env}`")
         outcome = "alerted"
-    finally:
-        if own:
-            client.close()
     ctx.emit(EventType.OBSERVABILITY_ALERT, kind="always_on_restart", service=live.service, env=live.env,
-             version=release.version, restarted=outcome == "restarted", message=message)
+             version=release.version, runtime=live.runtime, instance=release.container,
+             restarted=outcome == "restarted", message=message)
     return outcome
+
+
+def _first_line(exc: Exception) -> str:
+    text = exc.message if isinstance(exc, OrchestraError) else str(exc)
+    return (redact(text).splitlines() or [type(exc).__name__])[0]
 
 
 def _crash_log(ctx: AgentContext, live: LiveState, client: docker.DockerClient | None) -> dict[str, Any] | None:

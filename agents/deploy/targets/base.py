@@ -77,6 +77,7 @@ class DeployTarget(Health, Protocol):
     locks or events (the deploy agent does)."""
 
     runtime: str
+    restartable: bool  # whether restart() can restart this platform's releases
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
         """Start the new release, wait until it is ready, then move traffic with the plan's strategy."""
@@ -89,6 +90,11 @@ class DeployTarget(Health, Protocol):
     def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
                  run_id: str) -> tuple[LiveState, bool]:
         """All traffic back on ``to_version`` (default: the previous release); (state, changed?)."""
+        ...
+
+    def restart(self, state: LiveState, release: Release, health: str) -> str:
+        """Restart the running instances of the live ``release`` and wait until it serves again; what
+        was done. NotFound when its instance is gone; StageFailed when it did not come back."""
         ...
 
     def reap(self, now: float | None = None) -> list[str]:

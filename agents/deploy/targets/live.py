@@ -2,7 +2,8 @@
 
 A :class:`LiveTarget` owns the skeletons over the live state in Redis and calls small hooks for what is
 specific to its platform: bringing a release back to all traffic, retiring one, taking down what
-reached a service that had no release before, and telling whether a kept release still runs.
+reached a service that had no release before, telling whether a kept release still runs, and
+restarting a live release's instances (the always-on watch, past a release's guard period).
 """
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ from agents.deploy.targets.state import (
     rollback_target,
     set_live,
 )
-from orchestra.errors import NotFound
+from orchestra.errors import NotFound, StageFailed
 from orchestra.locks import current_fence
+
+
+class RestartUnsupported(StageFailed):
+    """The platform has no instance of a release to restart (a Lambda function's version)."""
 
 
 class LiveTarget:
@@ -33,6 +38,7 @@ class LiveTarget:
 
     runtime: str
     redis: Redis
+    restartable = False  # whether :meth:`restart` can restart this platform's releases
 
     def live(self, service: str, env: str) -> LiveState | None:
         return get_live(self.redis, service, env)
@@ -80,6 +86,14 @@ class LiveTarget:
                 self._wind_down(previous)
                 stopped.append(previous.container)
         return stopped
+
+    def restart(self, state: LiveState, release: Release, health: str) -> str:
+        """Restart the running instances of ``release`` (live in ``state``) and wait until it serves again;
+        what was done, in one phrase. NotFound when the release's instance no longer exists (nothing is
+        changed then), StageFailed when it did not come back, RestartUnsupported where there is nothing
+        to restart."""
+        raise RestartUnsupported(f"{self.runtime} releases have no instance to restart",
+                                 hint=f"look at {state.service} {release.version} in {state.env}, or roll it back")
 
     # -- shared parts of deploy -----------------------------------------------------------------------
 

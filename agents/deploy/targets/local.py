@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.errors
 from redis import Redis
 
 from agents.deploy import intent
@@ -18,6 +19,7 @@ from agents.deploy.targets.docker import HEALTH_TIMEOUT_S, DockerTarget, contain
 from agents.deploy.targets.edge import Backend, Edge
 from agents.deploy.targets.live import LiveTarget, move
 from agents.deploy.targets.state import LiveState, Release, all_live, get_live, set_live
+from orchestra.errors import NotFound
 from orchestra.locks import current_fence
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class LocalTarget(LiveTarget):
     """Deploy, undo and roll back services on this machine (``runtime: docker``)."""
 
     runtime = "docker"
+    restartable = True
+    RESTART_HEALTH_S = 30.0
 
     def __init__(self, client: docker.DockerClient, redis: Redis, workdir: Path, *,
                  owns_client: bool = False) -> None:
@@ -60,6 +64,17 @@ class LocalTarget(LiveTarget):
 
     def scrape_address(self, release: Release) -> str | None:
         return f"127.0.0.1:{release.port}"
+
+    def restart(self, state: LiveState, release: Release, health: str) -> str:
+        """Restart the release's container in place (same port, same edge weight), then its health check."""
+        try:
+            container = self.docker.client.containers.get(release.container)
+        except docker.errors.NotFound as exc:
+            raise NotFound(f"the container {release.container} was not found on this host",
+                           hint=f"deploy {state.service} again, or `/rollback {state.service} {state.env}`") from exc
+        container.restart(timeout=5)
+        took = self.docker.wait_healthy(release, health, timeout=self.RESTART_HEALTH_S)
+        return f"restarted the container {release.container}; healthy again in {took:.1f}s"
 
     def close(self) -> None:
         if self._owns_client:

@@ -125,6 +125,7 @@ class WithSecrets:
         self.config = config
         self.secrets_file = secrets_file
         self.runtime = inner.runtime
+        self.restartable = inner.restartable
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
         from agents.deploy.targets.secrets import resolve
@@ -142,6 +143,9 @@ class WithSecrets:
     def rollback(self, service: str, env: str, *, to_version: str | None, health: str, keep_s: float,
                  run_id: str) -> tuple[LiveState, bool]:
         return self.inner.rollback(service, env, to_version=to_version, health=health, keep_s=keep_s, run_id=run_id)
+
+    def restart(self, state: LiveState, release: Release, health: str) -> str:
+        return self.inner.restart(state, release, health)
 
     def reap(self, now: float | None = None) -> list[str]:
         return self.inner.reap(now)

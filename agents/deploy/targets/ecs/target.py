@@ -6,7 +6,8 @@ group has ``replicas`` healthy targets, then moves the listener's weights with t
 (blue-green: 0/100 at once; canary: the steps, each judged on CloudWatch unless the caller judges).
 The old colour stays scaled for ``keep_previous``. A failure or a rollback puts the weights back first,
 then scales. Secrets reach the task as Secrets Manager ARNs; a missing one stops the deploy before
-anything changes.
+anything changes. A restart (the always-on watch's) forces a new deployment of the colour's ECS service
+that holds the release (fresh tasks of the same task definition), then waits for its healthy targets.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class EcsTarget(LiveTarget):
     """Deploy, undo and roll back services on one ECS cluster behind one ALB listener."""
 
     runtime = "ecs"
+    restartable = True
 
     def __init__(self, aws: Aws, redis: Redis, settings: EcsCluster, *, replicas: dict[str, int],
                  secret_keys: list[str], secrets_manager: str, error_rate: float = 5.0,
@@ -67,6 +69,21 @@ class EcsTarget(LiveTarget):
 
     def scrape_address(self, release: Release) -> str | None:
         return None  # the judge reads CloudWatch (agents.deploy.targets.ecs.metrics)
+
+    def restart(self, state: LiveState, release: Release, health: str) -> str:
+        """A new deployment of the colour's ECS service holding ``release``, then its healthy targets."""
+        running = self._task_image(release.container)
+        if running is None:
+            raise NotFound(f"the ECS service {release.container} was not found in cluster {self.settings.cluster}",
+                           hint=f"deploy {state.service} again, or `/rollback {state.service} {state.env}`")
+        if running != release.image:
+            raise NotFound(f"{state.service} {release.version} was not found in the ECS service {release.container} "
+                           f"(it runs {running})", hint=f"deploy {state.service} again")
+        self.aws.call("ecs", "update_service", cluster=self.settings.cluster, service=release.container,
+                      forceNewDeployment=True)
+        took = self.wait_healthy(release, health)
+        return f"new deployment of the ECS service {release.container} (forceNewDeployment); " \
+               f"healthy again in {took:.1f}s"
 
     def close(self) -> None:
         self.aws.close()

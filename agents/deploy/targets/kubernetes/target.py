@@ -6,12 +6,15 @@ one, else split by replica ratio (approximate, and said so). A failed deploy and
 selector or weights back first, then scale. Readiness comes from the Deployment's status, crash logs
 from its pods. Every manifest is validated offline before anything is sent. The live state is kept in
 Redis like the local target's (what we did), and the cluster is asked whether a release is available.
+A restart (the always-on watch's) is what ``kubectl rollout restart`` does: the Deployment's pod template
+gets the ``kubectl.kubernetes.io/restartedAt`` annotation, and the target waits until it is available again.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -29,11 +32,14 @@ from orchestra.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # the annotation `kubectl rollout restart` sets
+
 
 class KubernetesTarget(LiveTarget):
     """Deploy, undo and roll back services in one namespace of one cluster."""
 
     runtime = "kubernetes"
+    restartable = True
 
     def __init__(self, api: KubeApi, redis: Redis, cluster: KubernetesCluster, *, replicas: dict[str, int],
                  sleep: Callable[[float], None] = time.sleep, secret_keys: list[str] | None = None,
@@ -62,6 +68,18 @@ class KubernetesTarget(LiveTarget):
 
     def scrape_address(self, release: Release) -> str | None:
         return None  # Prometheus in the cluster finds the pods by their labels (see README)
+
+    def restart(self, state: LiveState, release: Release, health: str) -> str:
+        """A rollout restart of the release's Deployment, then wait until it is available again."""
+        if self.api.get("Deployment", release.container) is None:
+            raise NotFound(f"the Deployment {release.container} was not found in {self._location()}",
+                           hint=f"deploy {state.service} again, or `/rollback {state.service} {state.env}`")
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # RFC 3339, as kubectl writes it
+        self.api.patch("Deployment", release.container,
+                       {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}})
+        took = self.wait_healthy(release, health)
+        return f"rollout restart of the Deployment {release.container} ({RESTARTED_AT}={at}); " \
+               f"available again in {took:.1f}s"
 
     def close(self) -> None:
         self.api.close()
