@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from agents.chatops.crashlog import summarize
 from agents.deploy.targets.base import DeployTarget
-from agents.deploy.targets.docker import DockerTarget
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import LiveState
 from agents.observability.autorollback import RollbackFacts, auto_rollback
@@ -54,21 +53,21 @@ def act(ctx: AgentContext, live: LiveState, rel: WatchedRelease, breach: tuple[s
     obs = ctx.config.observability
     age = now - live.current.started_at
     rollback = age < obs.guard and rel.previous_version is not None and live.last_action == "deploy"
-    crash = _crash_log(ctx, live, client)
     window = now - info.since
     mean = sum(info.values) / len(info.values)
     reason = (f"{metric} stayed above {format_value(metric, limit)} for {window:.0f}s "
               f"(now {format_value(metric, value)}), {_age(age)} after {rel.version} went live")
     numbers = {"metric": metric, "value": value, "mean": mean, "threshold": limit, "window_s": round(window, 1),
                "age_s": round(age, 1), "guard_s": obs.guard}
-    if rollback:
-        _alert(ctx, rel, reason, f"within its guard period ({_age(obs.guard)}): rolling back to "
-               f"{rel.previous_version}", "rollback", crash, numbers)
-        return _roll_back(ctx, live, rel, reason, window, MetricResult(
-            metric, Verdict.FAIL, reason, canary=mean, threshold=limit, samples=(len(info.values), 0)), policy)
     targets = Targets(ctx.settings, ctx.redis, ctx.config, rel.env, docker_client=client)
     try:
         target, unusable = _target(targets, live)
+        crash = _crash_log(target, live)
+        if rollback:
+            _alert(ctx, rel, reason, f"within its guard period ({_age(obs.guard)}): rolling back to "
+                   f"{rel.previous_version}", "rollback", crash, numbers)
+            return _roll_back(ctx, live, rel, reason, window, MetricResult(
+                metric, Verdict.FAIL, reason, canary=mean, threshold=limit, samples=(len(info.values), 0)), policy)
         plan = _after_guard(live, age, obs.guard, target, unusable)
         restart = target is not None and target.restartable
         _alert(ctx, rel, reason, plan, "restart" if restart else "alert", crash, numbers)
@@ -166,22 +165,15 @@ def _first_line(exc: Exception) -> str:
     return (redact(text).splitlines() or [type(exc).__name__])[0]
 
 
-def _crash_log(ctx: AgentContext, live: LiveState, client: docker.DockerClient | None) -> dict[str, Any] | None:
-    """The release's log summarised and redacted (docker only; other targets' logs are not read here)."""
-    if live.runtime != "docker" or live.current is None:
+def _crash_log(target: DeployTarget | None, live: LiveState) -> dict[str, Any] | None:
+    """The release's log, read where it runs (a container, the pods, CloudWatch), summarised and redacted."""
+    if target is None or live.current is None:
         return None
-    own = client is None
     try:
-        if client is None:
-            from agents.build.image import docker_client
-            client = docker_client(ctx.settings)
-        summary = summarize(DockerTarget(client).logs(live.current, lines=LOG_LINES))
+        summary = summarize(target.logs(live.current, lines=LOG_LINES))
     except Exception as exc:  # no log is no reason not to act on the numbers
         logger.warning("could not read the log of %s: %s", live.current.container, exc)
         return None
-    finally:
-        if own and client is not None:
-            client.close()
     return {"error": summary.error, "tail": summary.tail, "lines": summary.total_lines}
 
 

@@ -163,6 +163,9 @@ def test_a_restart_whose_pods_never_come_back_is_a_loud_alert(
     while apps.read_namespaced_deployment("web-v2", NS).status.available_replicas and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _anomaly(ctx, live) == "alerted"
+    (anomaly,) = _alerts(ctx, "always_on_anomaly")  # the crash log is read where the release runs: its pods
+    assert anomaly["crash"]["error"] == "RuntimeError: DATABASE_URL is not set"  # what the crashing pods print
+    assert "CrashLoopBackOff" in anomaly["message"] and "error: RuntimeError" in anomaly["message"]
     (restart,) = _alerts(ctx, "always_on_restart")
     assert restart["restarted"] is False
     assert restart["message"].startswith("RESTART FAILED: could not restart web-v2 (web v2 in staging): ")
