@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Sequence
@@ -37,7 +38,8 @@ MARKER = "<!-- orchestra:run:{run_id} -->"
 STATE_KEY = "orchestra:github:relay:{run_id}"  # hash: comment_id, body_sha, status
 STATE_TTL_S = 30 * 24 * 3600
 MAX_LISTED = 20
-SUCCESS_TEXT = {"validate": "Safe to merge and deploy", "deploy": "Deployed", "rollback": "Rolled back"}
+SUCCESS_TEXT = {"validate": "Safe to merge and deploy", "deploy": "Deployed", "rollback": "Rolled back",
+                "plan": "Planned", "drift": "No drift"}
 STATUS_TEXT = {"pending": "running", "success": "passed", "failure": "failed", "error": "could not run"}
 ICONS = {"pending": "⏳", "success": "✅", "failure": "❌", "error": "⚠️"}
 
@@ -52,6 +54,7 @@ class RunView:
     findings: list[str] = field(default_factory=list)
     failed_tests: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)  # the iac stage's plan by resource type, or why it failed
 
 
 def view_of(run: Run, events: Sequence[Event]) -> RunView:
@@ -89,6 +92,8 @@ def _apply(view: RunView, run: Run, event: Event) -> None:
                          and f.get("severity", "error") == "error"]
     if kind == EventType.TEST_RESULTS:
         view.failed_tests = _failed_tests(data)
+    if kind == EventType.IAC_READY and data.get("stage") == "iac":
+        view.plan = _plan_lines(data)
 
 
 def _set_stage(view: RunView, stage: str, status: str) -> None:
@@ -115,6 +120,47 @@ def _failed_tests(data: dict[str, Any]) -> list[str]:
     return out
 
 
+MAX_PLAN_CHARS = 1500  # a failed plan's error: Terraform's own words with file and line
+PLAN_ACTIONS = ("add", "change", "replace", "destroy")
+_INDEX = re.compile(r'\[(?:"(?:[^"\\]|\\.)*"|\d+)\]')  # a resource's count or for_each key in its address
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def _plan_lines(data: dict[str, Any]) -> list[str]:
+    """The plan's counts, then one row per action and resource type (capped); a failed plan's error.
+
+    Only addresses are read (the stage puts no values in its event), and of them only the resource type:
+    a for_each key is the repository's text and stays out of the comment."""
+    plan = data.get("plan")
+    if not data.get("passed"):
+        return [f"Terraform did not plan: {_flat(data.get('summary'), MAX_PLAN_CHARS)}"] if data.get("summary") \
+            else []
+    if not isinstance(plan, dict):
+        return []
+    version = f"{data.get('terraform', 'terraform')} {data.get('terraform_version', '')}".strip()
+    lines = [f"`{version}`: **{_flat(plan.get('summary'), 100)}**; nothing was applied"]
+    rows = [(action, kind, count) for action in PLAN_ACTIONS
+            for kind, count in sorted(_by_type(plan.get(action)).items())]
+    lines += [f"| {action} | `{kind}` | {count} |" for action, kind, count in rows[:MAX_LISTED]]
+    if len(rows) > MAX_LISTED:
+        lines.append(f"| … | {len(rows) - MAX_LISTED} more resource types | |")
+    return lines
+
+
+def _by_type(addresses: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for address in addresses if isinstance(addresses, list) else []:
+        parts = _INDEX.sub("", str(address)).split(".")
+        kind = parts[-2] if len(parts) >= 2 and _TYPE.match(parts[-2]) else "(unnamed type)"
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _flat(text: Any, limit: int) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def render_comment(run: Run, view: RunView) -> str:
     """The PR comment's markdown; starts with the run's hidden marker."""
     sha = (run.commit or run.origin.get("sha") or "")[:7]
@@ -123,6 +169,10 @@ def render_comment(run: Run, view: RunView) -> str:
     if view.stages:
         lines += ["", "| stage | result |", "|---|---|"]
         lines += [f"| {name} | {_one_line(status)} |" for name, status in view.stages]
+    if view.plan:
+        table = [line for line in view.plan if line.startswith("|")]
+        lines += ["", "**Terraform plan**: " + view.plan[0]]
+        lines += ["", "| action | resource type | count |", "|---|---|---|", *table] if table else []
     for title, items in (("Code analysis errors", view.findings), ("Failed tests", view.failed_tests),
                          ("Notes", view.notes)):
         if items:
@@ -137,6 +187,8 @@ def status_context(run: Run) -> str:
 
 
 def _target(run: Run) -> str:
+    if run.kind in ("plan", "drift"):
+        return f"for {run.env}"
     return f"#{run.origin.get('pr')}" if run.kind == "validate" and run.origin.get("pr") else f"to {run.env}"
 
 
