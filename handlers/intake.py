@@ -12,7 +12,7 @@ from typing import Any
 
 from redis import Redis
 
-from handlers import cancel, deploy, explain, flaky, help, history, pin, rollback, status
+from handlers import cancel, deploy, drift, explain, flaky, help, history, pin, rollback, status
 from handlers.reply import Reply, ReplyKind, Who
 from orchestra.errors import LockHeld, OrchestraError, PolicyDenied
 from orchestra.intents import Intent, IntentKind
@@ -26,7 +26,7 @@ ACTIONS = (IntentKind.DEPLOY, IntentKind.ROLLBACK, IntentKind.CANCEL)
 HANDLERS: dict[IntentKind, Any] = {
     IntentKind.DEPLOY: deploy.handle, IntentKind.ROLLBACK: rollback.handle, IntentKind.STATUS: status.handle,
     IntentKind.HISTORY: history.handle, IntentKind.EXPLAIN: explain.handle, IntentKind.HELP: help.handle,
-    IntentKind.UNPIN: pin.handle, IntentKind.FLAKY: flaky.handle,
+    IntentKind.UNPIN: pin.handle, IntentKind.FLAKY: flaky.handle, IntentKind.DRIFT: drift.handle,
 }
 
 

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_KINDS = {IntentKind.DEPLOY: "deploy", IntentKind.ROLLBACK: "rollback", IntentKind.VALIDATE: "validate"}
+PIPELINE_KINDS = {IntentKind.DEPLOY: "deploy", IntentKind.ROLLBACK: "rollback", IntentKind.VALIDATE: "validate",
+                  IntentKind.PLAN: "plan", IntentKind.DRIFT: "drift"}
+READ_ONLY = frozenset({"validate", "plan", "drift"})  # change nothing live: no deploy lock, pin or deploy policy
 DEFAULT_ENV = "staging"
 
 
@@ -79,7 +81,7 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
     added = {dep: _why(dependents, env) for dep, dependents in needed.items()}
     services = config.deploy_order([*named, *added])
     env_policy = config.environment(env)
-    if kind != "validate":
+    if kind not in READ_ONLY:
         try:
             pins.check(redis, services, env, kind=kind, to_version=intent.ref)  # a failed rollback's pin
             policy.check_deploy(intent.user, env, env_policy, identities=trusted.identities,
@@ -101,7 +103,7 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
         raise OrchestraError(f"nothing in the pipeline runs for a {kind} request yet")
     detail = {"intent": intent.contract(), "source": intent.source}
     admission = None
-    if kind == "validate":  # changes nothing live: no lock
+    if kind in READ_ONLY:  # changes nothing live: no lock
         RunStore(redis).create(run)
         audit.record("run_requested", actor=intent.user, run_id=run.id, **detail)
     else:

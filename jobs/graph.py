@@ -68,7 +68,8 @@ DEPLOY_ONLY = frozenset({"deploy"})
 ANALYZE = Stage("analyze", "jobs.tasks.analyze", EventType.CODE_ANALYSIS_RESULT, timeout=600, retries=1)
 TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, retries=1)
 BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
-IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=DEPLOY_ONLY)
+# a plan run (`/orchestra plan` on a pull request) runs the iac stage's checks and plan, and nothing else
+IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=frozenset({"deploy", "plan"}))
 # Only for a change with schema migrations (Run.migrations, from the analyze stage); never retried (a
 # half-applied migration is not run twice); the approval an environment wants is asked here, once.
 MIGRATE = Stage("migrate", "jobs.tasks.migrate", EventType.MIGRATIONS_APPLIED, timeout=2100, approval=True,
@@ -80,5 +81,7 @@ OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
                 check="jobs.tasks.observe_check")
 ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEEDED,
                  failed=EventType.DEPLOYMENT_FAILED, timeout=600, approval=True, kinds=frozenset({"rollback"}))
+# `/orchestra drift <env>`: a refresh-only plan of the environment against its live infrastructure, never applied
+DRIFT = Stage("drift", "jobs.tasks.drift", EventType.DRIFT_CHECKED, timeout=600, kinds=frozenset({"drift"}))
 
-PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, MIGRATE, DEPLOY, OBSERVE, ROLLBACK))
+PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, MIGRATE, DEPLOY, OBSERVE, ROLLBACK, DRIFT))

@@ -12,6 +12,7 @@ from agents.context import AgentContext, StageResult
 from agents.deploy import reconcile as reconcile_agent
 from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
+from agents.iac import drift as drift_agent
 from agents.iac import stage as iac_agent
 from agents.migrations import stage as migrate_agent
 from agents.observability import always_on
@@ -20,7 +21,7 @@ from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
 from jobs import timers, workspace
-from jobs.graph import ANALYZE, BUILD, DEPLOY, IAC, MIGRATE, OBSERVE, ROLLBACK, TEST
+from jobs.graph import ANALYZE, BUILD, DEPLOY, DRIFT, IAC, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
 from orchestra.events import EventBus
 from orchestra.settings import Settings
@@ -45,6 +46,11 @@ def build(run_id: str) -> dict[str, Any]:
 def iac(run_id: str) -> dict[str, Any]:
     """Check the repository's Terraform (skipped when everything deploys to this host and there is none)."""
     return execute_stage(run_id, IAC, iac_agent.run)
+
+
+def drift(run_id: str) -> dict[str, Any]:
+    """Look for drift in the run's environment: a refresh-only plan against its live infrastructure, never applied."""
+    return execute_stage(run_id, DRIFT, drift_agent.run)
 
 
 def migrate(run_id: str) -> dict[str, Any]:

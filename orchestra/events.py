@@ -54,6 +54,7 @@ class EventType(StrEnum):
     TEST_RESULTS = "test_results"
     BUILD_READY = "build_ready"
     IAC_READY = "iac_ready"
+    DRIFT_CHECKED = "drift_checked"  # the drift stage's result: what changed outside Terraform, or no drift
     MIGRATIONS_FOUND = "migrations_found"  # the change's schema migrations per service, destructive ones called out
     MIGRATIONS_APPLIED = "migrations_applied"  # the migrate stage's result
     APPROVAL_REQUESTED = "approval_requested"

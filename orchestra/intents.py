@@ -30,6 +30,7 @@ class IntentKind(StrEnum):
     PLAN = "plan"
     UNPIN = "unpin"  # release a pin set by a failed rollback's "Pin" button
     FLAKY = "flaky"  # a service's flaky tests, from the test stage's record
+    DRIFT = "drift"  # an environment's infrastructure changed outside Terraform (a refresh-only plan)
     UNKNOWN = "unknown"
 
 

@@ -30,12 +30,13 @@ MOVE_VERBS = {"get", "bring", "put", "take", "move", "send"}
 COMMANDS = {  # what a near miss of a command word suggests
     "deploy": "/deploy", "release": "/deploy", "rollback": "/rollback", "revert": "/rollback",
     "cancel": "/orchestra cancel", "status": "/orchestra status", "history": "/orchestra history",
-    "help": "/orchestra help", "unpin": "/orchestra unpin",
+    "help": "/orchestra help", "unpin": "/orchestra unpin", "drift": "/orchestra drift",
 }
 SLASH_KINDS = {
     "deploy": IntentKind.DEPLOY, "rollback": IntentKind.ROLLBACK, "status": IntentKind.STATUS,
     "history": IntentKind.HISTORY, "help": IntentKind.HELP, "explain": IntentKind.EXPLAIN,
     "cancel": IntentKind.CANCEL, "why": IntentKind.EXPLAIN, "unpin": IntentKind.UNPIN, "flaky": IntentKind.FLAKY,
+    "drift": IntentKind.DRIFT,
 }
 # Words that may open a polite imperative before the verb ("please", "can you", "let's").
 LEADING_FILLERS = {

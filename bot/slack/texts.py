@@ -16,6 +16,8 @@ HELP = (
     "• `/orchestra explain why did prod roll back?` · `/orchestra cancel &lt;service | run id&gt;`\n"
     "• `/orchestra unpin &lt;service&gt; &lt;env&gt;` — release a version pinned after a failed rollback (approvers)\n"
     "• `/orchestra flaky &lt;service&gt;` — its tests that failed and then passed alone, with their failure rate\n"
+    "• `/orchestra drift &lt;env&gt;` — what changed in the environment's infrastructure outside Terraform "
+    "(a plan against live state; nothing is applied)\n"
     "• Or mention me / DM me in plain words: _ship frontend hotfix-v2 to prod_, _what's running in "
     "staging?_, _who deployed payments last?_\n"
     "Environments: production (prod), staging (stg), development (dev). Default environment: staging."
@@ -27,6 +29,8 @@ DENIED = ":no_entry: {message}"
 FAILED = ":warning: Something went wrong on my side while handling that (it has been logged). Please try again."
 STARTED = ":rocket: Run `{run_id}` started: {kind} of {services} to *{env}*. Follow it in the thread."
 QUEUED = ":lock: Queued: {why}."
+DRIFT_STARTED = (":mag: Run `{run_id}` started: looking for drift in *{env}* (a plan against its live infrastructure; "
+                 "nothing is applied). The answer comes in the thread.")
 ALSO_DEPLOYING = "Also deploying {service} first: {reason}."
 CANCEL_DONE = ":octagonal_sign: Cancelling run `{run_id}` ({services} to {env}) as {user} asked."
 CONFIRM = "Did you mean: *{summary}*?"
@@ -43,7 +47,8 @@ FIXED = {ReplyKind.HELP: HELP, ReplyKind.NOT_UNDERSTOOD: NOT_UNDERSTOOD, ReplyKi
          ReplyKind.DROPPED: CONFIRM_DROPPED}
 
 # Relay: the parent message and thread replies of a run.
-KIND_VERB = {"deploy": "Deploy", "rollback": "Rollback", "validate": "Checks"}
+KIND_VERB = {"deploy": "Deploy", "rollback": "Rollback", "validate": "Checks", "drift": "Drift check",
+             "plan": "Terraform plan"}
 STATUS_ICON = {"queued": ":hourglass_flowing_sand:", "running": ":arrows_counterclockwise:",
                "awaiting_approval": ":raised_hand:", "succeeded": ":white_check_mark:",
                "failed": ":x:", "rejected": ":no_entry_sign:", "cancelled": ":octagonal_sign:"}
@@ -66,6 +71,7 @@ MILESTONES = {
     "test_results": "{pass_icon} Tests: {summary}",
     "build_ready": "{pass_icon} Build: {summary}",
     "iac_ready": "{pass_icon} Infrastructure: {summary}",
+    "drift_checked": "{pass_icon} Drift: {summary}",
     "migrations_found": ":card_file_box: Migrations in this change: {summary}",
     "migrations_applied": "{pass_icon} Migrations: {summary}",
     "deployment_triggered": ":ship: Deploying {service}{version}{strategy}{from_version}",
@@ -129,6 +135,8 @@ def render(reply: Reply) -> str:
 
 def _started(reply: Reply, run: Run) -> str:
     """The run as asked for, then one line per dependency dispatch added because it was not running."""
+    if run.kind == "drift":
+        return DRIFT_STARTED.format(run_id=escape(run.id), env=escape(run.env))
     added: dict[str, str] = reply.data.get("added_dependencies") or {}
     asked = [s for s in run.services if s not in added] or run.services
     lines = [STARTED.format(run_id=escape(run.id), kind=escape(run.kind), services=escape(", ".join(asked)),

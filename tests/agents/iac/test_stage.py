@@ -41,7 +41,7 @@ def test_the_iac_stage_sits_between_build_and_deploy_and_publishes_iac_ready() -
     # the migrate stage, for a change with migrations only, comes between iac and deploy
     assert names.index("build") + 1 == names.index("iac") == names.index("migrate") - 1 == names.index("deploy") - 2
     assert PIPELINE.stage("iac").result == EventType.IAC_READY
-    assert PIPELINE.stage("iac").kinds == frozenset({"deploy"})
+    assert PIPELINE.stage("iac").kinds == frozenset({"deploy", "plan"})  # a plan run: `/orchestra plan` on a PR
 
 
 def test_local_services_and_no_terraform_skip_the_stage_and_say_so(tmp_path: Path, settings: Settings,
