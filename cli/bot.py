@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from cli.common import connect
+from cli.common import connect_waiting
 from jobs.queue import stage_queue
 from orchestra import health
 from orchestra.errors import OrchestraError
@@ -26,14 +26,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until SIGTERM or Ctrl-C, then close the Slack connection and stop the relay."""
+    """Serve until SIGTERM or Ctrl-C (or giving up), then close the Slack connection and stop the relay."""
     _check(settings)
-    redis = connect(settings, role="bot")
+    redis = connect_waiting(settings, role="bot")
     health.start_probe(redis)
+    health.start_watchdog(settings.give_up_s)
     serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port,
                   host=settings.metrics_host)
     asyncio.run(_serve_until_signalled(settings, redis, relay=not args.no_relay))
-    return 0
+    return health.exit_code()  # 75 when it stopped because it gave up (orchestra.health)
 
 
 async def _serve_until_signalled(settings: Settings, redis: Redis, *, relay: bool) -> None:

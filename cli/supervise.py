@@ -3,7 +3,10 @@
 A process that exits is started again after a pause that doubles with each exit (0.5 s up to
 30 s) and starts over once the process has stayed up for a minute; each restart is printed.
 A process that exits ``START_LIMIT`` times within ``START_WINDOW`` seconds is not going to get
-better by itself (a missing setting, a port taken): everything stops and the exit code is 1.
+better by itself (a missing setting, a port taken): everything stops and the exit code is 1. A process
+that gave up (exit code 75, :data:`orchestra.health.EXIT_GAVE_UP`: Redis away, or a loop failing, for
+``ORCHESTRA_GIVE_UP_S``) is waiting for something outside it to come back: it is restarted with the same
+doubling pause, however often, and never stops the others.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from orchestra.health import EXIT_GAVE_UP
 
 FIRST_PAUSE = 0.5
 LONGEST_PAUSE = 30.0
@@ -87,6 +92,12 @@ class Supervisor:
         if now - child.started_at >= HEALTHY_AFTER:
             child.exits.clear()
         child.exits = [t for t in child.exits if now - t < START_WINDOW] + [now]
+        if code == EXIT_GAVE_UP:
+            pause = child.pause()
+            self.say(f"{child.name} gave up (exit code {code}: Redis or one of its loops stayed down, its "
+                     f"output above says which); restarting it in {pause:g} s")
+            child.restart_at = now + pause
+            return True
         if len(child.exits) >= START_LIMIT:
             self.say(f"{child.name} exited with code {code} {len(child.exits)} times within "
                      f"{START_WINDOW:.0f} s: stopping everything (its output above says why)")

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from cli.common import connect
+from cli.common import connect_waiting
 from jobs.queue import stage_queue
 from orchestra import health
 from orchestra.settings import Settings
@@ -43,11 +43,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until interrupted."""
+    """Serve until interrupted (or giving up: exit code 75)."""
     from bot.github.receiver import WEBHOOK_PATH, build_webhook_app, check_secret
 
     check_secret(settings)
-    redis = connect(settings, role="webhooks")
+    redis = connect_waiting(settings, role="webhooks")
     app = build_webhook_app(settings, redis=redis)  # raises without a secret outside dev mode
     if not settings.github_webhook_secret:
         logger.warning("dev mode: accepting UNSIGNED GitHub deliveries")
@@ -57,9 +57,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         app.cleanup_ctx.append(_relay(settings))
     app.router.add_get("/metrics", _metrics(metrics_registry(redis, queue=stage_queue(redis))))
     health.start_probe(redis)
+    health.start_watchdog(settings.give_up_s)
     print(f"orchestra webhooks: listening on http://{args.host}:{args.port}{WEBHOOK_PATH}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
-    return 0
+    return health.exit_code()  # 75 when it stopped because it gave up (orchestra.health)
 
 
 def _metrics(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -13,7 +13,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from agents.deploy import reconcile
-from cli.common import connect
+from cli.common import connect, connect_waiting
 from jobs import runner
 from jobs.queue import stage_queue
 from jobs.router import Router
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = connect(settings, role="worker")
+    redis = connect(settings, role="worker") if args.burst else connect_waiting(settings, role="worker")
     if settings.sandbox == "none":
         logger.warning("ORCHESTRA_SANDBOX=none: services' installs and tests run on this host, beside this "
                        "worker's credentials; leave it unset (a container per run) unless you trust every pusher")
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     _reconcile_leftovers(settings, redis)
     if not args.burst:  # a burst worker is gone before anyone scrapes it
         health.start_probe(redis)
+        health.start_watchdog(settings.give_up_s)
         serve_metrics(metrics_registry(redis, queue=stage_queue(redis)), settings.metrics_port + 1,
                       host=settings.metrics_host)
     stop = threading.Event()
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         stop.set()
         if router is not None:
             router.join(timeout=5)
-    return 0
+    return health.exit_code()
 
 
 def _reconcile_leftovers(settings: Settings, redis: Redis) -> None:
@@ -122,7 +123,7 @@ def _work(args: argparse.Namespace, redis: Redis) -> None:
             if args.burst and worker is None:
                 raise
             logger.warning("Redis: %s", exc)
-        if args.burst or (worker is not None and worker.stop_asked):
+        if args.burst or (worker is not None and worker.stop_asked) or health.gave_up():
             return
         pause = RESTART_PAUSE_S if time.monotonic() - started > LONGEST_PAUSE_S else min(pause * 2, LONGEST_PAUSE_S)
         logger.warning("the worker's loop ended without a stop request (Redis unreachable?); working again in %g s",

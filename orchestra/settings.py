@@ -24,6 +24,7 @@ TOOL_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PIP_CERT", "PIP_I
 
 LLM_PROTOCOLS = ("anthropic", "openai")
 SANDBOXES = ("docker", "none")
+MIN_GIVE_UP_S = 5.0  # above /healthz's 3 s for a silent Redis, so it says unwell first
 SENTINEL_HINT = ("with Redis Sentinel set REDIS_SENTINELS=HOST:PORT,HOST:PORT (the sentinels, usually three), "
                  "REDIS_MASTER_NAME=NAME (as in `sentinel monitor NAME ...`), REDIS_SENTINEL_PASSWORD (the "
                  "sentinels' requirepass) and REDIS_URL without a host: redis://:PASSWORD@/0 "
@@ -94,6 +95,9 @@ class Settings:
     log_format: str = "text"  # text | json
     metrics_port: int = 9464
     metrics_host: str = "127.0.0.1"  # where the bot and workers serve /metrics (0.0.0.0 in a container)
+    # How long the bot, a worker or the webhook receiver goes on without Redis answering, or with one of its
+    # loops failing every try, before it exits with code 75 for its supervisor to start it afresh
+    give_up_s: float = 300.0
     tool_env: Mapping[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
     # Where Terraform gets its providers: a CLI configuration of the operator's own (TF_CLI_CONFIG_FILE, used
     # when the file exists), else a filesystem mirror directory (scripts/terraform-mirror lays one out), else
@@ -142,6 +146,7 @@ class Settings:
             log_format=_log_format(env.get("ORCHESTRA_LOG_FORMAT", defaults.log_format)),
             metrics_port=_port(env.get("ORCHESTRA_METRICS_PORT"), defaults.metrics_port),
             metrics_host=env.get("ORCHESTRA_METRICS_HOST", defaults.metrics_host),
+            give_up_s=_give_up(env.get("ORCHESTRA_GIVE_UP_S"), defaults.give_up_s),
             tool_env={k: env[k] for k in TOOL_ENV_NAMES if k in env},
             terraform_cli_config=Path(env["TF_CLI_CONFIG_FILE"]) if env.get("TF_CLI_CONFIG_FILE") else None,
             terraform_mirror=Path(env["ORCHESTRA_TERRAFORM_MIRROR"]) if env.get("ORCHESTRA_TERRAFORM_MIRROR") else None,
@@ -267,6 +272,20 @@ def _port(value: str | None, default: int) -> int:
         raise OrchestraError(f"ORCHESTRA_METRICS_PORT={value!r} is not a port",
                              hint="use a free TCP port below 65535; a worker takes the one above it")
     return int(value)
+
+
+def _give_up(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= MIN_GIVE_UP_S:
+        raise OrchestraError(f"ORCHESTRA_GIVE_UP_S={value!r} is not a number of seconds of at least {MIN_GIVE_UP_S:g}",
+                             hint="how long a process waits for Redis (or a failing loop) before it exits to be "
+                                  "restarted: e.g. 300; below 5 s /healthz would not say unwell before it exits")
+    return seconds
 
 
 def _float(value: str | None) -> float | None:
