@@ -12,6 +12,7 @@ from agents.deploy.targets.state import get_live
 from agents.observability.breaker import RollbackBreaker
 from agents.observability.judge import MetricResult
 from agents.observability.policy import Policy
+from orchestra import pins
 from orchestra.events import EventType
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,22 @@ def _limit(m: MetricResult | None) -> float | None:
 
 def auto_rollback(ctx: AgentContext, facts: RollbackFacts, rollback: Callable[[], None],
                   policy: Policy, *, sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Roll back unless disabled or the breaker is open; publish the rollback_event. True if done.
+    """Roll back unless disabled, a pin forbids it or the breaker is open; publish the rollback_event. True if done.
 
-    A rollback that fails is tried again twice; if it still fails, the breaker counts it and a
-    ``rollback_failed`` alert says, in the thread and the channel, where traffic is and what to do.
+    A pin (:mod:`orchestra.pins`, an approver's "this version, until I say otherwise") is read at the moment
+    of acting, not when the watch began: one on another version than ``facts.to_version`` stops the rollback
+    with a ``rollback_pinned`` alert (nothing moves, the breaker does not count it); one on that version lets
+    it go and the rollback_event says so. A rollback that fails is tried again twice; if it still fails, the
+    breaker counts it and a ``rollback_failed`` alert says, in the thread and the channel, where traffic is and
+    what to do.
     """
     if not policy.enabled:
         ctx.progress(f"automatic rollback of {facts.service} is disabled (rollback.enabled: false); "
                      "a person must decide", kind="rollback_skipped", service=facts.service)
+        return False
+    pin = pins.get(ctx.redis, facts.service, facts.env)
+    if pin is not None and pin.version != facts.to_version:
+        _pinned(ctx, facts, pin)
         return False
     breaker = RollbackBreaker(ctx.redis, limit=policy.max_rollbacks_per_hour)
     if not breaker.allows(facts.service, facts.env):
@@ -80,10 +89,24 @@ def auto_rollback(ctx: AgentContext, facts: RollbackFacts, rollback: Callable[[]
     if error is not None:
         _rollback_failed(ctx, facts, error)
         return False
-    ctx.emit(EventType.ROLLBACK_EVENT, **facts.data())
+    ctx.emit(EventType.ROLLBACK_EVENT, **facts.data(), **({"pinned_by": pin.by} if pin is not None else {}))
     logger.info("run %s: rolled %s back from %s to %s: %s", ctx.run.id, facts.service,
                 facts.from_version, facts.to_version, facts.reason)
     return True
+
+
+def _pinned(ctx: AgentContext, facts: RollbackFacts, pin: pins.Pin) -> None:
+    """Say that a pin stopped the automatic rollback, where traffic stays, and what a person can do."""
+    where = (f"the pinned version {pin.version} itself" if pin.version == facts.from_version
+             else f"{facts.from_version}, not on the pinned {pin.version}")
+    ctx.emit(EventType.OBSERVABILITY_ALERT, kind="rollback_pinned", service=facts.service, env=facts.env,
+             from_version=facts.from_version, to_version=facts.to_version, pinned_version=pin.version,
+             pinned_by=pin.by, pinned_at=pin.at, reason=facts.reason,
+             message=(f"NOT rolled back: {facts.reason}, but {pin.refusal().message}. Traffic stays on "
+                      f"{where}; a person must decide: `/rollback {facts.service} {pin.version} {facts.env}` "
+                      f"goes to the pinned version, or unpin first to go to {facts.to_version}"))
+    logger.warning("run %s: automatic rollback of %s in %s from %s to %s stopped: pinned to %s by %s",
+                   ctx.run.id, facts.service, facts.env, facts.from_version, facts.to_version, pin.version, pin.by)
 
 
 def _with_retries(rollback: Callable[[], None], facts: RollbackFacts, *,

@@ -37,7 +37,7 @@ from orchestra.store import Run, RunStore
 
 logger = logging.getLogger(__name__)
 
-LOUD_ALERTS = frozenset({"rollback_failed", "circuit_breaker_open"})
+LOUD_ALERTS = frozenset({"rollback_failed", "circuit_breaker_open", "rollback_pinned"})
 
 RELAY_GROUP = "relay"
 IGNORED = {EventType.LLM_CALL, EventType.PROGRESS, EventType.DEPLOYMENT_PROGRESS, EventType.STAGE_STARTED}
