@@ -165,8 +165,8 @@ def parse_command(body: str) -> Command | None:
 
 def _command(words: list[str]) -> Command:
     verb = words[0].lower() if words else "help"
-    if verb == "plan":
-        return Command(IntentKind.PLAN)
+    if verb == "plan":  # the Terraform of the head commit, for staging unless an environment is named
+        return Command(IntentKind.PLAN) if len(words) == 1 else _with_env(IntentKind.PLAN, words)
     if verb == "status":
         return Command(IntentKind.STATUS)
     if verb == "help":
@@ -177,14 +177,18 @@ def _command(words: list[str]) -> Command:
         return Command(IntentKind.UNKNOWN, error=f"unknown command `{verb[:40]}`")
     if len(words) < 2:
         return Command(IntentKind.DEPLOY, error="say which environment: `/orchestra deploy staging`")
+    return _with_env(IntentKind.DEPLOY, words)
+
+
+def _with_env(kind: IntentKind, words: list[str]) -> Command:
+    """`/orchestra <verb> <env>`: exactly one known environment (or its alias) after the verb."""
     env = ENV_ALIASES.get(words[1].lower(), words[1].lower())
     if len(words) > 2:
-        return Command(IntentKind.DEPLOY, error=f"`/orchestra deploy` takes one environment, "
-                                                 f"not `{' '.join(words[1:])[:60]}`")
+        return Command(kind, error=f"`/orchestra {kind.value}` takes one environment, "
+                                   f"not `{' '.join(words[1:])[:60]}`")
     if env not in ENVIRONMENTS:
-        return Command(IntentKind.DEPLOY, error=f"unknown environment `{words[1][:40]}`; "
-                                                 f"use one of {', '.join(ENVIRONMENTS)}")
-    return Command(IntentKind.DEPLOY, env=env)
+        return Command(kind, error=f"unknown environment `{words[1][:40]}`; use one of {', '.join(ENVIRONMENTS)}")
+    return Command(kind, env=env)
 
 
 def push_intent(push: Push, facts: Facts, *, delivery: str) -> Intent | Ignored:

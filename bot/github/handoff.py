@@ -32,6 +32,7 @@ from bot.github.deliveries import (
 from handlers import deploy, help, plan, status
 from handlers.reply import Reply, Who
 from jobs import forks
+from jobs.dispatch import DEFAULT_ENV
 from orchestra import policy
 from orchestra.errors import OrchestraError
 from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
@@ -173,9 +174,11 @@ class Handoff:
             reply = await asyncio.to_thread(status.handle, question, who, redis=self.redis, settings=self.settings)
             return await self._answer(comment, reply, "answered", "status")
         pull = await self.client.pull(comment.repo, comment.number)
-        if command.kind is IntentKind.PLAN:
-            return await self._plan(comment, who, pull, repo)
         head_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+        if command.kind is IntentKind.PLAN:
+            return await self._plan(comment, who, pull, repo, delivery, infra=texts.PLAN_FROM_FORK
+                                    if head_repo != comment.repo else None if can_write(permission)
+                                    else texts.PLAN_NEEDS_WRITE)
         if command.kind is IntentKind.VALIDATE:
             if not can_write(permission):
                 return await self._answer(comment, texts.NEEDS_WRITE_VALIDATE, "refused",
@@ -219,15 +222,24 @@ class Handoff:
             user=comment.user, sha=sha[:7], runs=f"`{result.run_id}`"))
         return result
 
-    async def _plan(self, comment: Comment, who: Who, pull: dict[str, Any], repo: str) -> DeliveryOutcome:
-        """What a deploy of this pull request would do, from the configuration; starts nothing."""
+    async def _plan(self, comment: Comment, who: Who, pull: dict[str, Any], repo: str, delivery: str, *,
+                    infra: str | None) -> DeliveryOutcome:
+        """What a deploy of this pull request would do, from the configuration, and a plan run of its Terraform
+        (``infra``: why the Terraform is not planned, for a fork or a commenter who may not write)."""
         files = await self._changed_files(comment.repo, comment.number)
         sha = str(pull["head"]["sha"])
         config = await self._config(repo, comment.repo, sha)
         trusted = await asyncio.to_thread(policy.trusted_policy, repo, self.settings)
         config = trusted.govern(config)  # the gates shown are the ones that apply, not the branch's
         reply = plan.handle(Intent(kind=IntentKind.PLAN, ref=sha), who, config=config, changed_files=files)
-        return await self._answer(comment, reply, "answered", "plan")
+        if infra is not None:
+            return await self._answer(comment, f"{texts.render(reply, number=comment.number)}\n\n{infra}",
+                                      "answered", "plan")
+        started = await self._command_run(comment, pull, delivery, repo)
+        env = comment.command.env or DEFAULT_ENV
+        await self._answer(comment, f"{texts.render(reply, number=comment.number)}\n\n" + texts.PLAN_STARTED.format(
+            sha=sha[:7], env=env, run_id=started.run_id), "started", "plan")
+        return started
 
     async def _dispatch(self, intent: Intent, repo: str) -> Run:
         who = Who(intent.user, source="github", via=str(intent.origin.get("event", "")))

@@ -13,7 +13,9 @@ HELP = (
     "`development` or `production` (needs write permission)\n"
     "- `/orchestra validate`: validate this pull request's head commit (needs write permission; on a fork's "
     "pull request it lets that commit's tests run)\n"
-    "- `/orchestra plan`: show what a deploy would do\n"
+    "- `/orchestra plan [env]`: show what a deploy would do, and plan this pull request's Terraform for `staging` "
+    "(or the environment named): the iac stage's checks and `terraform plan`, nothing applied (the plan needs "
+    "write permission)\n"
     "- `/orchestra status`: the runs of this pull request"
 )
 NOT_ALLOWED = (
@@ -27,6 +29,11 @@ FROM_FORK = (
     "This pull request comes from a fork: DevOps Orchestra does not run commands on fork code; "
     "nothing was started. A maintainer can push the branch to this repository instead."
 )
+PLAN_STARTED = ("The Terraform of `{sha}` is being planned for {env} (run `{run_id}`): the iac stage's checks and "
+                "`terraform plan`, nothing applied. The plan comes in the run's comment.")
+PLAN_NEEDS_WRITE = "Planning the Terraform needs write permission on this repository; it was not planned."
+PLAN_FROM_FORK = ("This pull request comes from a fork: its Terraform is not planned here (a plan runs the "
+                  "repository's Terraform with the worker's credentials).")
 FAILED = "Sorry, that command failed on our side; nothing was started. The error has been logged."
 NEEDS_WRITE_VALIDATE = (
     "`/orchestra validate` needs write permission on this repository; nothing was started."
