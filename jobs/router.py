@@ -30,7 +30,7 @@ from rq.serializers import JSONSerializer
 
 from agents.deploy import intent
 from agents.observability.traffic import WatchTraffic
-from jobs import approvals, forks, handoff, timers
+from jobs import approvals, forks, handoff, lost, timers
 from jobs.graph import DEPLOY, PIPELINE, Graph, Stage
 from jobs.queue import enqueue_housekeeping, enqueue_stage, stage_queue
 from jobs.runner import HEARTBEAT_TTL_S, fail_stage, is_beating
@@ -315,6 +315,9 @@ class Router:
                 self._submit(run, self._reconciling(run) or self.graph.stage(run.stage or ""))
             return
         status = job.get_status()
+        if status == JobStatus.QUEUED:  # in no queue after its worker died taking it, or a failover: put back
+            lost.requeue_if_lost(self.redis, self.queue, job, run.id, run.stage or "")
+            return
         started = job.started_at.timestamp() if job.started_at else time.time()
         ended = job.ended_at.timestamp() if job.ended_at else time.time()
         if status == JobStatus.FINISHED and time.time() - ended > self.unconcluded_s \
