@@ -75,7 +75,8 @@ IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=fro
 MIGRATE = Stage("migrate", "jobs.tasks.migrate", EventType.MIGRATIONS_APPLIED, timeout=2100, approval=True,
                 kinds=DEPLOY_ONLY, when=lambda run: bool(run.migrations))
 DEPLOY = Stage("deploy", "jobs.tasks.deploy", EventType.DEPLOYMENT_SUCCEEDED, failed=EventType.DEPLOYMENT_FAILED,
-               timeout=limits.DEPLOY_JOB_S, approval=True, kinds=DEPLOY_ONLY)
+               timeout=limits.DEPLOY_JOB_S, approval=True, kinds=DEPLOY_ONLY,
+               check="jobs.tasks.deploy_check")  # a canary's pauses go on in scheduled checks
 OBSERVE = Stage("observe", "jobs.tasks.observe", EventType.OBSERVATION_PASSED,
                 failed=EventType.OBSERVABILITY_ALERT, timeout=limits.OBSERVE_JOB_S, kinds=DEPLOY_ONLY,
                 check="jobs.tasks.observe_check")

@@ -287,6 +287,9 @@ class Router:
         if wait_for_stage and handoff.stops_itself(self.redis, self.store.get(run_id), self._job):
             logger.info("run %s: cancel asked; it rolls back before it ends", run_id)
             return
+        if wait_for_stage and self._paused_deploy(run_id):
+            logger.info("run %s: cancel asked in a canary pause; its check rolls back now, then it ends", run_id)
+            return
         status, reason = handoff.as_cancelled(self.redis, run_id, status, reason)
 
         def recorded(pipe: Pipeline, run: Run) -> None:  # the finish, its event and its audit entry: one step
@@ -302,6 +305,16 @@ class Router:
             return
         self._cancel_queued(run)
         handoff.release(self.redis, run, start=self.start)
+
+    def _paused_deploy(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a deploy whose canary pauses in scheduled checks; if so its check is fired now
+        (it sees the cancel, rolls back and ends the run)."""
+        run = self.store.get(run_id)
+        if run.status != RunStatus.RUNNING or run.stage != DEPLOY.name \
+                or not timers.pending(self.redis, run.id, DEPLOY.name):
+            return False
+        timers.schedule(self.redis, DEPLOY.name, run.id, after_s=0)
+        return True
 
     def _cancel_queued(self, run: Run) -> None:
         job = self._job(run)

@@ -62,8 +62,13 @@ def deploy(run_id: str) -> dict[str, Any]:
     """Put the built images live with the run's strategy, in depends_on order."""
     def stage(ctx: AgentContext) -> StageResult:
         with demo_traffic(ctx):  # environments with demo_traffic: requests for the canary judge to see
-            return deploy_agent.run(ctx, judge=deploy_judge(ctx))
+            return deploy_agent.run(ctx, judge=deploy_judge(ctx), pace=True)
     return execute_stage(run_id, DEPLOY, stage)
+
+
+def deploy_check(run_id: str) -> dict[str, Any]:
+    """One scheduled check of a canary that pauses without a worker (:mod:`agents.deploy.paced`)."""
+    return execute_check(run_id, DEPLOY, lambda ctx: deploy_agent.check(ctx, judge=deploy_judge(ctx)))
 
 
 def reconcile(run_id: str) -> dict[str, Any]:

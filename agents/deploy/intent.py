@@ -84,7 +84,9 @@ class DeployIntent(BaseModel):
     phase: str = STARTING
     step: int = 0
     weight: int = 0  # percent of traffic the new release has, or is about to have
-    updated_at: float = Field(default_factory=time.time)
+    asked: int = 0  # inconclusive answers of the judge at this step (a paced canary's re-asks)
+    verdicts: list[dict[str, Any]] = Field(default_factory=list)  # the canary steps judged so far
+    updated_at: float = Field(default_factory=time.time)  # a paced canary's pause runs from its last write
 
     def describe(self) -> str:
         """Where the deploy was: ``canary step 2 (25% on v2)``, ``starting v2``, ``v2 live``."""
@@ -139,18 +141,30 @@ def starting(redis: Redis, fence: Fence, *, new: Release, before: LiveState | No
 
 
 def shifting(fence: Fence, *, service: str, env: str, runtime: str, new: Release, old: Release | None,
-             step: int, weight: int) -> DeployIntent:
-    """Record the weight the deploy is about to give ``new`` (before the traffic moves)."""
+             step: int, weight: int, verdict: dict[str, Any] | None = None) -> DeployIntent:
+    """Record the weight the deploy is about to give ``new`` (before the traffic moves), with the verdict of
+    the step that let it move on, if any (one write: a check killed after it neither re-judges nor skips)."""
     redis = fence.redis
     current = get(redis, service, env)
     changes: dict[str, Any] = {"phase": SHIFTING, "step": step, "weight": weight, "new": new, "old": old,
                                "token": fence.tokens.get(service, -1)}
     if current is not None and current.run_id == fence.run_id:
+        if current.step != step:
+            changes["asked"] = 0
+        if verdict is not None:
+            changes["verdicts"] = [v for v in current.verdicts if v.get("step") != verdict.get("step")] + [verdict]
         return record(redis, current.model_copy(update=changes))
     before = get_live(redis, service, env)  # a target that wrote no starting intent
     return record(redis, DeployIntent(run_id=fence.run_id, service=service, env=env,
                                       runtime=runtime, location=before.location if before else None,
                                       before=before, state=before, **changes))
+
+
+def asked_again(fence: Fence, service: str, env: str) -> None:
+    """The judge could not tell at this step: counted, and the next pause runs from now."""
+    current = get(fence.redis, service, env)
+    if current is not None and current.run_id == fence.run_id:
+        record(fence.redis, current.model_copy(update={"asked": current.asked + 1}))
 
 
 def went_live(fence: Fence, service: str, env: str) -> None:

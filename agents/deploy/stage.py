@@ -18,8 +18,8 @@ import docker
 from redis import Redis
 
 from agents.context import AgentContext, StageResult
-from agents.deploy import intent
-from agents.deploy.strategies import STRATEGIES, Judge, TrafficStep
+from agents.deploy import intent, paced
+from agents.deploy.strategies import PACED, STRATEGIES, Judge, Paused, TrafficStep
 from agents.deploy.targets.base import DeployOutcome, Plan, where
 from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.registry import Targets
@@ -38,9 +38,10 @@ FROZEN_HINT = "deploy again after the freeze; rollbacks are still allowed"
 
 def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerClient | None = None,
         images: dict[str, dict[str, Any]] | None = None, pause_s: float | None = None,
-        targets: Targets | None = None) -> StageResult:
+        targets: Targets | None = None, pace: bool = False) -> StageResult:
     """Deploy the images of the run's build (or ``images``) to ``ctx.run.env`` (through ``targets``
-    when given: the caller then closes them)."""
+    when given: the caller then closes them). With ``pace``, a canary that can go on without a worker
+    (:mod:`agents.deploy.paced`) stops at each pause with ``later_s``; :func:`check` carries it on."""
     images = images if images is not None else built_images(ctx)
     if not images:
         return StageResult(False, "nothing to deploy: the run built no images",
@@ -50,7 +51,8 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
     if missing:
         return StageResult(False, f"no image was built for {', '.join(missing)}",
                            {"hint": "build those services first", "missing": missing})
-    frozen = _freeze(ctx)
+    begun = pace and paced.resuming(ctx)  # a check: the deploy goes on from its intents
+    frozen = None if begun else _freeze(ctx)  # once begun, the canary's judge stops it in a freeze
     if frozen is not None:  # checked again here: a freeze may have begun since the run was requested
         return StageResult(False, f"{frozen}: nothing was deployed",
                            {"hint": FROZEN_HINT, "frozen": frozen, "deployed": []})
@@ -59,10 +61,15 @@ def run(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerC
     targets = targets or Targets(ctx.settings, ctx.redis, ctx.config, ctx.run.env, docker_client=client)
     try:
         with _locks(ctx, order):
-            for runtime in dict.fromkeys(ctx.config.service(s).runtime for s in order):
+            for runtime in dict.fromkeys(ctx.config.service(s).runtime for s in order) if not begun else ():
                 targets.for_runtime(runtime).reap()
-            result = _deploy_group(ctx, targets, order, images, judge, pause_s)
-            intent.conclude(ctx.redis, ctx.run.id)  # live, or undone: nothing is left for the reconciler
+            pacing = PACED.set(pace and paced.applies(ctx, order))
+            try:
+                result = _deploy_group(ctx, targets, order, images, judge, pause_s)
+            finally:
+                PACED.reset(pacing)
+            if result.later_s is None:
+                intent.conclude(ctx.redis, ctx.run.id)  # live, or undone: nothing is left for the reconciler
             return result
     except LockHeld as exc:
         return StageResult(False, exc.message, {"hint": exc.hint, "lock_holder": exc.owner,
@@ -80,14 +87,19 @@ def _deploy_group(ctx: AgentContext, targets: Targets, order: list[str],
     done: list[tuple[str, DeployOutcome]] = []
     judge = _stopped_by_freeze(ctx, judge)
     for service in order:
-        frozen = _freeze(ctx)
+        left = intent.get(ctx.redis, service, ctx.run.env)
+        frozen = _freeze(ctx) if left is None or left.run_id != ctx.run.id else None  # begun: its judge's call
         if frozen is not None:
             rolled = _roll_back_group(ctx, targets, done, reason=frozen)
             return StageResult(False, f"{frozen}: {service} and the rest were not deployed",
                                {"hint": FROZEN_HINT, "frozen": frozen, "rolled_back": rolled, "deployed": []})
-        plan = plan_for(ctx, service, images[service], pause_s)
+        plan, target, report = plan_for(ctx, service, images[service], pause_s), targets.for_service(service), \
+            _reporter(ctx, service)
         try:
-            outcome = targets.for_service(service).deploy(plan, judge=judge, report=_reporter(ctx, service))
+            outcome = paced.go_on(ctx, target, plan, judge, report) if PACED.get() else None
+            outcome = outcome or target.deploy(plan, judge=judge, report=report)
+        except Paused as pause:  # the canary goes on in a scheduled check: this job (and worker) is free
+            return paced.later(ctx, service, pause)
         except OrchestraError as exc:
             rolled = _roll_back_group(ctx, targets, done, reason=f"{service} failed: {exc.message}")
             return StageResult(False, f"deploy of {service} to {ctx.run.env} failed: {exc.message}",
@@ -103,6 +115,18 @@ def _deploy_group(ctx: AgentContext, targets: Targets, order: list[str],
                                        "env": ctx.run.env, "versions": versions,
                                        "timings": {s: o.timings for s, o in done},
                                        "verdicts": {s: o.verdicts for s, o in done if o.verdicts}})
+
+
+def check(ctx: AgentContext, *, judge: Judge | None = None, client: docker.DockerClient | None = None) -> StageResult:
+    """One scheduled check of a deploy whose canary goes on without a worker: :func:`run` again, going on from
+    the run's intents. A check that breaks unexpectedly puts back what the run moved, and fails the stage."""
+    with Targets(ctx.settings, ctx.redis, ctx.config, ctx.run.env, docker_client=client) as targets:
+        try:
+            return run(ctx, judge=judge, targets=targets, pace=True)
+        except Exception as exc:
+            logger.exception("run %s: a check of its deploy failed", ctx.run.id)
+            with _locks(ctx, ctx.run.services):
+                return paced.undone(ctx, targets, f"{type(exc).__name__}: {exc}")
 
 
 def _place(state: LiveState) -> str:

@@ -3,9 +3,10 @@
 Real dockerd, registry and nginx edges, real `orchestra worker` processes and a real router. Each case
 deploys v1 of its own service, then a v2 run whose worker (and its work horse) is killed at a moment the
 product itself records (the deploy's intent and live state in Redis): (a) the new container started,
-no traffic moved; (b) canary step 1 (10%); (c) canary step 2 (50%); (d) a blue-green switch before the
-100% move, and after it (the group's first service live, the second starting). The cases run side by
-side (each a service of its own), as the router only reaps a stage 20 s after it began.
+no traffic moved; (d) a blue-green switch before the 100% move, and after it (the group's first service
+live, the second starting). The cases run side by side (each a service of its own), as the router only
+reaps a stage 20 s after it began. A canary's steps no longer run in the deploy job but in scheduled
+checks, which a killed worker does not end: tests/jobs/test_canary_scheduled.py kills one mid-check.
 """
 from __future__ import annotations
 
@@ -79,13 +80,6 @@ def _starting(service: str) -> Callable[[Redis, docker.DockerClient], bool]:
     return reached
 
 
-def _at(service: str, weight: int) -> Callable[[Redis, docker.DockerClient], bool]:
-    def reached(redis: Redis, client: docker.DockerClient) -> bool:
-        state = get_live(redis, service, ENV)
-        return state is not None and state.weights.get("v2") == weight
-    return reached
-
-
 def _first_live_second_starting(redis: Redis, client: docker.DockerClient) -> bool:
     first = intent.get(redis, "sback", ENV)
     return first is not None and first.phase == intent.LIVE and _starting("sfront")(redis, client)
@@ -93,17 +87,17 @@ def _first_live_second_starting(redis: Redis, client: docker.DockerClient) -> bo
 
 CASES = {
     "a-new-container-started": Case(["sa"], "canary", slow=("sa",), reached=_starting("sa")),
-    "b-canary-step-1-at-10": Case(["sb"], "canary", reached=_at("sb", 10)),
-    "c-canary-step-2-at-50": Case(["sc"], "canary", reached=_at("sc", 50)),
     "d-blue-green-before-the-100-move": Case(["sd"], "blue-green", slow=("sd",), reached=_starting("sd")),
     "d-blue-green-after-the-100-move": Case(["sback", "sfront"], "blue-green", slow=("sfront",),
                                             reached=_first_live_second_starting),
-    "e-work-horse-killed-at-10": Case(["sh"], "canary", reached=_at("sh", 10), horse_only=True),
+    "e-work-horse-killed-while-starting": Case(["sh"], "canary", slow=("sh",), reached=_starting("sh"),
+                                               horse_only=True),
 }
 # The run loses its lock after the kill: whoever holds the lock next puts the deploy back.
 LOST = {
-    "the-next-deploy-puts-it-back": Case(["sn"], "canary", reached=_at("sn", 10), lock_ttl_s=3),
-    "a-starting-worker-puts-it-back": Case(["sw"], "canary", reached=_at("sw", 10), lock_ttl_s=3, queued_next=False),
+    "the-next-deploy-puts-it-back": Case(["sn"], "canary", slow=("sn",), reached=_starting("sn"), lock_ttl_s=3),
+    "a-starting-worker-puts-it-back": Case(["sw"], "canary", slow=("sw",), reached=_starting("sw"), lock_ttl_s=3,
+                                           queued_next=False),
 }
 EVERY = {**CASES, **LOST}
 
@@ -133,7 +127,7 @@ def images(docker_env: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def _repo(path: Path) -> Path:
-    repo = sample_repo(path, {"sa": [], "sb": [], "sc": [], "sd": [], "sback": [], "sfront": ["sback"], "sh": [],
+    repo = sample_repo(path, {"sa": [], "sd": [], "sback": [], "sfront": ["sback"], "sh": [],
                                  "sn": [], "sw": []})
     config = repo / "devops_orchestra.yaml"  # pauses long enough to kill a worker in; no metrics to judge
     config.write_text(config.read_text().replace("analysis_interval: 1s", "analysis_interval: 4s")
@@ -356,7 +350,8 @@ def test_a_deploy_that_lost_its_lock_is_put_back_by_the_next_deploy_of_the_servi
     assert RunStore(redis).get(case.next_run_id).status == RunStatus.SUCCEEDED
     put_back = [e.data for e in nxt if e.type == EventType.DEPLOYMENT_PROGRESS and e.data.get("phase") == "reconciled"]
     assert len(put_back) == 1 and put_back[0]["interrupted_run"] == case.run_id
-    assert f"(run {case.run_id}, at canary step 1 (10% on v2)) was put back on v1 first" in put_back[0]["message"]
+    assert f"(run {case.run_id}, while starting v2, before any traffic moved) was put back on v1 first" \
+        in put_back[0]["message"]
     assert _containers(client, "sn", "v2") == [] and intent.get(redis, "sn", ENV) is None
     live = get_live(redis, "sn", ENV)
     assert live is not None and live.current is not None and live.current.version == "v3"
@@ -371,6 +366,7 @@ def test_a_deploy_whose_run_ended_with_its_lock_lost_is_put_back_by_a_worker_tha
     assert len(failed) == 1 and "sw: the run no longer holds its lock" in failed[0]["summary"], failed
     rolled = [e.data for e in EventBus(redis).replay(case.run_id) if e.type == EventType.ROLLBACK_EVENT]
     assert len(rolled) == 1 and rolled[0]["reconciled"] and rolled[0]["to_version"] == "v1"
-    assert "at canary step 1 (10% on v2): traffic is back on v1, the v2 container was removed" in rolled[0]["reason"]
+    assert "while starting v2, before any traffic moved: traffic stays on v1, the v2 container was removed" \
+        in rolled[0]["reason"]
     _serves_only_v1_without_v2(redis, client, "sw")
     assert Locks(redis).holder("sw", ENV) is None  # the lock it took for the moment is free again

@@ -13,7 +13,8 @@ import docker.errors
 from redis import Redis
 
 from agents.deploy import intent
-from agents.deploy.strategies import Judge, Shift, health_judge
+from agents.deploy.intent import DeployIntent
+from agents.deploy.strategies import Judge, Paused, Shift, go_on, health_judge
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.docker import HEALTH_TIMEOUT_S, DockerTarget, container_name, free_port
 from agents.deploy.targets.edge import Backend, Edge
@@ -105,6 +106,8 @@ class LocalTarget(LiveTarget):
             report("progress", {"phase": "healthy", "version": plan.version, "port": new.port,
                                 "seconds": health_s})
             verdicts = self._move(plan, state, new, judge, report)
+        except Paused:
+            raise  # a paced canary at its first weight: go_on carries it on in scheduled checks
         except Exception:
             self._undo_traffic(state, new)
             self._put_back(before, plan)
@@ -113,18 +116,41 @@ class LocalTarget(LiveTarget):
         return DeployOutcome(before, after, True, {"health": health_s,
                                              "total": round(time.monotonic() - started, 2)}, verdicts)
 
+    def go_on(self, plan: Plan, left: DeployIntent, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        """One scheduled check of the paced canary this run's intent ``left`` describes: judged and moved on
+        (:func:`agents.deploy.strategies.go_on`), promoted at 100 %; Paused to look again; on a failure (or a
+        cancel) the traffic goes back to the old release and the error is raised, as in :meth:`deploy`."""
+        state, new = left.state or self._new_state(plan), left.new
+        live = get_live(self.redis, plan.service, plan.env)
+        applied = live is not None and live.weights.get(new.version) == left.weight
+        shift = self._shift(plan, state, new, left.old, report)
+        try:
+            go_on(shift, plan.steps, judge or health_judge(self.docker, new, plan.health), step=left.step,
+                  weight=left.weight, since=left.updated_at, asked=left.asked, applied=applied, pause_s=plan.pause_s)
+        except Paused:
+            raise
+        except Exception:
+            self._undo_traffic(state, new)
+            self._put_back(left.before, plan)
+            raise
+        after = self._promote(state, new, plan)
+        now = intent.get(self.redis, plan.service, plan.env)
+        return DeployOutcome(left.before, after, True, {}, list(now.verdicts) if now else [])
+
     def _move(self, plan: Plan, state: LiveState, new: Release, judge: Judge | None,
               report: Report) -> list[dict[str, object]]:
         old = state.current if state.current and self.docker.running(state.current) else None
+        shift = self._shift(plan, state, new, old, report)
+        return move(shift, plan, judge or health_judge(self.docker, new, plan.health))
 
+    def _shift(self, plan: Plan, state: LiveState, new: Release, old: Release | None, report: Report) -> Shift:
         def on_shift(step: int, weights: dict[str, int]) -> None:
             set_live(self.redis, state.model_copy(update={"weights": weights}))  # "what's running" mid-way
             report("progress", {"phase": "shift", "step": step, "weights": weights,
                                 "ports": {new.version: new.port, **({old.version: old.port} if old else {})},
                                 "url": state.url, "access_log": str(self.edge(state).access_log)})
 
-        shift = Shift(EdgeSplit(self.edge(state)), new, old, on_shift, service=plan.service, env=plan.env)
-        return move(shift, plan, judge or health_judge(self.docker, new, plan.health))
+        return Shift(EdgeSplit(self.edge(state)), new, old, on_shift, service=plan.service, env=plan.env)
 
     def _put_back_interrupted(self, plan: Plan, report: Report) -> None:
         """An intent another run left here (its worker died and nothing reconciled it): this run holds the
