@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.context import AgentContext, StageResult
-from agents.iac import checks, generate
+from agents.iac import backend, checks, generate, policy
 from agents.iac.terraform import Terraform, prepare
 from orchestra.errors import OrchestraError, StageFailed
 
@@ -105,8 +105,12 @@ def _checked(ctx: AgentContext, folder: Path, shown: str, *, state: Path | None,
         data.update(terraform=tf.name, terraform_version=tf.version)
         ctx.progress(f"{tf.name} {tf.version}; providers from {tf.providers}; checking {what}")
         checks.fmt_check(tf, shown)
-        checks.init(tf, state=state)
+        data["state"] = backend.init(tf, ctx.config.infrastructure.backend.s3, project=ctx.config.project.name,
+                                     env=ctx.run.env, scratch=_scratch(ctx), local_state=state,
+                                     generated=state is not None)
         checks.validate(tf, shown)
+        scanned = policy.scan(folder, shown, _scratch(ctx))
+        data["policy"] = scanned.data()
         ctx.progress(f"{what}: formatted and valid; planning")
         summary = checks.plan(tf, shown)
     except StageFailed as exc:
@@ -114,8 +118,8 @@ def _checked(ctx: AgentContext, folder: Path, shown: str, *, state: Path | None,
         return StageResult(False, f"{said}{exc}", data)
     data["plan"] = summary.data()
     detail = f" ({summary.by_type()})" if summary.changes else ""
-    return StageResult(True, f"{tf.name} {tf.version}: {what}: fmt and validate passed; plan: {summary.line()}"
-                             f"{detail}; {NOT_APPLIED}", data)
+    return StageResult(True, f"{tf.name} {tf.version}: {what}: fmt and validate passed; {scanned.line()}; "
+                             f"plan: {summary.line()}{detail}; {NOT_APPLIED}", data)
 
 
 def _aws_variables(tf: Terraform, region: str | None) -> None:

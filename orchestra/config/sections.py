@@ -6,6 +6,7 @@ Each field either acts or is refused here with ``not supported yet: <field> = <v
 """
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -101,11 +102,55 @@ class Testing(StrictModel):
         return ids
 
 
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_STATE_NAME = re.compile(r"^[A-Za-z0-9._/-]*$")
+
+
+class S3Backend(StrictModel):
+    """Terraform state in S3, locked in a DynamoDB table (agents/iac/backend.py): the state of project P in
+    environment E is ``s3://<bucket>/<key_prefix>P/E/terraform.tfstate``."""
+
+    bucket: str
+    key_prefix: str = "orchestra/"
+    region: str
+    dynamodb_table: str
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _S3_BUCKET.match(value) or ".." in value:
+            raise ValueError(f"`{value[:80]}` is not an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _STATE_NAME.match(value) or value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"`{value[:80]}` is not a key prefix: letters, digits, '.', '_', '-' and '/' "
+                             "(not leading, no '..'), e.g. `orchestra/`")
+        return value
+
+    @field_validator("region", "dynamodb_table")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._-]{1,255}$", value):
+            raise ValueError(f"`{value[:80]}` is not a region or table name (letters, digits, '.', '_', '-')")
+        return value
+
+
+class Backend(StrictModel):
+    """Where Terraform keeps state: ``s3`` (with DynamoDB locking), or, when not set, the local backend in the
+    worker's workdir, one state per project and environment."""
+
+    s3: S3Backend | None = None
+
+
 class Infrastructure(StrictModel):
     """Where the repository's infrastructure code is (agents/iac): only Terraform is read."""
 
     tool: str = "terraform"
     path: RepoPath = "infra/"
+    backend: Backend = Field(default_factory=Backend)
 
     @field_validator("tool")
     @classmethod
