@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from redis import Redis
 
 from agents.deploy.targets.state import get_live
+from jobs import timers
 from jobs.graph import PIPELINE, Graph
 from jobs.router import ROUTER_GROUP, start_run
 from orchestra import limits, pins, policy, texts
@@ -76,6 +77,8 @@ def dispatch_run(intent: Intent, *, redis: Redis, settings: Settings, repo: str 
                      source=intent.source)
         raise
     config = trusted.govern(config)
+    if config.infrastructure.drift_check is not None:  # the scheduled drift check: its timer, if it has none yet
+        timers.enrol_drift(redis, [str(repo_path)])
     named = _services(intent, config)
     needed = _missing_dependencies(redis, config, named, env) if kind == "deploy" else {}
     added = {dep: _why(dependents, env) for dep, dependents in needed.items()}

@@ -10,14 +10,17 @@ when the stage concludes. Two checks of one run never overlap (a per-run check l
 
 Checks that belong to no stage use the same timers: the always-on watch has one per live service and
 environment (member ``always-on:<service>:<env>``, its check ``jobs.tasks.always_on_check``), enrolled
-by :func:`enrol_live` on the router's tick and run by :func:`run_timed` under the same check lock.
+by :func:`enrol_live` on the router's tick and run by :func:`run_timed` under the same check lock. So does
+the scheduled drift check: one timer per served repository (member ``drift-check:<repo>``, its check
+``jobs.tasks.drift_check``), enrolled by :func:`enrol_drift` when dispatch reads a configuration that asks for
+it, and kept going by its own check while the configuration still asks (:mod:`jobs.drift_check`).
 """
 from __future__ import annotations
 
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from redis import Redis
@@ -40,7 +43,9 @@ CHECK_TIMEOUT_S = 600  # one check: a look, or a look and a rollback
 CHECK_LOCK_TTL_S = 15  # renewed while the check runs: a killed check frees its run this soon
 FIRE_BATCH = 100
 ALWAYS_ON = "always-on"
-CHECKS = {ALWAYS_ON: "jobs.tasks.always_on_check"}  # timers of no stage -> their check's entry point
+DRIFT_CHECK = "drift-check"
+CHECKS = {ALWAYS_ON: "jobs.tasks.always_on_check",  # timers of no stage -> their check's entry point
+          DRIFT_CHECK: "jobs.tasks.drift_check"}
 ENROL_KEY = "orchestra:always-on:enrolling"  # set while one router's enrolment is fresh
 ENROL_EVERY_S = 2  # how often the live state is compared with the always-on set
 TIMED_RETRY_S = 30.0  # a non-stage check that raised looks again this soon
@@ -154,6 +159,14 @@ def enrol_live(redis: Redis) -> None:
         schedule(redis, ALWAYS_ON, key, after_s=0)
     for key in stop:
         cancel(redis, ALWAYS_ON, key)
+
+
+def enrol_drift(redis: Redis, repos: Sequence[str], *, now: float | None = None) -> None:
+    """A drift-check timer, due at once, for each of ``repos`` (served repositories whose configuration asks for
+    drift checks) that has none yet."""
+    due = time.time() if now is None else now
+    for repo in repos:
+        redis.zadd(TIMERS_KEY, {member(DRIFT_CHECK, repo): due}, nx=True)
 
 
 def run_timed(redis: Redis, kind: str, key: str, token: str, look: Callable[[], float | None]) -> dict[str, object]:

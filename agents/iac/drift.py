@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.context import AgentContext, StageResult
 from agents.iac import checks, generate
 from agents.iac.stage import terraform_files
 from agents.iac.terraform import Terraform, prepare
 from orchestra.errors import OrchestraError, StageFailed
+
+if TYPE_CHECKING:
+    from orchestra.config import ProjectConfig
 
 DRIFT_PLAN = "orchestra-drift.tfplan"
 MAX_LISTED = 20
@@ -132,6 +135,15 @@ def summarize(plan_json: dict[str, Any]) -> Drift:
             before, after = actions.get("before") or {}, actions.get("after") or {}
             drift.changed[address] = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
     return drift
+
+
+def state_per_environment(workspace: Path, config: ProjectConfig) -> bool:
+    """Whether each environment has a state of its own: the generated Terraform's, one per environment; the
+    repository's own files keep one backend, whatever environment is asked about."""
+    try:
+        return not terraform_files(workspace, config.infrastructure.path)
+    except ValueError:
+        return False  # refused when it is checked, once
 
 
 def _terraform_for(ctx: AgentContext) -> Target | str:

@@ -24,6 +24,7 @@ NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployment_started", "deployment_succ
                                           "test_failure", "build_failure")
 DEFAULT_DOCKERFILE = "Dockerfile"
 MIN_INTERVAL_S = 5.0  # observability.interval: the always-on watch's looks
+MIN_DRIFT_CHECK_S = 900.0  # infrastructure.drift_check: each check refreshes every resource of every environment
 
 
 class Project(StrictModel):
@@ -150,6 +151,7 @@ class Infrastructure(StrictModel):
 
     tool: str = "terraform"
     path: RepoPath = "infra/"
+    drift_check: Duration | None = None  # how often each environment is looked at for drift (jobs.timers); None: never
     backend: Backend = Field(default_factory=Backend)
 
     @field_validator("tool")
@@ -160,6 +162,15 @@ class Infrastructure(StrictModel):
         if value in ("cloudformation", "ansible", "pulumi", "tofu", "opentofu"):
             raise ValueError(f"infrastructure tool `{value}` is not supported yet; use `terraform`")
         raise ValueError(f"`{value}` is not an infrastructure tool; use `terraform`")
+
+    @field_validator("drift_check")
+    @classmethod
+    def _drift_check_not_too_often(cls, value: float | None) -> float | None:
+        if value is not None and value < MIN_DRIFT_CHECK_S:
+            raise ValueError(f"infrastructure.drift_check = {value:g}s is too often: each check reads every resource "
+                             "of every environment back from the cloud's API (which rate-limits it); write "
+                             f"{MIN_DRIFT_CHECK_S / 60:.0f}m or more (e.g. 6h), or leave it out for no scheduled check")
+        return value
 
 
 SECRET_MANAGERS = ("env", "aws_secrets_manager", "kubernetes")

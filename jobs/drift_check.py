@@ -1,0 +1,68 @@
+"""The scheduled drift check (``infrastructure.drift_check``): every environment looked at on a schedule, and a
+drift run, with its thread in the channel, for each one that drifted.
+
+A served repository whose configuration asks for it has one timer of no stage (member ``drift-check:<repo>``,
+:mod:`jobs.timers`), enrolled by dispatch when it reads that configuration (any run, ``/orchestra drift`` too).
+Its check reads the configuration of the repository's default branch: when it no longer asks, the timer goes;
+while it does, it runs :func:`agents.iac.drift.run` for each environment, quietly (its progress goes to the log,
+not to a run's stream), starts a ``drift`` run for each environment that drifted or could not be checked (which
+looks again and says so in the channel), and looks again after ``drift_check``. An environment without drift,
+or without state, says nothing: a schedule that spoke every time would be read by nobody. Generated Terraform
+has a state per environment; the repository's own Terraform keeps one backend whatever the environment, so it
+is looked at once, as the default environment's (staging).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+from redis import Redis
+
+from agents.context import AgentContext
+from agents.iac import drift
+from jobs import workspace
+from jobs.dispatch import DEFAULT_ENV, dispatch
+from orchestra.events import Event, EventBus, EventType
+from orchestra.intents import ENVIRONMENTS, Intent, IntentKind
+from orchestra.settings import Settings
+from orchestra.store import Run
+
+logger = logging.getLogger(__name__)
+
+WHO = "orchestra:drift-check"
+
+
+class _Quiet(EventBus):
+    """The look's progress goes to the log: the look is not a run, and has no stream of its own."""
+
+    def emit(self, run_id: str, type: EventType, actor: str, **data: Any) -> Event:
+        logger.info("scheduled drift check: %s", data.get("message") or data.get("summary") or type.value)
+        return Event(run_id=run_id, type=type, actor=actor, data={})
+
+
+def look(redis: Redis, settings: Settings, repo: str) -> float | None:
+    """One scheduled look at ``repo``: a drift run for each environment that drifted; when to look again (None:
+    the configuration asks for no drift check any more)."""
+    probe = Run(kind="drift", source="schedule", requested_by=WHO, repo=repo)
+    try:
+        src, config = workspace.prepare(probe, settings, redis=redis)
+        every = config.infrastructure.drift_check
+        if every is None:
+            return None
+        found = []
+        for env in ENVIRONMENTS if drift.state_per_environment(src, config) else (DEFAULT_ENV,):
+            ctx = AgentContext(run=probe.model_copy(update={"env": env}), settings=settings, redis=redis,
+                               bus=_Quiet(redis), workspace=src, config=config, actor="drift-check")
+            result = drift.run(ctx)
+            logger.info("scheduled drift check of %s in %s: %s", repo, env, result.summary)
+            if not result.passed:
+                found.append(env)
+        for env in found:
+            run = dispatch(Intent(kind=IntentKind.DRIFT, env=env, user=WHO, source="schedule",
+                                  text=f"scheduled drift check (every {every:g}s)"), redis=redis, settings=settings,
+                           repo=repo)
+            logger.info("scheduled drift check of %s: %s drifted; run %s says so in the channel", repo, env, run.id)
+        return every
+    finally:
+        shutil.rmtree(settings.run_dir(probe.id), ignore_errors=True)  # the look's checkout and Terraform folders
