@@ -8,9 +8,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
+from slack_sdk import WebClient
 
 from agents.context import AgentContext
 from agents.observability.autorollback import RollbackFacts, auto_rollback
@@ -18,12 +20,15 @@ from agents.observability.breaker import RollbackBreaker
 from agents.observability.policy import Policy, default_specs
 from agents.observability.stage import run
 from agents.observability.watch import WatchedRelease
+from bot.slack.relay import Relay
 from orchestra import pins
 from orchestra.config import ProjectConfig
 from orchestra.events import Event, EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 from tests.support.fleet import Fleet, fleet
+from tests.support.services import wait_for
+from tests.support.slack_workspace import local_slack
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +54,11 @@ class _Source:
         self.rolled_back.append(release)
 
 
-def _ctx(redis: Redis, settings: Settings, tmp_path: Path) -> AgentContext:
+def _ctx(redis: Redis, settings: Settings, tmp_path: Path, **run: Any) -> AgentContext:
     config = ProjectConfig.model_validate({"project": {"name": "shop"},
                                            "deployment": {"services": [{"name": "backend"}]}})
     run_ = RunStore(redis).create(Run(requested_by="alice", repo="examples/shop", services=["backend"],
-                                      env="staging"))
+                                      env="staging", **run))
     return AgentContext(run=run_, settings=settings, redis=redis, bus=EventBus(redis), workspace=tmp_path,
                         config=config, actor="observe")
 
@@ -98,12 +103,24 @@ def test_a_pin_on_the_version_the_watch_goes_back_to_lets_it_go_and_says_so(shop
     assert not [e for e in _events(ctx, EventType.OBSERVABILITY_ALERT) if e.data["kind"] == "rollback_pinned"]
 
 
-def test_a_pin_on_a_third_version_stops_a_rollback_to_the_previous_one(redis: Redis, settings: Settings,
-                                                                       tmp_path: Path) -> None:
-    ctx, calls = _ctx(redis, settings, tmp_path), []
+def test_a_pin_on_a_third_version_stops_a_rollback_to_the_previous_one_and_the_channel_hears(
+        redis: Redis, settings: Settings, tmp_path: Path) -> None:
+    ctx, calls = _ctx(redis, settings, tmp_path, origin={"slack_channel": "C0DEPLOYS"}), []
     pins.put(redis, pins.Pin(service="backend", env="staging", version="v0", by="U0CAROL"))
     facts = RollbackFacts("backend", "staging", "v2", "v1", "error_rate stayed above 2.00% for 3s", 3.0, "release", 100)
-    assert not auto_rollback(ctx, facts, lambda: calls.append(1), _policy())
+    with local_slack() as (running, control):
+        relay = Relay(redis, settings, WebClient(token="xoxb-local", base_url=running.api_url), name="t",
+                      post_interval_s=0.05, update_interval_s=0.1)  # reads what is published from now on
+        assert not auto_rollback(ctx, facts, lambda: calls.append(1), _policy())
+        wait_for(lambda: relay.step(block_ms=20) or _in_channel(control.transcript("C0DEPLOYS")), timeout=15,
+                 interval=0.01, what="the alert in the channel")
+        text = _in_channel(control.transcript("C0DEPLOYS"))
     assert calls == []
     [alert] = [e.data for e in _events(ctx, EventType.OBSERVABILITY_ALERT)]
     assert alert["kind"] == "rollback_pinned" and "Traffic stays on v2, not on the pinned v0" in alert["message"]
+    assert "NOT rolled back" in text and "pinned to v0" in text
+
+
+def _in_channel(rows: list[dict[str, Any]]) -> str:
+    """The text of the reply also shown in the channel (a loud alert), or ''."""
+    return next((r["text"] for r in rows if r["reply_broadcast"]), "")
