@@ -20,8 +20,8 @@ from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
-from jobs import timers, workspace
 from jobs import drift_check as drift_schedule
+from jobs import timers, workspace
 from jobs.graph import ANALYZE, BUILD, DEPLOY, DRIFT, IAC, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
 from orchestra.events import EventBus
