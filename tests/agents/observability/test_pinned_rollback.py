@@ -112,8 +112,10 @@ def test_a_pin_on_a_third_version_stops_a_rollback_to_the_previous_one_and_the_c
         relay = Relay(redis, settings, WebClient(token="xoxb-local", base_url=running.api_url), name="t",
                       post_interval_s=0.05, update_interval_s=0.1)  # reads what is published from now on
         assert not auto_rollback(ctx, facts, lambda: calls.append(1), _policy())
-        wait_for(lambda: relay.step(block_ms=20) or _in_channel(control.transcript("C0DEPLOYS")), timeout=15,
-                 interval=0.01, what="the alert in the channel")
+        def posted() -> str:
+            relay.step(block_ms=20)
+            return _in_channel(control.transcript("C0DEPLOYS"))
+        wait_for(posted, timeout=15, interval=0.01, what="the alert in the channel")
         text = _in_channel(control.transcript("C0DEPLOYS"))
     assert calls == []
     [alert] = [e.data for e in _events(ctx, EventType.OBSERVABILITY_ALERT)]
