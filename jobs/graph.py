@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agents.iac import apply as iac_apply
 from orchestra import limits
 from orchestra.events import Event, EventType
 from orchestra.store import Run
@@ -27,6 +28,9 @@ class Stage:
     check: str | None = None  # the scheduled check's entry point, for a stage that goes on without a worker
     kinds: frozenset[str] = field(default_factory=lambda: frozenset({"deploy", "validate"}))
     when: Callable[[Run], bool] | None = None  # what the run must hold besides its kind (None: nothing)
+    # A stage that always parks for the environment's approvers (even where the environment asks for no
+    # approval), and what they are told; None: only when the environment or the risk route asks.
+    asks: Callable[[Run], str] | None = None
 
     def applies_to(self, run: Run) -> bool:
         return run.kind in self.kinds and (self.when is None or self.when(run))
@@ -70,6 +74,10 @@ TEST = Stage("test", "jobs.tasks.test", EventType.TEST_RESULTS, timeout=1200, re
 BUILD = Stage("build", "jobs.tasks.build", EventType.BUILD_READY, timeout=1800, retries=1, kinds=DEPLOY_ONLY)
 # a plan run (`/orchestra plan` on a pull request) runs the iac stage's checks and plan, and nothing else
 IAC = Stage("iac", "jobs.tasks.iac", EventType.IAC_READY, timeout=600, kinds=frozenset({"deploy", "plan"}))
+# Only for a saved plan that changes something (Run.iac_plan, from the iac stage): infrastructure is never applied
+# without an approver, and that approval is the run's one (it covers migrate and deploy); never retried.
+IAC_APPLY = Stage("iac_apply", "jobs.tasks.iac_apply", EventType.IAC_READY, timeout=1800, approval=True,
+                  kinds=DEPLOY_ONLY, when=iac_apply.has_changes, asks=iac_apply.approval_text)
 # Only for a change with schema migrations (Run.migrations, from the analyze stage); never retried (a
 # half-applied migration is not run twice); the approval an environment wants is asked here, once.
 MIGRATE = Stage("migrate", "jobs.tasks.migrate", EventType.MIGRATIONS_APPLIED, timeout=2100, approval=True,
@@ -85,4 +93,4 @@ ROLLBACK = Stage("rollback", "jobs.tasks.rollback", EventType.DEPLOYMENT_SUCCEED
 # `/orchestra drift <env>`: a refresh-only plan of the environment against its live infrastructure, never applied
 DRIFT = Stage("drift", "jobs.tasks.drift", EventType.DRIFT_CHECKED, timeout=600, kinds=frozenset({"drift"}))
 
-PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, MIGRATE, DEPLOY, OBSERVE, ROLLBACK, DRIFT))
+PIPELINE = Graph((ANALYZE, TEST, BUILD, IAC, IAC_APPLY, MIGRATE, DEPLOY, OBSERVE, ROLLBACK, DRIFT))

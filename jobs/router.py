@@ -193,11 +193,11 @@ class Router:
         except OrchestraError as exc:  # the trusted policy cannot be read: nothing goes further
             self._finish(run.id, RunStatus.FAILED, f"the trusted policy could not be read: {exc}")
             return
-        if env_policy is not None and (env_policy.approval_required or run.risk_approval):  # the risk route's
-            gate = env_policy  # approval is the environment's approvers' too
+        if env_policy is not None and (env_policy.approval_required or run.risk_approval or nxt.asks):  # the risk
+            gate = env_policy  # route's approval and a stage that always asks (iac_apply) are the env's approvers'
+            said = " ".join(m for m in (nxt.asks(run) if nxt.asks else "", run.risk_approval or "") if m)
             self._park(run, nxt, lambda parked: approvals.request(self.redis, parked, nxt.name, gate,
-                                                                  timeout_s=gate.approval_timeout,
-                                                                  message=run.risk_approval or ""))
+                                                                  timeout_s=gate.approval_timeout, message=said))
         else:
             self._enqueue(run, nxt)
 

@@ -12,6 +12,7 @@ from agents.context import AgentContext, StageResult
 from agents.deploy import reconcile as reconcile_agent
 from agents.deploy import rollback as rollback_agent
 from agents.deploy import stage as deploy_agent
+from agents.iac import apply as iac_apply_agent
 from agents.iac import drift as drift_agent
 from agents.iac import stage as iac_agent
 from agents.migrations import stage as migrate_agent
@@ -20,10 +21,10 @@ from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
-from jobs import drift_check as drift_schedule
-from jobs import timers, workspace
-from jobs.graph import ANALYZE, BUILD, DEPLOY, DRIFT, IAC, MIGRATE, OBSERVE, ROLLBACK, TEST
+from jobs import approvals, timers, workspace
+from jobs.graph import ANALYZE, BUILD, DEPLOY, DRIFT, IAC, IAC_APPLY, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
+from orchestra.errors import NotFound
 from orchestra.events import EventBus
 from orchestra.settings import Settings
 from orchestra.store import Run
@@ -52,6 +53,21 @@ def iac(run_id: str) -> dict[str, Any]:
 def drift(run_id: str) -> dict[str, Any]:
     """Look for drift in the run's environment: a refresh-only plan against its live infrastructure, never applied."""
     return execute_stage(run_id, DRIFT, drift_agent.run)
+
+
+def iac_apply(run_id: str) -> dict[str, Any]:
+    """Apply exactly the run's saved plan, once an approver approved it at the run's commit."""
+    return execute_stage(run_id, IAC_APPLY, lambda ctx: iac_apply_agent.run(ctx, approval=approval_of(ctx.redis,
+                                                                                                       ctx.run.id)))
+
+
+def approval_of(redis: Redis, run_id: str) -> iac_apply_agent.Approval | None:
+    """The run's approval record, as the iac_apply stage checks it; None when none was asked for."""
+    try:
+        req = approvals.get(redis, run_id)
+    except NotFound:
+        return None
+    return iac_apply_agent.Approval(req.stage, req.decision, req.decided_by, req.commit)
 
 
 def migrate(run_id: str) -> dict[str, Any]:
@@ -94,15 +110,6 @@ def always_on_check(key: str) -> dict[str, Any]:
     redis = job.connection  # type: ignore[union-attr]
     return timers.run_timed(redis, timers.ALWAYS_ON, key, job.id,  # type: ignore[union-attr]
                             lambda: look_live(redis, current_settings(), key))
-
-
-def drift_check(repo: str) -> dict[str, Any]:
-    """One scheduled drift check of a served repository's environments (``infrastructure.drift_check``)."""
-    job = get_current_job()
-    redis, settings = job.connection, current_settings()  # type: ignore[union-attr]
-    served = repo in settings.repos
-    return timers.run_timed(redis, timers.DRIFT_CHECK, repo, job.id,  # type: ignore[union-attr]
-                            lambda: drift_schedule.look(redis, settings, repo) if served else None)
 
 
 def look_live(redis: Redis, settings: Settings, key: str, **options: Any) -> float | None:

@@ -65,6 +65,10 @@ class Run(BaseModel):
     risk_approval: str | None = None  # why the risk policy asks for an approval before deploy; None: it does not
     nothing_to_do: str | None = None  # why the run ends after the analyze stage (a docs-only change)
     migrations: list[str] | None = None  # services whose change holds schema migrations (analyze); None: not looked
+    # The iac stage's saved plan (agents/iac/apply.py: where it is, its sha256, the summary approvers see); the
+    # iac_apply stage applies exactly that file. Outputs: the applied Terraform's non-sensitive outputs.
+    iac_plan: dict[str, Any] | None = None
+    iac_outputs: dict[str, Any] | None = None
     origin: dict[str, Any] = Field(default_factory=dict)
     channel: str | None = None  # where its Slack thread goes; "" for nowhere, None for the default channel
     created_at: float = Field(default_factory=time.time)

@@ -63,7 +63,7 @@ def init(tf: Terraform, *, state: Path | None) -> None:
         args.append(f"-backend-config=path={state}")
     done = tf.run(*args, exclusive=True)
     if done.returncode != 0:
-        raise StageFailed(f"`{tf.name} init` failed: {_last_error(done.stderr or done.stdout)}",
+        raise StageFailed(f"`{tf.name} init` failed: {last_error(done.stderr or done.stdout)}",
                           hint=f"providers come from {tf.providers}; scripts/terraform-mirror lays out a mirror "
                                "of the AWS provider (ORCHESTRA_TERRAFORM_MIRROR) for machines without the registry")
 
@@ -75,7 +75,7 @@ def fmt_check(tf: Terraform, shown: str) -> None:
         return
     unformatted = [f"{shown.rstrip('/')}/{line.strip()}" for line in done.stdout.splitlines() if line.strip()]
     if not unformatted:
-        raise StageFailed(f"`{tf.name} fmt -check` could not read the files: {_last_error(done.stderr)}",
+        raise StageFailed(f"`{tf.name} fmt -check` could not read the files: {last_error(done.stderr)}",
                           hint="fix the syntax error it names")
     raise StageFailed(f"not formatted: {', '.join(unformatted)}", hint="run `terraform fmt` and commit")
 
@@ -86,7 +86,7 @@ def validate(tf: Terraform, shown: str) -> None:
     try:
         report = json.loads(done.stdout)
     except ValueError as exc:
-        raise StageFailed(f"`{tf.name} validate` failed: {_last_error(done.stderr)}") from exc
+        raise StageFailed(f"`{tf.name} validate` failed: {last_error(done.stderr)}") from exc
     errors = [d for d in report.get("diagnostics") or [] if d.get("severity") == "error"]
     if report.get("valid") and not errors:
         return
@@ -101,12 +101,12 @@ def plan(tf: Terraform, shown: str) -> PlanSummary:
                   f"-out={PLAN_FILE}")
     if done.returncode not in (0, 2):
         error = _ON_FILE.sub(lambda m: f"on {shown.rstrip('/')}/{m.group(1)} line",
-                             _last_error(done.stderr or done.stdout))
+                             last_error(done.stderr or done.stdout))
         raise StageFailed(f"`{tf.name} plan` failed: {error}",
                           hint="check the AWS credentials, region and endpoint the worker has; nothing was changed")
     saved = tf.run("show", "-json", "-no-color", PLAN_FILE)
     if saved.returncode != 0:
-        raise StageFailed(f"`{tf.name} show` could not read the plan: {_last_error(saved.stderr)}")
+        raise StageFailed(f"`{tf.name} show` could not read the plan: {last_error(saved.stderr)}")
     return summarize(json.loads(saved.stdout))
 
 
@@ -129,7 +129,7 @@ def _diagnostic(diag: dict[str, Any], shown: str) -> str:
     return f"{place}{diag.get('summary', 'error')}" + (f" ({detail[:300]})" if detail else "")
 
 
-def _last_error(text: str) -> str:
+def last_error(text: str) -> str:
     """Terraform's own error, without its box drawing: the ``Error:`` paragraph, else the last line."""
     lines = [line.strip(" │╷╵") for line in text.splitlines()]
     lines = [line for line in lines if line.strip()]
@@ -137,3 +137,6 @@ def _last_error(text: str) -> str:
         if line.startswith("Error:"):
             return " ".join(lines[i:i + 4])[:600]
     return (lines or ["no output"])[-1][:600]
+
+
+_last_error = last_error  # the name drift.py reads

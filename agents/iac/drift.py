@@ -138,11 +138,8 @@ def summarize(plan_json: dict[str, Any]) -> Drift:
 
 
 def state_per_environment(workspace: Path, config: ProjectConfig) -> bool:
-    """Whether each environment has a state of its own: in S3 (infrastructure.backend.s3, one key per environment)
-    or the generated Terraform's local one; the repository's own files with their own backend keep one, whatever
-    environment is asked about."""
-    if config.infrastructure.backend.s3 is not None:
-        return True
+    """Whether each environment has a state of its own: the generated Terraform's, one per environment; the
+    repository's own files keep one backend, whatever environment is asked about."""
     try:
         return not terraform_files(workspace, config.infrastructure.path)
     except ValueError:

@@ -9,7 +9,8 @@
 Then ``init`` (providers from the operator's CLI configuration, the mirror setting or the registry),
 ``fmt -check``, ``validate`` and ``plan -out``; the plan's summary by resource goes into the result and
 the thread. Generated Terraform keeps its state in the local backend under the workdir, one state per
-project and environment. Nothing is applied here: applying the saved plan after approval is not built yet.
+project and environment. Nothing is applied here: the saved plan is recorded on the run (its sha256 too) and,
+when it changes something, the iac_apply stage applies exactly that file after an approval (:mod:`agents.iac.apply`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.context import AgentContext, StageResult
+from agents.iac import apply as applying
 from agents.iac import backend, checks, generate, policy
 from agents.iac.terraform import Terraform, prepare
 from orchestra.errors import OrchestraError, StageFailed
@@ -24,7 +26,8 @@ from orchestra.errors import OrchestraError, StageFailed
 LOCAL_RUNTIMES = frozenset({"docker"})
 GENERATED_DIR = "infrastructure/generated"
 MAX_OFFERED_CHARS = 20_000  # the generated files carried in the event; all of them stay in the run's folder
-NOT_APPLIED = "nothing was applied (applying a plan after approval is not built yet)"
+NOT_APPLIED = "nothing was applied: an approver's approval of this plan comes first (the iac_apply stage)"
+NO_CHANGES = "nothing was applied: the plan changes nothing"
 
 
 def terraform_files(workspace: Path, rel: str) -> list[Path]:
@@ -116,10 +119,10 @@ def _checked(ctx: AgentContext, folder: Path, shown: str, *, state: Path | None,
     except StageFailed as exc:
         said = f"{tf.name} {tf.version}: " if tf is not None and tf.version else ""
         return StageResult(False, f"{said}{exc}", data)
-    data["plan"] = summary.data()
+    data["plan"] = {**summary.data(), "sha256": applying.record_plan(ctx, tf, summary)["sha256"]}
     detail = f" ({summary.by_type()})" if summary.changes else ""
     return StageResult(True, f"{tf.name} {tf.version}: {what}: fmt and validate passed; {scanned.line()}; "
-                             f"plan: {summary.line()}{detail}; {NOT_APPLIED}", data)
+                             f"plan: {summary.line()}{detail}; {NOT_APPLIED if summary.changes else NO_CHANGES}", data)
 
 
 def _aws_variables(tf: Terraform, region: str | None) -> None:

@@ -9,12 +9,16 @@
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,24 +76,41 @@ class Terraform:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _run(self, args: tuple[str, ...], limit: float) -> subprocess.CompletedProcess[str]:
-        with subprocess.Popen([self.binary, *args], cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
-            try:
-                out, err = proc.communicate(timeout=limit)
-            except subprocess.TimeoutExpired as exc:
-                _stop_group(proc)
-                raise StageFailed(f"`{self.name} {args[0]}` did not finish within {limit:.0f}s and was stopped",
-                                  hint="check that the AWS endpoint answers; nothing was changed") from exc
-            except BaseException:
-                # the job's own time limit (RQ raises it in this process) or a shutdown: Terraform runs in a
-                # session of its own, so the worker killing this job's process group would not reach it
-                _stop_group(proc)
-                raise
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        # Output goes to unnamed files, not pipes: Terraform outliving a killed worker must still be able to
+        # write (a Go program writing to a broken pipe dies at once, leaving its state lock behind).
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            with subprocess.Popen([self.binary, *args], cwd=self.folder, env=self.env, stdout=out, stderr=err,
+                                  text=True, start_new_session=True, preexec_fn=_interrupt_when_orphaned) as proc:
+                try:
+                    proc.wait(timeout=limit)
+                except subprocess.TimeoutExpired as exc:
+                    _stop_group(proc)
+                    raise StageFailed(f"`{self.name} {args[0]}` did not finish within {limit:.0f}s and was stopped",
+                                      hint="check that the AWS endpoint answers; nothing was changed") from exc
+                except BaseException:
+                    # the job's own time limit (RQ raises it in this process) or a shutdown: Terraform runs in a
+                    # session of its own, so the worker killing this job's process group would not reach it
+                    _stop_group(proc)
+                    raise
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
     @property
     def name(self) -> str:
         return Path(self.binary).name
+
+
+def _interrupt_when_orphaned() -> None:
+    """In the child, before Terraform starts: SIGINT it when the worker that started it dies (a SIGKILL
+    reaches no ``finally``). Terraform's own session would otherwise outlive the worker; on SIGINT it stops
+    gracefully: in-flight operations end, the state is written and its lock released."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
 
 
 def _stop_group(proc: subprocess.Popen[str]) -> None:

@@ -38,8 +38,9 @@ def _ctx(repo: Path, settings: Settings, redis: Redis, *, runtime: str = "docker
 
 def test_the_iac_stage_sits_between_build_and_deploy_and_publishes_iac_ready() -> None:
     names = [s.name for s in PIPELINE.stages]
-    # the migrate stage, for a change with migrations only, comes between iac and deploy
-    assert names.index("build") + 1 == names.index("iac") == names.index("migrate") - 1 == names.index("deploy") - 2
+    # iac_apply (for a plan that changes something) and migrate (for a change with migrations) come before deploy
+    assert names.index("build") + 1 == names.index("iac") == names.index("iac_apply") - 1 \
+        == names.index("migrate") - 2 == names.index("deploy") - 3
     assert PIPELINE.stage("iac").result == EventType.IAC_READY
     assert PIPELINE.stage("iac").kinds == frozenset({"deploy", "plan"})  # a plan run: `/orchestra plan` on a PR
 

@@ -1,0 +1,162 @@
+"""The iac_apply stage with the real terraform on Terraform's built-in ``terraform_data`` resource (no provider,
+no network): exactly the approved plan is applied, its outputs shown but never a sensitive one, and every way
+around the approval (none, a moved branch, a swapped plan file, the requester's own click) applies nothing."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from agents.context import AgentContext
+from agents.iac import apply, checks
+from agents.iac import stage as iac
+from jobs import approvals
+from jobs.tasks import approval_of
+from orchestra.config import load_config
+from orchestra.events import EventBus
+from orchestra.repos import checkout, head_commit
+from orchestra.settings import Settings
+from orchestra.store import Run, RunStore
+
+pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+
+CONFIG = """\
+project: {name: shop}
+deployment:
+  services:
+    - {name: web, path: web, port: 8000, runtime: docker}
+infrastructure: {tool: terraform, path: infra}
+environments:
+  staging: {approval_required: false}
+"""
+MAIN_TF = """\
+resource "terraform_data" "web" {
+  input = "web-v1"
+}
+
+output "web" {
+  value = terraform_data.web.output
+}
+
+output "db_password" {
+  value     = "s3cret-${terraform_data.web.id}"
+  sensitive = true
+}
+"""
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message)
+    return head_commit(repo)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"devops_orchestra.yaml": CONFIG, "web/app.py": "", "infra/main.tf": MAIN_TF}, "the shop")
+    return repo
+
+
+def planned(repo: Path, settings: Settings, redis: Redis) -> AgentContext:
+    """A recorded run of main's head, checked out as a worker does, and its iac stage's plan."""
+    run = RunStore(redis).create(Run(requested_by="U0ALICE", repo=str(repo), ref="main", env="staging",
+                                     commit=head_commit(repo), stage="iac"))
+    src = settings.run_dir(run.id) / "src" / "shop"
+    checkout(run.repo, src, run.commit)
+    ctx = AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=src,
+                       config=load_config(src), actor="iac")
+    result = iac.run(ctx)
+    assert result.passed and "1 to add" in result.summary, result.summary
+    ctx.run = RunStore(redis).get(run.id)
+    return ctx
+
+
+def approve(ctx: AgentContext, settings: Settings, user: str = "U0BOB") -> approvals.Decision:
+    """The approval as the router asks for it before iac_apply, and a click on it."""
+    env_policy = approvals.environment_policy(ctx.run, settings)
+    approvals.request(ctx.redis, ctx.run, apply.STAGE, env_policy, timeout_s=600, message=apply.approval_text(ctx.run))
+    return approvals.decide(ctx.run.id, user=user, approve=True, redis=ctx.redis, settings=settings)
+
+
+def state(ctx: AgentContext) -> list[str]:
+    """The resources in the run's state (the checkout's local state: this Terraform names no backend)."""
+    path = ctx.workspace / "infra" / "terraform.tfstate"
+    return [r["type"] + "." + r["name"] for r in json.loads(path.read_text())["resources"]] if path.exists() else []
+
+
+def test_the_approved_plan_is_applied_and_only_its_non_sensitive_outputs_are_shown(
+        repo: Path, settings: Settings, redis: Redis) -> None:
+    ctx = planned(repo, settings, redis)
+    plan = ctx.run.iac_plan or {}
+    assert plan["sha256"] == apply.digest(ctx.workspace / "infra" / checks.PLAN_FILE)
+    assert plan["changes"] and plan["commit"] == ctx.run.commit and plan["workspace"] == "shop/staging"
+    text = apply.approval_text(ctx.run)
+    assert "1 to add, 0 to change, 0 to destroy (add: terraform_data ×1)" in text and plan["sha256"][:12] in text
+    assert "migrate and deploy" in text and "one approval covers the whole run" in text
+    assert not approve(ctx, settings, user="U0ALICE").accepted  # the requester approving her own apply
+    assert state(ctx) == []
+    assert approve(ctx, settings).accepted
+
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert result.passed, result.summary
+    assert state(ctx) == ["terraform_data.web"]
+    assert result.data["outputs"] == {"web": "web-v1"} and result.data["sensitive_outputs"] == ["db_password"]
+    assert "outputs: web; sensitive, not shown: db_password" in result.summary
+    assert RunStore(redis).get(ctx.run.id).iac_outputs == {"web": "web-v1"}
+    secret = subprocess.run(["terraform", "output", "-raw", "db_password"], cwd=ctx.workspace / "infra",
+                            capture_output=True, text=True, check=True, env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+                            ).stdout
+    assert secret.startswith("s3cret-")
+    everything = json.dumps([e.model_dump(mode="json") for e in ctx.bus.replay(ctx.run.id)]) + json.dumps(result.data)
+    assert secret not in everything and "s3cret" not in everything
+
+
+def test_no_approval_or_a_rejection_applies_nothing(repo: Path, settings: Settings, redis: Redis) -> None:
+    ctx = planned(repo, settings, redis)
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert not result.passed and "no approver has approved this plan" in result.summary
+    approvals.request(redis, ctx.run, apply.STAGE, approvals.environment_policy(ctx.run, settings), timeout_s=600)
+    assert approvals.decide(ctx.run.id, user="U0BOB", approve=False, redis=redis, settings=settings).accepted
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert not result.passed and "nothing was applied" in result.summary and state(ctx) == []
+
+
+def test_the_branch_moving_after_the_approval_is_refused(repo: Path, settings: Settings, redis: Redis) -> None:
+    ctx = planned(repo, settings, redis)
+    assert approve(ctx, settings).accepted
+    moved = commit(repo, {"infra/main.tf": MAIN_TF.replace("web-v1", "web-v2")}, "another change")
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert not result.passed and state(ctx) == []
+    assert f"main moved to {moved[:7]} after the approval for {ctx.run.commit[:7]}" in (result.summary or "")
+    assert "nothing was applied" in result.summary
+
+
+def test_a_plan_file_swapped_or_edited_after_the_approval_is_refused(
+        repo: Path, settings: Settings, redis: Redis) -> None:
+    ctx = planned(repo, settings, redis)
+    assert approve(ctx, settings).accepted
+    approved = ctx.workspace / "infra" / checks.PLAN_FILE
+    other = planned(repo, settings, redis)  # a valid plan of the same code, made after the approval
+    shutil.copy(other.workspace / "infra" / checks.PLAN_FILE, approved)
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert not result.passed and "the plan file changed after it was made and shown to the approvers" in result.summary
+    assert state(ctx) == []
+    approved.write_bytes(b"")  # emptied
+    assert "changed after it was made" in apply.run(ctx, approval=approval_of(redis, ctx.run.id)).summary
+    approved.unlink()
+    assert "is gone" in apply.run(ctx, approval=approval_of(redis, ctx.run.id)).summary
+    assert state(ctx) == []
