@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.context import AgentContext, StageResult
-from agents.iac import checks, generate
+from agents.iac import backend, checks, generate
 from agents.iac.stage import terraform_files
 from agents.iac.terraform import Terraform, prepare
 from orchestra.errors import OrchestraError, StageFailed
@@ -77,7 +77,8 @@ def run(ctx: AgentContext) -> StageResult:
     if isinstance(found, str):
         return StageResult(True, f"{env}: {found}", {"env": env, "checked": False})
     what, state = found.what, found.state
-    if state is not None and not state.is_file():
+    s3 = ctx.config.infrastructure.backend.s3  # the state in S3: whether there is any is read after init
+    if state is not None and not state.is_file() and s3 is None:
         return StageResult(True, f"{env}: no state yet for {what} (nothing applied there): no drift to look for",
                            {"env": env, "checked": False, "no_state": True})
     tf: Terraform | None = None
@@ -85,7 +86,8 @@ def run(ctx: AgentContext) -> StageResult:
         tf = prepare(ctx.settings, found.folder, _scratch(ctx), data_dir=found.data_dir)
         _aws_variables(tf, found.region)
         ctx.progress(f"{tf.name} {tf.version}: refreshing {what} against {env}'s live infrastructure")
-        checks.init(tf, state=state)
+        backend.init(tf, s3, project=ctx.config.project.name, env=env, scratch=_scratch(ctx), local_state=state,
+                     generated=state is not None)
         if not _managed(tf):
             return StageResult(True, f"{env}: no state yet for {what} (no resources in it): no drift to look for",
                                {"env": env, "checked": False, "no_state": True})
@@ -138,8 +140,11 @@ def summarize(plan_json: dict[str, Any]) -> Drift:
 
 
 def state_per_environment(workspace: Path, config: ProjectConfig) -> bool:
-    """Whether each environment has a state of its own: the generated Terraform's, one per environment; the
-    repository's own files keep one backend, whatever environment is asked about."""
+    """Whether each environment has a state of its own: in S3 (infrastructure.backend.s3, one key per environment)
+    or the generated Terraform's local one; the repository's own files with their own backend keep one, whatever
+    environment is asked about."""
+    if config.infrastructure.backend.s3 is not None:
+        return True
     try:
         return not terraform_files(workspace, config.infrastructure.path)
     except ValueError:

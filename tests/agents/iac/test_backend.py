@@ -19,7 +19,7 @@ import pytest
 from redis import Redis
 
 from agents.context import AgentContext
-from agents.iac import backend
+from agents.iac import backend, drift
 from agents.iac import stage as iac
 from orchestra.config import load_config
 from orchestra.config.loader import parse_config
@@ -135,6 +135,11 @@ def test_state_goes_to_the_bucket_locked_in_the_table_and_never_into_events(
         local = json.loads(path.read_text())
         assert path.parent.name == "terraform-data" and local["backend"]["type"] == "s3", path
         assert "resources" not in local and SECRET not in path.read_text()
+
+    # The drift check reads the same state from S3 (terraform_data has nothing live: no drift).
+    with aws_env(moto):
+        drifted = drift.run(context(repo, settings, redis))
+    assert drifted.passed and drifted.data["checked"] and "no drift" in drifted.summary, drifted.summary
 
     # A later run reads that state from S3 (the value changes back), and says nothing of it.
     second = context(repo, settings, redis)
