@@ -21,6 +21,7 @@ from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
+from jobs import drift_check as drift_schedule
 from jobs import approvals, timers, workspace
 from jobs.graph import ANALYZE, BUILD, DEPLOY, DRIFT, IAC, IAC_APPLY, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
@@ -110,6 +111,15 @@ def always_on_check(key: str) -> dict[str, Any]:
     redis = job.connection  # type: ignore[union-attr]
     return timers.run_timed(redis, timers.ALWAYS_ON, key, job.id,  # type: ignore[union-attr]
                             lambda: look_live(redis, current_settings(), key))
+
+
+def drift_check(repo: str) -> dict[str, Any]:
+    """One scheduled drift check of a served repository's environments (``infrastructure.drift_check``)."""
+    job = get_current_job()
+    redis, settings = job.connection, current_settings()  # type: ignore[union-attr]
+    served = repo in settings.repos
+    return timers.run_timed(redis, timers.DRIFT_CHECK, repo, job.id,  # type: ignore[union-attr]
+                            lambda: drift_schedule.look(redis, settings, repo) if served else None)
 
 
 def look_live(redis: Redis, settings: Settings, key: str, **options: Any) -> float | None:

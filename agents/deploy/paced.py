@@ -24,6 +24,7 @@ from agents.deploy.targets.base import DeployOutcome, DeployTarget, Plan, Report
 from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import get_live
+from orchestra.locks import cancel_requested
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,13 @@ def go_on(ctx: AgentContext, target: DeployTarget, plan: Plan, judge: Judge | No
 
 
 def later(ctx: AgentContext, service: str, paused: Paused) -> StageResult:
-    """The stage's answer while a canary pauses: look again in ``paused.after_s`` (no worker is held)."""
-    summary = f"canary of {service} at {paused.weight}% (step {paused.step}); judging in {paused.after_s:.0f}s"
+    """The stage's answer while a canary pauses: look again in ``paused.after_s`` (no worker is held), or at
+    once when the run was cancelled meanwhile (the check rolls it back)."""
+    after = 0.05 if cancel_requested(ctx.redis, ctx.run.id) is not None else max(paused.after_s, 0.05)
+    summary = f"canary of {service} at {paused.weight}% (step {paused.step}); judging in {after:.0f}s"
     logger.info("run %s: %s", ctx.run.id, summary)
     return StageResult(True, summary, {"service": service, "step": paused.step, "weight": paused.weight},
-                       later_s=max(paused.after_s, 0.05))
+                       later_s=after)
 
 
 def undone(ctx: AgentContext, targets: Targets, why: str) -> StageResult:

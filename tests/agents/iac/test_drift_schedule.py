@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from agents.iac import drift
 from jobs import drift_check, timers
 from jobs.dispatch import dispatch
 from jobs.graph import PIPELINE
@@ -81,3 +82,16 @@ def test_a_scheduled_look_is_quiet_until_something_drifts_then_starts_a_drift_ru
     streamed = {json.loads(fields[b"event"])["run_id"] for _, fields in redis.xrange(EVENTS_STREAM)}
     assert streamed == {run.id}  # only the run that says so in the channel
     assert not (settings.workdir / "runs").exists() or [p.name for p in (settings.workdir / "runs").iterdir()] == []
+
+
+def test_which_environments_have_a_state_of_their_own(tmp_path: Path) -> None:
+    repo = tmp_path / "shop"
+    (repo / "infra").mkdir(parents=True)
+    s3 = CONFIG.replace("path: infra}", "path: infra, backend: {s3: {bucket: tf-state, region: us-east-1, "
+                                        "dynamodb_table: tf-locks}}}")
+    generated = CONFIG.replace("runtime: docker", "runtime: ecs")
+    parse = lambda text: parse_config(text, filename="devops_orchestra.yaml")  # noqa: E731
+    assert drift.state_per_environment(repo, parse(generated))  # no files: generated, one local state per env
+    (repo / "infra" / "main.tf").write_text('variable "x" {}\n')
+    assert not drift.state_per_environment(repo, parse(CONFIG))  # the repository's own backend: one state
+    assert drift.state_per_environment(repo, parse(s3))  # S3: one key per environment
