@@ -21,8 +21,8 @@ from agents.observability import stage as observe_agent
 from agents.observability.live import deploy_judge
 from agents.observability.traffic import demo_traffic
 from agents.testing import stage as testing_agent
-from jobs import drift_check as drift_schedule
 from jobs import approvals, timers, workspace
+from jobs import drift_check as drift_schedule
 from jobs.graph import ANALYZE, BUILD, DEPLOY, DRIFT, IAC, IAC_APPLY, MIGRATE, OBSERVE, ROLLBACK, TEST
 from jobs.runner import current_settings, execute_check, execute_stage
 from orchestra.errors import NotFound
@@ -51,11 +51,6 @@ def iac(run_id: str) -> dict[str, Any]:
     return execute_stage(run_id, IAC, iac_agent.run)
 
 
-def drift(run_id: str) -> dict[str, Any]:
-    """Look for drift in the run's environment: a refresh-only plan against its live infrastructure, never applied."""
-    return execute_stage(run_id, DRIFT, drift_agent.run)
-
-
 def iac_apply(run_id: str) -> dict[str, Any]:
     """Apply exactly the run's saved plan, once an approver approved it at the run's commit."""
     return execute_stage(run_id, IAC_APPLY, lambda ctx: iac_apply_agent.run(ctx, approval=approval_of(ctx.redis,
@@ -69,6 +64,11 @@ def approval_of(redis: Redis, run_id: str) -> iac_apply_agent.Approval | None:
     except NotFound:
         return None
     return iac_apply_agent.Approval(req.stage, req.decision, req.decided_by, req.commit)
+
+
+def drift(run_id: str) -> dict[str, Any]:
+    """Look for drift in the run's environment: a refresh-only plan against its live infrastructure, never applied."""
+    return execute_stage(run_id, DRIFT, drift_agent.run)
 
 
 def migrate(run_id: str) -> dict[str, Any]:
