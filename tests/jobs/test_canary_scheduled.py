@@ -5,6 +5,9 @@ deploys v1 of its services, then dispatches canary runs of v2 (steps 10, 50, 100
 steps): with one worker, another run's first stage starts during the canary's pause; a worker SIGKILLed in
 the middle of a check is followed by the check fired again, which goes on where the intent says; a cancel
 in a pause rolls back at once; a failing verdict rolls back and fails the stage as the in-job canary does.
+The last tests take one check's decision alone (real Redis, the lock and the intent; the traffic split
+recorded): a check fired early waits out its pause unjudged, inconclusive answers are counted in the intent
+and asked again a pause later before they fail the step, and a pass is written with the next weight.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +35,10 @@ from agents.build.service import BuildRequest, ServiceSpec, build_service
 from agents.context import AgentContext
 from agents.deploy import intent
 from agents.deploy import stage as deploy_agent
+from agents.deploy.strategies import MAX_INCONCLUSIVE, CanaryFailed, Paused, Shift, TrafficStep, go_on
 from agents.deploy.targets.docker import LABEL
 from agents.deploy.targets.edge import Edge
-from agents.deploy.targets.state import get_live
+from agents.deploy.targets.state import Release, get_live
 from handlers import cancel
 from handlers.reply import Who
 from jobs import timers
@@ -44,6 +49,7 @@ from jobs.router import Router
 from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
+from orchestra.locks import Fence, Locks
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
@@ -262,3 +268,71 @@ def test_a_failing_verdict_in_a_check_rolls_back_and_fails_the_stage(shop: Calla
     assert failed[0].data["failed"] == "api" and failed[0].data["rolled_back"] == []
     serves_only(redis, s.client, "api", "v1", "v2")
     assert not timers.pending(redis, run_id, "deploy")
+
+
+def _paced_shift(redis: Redis, moves: list[int]) -> Shift:
+    """A canary of backend at step 1 (10%), its run holding the lock, the traffic split recording its moves."""
+    run = Run(requested_by="U0ALICE", repo="/r", services=["backend"], env=ENV)
+    fence = Fence(redis, run.id, ENV, Locks(redis).admit(run, ttl_s=60).fence)
+
+    class Recorded:
+        def split(self, new: Release, old: Release | None, weight: int) -> dict[str, int]:
+            moves.append(weight)
+            return {new.version: weight, **({old.version: 100 - weight} if old else {})}
+
+    shift = Shift(Recorded(), Release(version="v2", image="api:v2", container="c2", port=1, run_id=run.id),
+                  Release(version="v1", image="api:v1", container="c1", port=2, run_id="r-before"),
+                  lambda step, split: None, service="backend", env=ENV, fence=fence)
+    shift.to(10, step=1)
+    return shift
+
+
+def test_a_check_fired_before_its_pause_is_over_waits_out_the_rest_without_judging(redis: Redis) -> None:
+    moves: list[int] = []
+    shift = _paced_shift(redis, moves)
+    left = intent.get(redis, "backend", ENV)
+    assert left is not None
+    asked: list[int] = []
+
+    def judge(step: TrafficStep) -> str:
+        asked.append(step.step)
+        return "pass"
+
+    at = left.updated_at + 12
+    with pytest.raises(Paused) as paused:
+        go_on(shift, [10, 50, 100], judge, step=1, weight=10, since=left.updated_at, asked=0, applied=True,
+              pause_s=30, clock=lambda: at)
+    assert paused.value.after_s == pytest.approx(18) and asked == [] and moves == [10]
+
+
+def test_inconclusive_answers_are_asked_again_after_a_pause_each_then_fail_the_step(redis: Redis) -> None:
+    moves: list[int] = []
+    shift = _paced_shift(redis, moves)
+    for count in range(MAX_INCONCLUSIVE):
+        left = intent.get(redis, "backend", ENV)
+        assert left is not None and left.asked == count
+        with pytest.raises(Paused) as paused:
+            go_on(shift, [10, 50, 100], lambda step: "inconclusive", step=1, weight=10, since=left.updated_at,
+                  asked=left.asked, applied=True, pause_s=1, clock=partial(float, left.updated_at + 1))
+        assert (paused.value.step, paused.value.after_s) == (1, 1)
+    left = intent.get(redis, "backend", ENV)
+    assert left is not None and left.asked == MAX_INCONCLUSIVE
+    last = left.updated_at + 1
+    with pytest.raises(CanaryFailed, match=r"canary step 1 \(10% on v2\) judged inconclusive"):
+        go_on(shift, [10, 50, 100], lambda step: "inconclusive", step=1, weight=10, since=left.updated_at,
+              asked=left.asked, applied=True, pause_s=1, clock=lambda: last)
+    assert moves == [10]  # never moved on
+
+
+def test_a_pass_records_its_verdict_with_the_next_weight_in_one_write(redis: Redis) -> None:
+    moves: list[int] = []
+    shift = _paced_shift(redis, moves)
+    left = intent.get(redis, "backend", ENV)
+    assert left is not None
+    over = left.updated_at + 1
+    with pytest.raises(Paused):
+        go_on(shift, [10, 50, 100], lambda step: "pass", step=1, weight=10, since=left.updated_at, asked=0,
+              applied=True, pause_s=1, clock=lambda: over)
+    now = intent.get(redis, "backend", ENV)
+    assert now is not None and (now.step, now.weight, now.asked) == (2, 50, 0)
+    assert now.verdicts == [{"step": 1, "weight": 10, "verdict": "pass"}] and moves == [10, 50]
