@@ -99,6 +99,7 @@ def _group(moto: str) -> dict:
     return ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["shop-web"]}])["SecurityGroups"][0]
 
 
+@pytest.mark.slow
 def test_no_state_then_no_drift_then_the_resource_changed_behind_terraforms_back(infra: Infra, redis: Redis) -> None:
     before = drift.run(infra.context(redis))
     assert before.passed and before.data["checked"] is False
@@ -133,7 +134,9 @@ def test_no_state_then_no_drift_then_the_resource_changed_behind_terraforms_back
     assert not list(infra.repo.rglob(drift.DRIFT_PLAN)) and not (infra.repo / "infra" / ".terraform").exists()
 
 
-def test_a_resource_deleted_outside_terraform_is_named(infra: Infra, redis: Redis) -> None:
+@pytest.mark.slow
+def test_a_resource_deleted_outside_terraform_is_named_and_an_unreachable_endpoint_changes_nothing(
+        infra: Infra, redis: Redis) -> None:
     infra.apply()
     ec2 = session(infra.moto).client("ec2", endpoint_url=infra.moto)
     ec2.delete_security_group(GroupId=_group(infra.moto)["GroupId"])
@@ -141,9 +144,6 @@ def test_a_resource_deleted_outside_terraform_is_named(infra: Infra, redis: Redi
     assert not result.passed and "aws_security_group.web was deleted outside Terraform" in result.summary
     assert result.data["drift"]["deleted"] == ["aws_security_group.web"]
 
-
-def test_an_unreachable_endpoint_fails_saying_so_and_changes_nothing(infra: Infra, redis: Redis) -> None:
-    infra.apply()
     state = infra.state.read_bytes()
     with aws_env("http://127.0.0.1:9"):  # nothing listens there
         result = drift.run(infra.context(redis))

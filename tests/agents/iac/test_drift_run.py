@@ -28,6 +28,7 @@ from tests.jobs.conftest import orchestra_env
 from tests.support.moto import CREDENTIALS, REGION, aws_env, reset, session
 from tests.support.services import wait_for
 
+pytestmark = pytest.mark.slow
 ALICE = Who("U0ALICE", place="C0INFRA", via="command")
 
 

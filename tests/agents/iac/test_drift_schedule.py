@@ -65,6 +65,7 @@ def test_a_configuration_that_no_longer_asks_ends_the_timer_without_running_terr
     assert RunStore(redis).recent() == [] and redis.xlen(EVENTS_STREAM) == 0
 
 
+@pytest.mark.slow
 def test_a_scheduled_look_is_quiet_until_something_drifts_then_starts_a_drift_run(infra: Infra, redis: Redis) -> None:
     (infra.repo / "devops_orchestra.yaml").write_text(HOURLY)
     settings = infra.settings.with_(repos=(str(infra.repo),))

@@ -108,6 +108,7 @@ def test_a_plan_for_no_known_environment_is_explained_and_starts_nothing(hook: H
 INFRA = 'resource "terraform_data" "marker" {\n  input = "hello"\n}\n'  # built in: no provider to fetch
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 def test_the_plan_run_answers_in_its_pr_comment_with_terraforms_plan(hook: Hook, repo: Path,
                                                                      settings: Settings) -> None:
