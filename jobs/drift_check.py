@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from typing import Any
 
 from redis import Redis
@@ -31,6 +32,8 @@ from orchestra.store import Run
 logger = logging.getLogger(__name__)
 
 WHO = "orchestra:drift-check"
+LOOK_BUDGET_S = 480.0  # a look's Terraform in all, within the check job's limit (jobs.timers.CHECK_TIMEOUT_S)
+MIN_LOOK_S = 30.0  # less left than this: the environment gets a drift run of its own (a job with its own limit)
 
 
 class _Quiet(EventBus):
@@ -41,9 +44,11 @@ class _Quiet(EventBus):
         return Event(run_id=run_id, type=type, actor=actor, data={})
 
 
-def look(redis: Redis, settings: Settings, repo: str) -> float | None:
+def look(redis: Redis, settings: Settings, repo: str, *, budget_s: float = LOOK_BUDGET_S) -> float | None:
     """One scheduled look at ``repo``: a drift run for each environment that drifted; when to look again (None:
-    the configuration asks for no drift check any more)."""
+    the configuration asks for no drift check any more). Environments the look has no time left for get a
+    drift run each, which looks in a job of its own: a slow cloud never makes the look outlive its job."""
+    deadline = time.monotonic() + budget_s
     probe = Run(kind="drift", source="schedule", requested_by=WHO, repo=repo)
     try:
         src, config = workspace.prepare(probe, settings, redis=redis)
@@ -52,9 +57,15 @@ def look(redis: Redis, settings: Settings, repo: str) -> float | None:
             return None
         found = []
         for env in ENVIRONMENTS if drift.state_per_environment(src, config) else (DEFAULT_ENV,):
+            left = deadline - time.monotonic()
+            if left < MIN_LOOK_S:
+                logger.warning("scheduled drift check of %s: no time left to look at %s; its drift run will", repo,
+                               env)
+                found.append(env)
+                continue
             ctx = AgentContext(run=probe.model_copy(update={"env": env}), settings=settings, redis=redis,
                                bus=_Quiet(redis), workspace=src, config=config, actor="drift-check")
-            result = drift.run(ctx)
+            result = drift.run(ctx, budget_s=left)
             logger.info("scheduled drift check of %s in %s: %s", repo, env, result.summary)
             if not result.passed:
                 found.append(env)

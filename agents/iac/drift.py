@@ -13,6 +13,7 @@ Only resource addresses, and the names of the attributes that changed, leave thi
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,8 +68,9 @@ class Drift:
         return {"changed": self.changed, "deleted": self.deleted}
 
 
-def run(ctx: AgentContext) -> StageResult:
-    """The drift check of ``ctx.run.env``: passed when the live infrastructure matches the state."""
+def run(ctx: AgentContext, *, budget_s: float | None = None) -> StageResult:
+    """The drift check of ``ctx.run.env``: passed when the live infrastructure matches the state. ``budget_s``
+    bounds its Terraform commands in all (the stage's own budget otherwise)."""
     env = ctx.run.env
     try:
         found = _terraform_for(ctx)
@@ -84,6 +86,8 @@ def run(ctx: AgentContext) -> StageResult:
     tf: Terraform | None = None
     try:
         tf = prepare(ctx.settings, found.folder, _scratch(ctx), data_dir=found.data_dir)
+        if budget_s is not None:
+            tf.deadline = min(tf.deadline, time.monotonic() + budget_s)
         _aws_variables(tf, found.region)
         ctx.progress(f"{tf.name} {tf.version}: refreshing {what} against {env}'s live infrastructure")
         backend.init(tf, s3, project=ctx.config.project.name, env=env, scratch=_scratch(ctx), local_state=state,

@@ -96,3 +96,15 @@ def test_which_environments_have_a_state_of_their_own(tmp_path: Path) -> None:
     (repo / "infra" / "main.tf").write_text('variable "x" {}\n')
     assert not drift.state_per_environment(repo, parse(CONFIG))  # the repository's own backend: one state
     assert drift.state_per_environment(repo, parse(s3))  # S3: one key per environment
+
+
+def test_a_look_without_time_left_gives_each_environment_a_drift_run_of_its_own(
+        tmp_path: Path, redis: Redis, settings: Settings) -> None:
+    """A slow cloud cannot make a look outlive its job: what it has no time for is looked at by a run."""
+    repo = tmp_path / "shop"
+    (repo / "web").mkdir(parents=True)
+    (repo / "devops_orchestra.yaml").write_text(HOURLY.replace("runtime: docker", "runtime: ecs"))  # generated
+    served = settings.with_(repos=(str(repo),))
+    assert drift_check.look(redis, served, str(repo), budget_s=0.0) == 3600
+    assert sorted(r.env for r in RunStore(redis).recent()) == ["development", "production", "staging"]
+    assert {r.kind for r in RunStore(redis).recent()} == {"drift"}
