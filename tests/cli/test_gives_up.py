@@ -6,6 +6,7 @@ Real redis-server (stopped, and its ACL changed under a running worker), real `o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -56,7 +57,7 @@ def test_a_worker_rides_out_a_short_outage_and_gives_up_on_a_loop_that_keeps_fai
         time.sleep(max(0.0, down_at + GIVE_UP_S - 2 - time.monotonic()))
         server.start()
         wait_for(lambda: _healthz(port)[0] == 200, timeout=15, what=f"well again (log: {log})")
-        time.sleep(max(0.0, down_at + GIVE_UP_S + 2 - time.monotonic()))
+        time.sleep(max(0.0, down_at + GIVE_UP_S + 1 - time.monotonic()))
         assert proc.poll() is None and _healthz(port)[0] == 200, log.read_text()
 
         # Redis answers, but the router may no longer read its stream: reconnecting cannot help
@@ -71,7 +72,7 @@ def test_a_worker_rides_out_a_short_outage_and_gives_up_on_a_loop_that_keeps_fai
         gone_after = time.monotonic() - broken_at
     text = log.read_text()
     assert code == EXIT_GAVE_UP, text
-    assert "giving up: the router loop has failed every try for 5 s (last error: NoPermissionError" in text
+    assert re.search(r"giving up: the router loop has failed every try for \d+ s \(last error: NoPermissionError", text)
     assert "Traceback" not in text.split("giving up:")[1]  # it stopped the way SIGTERM stops it
     assert GIVE_UP_S <= gone_after < GIVE_UP_S + 10, gone_after
     print(f"router failing -> exit {code} after {gone_after:.1f} s")
@@ -96,14 +97,14 @@ def test_orchestra_up_restarts_a_receiver_that_gave_up_on_redis(settings: Settin
         # the receiver started again waits for Redis instead of failing at once (5 quick exits stop everything)
         wait_for(lambda: "cannot reach Redis" in log.read_text().split("webhooks gave up")[1], timeout=10,
                  what=f"the new receiver waiting for Redis (log: {log})")
-        time.sleep(2)
+        time.sleep(1)
         server.start()
         up_again = time.monotonic()
         wait_for(lambda: _healthz(port)[0] == 200, timeout=30, what=f"the receiver started again (log: {log})")
         back_after = time.monotonic() - up_again
         assert up.poll() is None and _pid(port) != first
     text = log.read_text()
-    assert "giving up: Redis has not answered for 5 s" in text
+    assert re.search(r"giving up: Redis has not answered for \d+ s", text), text
     assert "restarting it in 0.5 s" in text and "stopping everything" not in text
     print(f"Redis down -> webhooks exit 75 after {gave_up_after:.1f} s; serving again {back_after:.1f} s after "
           "Redis came back")
