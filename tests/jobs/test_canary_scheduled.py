@@ -4,7 +4,8 @@ Real dockerd, registry and nginx edges, a real router thread and real `orchestra
 deploys v1 of its services, then dispatches canary runs of v2 (steps 10, 50, 100, health-checked between
 steps): with one worker, another run's first stage starts during the canary's pause; a worker SIGKILLed in
 the middle of a check is followed by the check fired again, which goes on where the intent says; a cancel
-in a pause rolls back at once; a failing verdict rolls back and fails the stage as the in-job canary does.
+in a pause rolls back at once; a group goes on service by service in checks, and a failing verdict of its
+second service rolls both back and fails the stage as the in-job canary does.
 The last tests take one check's decision alone (real Redis, the lock and the intent; the traffic split
 recorded): a check fired early waits out its pause unjudged, inconclusive answers are counted in the intent
 and asked again a pause later before they fail the step, and a pass is written with the next weight.
@@ -80,9 +81,9 @@ class Shop:
     """A repository of services at v1 (deployed in-process), a router thread and worker processes."""
 
     def __init__(self, redis: Redis, settings: Settings, docker_env: DockerEnv, images: dict[str, dict[str, str]],
-                 path: Path, services: list[str], pause: str) -> None:
+                 path: Path, services: list[str], pause: str, depends: dict[str, list[str]]) -> None:
         self.redis, self.settings, self.images = redis, settings, images
-        self.repo = sample_repo(path, {s: [] for s in services})
+        self.repo = sample_repo(path, {s: depends.get(s, []) for s in services})
         config = self.repo / "devops_orchestra.yaml"  # no metrics: the health judge decides each step
         config.write_text(config.read_text().replace("analysis_interval: 1s", f"analysis_interval: {pause}")
                           + "observability:\n  tools: []\n")
@@ -105,11 +106,13 @@ class Shop:
         self.workers.append(proc)
         return proc
 
-    def deploy(self, service: str, version: str, strategy: str = "canary") -> str:
-        run = dispatch(Intent(kind=IntentKind.DEPLOY, service=service, env=ENV, strategy=strategy, user="U0ALICE"),
+    def deploy(self, service: str | list[str], version: str, strategy: str = "canary") -> str:
+        services = [service] if isinstance(service, str) else service
+        run = dispatch(Intent(kind=IntentKind.DEPLOY, service=services[0], services=services, env=ENV,
+                              strategy=strategy, user="U0ALICE"),
                        redis=self.redis, settings=self.settings, repo=self.repo, graph=GRAPH)
-        EventBus(self.redis).emit(run.id, EventType.BUILD_READY, "build", images={service: self.images[version]},
-                                  passed=True)
+        EventBus(self.redis).emit(run.id, EventType.BUILD_READY, "build",
+                                  images={s: self.images[version] for s in services}, passed=True)
         return run.id
 
     def close(self) -> None:
@@ -134,8 +137,9 @@ def shop(redis: Redis, settings: Settings, docker_env: DockerEnv, images: dict[s
     docker_settings = settings.with_(docker_host=docker_env.url, registry=docker_env.registry,
                                      base_image=docker_env.base_image)
 
-    def make(services: list[str], pause: str = "1s") -> Shop:
-        made.append(Shop(redis, docker_settings, docker_env, images, tmp_path / "shop", services, pause))
+    def make(services: list[str], pause: str = "1s", depends: dict[str, list[str]] | None = None) -> Shop:
+        made.append(Shop(redis, docker_settings, docker_env, images, tmp_path / "shop", services, pause,
+                         depends or {}))
         return made[-1]
 
     with docker_env.connected(stop_deployed_in=docker_settings.workdir):
@@ -252,21 +256,32 @@ def test_cancel_in_a_pause_rolls_back_at_once(shop: Callable[..., Shop], redis: 
     assert not timers.pending(redis, run_id, "deploy")
 
 
-def test_a_failing_verdict_in_a_check_rolls_back_and_fails_the_stage(shop: Callable[..., Shop], redis: Redis) -> None:
-    s = shop(["api"], pause="1s")
+def test_a_group_goes_on_service_by_service_in_checks_and_a_later_failure_rolls_the_first_back(
+        shop: Callable[..., Shop], redis: Redis) -> None:
+    s = shop(["back", "front"], depends={"front": ["back"]})
     s.worker()
-    run_id = s.deploy("api", "v2")
-    wait_for(lambda: timers.pending(redis, run_id, "deploy"), timeout=30, interval=0.02, what="the first pause")
-    left = intent.get(redis, "api", ENV)
-    assert left is not None
-    s.client.containers.get(left.new.container).stop(timeout=1)  # v2 dies during its canary pause
+    run_id = s.deploy(["back", "front"], "v2")
+
+    def front_pauses() -> bool:
+        left = intent.get(redis, "front", ENV)
+        return left is not None and left.phase == intent.SHIFTING and timers.pending(redis, run_id, "deploy")
+
+    wait_for(front_pauses, timeout=30, interval=0.02, what="front's canary to pause, back live")
+    back = intent.get(redis, "back", ENV)
+    assert back is not None and back.phase == intent.LIVE  # went live in a check; kept until the group ends
+    front = intent.get(redis, "front", ENV)
+    assert front is not None
+    s.client.containers.get(front.new.container).stop(timeout=1)
     run = ended(redis, run_id)
     assert run.status == RunStatus.FAILED
-    failed = events(redis, run_id, EventType.DEPLOYMENT_FAILED)
-    assert len(failed) == 1
-    assert failed[0].data["summary"] == f"deploy of api to {ENV} failed: canary step 1 (10% on v2) judged fail"
-    assert failed[0].data["failed"] == "api" and failed[0].data["rolled_back"] == []
-    serves_only(redis, s.client, "api", "v1", "v2")
+    failed = events(redis, run_id, EventType.DEPLOYMENT_FAILED)[0].data
+    assert failed["summary"] == f"deploy of front to {ENV} failed: canary step 1 (10% on v2) judged fail"
+    assert failed["failed"] == "front" and failed["rolled_back"] == ["back"]
+    rolled = [e.data for e in events(redis, run_id, EventType.ROLLBACK_EVENT)]
+    assert [(r["service"], r["from_version"], r["to_version"]) for r in rolled] == [("back", "v2", "v1")]
+    assert [step for step, _ in shifts(redis, run_id)] == [1, 2, 3, 1]  # back's three steps, front's first
+    for service in ("back", "front"):
+        serves_only(redis, s.client, service, "v1", "v2")
     assert not timers.pending(redis, run_id, "deploy")
 
 
