@@ -10,12 +10,15 @@
   blocking check does not switch it off: the skipped finding still blocks.
 * How it runs: its own venv (``scripts/setup`` installs it into ``.venv-tools``), an environment of PATH
   and a scratch HOME only (no API key, no proxy), ``--skip-download`` (no policies from the platform),
-  no external modules, a time limit after which its whole process group is stopped.
+  no external modules, a time limit after which its whole process group is stopped. Its report of the very
+  same files by the very same checkov is kept in the worker's cache and read back (generated Terraform is
+  the same for the same configuration): the verdict is made again from it each time.
 * Its output is the repository's words: only check id, file, line and resource address are read, each
   capped and stripped of backticks and control characters (the Slack renderer escapes the rest).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,6 +40,8 @@ MAX_LISTED = 10  # check ids of the passing findings named in the thread
 MAX_KEPT = 50  # findings kept in the event's data
 MAX_OUTPUT = 20_000_000  # checkov's JSON beyond this is not read
 HIGH = frozenset({"HIGH", "CRITICAL"})
+CACHE_FORMAT = 1  # bump when the arguments checkov runs with change
+MAX_CACHED = 256
 
 # Reviewed: the checks treated as high severity, each with what to do about it.
 BLOCKING: dict[str, str] = {
@@ -125,11 +130,21 @@ def terraform_files(folder: Path) -> list[Path]:
     return found
 
 
-def scan(folder: Path, shown: str, scratch: Path, *, binary: str | None = None,
-         timeout: float = TIMEOUT_S) -> Report:
-    """checkov over the ``*.tf`` files of ``folder``; raises StageFailed naming each blocking finding."""
-    report = run_checkov(folder, terraform_files(folder), shown, scratch, binary=binary or checkov_binary(),
-                         timeout=timeout)
+def scan(folder: Path, shown: str, scratch: Path, *, binary: str | None = None, timeout: float = TIMEOUT_S,
+         cache: Path | None = None) -> Report:
+    """checkov over the ``*.tf`` files of ``folder``; raises StageFailed naming each blocking finding. With
+    ``cache``, checkov's report of the very same files by the very same checkov is read from there."""
+    files = terraform_files(folder)
+    binary = binary or checkov_binary()
+    key = cache_key(binary, folder, files)
+    kept = cache / f"{key}.json" if cache is not None else None
+    if kept is not None and kept.is_file():
+        out = kept.read_text()
+    else:
+        out = checkov_output(folder, files, scratch, binary=binary, timeout=timeout)
+        if kept is not None:
+            _keep(kept, out)
+    report = parse(out, shown)
     if report.blocking:
         named = "; ".join(f.shown() for f in report.blocking[:MAX_SHOWN])
         more = f"; and {len(report.blocking) - MAX_SHOWN} more" if len(report.blocking) > MAX_SHOWN else ""
@@ -138,8 +153,34 @@ def scan(folder: Path, shown: str, scratch: Path, *, binary: str | None = None,
     return report
 
 
+def cache_key(binary: str, folder: Path, files: list[Path]) -> str:
+    """The files (paths and bytes), the checkov installation (its path, size and time) and how it is run."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{Path(binary).resolve()}\0".encode())
+    stat = Path(binary).resolve().stat()
+    digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for path in files:
+        content = path.read_bytes()
+        digest.update(f"{path.relative_to(folder)}\0{len(content)}\0".encode() + content)
+    return digest.hexdigest()
+
+
+def _keep(path: Path, out: str) -> None:
+    """checkov's report into the cache (written whole, then renamed); the oldest go past MAX_CACHED."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(out)
+    os.replace(partial, path)
+    kept = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    for old in kept[:-MAX_CACHED]:
+        old.unlink(missing_ok=True)
+
+
 def run_checkov(folder: Path, files: list[Path], shown: str, scratch: Path, *, binary: str,
                 timeout: float) -> Report:
+    return parse(checkov_output(folder, files, scratch, binary=binary, timeout=timeout), shown)
+
+
+def checkov_output(folder: Path, files: list[Path], scratch: Path, *, binary: str, timeout: float) -> str:
     copy = _copy(folder, files, scratch / "policy")
     home = scratch / "policy-home"
     home.mkdir(parents=True, exist_ok=True)
@@ -149,8 +190,7 @@ def run_checkov(folder: Path, files: list[Path], shown: str, scratch: Path, *, b
            "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     args = [binary, "--config-file", str(config), "-d", str(copy), "--framework", "terraform", "-o", "json",
             "--skip-download", "--compact", "--download-external-modules", "false", "--soft-fail"]
-    out = _run(args, cwd=home, env=env, timeout=timeout)
-    return parse(out, shown)
+    return _run(args, cwd=home, env=env, timeout=timeout)
 
 
 def parse(out: str, shown: str) -> Report:

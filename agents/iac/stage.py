@@ -112,7 +112,7 @@ def _checked(ctx: AgentContext, folder: Path, shown: str, *, state: Path | None,
                                      env=ctx.run.env, scratch=_scratch(ctx), local_state=state,
                                      generated=state is not None)
         checks.validate(tf, shown)
-        scanned = policy.scan(folder, shown, _scratch(ctx))
+        scanned = policy.scan(folder, shown, _scratch(ctx), cache=ctx.settings.cache / "checkov")
         data["policy"] = scanned.data()
         ctx.progress(f"{what}: formatted and valid; planning")
         summary = checks.plan(tf, shown)

@@ -195,3 +195,22 @@ def test_the_stage_refuses_to_plan_a_repository_that_opens_ssh_to_the_world(
     assert "infra/ssh.tf:1: CKV_AWS_24 on aws_security_group.ssh" in result.summary
     assert "nothing was planned" in result.summary
     assert not list(repo.rglob("orchestra.tfplan"))
+
+
+def test_the_same_files_are_judged_from_the_cached_report_and_changed_ones_are_scanned(tmp_path: Path) -> None:
+    folder, cache = tmp_path / "tf", tmp_path / "cache"
+    folder.mkdir()
+    (folder / "rdp.tf").write_text(HOSTILE["rdp.tf"])
+    with pytest.raises(StageFailed) as first:
+        policy.scan(folder, "infra", tmp_path / "scratch", cache=cache)
+    started = time.monotonic()
+    with pytest.raises(StageFailed) as again:
+        policy.scan(folder, "infra", tmp_path / "scratch", cache=cache)
+    assert time.monotonic() - started < 1 and str(again.value) == str(first.value)
+    assert len(list(cache.glob("*.json"))) == 1
+    binary = policy.checkov_binary()
+    key = policy.cache_key(binary, folder, [folder / "rdp.tf"])
+    (folder / "rdp.tf").write_text(HOSTILE["rdp.tf"].replace("3389", "3390"))
+    assert policy.cache_key(binary, folder, [folder / "rdp.tf"]) != key
+    (folder / "rdp.tf").rename(folder / "other.tf")
+    assert policy.cache_key(binary, folder, [folder / "other.tf"]) != key
