@@ -8,7 +8,10 @@ own clean-up fails it only after a minute, at its maintenance, every ten). Such 
 running it is safe: the router's reaper (:func:`requeue_if_lost`) puts it back at the head of its queue.
 
 A live worker holds a job in that state for a few milliseconds, so the job is put back only when the
-router finds it so twice, ``LOST_AFTER_S`` apart, and the checks and the move are one Lua step.
+router finds it so twice, ``LOST_AFTER_S`` apart, and the checks and the move are one Lua step. A job
+whose execution RQ recorded in its started registry (the worker died a moment later, before its work
+horse marked it started) is left to RQ, which fails it as abandoned, and to the reaper, which then fails
+the stage: it may have begun.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ def requeue_if_lost(redis: Redis, queue: Queue, job: Job, run_id: str, stage: st
     The move and its audit entry are one step; the run's events get a progress event, so a lost job is
     seen even though nothing else changes.
     """
+    if job.id in queue.started_job_registry:  # its worker began it: RQ fails it as abandoned, the reaper the stage
+        return False
     entry = audit_entry("stage_requeued", actor="orchestra", run_id=run_id, stage=stage, job_id=job.id)
     moved = redis.eval(_REQUEUE_IF_LOST, 5, job.key, queue.key, queue.intermediate_queue_key,
                        LOST_KEY.format(job_id=job.id), AUDIT_STREAM, job.id, time.time(), LOST_AFTER_S,
