@@ -123,6 +123,7 @@ def run(ctx: AgentContext, *, approval: Approval | None,
     except StageFailed as exc:
         return StageResult(False, str(exc), {**data, "applied": False})
     RunStore(ctx.redis).update(ctx.run.id, iac_outputs=found.values)
+    outputs.remember(ctx.redis, project, env, found.values)  # the ECS target reads them (outputs.ecs_settings)
     data.update(applied=True, outputs=found.values, sensitive_outputs=found.sensitive)
     return StageResult(True, f"applied the approved plan for {plan['workspace']}: {plan['summary']} in "
                              f"{data['apply_s']}s; {found.line()}", data)

@@ -11,12 +11,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+from redis import Redis
+
 from agents.iac.checks import last_error
 from agents.iac.terraform import Terraform
+from orchestra.config.types import EcsCluster
 from orchestra.errors import StageFailed
 from orchestra.redaction import hold, redact_data
 
 MAX_OUTPUTS_CHARS = 20_000  # what the event carries; a larger set is cut, with the names of the rest
+# The last applied outputs of a workspace (project, environment), as JSON: what its deploy targets read.
+OUTPUTS_KEY = "orchestra:iac-outputs:{project}:{env}"
+# Output name -> the field of environments.<env>.ecs it fills (the generated outputs.tf's names).
+ECS_FIELDS = {"ecs_cluster": "cluster", "ecs_listener": "listener", "ecs_subnets": "subnets",
+              "ecs_security_groups": "security_groups", "ecs_execution_role": "execution_role"}
 
 
 @dataclass
@@ -75,3 +84,32 @@ def _hold(value: Any) -> None:
             _hold(item)
     elif value is not None:
         hold(str(value))
+
+
+def remember(redis: Redis, project: str, env: str, values: dict[str, Any]) -> None:
+    """Keep a workspace's applied outputs for its deploy targets (the last apply's win)."""
+    redis.set(OUTPUTS_KEY.format(project=project, env=env), json.dumps(values))
+
+
+def applied(redis: Redis, project: str, env: str) -> dict[str, Any]:
+    """The workspace's last applied outputs; empty when nothing was applied there."""
+    raw = redis.get(OUTPUTS_KEY.format(project=project, env=env))
+    return dict(json.loads(raw)) if raw else {}
+
+
+def ecs_settings(redis: Redis, project: str, env: str, configured: EcsCluster | None) -> EcsCluster | None:
+    """``environments.<env>.ecs`` with what the last apply made laid over it: its cluster, listener, subnets,
+    security groups and execution role (the Terraform's outputs of those names; the target groups keep
+    the names both use). None when neither says anything; :class:`StageFailed` when together they do not
+    make valid ECS settings (an output that is not a listener's ARN, a FARGATE network missing)."""
+    made = {field: value for name, field in ECS_FIELDS.items() if (value := applied(redis, project, env).get(name))}
+    if not made:
+        return configured
+    base = configured.model_dump() if configured is not None else {}
+    try:
+        return EcsCluster.model_validate({**base, **made})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        raise StageFailed(f"the ECS settings {env}'s Terraform outputs make are not valid: {problems}",
+                          hint=f"check the outputs {', '.join(sorted(ECS_FIELDS))} of the Terraform, or "
+                               f"environments.{env}.ecs") from exc

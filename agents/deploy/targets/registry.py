@@ -15,6 +15,7 @@ from redis import Redis
 from agents.deploy.targets.base import DeployOutcome, DeployTarget, Plan, Report
 from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.state import LiveState, Release
+from agents.iac import outputs
 from orchestra.config import ProjectConfig
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
@@ -77,7 +78,9 @@ class Targets:
         from agents.deploy.targets.ecs import EcsTarget
         from agents.deploy.targets.ecs.aws import Aws
 
-        settings = self.config.environment(self.env).ecs
+        # What the iac stage applied for this environment (its outputs) overrides what the settings name.
+        settings = outputs.ecs_settings(self.redis, self.config.project.name, self.env,
+                                        self.config.environment(self.env).ecs)
         if settings is None:
             raise StageFailed(f"{self.env} has no ECS settings for its `runtime: ecs` services",
                               hint=f"add environments.{self.env}.ecs (cluster, listener, subnets, execution_role) "

@@ -12,11 +12,13 @@ import pytest
 from redis import Redis
 
 from agents.context import AgentContext
+from agents.deploy.targets.registry import Targets
 from agents.iac import apply, checks
 from agents.iac import stage as iac
 from jobs import approvals
 from jobs.tasks import approval_of
 from orchestra.config import load_config
+from orchestra.errors import StageFailed
 from orchestra.events import EventBus
 from orchestra.repos import checkout, head_commit
 from orchestra.settings import Settings
@@ -160,3 +162,64 @@ def test_a_plan_file_swapped_or_edited_after_the_approval_is_refused(
     approved.unlink()
     assert "is gone" in apply.run(ctx, approval=approval_of(redis, ctx.run.id)).summary
     assert state(ctx) == []
+
+
+ECS_CONFIG = CONFIG.replace("  staging: {approval_required: false}\n", """\
+  staging:
+    approval_required: false
+    ecs:
+      cluster: hand-made
+      region: us-east-1
+      listener: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/old/1/2
+      subnets: [subnet-old]
+      execution_role: arn:aws:iam::123456789012:role/old
+      cpu: 512
+      memory: 1024
+""")
+ECS_OUTPUTS_TF = """\
+resource "terraform_data" "cluster" {
+  input = "shop-staging"
+}
+
+output "ecs_cluster" {
+  value = terraform_data.cluster.output
+}
+
+output "ecs_listener" {
+  value = "LISTENER"
+}
+
+output "ecs_subnets" {
+  value = ["subnet-a", "subnet-b"]
+}
+
+output "ecs_execution_role" {
+  value = "arn:aws:iam::123456789012:role/shop-staging-ecs-execution"
+}
+"""
+LISTENER = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop-staging/3/4"
+
+
+def test_the_ecs_target_uses_what_the_apply_made_over_what_its_settings_name(
+        repo: Path, settings: Settings, redis: Redis) -> None:
+    commit(repo, {"devops_orchestra.yaml": ECS_CONFIG, "infra/main.tf": ECS_OUTPUTS_TF.replace("LISTENER", LISTENER)},
+           "the platform in Terraform")
+    ctx = planned(repo, settings, redis)
+    assert Targets(settings, redis, ctx.config, "staging")._make("ecs").settings.cluster == "hand-made"  # not yet
+    assert approve(ctx, settings).accepted
+    assert apply.run(ctx, approval=approval_of(redis, ctx.run.id)).passed
+    ecs = Targets(settings, redis, ctx.config, "staging")._make("ecs").settings
+    assert (ecs.cluster, ecs.listener, ecs.subnets) == ("shop-staging", LISTENER, ["subnet-a", "subnet-b"])
+    assert ecs.execution_role == "arn:aws:iam::123456789012:role/shop-staging-ecs-execution"
+    assert (ecs.cpu, ecs.memory) == (512, 1024)  # what the outputs do not say stays as configured
+
+
+def test_outputs_that_make_no_valid_ecs_settings_are_refused_saying_which(
+        repo: Path, settings: Settings, redis: Redis) -> None:
+    commit(repo, {"devops_orchestra.yaml": ECS_CONFIG,
+                  "infra/main.tf": ECS_OUTPUTS_TF.replace("LISTENER", "http://shop.example")}, "a wrong output")
+    ctx = planned(repo, settings, redis)
+    assert approve(ctx, settings).accepted
+    assert apply.run(ctx, approval=approval_of(redis, ctx.run.id)).passed
+    with pytest.raises(StageFailed, match="the ECS settings staging's Terraform outputs make are not valid: listener"):
+        Targets(settings, redis, ctx.config, "staging")._make("ecs")

@@ -1,8 +1,9 @@
 """The issue's end-to-end transcript: the shop on ECS gets Terraform generated and planned, the run parks for an
 approval even in staging (which asks for none), the requester's own click is refused, another person approves
 in the thread, the saved plan is applied against a real moto_server, the resources are there for boto3, the
-outputs reach iac_ready and the run, a second deploy plans again (only what moto does not keep), and the test
-destroys what was made. A real worker process and the router in this process, on the iac stages only."""
+outputs reach iac_ready, the run and the ECS deploy target's settings, a second deploy plans again (only what
+moto does not keep), and the test destroys what was made. A real worker process and the router in this
+process, on the iac stages only."""
 from __future__ import annotations
 
 import os
@@ -18,16 +19,18 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from agents.deploy.targets.registry import Targets
 from jobs import approvals
 from jobs.dispatch import dispatch
 from jobs.graph import IAC, IAC_APPLY, Graph
 from jobs.router import Router
+from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.support.moto import CREDENTIALS, REGION, session
+from tests.support.moto import CREDENTIALS, REGION, aws_env, session
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -118,6 +121,10 @@ def test_the_shop_on_ecs_is_planned_approved_in_the_thread_applied_against_moto_
     assert elb.describe_listeners(ListenerArns=[outputs["ecs_listener"]])["Listeners"]
     services = ecs.list_services(cluster="shop-staging")["serviceArns"]
     assert len(services) == 4
+    with aws_env(moto):  # the shop names no ECS settings for staging: the deploy target takes what was applied
+        target = Targets(settings, redis, load_config(repo), "staging")._make("ecs")
+    assert (target.settings.cluster, target.settings.listener) == ("shop-staging", outputs["ecs_listener"])
+    assert target.settings.subnets == outputs["ecs_subnets"] and target.settings.execution_role.endswith("execution")
 
     # Planned again: against AWS this plan is empty. moto keeps neither an ECS service's health-check grace
     # period nor an Elastic IP's tags, so it shows those five in-place changes and nothing else; a plan that
