@@ -10,14 +10,17 @@
   blocking check does not switch it off: the skipped finding still blocks.
 * How it runs: its own venv (``scripts/setup`` installs it into ``.venv-tools``), an environment of PATH
   and a scratch HOME only (no API key, no proxy), ``--skip-download`` (no policies from the platform),
-  no external modules, a time limit after which its whole process group is stopped. Its report of the very
-  same files by the very same checkov is kept in the worker's cache and read back (generated Terraform is
-  the same for the same configuration): the verdict is made again from it each time.
+  no version check on PyPI (which checkov otherwise makes), no external modules, in a network namespace of
+  its own (``unshare -rn``) where the kernel allows one, a time limit after which its whole process group
+  is stopped. Its report of the very same files by the very same checkov is kept in the worker's cache and
+  read back (generated Terraform is the same for the same configuration): the verdict is made again from
+  it each time.
 * Its output is the repository's words: only check id, file, line and resource address are read, each
   capped and stripped of backticks and control characters (the Slack renderer escapes the rest).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -187,10 +190,24 @@ def checkov_output(folder: Path, files: list[Path], scratch: Path, *, binary: st
     config = home / "checkov.yaml"
     config.write_text("{}\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "BC_SKIP_MAPPING": "TRUE", "LANG": "C.UTF-8",
-           "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
-    args = [binary, "--config-file", str(config), "-d", str(copy), "--framework", "terraform", "-o", "json",
-            "--skip-download", "--compact", "--download-external-modules", "false", "--soft-fail"]
+           "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"}
+    args = [*no_network(), binary, "--config-file", str(config), "-d", str(copy), "--framework", "terraform",
+            "-o", "json", "--skip-download", "--compact", "--download-external-modules", "false", "--soft-fail"]
     return _run(args, cwd=home, env=env, timeout=timeout)
+
+
+@functools.lru_cache(maxsize=1)
+def no_network() -> tuple[str, ...]:
+    """``unshare -rn``: checkov in a network namespace of its own, with no way out, where the kernel lets an
+    unprivileged process make one; nothing (the offline flags alone) where it does not."""
+    unshare = shutil.which("unshare", path="/usr/bin:/bin")
+    if unshare is None:
+        return ()
+    try:
+        done = subprocess.run([unshare, "-rn", "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (unshare, "-rn") if done.returncode == 0 else ()
 
 
 def parse(out: str, shown: str) -> Report:

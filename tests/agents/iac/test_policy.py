@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from tests.agents.iac.test_plan import REPO_TF, context, shop
 from tests.support.moto import aws_env
 
 pytestmark = pytest.mark.slow
+Scanned = tuple[policy.Report, int, float, str | None]  # the report, proxy connections, seconds, connect() trace
 MARKUP_NAME = "x`<!channel>.tf"
 HOSTILE = {
     "ssh.tf": ('resource "aws_security_group" "ssh" {\n  name = "ssh"\n  #checkov:skip=CKV_AWS_24:we like it open\n'
@@ -80,7 +83,7 @@ class Listener:
 
 
 @pytest.fixture(scope="module")
-def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[policy.Report, int, float]]:
+def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
     """One checkov run over ``generated/`` (the shop on ECS and Lambda) and ``hostile/``, with an API key and
     a proxy in the worker's environment; the report, the proxy's connection count and the time it took."""
     root = tmp_path_factory.mktemp("policy")
@@ -93,6 +96,13 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[policy.R
     for name, text in HOSTILE.items():
         (hostile / name).write_text(text)
     (root / "tf" / ".checkov.yaml").write_text(HOSTILE[".checkov.yaml"])
+    binary, trace = policy.checkov_binary(), root / "connect.trace"
+    if shutil.which("strace"):  # every connect() checkov and its children make, written down
+        wrapper = root / "checkov-traced"
+        strace = shutil.which("strace")
+        wrapper.write_text(f"#!/bin/sh\nexec {strace} -f -qq -e trace=connect -o {trace} {binary} \"$@\"\n")
+        wrapper.chmod(0o755)
+        binary = str(wrapper)
     proxy = Listener()
     saved = {k: os.environ.get(k) for k in ("BC_API_KEY", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy")}
     os.environ.update({"BC_API_KEY": "00000000-0000-0000-0000-000000000000::secret", "HTTPS_PROXY": proxy.url,
@@ -100,25 +110,25 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[policy.R
     try:
         started = time.monotonic()
         report = policy.run_checkov(root / "tf", policy.terraform_files(root / "tf"), "infra", root / "scratch",
-                                    binary=policy.checkov_binary(), timeout=policy.TIMEOUT_S)
+                                    binary=binary, timeout=policy.TIMEOUT_S)
         took = time.monotonic() - started
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         proxy.close()
-    yield report, proxy.connections, took
+    yield report, proxy.connections, took, trace.read_text() if trace.exists() else None
 
 
-def test_the_generated_terraform_passes_the_blocking_set(scanned: tuple[policy.Report, int, float]) -> None:
-    report, _, took = scanned
+def test_the_generated_terraform_passes_the_blocking_set(scanned: Scanned) -> None:
+    report, _, took, _ = scanned
     generated = [f for f in report.blocking if f.file.startswith("infra/generated/")]
     assert generated == [], [f.shown() for f in generated]
     assert any(f.file.startswith("infra/generated/") for f in report.others)  # listed, not blocking
     assert report.version == "3.3.30" and took < 30
 
 
-def test_each_reviewed_attack_blocks_with_file_line_and_what_to_fix(scanned: tuple[policy.Report, int, float]) -> None:
-    report, _, _ = scanned
+def test_each_reviewed_attack_blocks_with_file_line_and_what_to_fix(scanned: Scanned) -> None:
+    report, _, _, _ = scanned
     found = {(f.check, f.file, f.line) for f in report.blocking}
     assert ("CKV_AWS_24", "infra/hostile/ssh.tf", 1) in found
     assert ("CKV_AWS_25", "infra/hostile/rdp.tf", 1) in found  # the .checkov.yaml never reached checkov
@@ -130,8 +140,8 @@ def test_each_reviewed_attack_blocks_with_file_line_and_what_to_fix(scanned: tup
     assert ssh.skipped and "does not switch off" in ssh.shown() and "allow only known addresses" in ssh.shown()
 
 
-def test_a_hostile_file_name_reaches_the_thread_as_text(scanned: tuple[policy.Report, int, float]) -> None:
-    report, _, _ = scanned
+def test_a_hostile_file_name_reaches_the_thread_as_text(scanned: Scanned) -> None:
+    report, _, _, _ = scanned
     marked = next(f for f in report.blocking if "channel" in f.file)
     assert "`" not in marked.file
     reason = f"policy scan blocks: {marked.shown()}"
@@ -140,9 +150,30 @@ def test_a_hostile_file_name_reaches_the_thread_as_text(scanned: tuple[policy.Re
     assert "&lt;!channel&gt;" in text and "<!channel>" not in text
 
 
-def test_checkov_reaches_no_network_and_gets_no_key(scanned: tuple[policy.Report, int, float]) -> None:
-    _, connections, _ = scanned
+def test_checkov_reaches_no_network_and_gets_no_key(scanned: Scanned) -> None:
+    _, connections, _, trace = scanned
     assert connections == 0
+    if trace is None:
+        pytest.skip("strace is not installed: only the proxy's side was checked")
+    assert "connect(" in trace, "the tracer saw none of checkov's connects (glibc's own lookups make some)"
+    assert not [line for line in trace.splitlines() if "AF_INET" in line], trace[:2000]
+
+
+def test_checkov_runs_where_nothing_is_reachable_not_even_loopback() -> None:
+    prefix = policy.no_network()
+    if not prefix:
+        pytest.skip("this kernel lets no unprivileged process make a network namespace: the offline flags alone")
+    listener = Listener()
+    dial = ["/usr/bin/python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', "
+                                      f"{listener.url.rsplit(':', 1)[1]}), timeout=2)"]
+    try:
+        assert subprocess.run(dial, capture_output=True, timeout=10, check=False).returncode == 0  # it can, outside
+        inside = subprocess.run([*prefix, *dial], capture_output=True, text=True, timeout=10, check=False)
+        time.sleep(0.3)
+    finally:
+        listener.close()
+    assert inside.returncode != 0 and "unreachable" in inside.stderr.lower(), inside.stderr
+    assert listener.connections == 1  # the one from outside
 
 
 def test_hostile_output_is_capped_and_flattened() -> None:
