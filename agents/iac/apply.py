@@ -99,8 +99,11 @@ def run(ctx: AgentContext, *, approval: Approval | None,
     refused = refusal(ctx, plan, approval, branch_tip or _branch_tip)
     if refused is not None or plan is None:
         return StageResult(False, f"nothing was applied: {refused}", {"applied": False})
-    approved = Path(plan["folder"]) / plan["file"]
-    body = approved.read_bytes()  # these bytes are checked, copied aside and applied: no swap after the check
+    try:  # these bytes are checked, copied aside and applied: no swap after the check
+        body = (Path(plan["folder"]) / plan["file"]).read_bytes()
+    except OSError as exc:
+        return StageResult(False, f"nothing was applied: the approved plan file cannot be read ({exc})",
+                           {"applied": False})
     if hashlib.sha256(body).hexdigest() != plan["sha256"]:
         return StageResult(False, f"nothing was applied: {_swapped(plan, hashlib.sha256(body).hexdigest())}",
                            {"applied": False})
