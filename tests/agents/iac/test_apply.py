@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,11 @@ from jobs.tasks import approval_of
 from orchestra.config import load_config
 from orchestra.errors import StageFailed
 from orchestra.events import EventBus
+from orchestra.locks import Locks
 from orchestra.repos import checkout, head_commit
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 
@@ -223,3 +226,28 @@ def test_outputs_that_make_no_valid_ecs_settings_are_refused_saying_which(
     assert apply.run(ctx, approval=approval_of(redis, ctx.run.id)).passed
     with pytest.raises(StageFailed, match="the ECS settings staging's Terraform outputs make are not valid: listener"):
         Targets(settings, redis, ctx.config, "staging")._make("ecs")
+
+
+def test_two_approved_applies_of_one_workspace_take_turns_and_the_later_stale_plan_is_refused(
+        repo: Path, settings: Settings, redis: Redis, tmp_path: Path) -> None:
+    shared = 'terraform {\n  backend "local" {\n    path = "STATE"\n  }\n}\n\n'.replace(
+        "STATE", str(tmp_path / "state" / "shop.tfstate"))
+    slow = MAIN_TF.replace('  input = "web-v1"\n', '  input = "web-v1"\n\n  provisioner "local-exec" {\n'
+                                                      '    command = "sleep 2"\n  }\n')
+    commit(repo, {"infra/main.tf": shared + slow}, "one state for the workspace")
+    first, second = planned(repo, settings, redis), planned(repo, settings, redis)  # both: 1 to add
+    for ctx in (first, second):
+        assert approve(ctx, settings).accepted
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(apply.run, first, approval=approval_of(redis, first.run.id))
+        wait_for(lambda: Locks(redis).holder(apply.LOCK_NAME.format(project="shop"), "staging") is not None,
+                 timeout=10, interval=0.05, what="the first apply to take the workspace's lock")
+        two = pool.submit(apply.run, second, approval=approval_of(redis, second.run.id), lock_wait_s=60)
+        results = one.result(), two.result()
+    assert results[0].passed, results[0].summary
+    said = [e.data.get("message", "") for e in second.bus.replay(second.run.id)]
+    assert f"waiting for run {first.run.id} of U0ALICE to finish applying shop/staging" in " ".join(said)
+    assert not results[1].passed and "Saved plan is stale" in results[1].summary  # Terraform's own refusal
+    assert results[1].data["lock_token"] > results[0].data["lock_token"]
+    state = json.loads((tmp_path / "state" / "shop.tfstate").read_text())
+    assert [(r["name"], len(r["instances"])) for r in state["resources"]] == [("web", 1)]  # applied once
