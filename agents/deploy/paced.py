@@ -5,33 +5,45 @@ The deploy job starts a paced canary and applies its first weight; the strategy 
 runner gives it a timer, :mod:`jobs.timers`). Each check runs the deploy agent again
 (:func:`agents.deploy.stage.check`), which walks the group in order and, for each service, goes on from the
 intent the run recorded (:mod:`agents.deploy.intent`): a service already live is done, a canary is judged
-and moved on (:meth:`agents.deploy.targets.local.LocalTarget.go_on`), and a service not begun is deployed.
+and moved on (the target's ``go_on``: :class:`Paceable`), and a service not begun is deployed.
 The intent is written before every move, so a check killed anywhere is fired again by its timer's lease and
 neither applies a step twice nor skips one.
 
-Paced: a group whose services all run on this host (``runtime: docker``), in an environment without demo
-traffic (which a running job drives), for a run that holds its locks since it was admitted (the router
-renews them between checks). Other deploys still pause inside their job.
+Paced: a group whose services all run on a target that can go on from an intent (:data:`RUNTIMES`: docker,
+kubernetes, ecs, lambda), in an environment without demo traffic (which a running job drives), for a run that
+holds its locks since it was admitted (the router renews them between checks). Other deploys still pause
+inside their job.
 """
 from __future__ import annotations
 
 import logging
+from typing import Protocol, runtime_checkable
 
 from agents.context import AgentContext, StageResult
 from agents.deploy import intent
+from agents.deploy.intent import DeployIntent
 from agents.deploy.strategies import Judge, Paused
 from agents.deploy.targets.base import DeployOutcome, DeployTarget, Plan, Report
-from agents.deploy.targets.local import LocalTarget
+from agents.deploy.targets.live import LiveTarget
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import get_live
 from orchestra.locks import cancel_requested
 
 logger = logging.getLogger(__name__)
 
+RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")  # targets whose canaries go on from an intent
+
+
+@runtime_checkable
+class Paceable(Protocol):
+    """A target that carries a paced canary on from its intent (one check: judged, moved on, live at 100 %)."""
+
+    def go_on(self, plan: Plan, left: DeployIntent, *, judge: Judge | None, report: Report) -> DeployOutcome: ...
+
 
 def applies(ctx: AgentContext, order: list[str]) -> bool:
     """Whether this run's canaries go on in scheduled checks (see the module's docstring)."""
-    return (all(ctx.config.service(s).runtime == "docker" for s in order)
+    return (all(ctx.config.service(s).runtime in RUNTIMES for s in order)
             and ctx.config.environment(ctx.run.env).demo_traffic is None
             and all(s in ctx.run.fence for s in order))
 
@@ -53,10 +65,10 @@ def go_on(ctx: AgentContext, target: DeployTarget, plan: Plan, judge: Judge | No
         live = get_live(ctx.redis, plan.service, plan.env)
         if live is not None:
             return DeployOutcome(left.before, live, True, {}, list(left.verdicts))
-    if left.phase == intent.SHIFTING and left.strategy == "canary" and isinstance(inner, LocalTarget):
+    if left.phase == intent.SHIFTING and left.strategy == "canary" and isinstance(inner, Paceable):
         return inner.go_on(plan, left, judge=judge, report=report)
     # a check killed while this service was starting: put it back as it was, then deploy it afresh
-    if isinstance(inner, LocalTarget):
+    if isinstance(inner, LiveTarget):
         inner.undo(left)
     return None
 
@@ -78,7 +90,7 @@ def undone(ctx: AgentContext, targets: Targets, why: str) -> StageResult:
     for left in reversed(intent.of_run(ctx.redis, ctx.run.id)):
         inner = getattr(targets.for_runtime(left.runtime), "inner", None) or targets.for_runtime(left.runtime)
         try:
-            release = inner.undo(left) if isinstance(inner, LocalTarget) else None
+            release = inner.undo(left) if isinstance(inner, LiveTarget) else None
         except Exception as exc:
             logger.exception("run %s: could not put %s back", ctx.run.id, left.service)
             problems.append(f"{left.service} could not be put back ({type(exc).__name__}: {exc})")

@@ -15,7 +15,9 @@ from typing import Any
 
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, TrafficStep
+from agents.deploy import intent
+from agents.deploy.intent import DeployIntent
+from agents.deploy.strategies import Judge, Paused, Shift, TrafficStep, go_on
 from agents.deploy.targets.awslambda.metrics import version_sample
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.ecs.aws import Aws, AwsError
@@ -24,6 +26,7 @@ from agents.deploy.targets.live import LiveTarget, move
 from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import LambdaFunction
 from orchestra.errors import StageFailed
+from orchestra.locks import current_fence
 
 POLL_S = 0.2
 
@@ -119,6 +122,11 @@ class LambdaTarget(LiveTarget):
         started = time.monotonic()
         split = AliasSplit(self.aws, function, self.settings.alias)
         new: Release | None = None
+        if (fence := current_fence()) is not None:  # the intent first: a worker killed from here on is undone
+            unpublished = Release(version=plan.version, image=plan.image, port=0, container=f"{function}:$LATEST",
+                                  run_id=plan.run_id, ref=plan.ref)  # the version's number once it is published
+            intent.starting(self.redis, fence, new=unpublished, before=before, state=state, runtime=self.runtime,
+                            health=plan.health, strategy=plan.strategy)
         try:
             env = {**plan.extra_env, "APP_VERSION": plan.version, "ORCHESTRA_ENV": plan.env}
             self.aws.call("lambda", "update_function_configuration", FunctionName=function,
@@ -137,6 +145,8 @@ class LambdaTarget(LiveTarget):
                 self.aws.call("lambda", "create_alias", FunctionName=function, Name=self.settings.alias,
                               FunctionVersion=number)
             verdicts = self._move(plan, state, new, split, function, judge, report)
+        except Paused:
+            raise  # a paced canary at its first weight: go_on carries it on in scheduled checks
         except Exception:
             if current is not None:
                 split.point(number_of(current))
@@ -147,6 +157,32 @@ class LambdaTarget(LiveTarget):
         after = self._went_live(state, new, plan)
         return DeployOutcome(before, after, True, {"health": ready_s,
                                                    "total": round(time.monotonic() - started, 2)}, verdicts)
+
+    def go_on(self, plan: Plan, left: DeployIntent, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        """One scheduled check of the paced canary this run's intent ``left`` describes: judged on CloudWatch and
+        moved on (:func:`agents.deploy.strategies.go_on`), live at 100 %; Paused to look again; on a failure (or
+        a cancel) the alias goes back to the old version alone and the error is raised."""
+        function = self.function(plan.service, plan.env)
+        state, new = left.state or get_live(self.redis, plan.service, plan.env), left.new
+        if state is None or left.old is None:  # a first release takes all traffic at once: it never pauses
+            raise StageFailed(f"the canary of {plan.service} in {plan.env} has no release to share traffic with",
+                              hint="deploy it again")
+        live = get_live(self.redis, plan.service, plan.env)
+        applied = live is not None and live.weights.get(new.version) == left.weight
+        split = AliasSplit(self.aws, function, self.settings.alias)
+        shift, judged = self._shift(plan, state, new, left.old, split, function, judge, report)
+        try:
+            go_on(shift, plan.steps, judged, step=left.step, weight=left.weight, since=left.updated_at,
+                  asked=left.asked, applied=applied, pause_s=plan.pause_s)
+        except Paused:
+            raise
+        except Exception:
+            split.point(number_of(left.old))
+            self._put_back(left.before, plan)
+            raise
+        after = self._went_live(state, new, plan)
+        now = intent.get(self.redis, plan.service, plan.env)
+        return DeployOutcome(left.before, after, True, {}, list(now.verdicts) if now else [])
 
     # -- the hooks of LiveTarget ------------------------------------------------------------------------
 
@@ -163,8 +199,13 @@ class LambdaTarget(LiveTarget):
         pass  # the published version stays, immutable; the alias no longer points at it
 
     def _take_down(self, state: LiveState) -> None:
-        function = state.current.container.rsplit(":", 1)[0] if state.current else ""
-        self.aws.call("lambda", "delete_alias", FunctionName=function, Name=self.settings.alias)
+        """The function had no release before: its alias goes (if the deploy got as far as creating it)."""
+        try:
+            self.aws.call("lambda", "delete_alias", FunctionName=self.function(state.service, state.env),
+                          Name=self.settings.alias)
+        except AwsError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -211,14 +252,17 @@ class LambdaTarget(LiveTarget):
 
     def _move(self, plan: Plan, state: LiveState, new: Release, split: AliasSplit, function: str,
               judge: Judge | None, report: Report) -> list[dict[str, object]]:
+        shift, judged = self._shift(plan, state, new, state.current, split, function, judge, report)
+        return move(shift, plan, judged)
+
+    def _shift(self, plan: Plan, state: LiveState, new: Release, old: Release | None, split: AliasSplit,
+               function: str, judge: Judge | None, report: Report) -> tuple[Shift, Judge]:
         def on_shift(step: int, weights: dict[str, int]) -> None:
             set_live(self.redis, state.model_copy(update={"weights": weights}))
             report("progress", {"phase": "shift", "step": step, "weights": weights, "url": state.url})
 
-        shift = Shift(split, new, state.current, on_shift, service=plan.service, env=plan.env,
-                      runtime=self.runtime)
-        judge = with_cloudwatch(self._judge(function, report), judge)
-        return move(shift, plan, judge)
+        shift = Shift(split, new, old, on_shift, service=plan.service, env=plan.env, runtime=self.runtime)
+        return shift, with_cloudwatch(self._judge(function, report), judge)
 
     def _judge(self, function: str, report: Report) -> Judge:
         """Errors/Invocations and Duration p99 of the new version against the old one, via the alias."""

@@ -17,7 +17,9 @@ from typing import Any
 
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, TrafficStep
+from agents.deploy import intent
+from agents.deploy.intent import DeployIntent
+from agents.deploy.strategies import Judge, Paused, Shift, TrafficStep, go_on
 from agents.deploy.targets.base import DeployOutcome, Plan, Report
 from agents.deploy.targets.ecs import health
 from agents.deploy.targets.ecs import resources as r
@@ -28,6 +30,7 @@ from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import EcsCluster
 from orchestra.errors import NotFound, StageFailed
 from orchestra.intents import ENVIRONMENTS
+from orchestra.locks import current_fence
 
 
 class EcsTarget(LiveTarget):
@@ -108,6 +111,10 @@ class EcsTarget(LiveTarget):
                       run_id=plan.run_id, ref=plan.ref)
         if state.previous is not None and state.previous.container == name:
             state = state.model_copy(update={"previous": None})  # the idle colour is about to run the new version
+        undone = before.model_copy(update={"previous": state.previous}) if before else None  # what a failure leaves
+        if (fence := current_fence()) is not None:  # the intent first: a worker killed from here on is undone
+            intent.starting(self.redis, fence, new=new, before=undone, state=state, runtime=self.runtime,
+                            health=plan.health, strategy=plan.strategy)
         try:
             arn = self.aws.call("ecs", "register_task_definition", **params)["taskDefinition"]["taskDefinitionArn"]
             self._run(plan.service, name, arn, groups[colour], plan.replicas, plan.port_hint or 5000)
@@ -115,13 +122,38 @@ class EcsTarget(LiveTarget):
             report("progress", {"phase": "healthy", "version": plan.version, "replicas": plan.replicas,
                                 "seconds": ready_s, "task_definition": arn})
             verdicts = self._move(plan, state, new, listener, groups, judge, report)
+        except Paused:
+            raise  # a paced canary at its first weight: go_on carries it on in scheduled checks
         except Exception:
             self._undo(state, new, listener)
-            self._put_back(before.model_copy(update={"previous": state.previous}) if before else None, plan)
+            self._put_back(undone, plan)
             raise
         after = self._went_live(state, new, plan)
         return DeployOutcome(before, after, True, {"health": ready_s,
                                                    "total": round(time.monotonic() - started, 2)}, verdicts)
+
+    def go_on(self, plan: Plan, left: DeployIntent, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        """One scheduled check of the paced canary this run's intent ``left`` describes: judged on CloudWatch and
+        moved on (:func:`agents.deploy.strategies.go_on`), live at 100 %; Paused to look again; on a failure (or
+        a cancel) the listener's weights go back to the old colour, the new one is scaled to 0, the error raised."""
+        state, new = left.state or self._new_state(plan), left.new
+        groups = r.target_groups(self.aws, self.settings, plan.service, plan.env)
+        listener = r.Listener(self.aws, self.settings.listener, groups)
+        live = get_live(self.redis, plan.service, plan.env)
+        applied = live is not None and live.weights.get(new.version) == left.weight
+        shift, judged = self._shift(plan, state, new, left.old, listener, listener.groups, judge, report)
+        try:
+            go_on(shift, plan.steps, judged, step=left.step, weight=left.weight, since=left.updated_at,
+                  asked=left.asked, applied=applied, pause_s=plan.pause_s)
+        except Paused:
+            raise
+        except Exception:
+            self._undo(state, new, listener)
+            self._put_back(left.before, plan)
+            raise
+        after = self._went_live(state, new, plan)
+        now = intent.get(self.redis, plan.service, plan.env)
+        return DeployOutcome(left.before, after, True, {}, list(now.verdicts) if now else [])
 
     # -- deploying ----------------------------------------------------------------------------------
 
@@ -160,6 +192,12 @@ class EcsTarget(LiveTarget):
     def _move(self, plan: Plan, state: LiveState, new: Release, listener: r.Listener,
               groups: tuple[r.TargetGroup, r.TargetGroup], judge: Judge | None,
               report: Report) -> list[dict[str, object]]:
+        shift, judged = self._shift(plan, state, new, state.current, listener, groups, judge, report)
+        return move(shift, plan, judged)
+
+    def _shift(self, plan: Plan, state: LiveState, new: Release, old: Release | None, listener: r.Listener,
+               groups: tuple[r.TargetGroup, r.TargetGroup], judge: Judge | None,
+               report: Report) -> tuple[Shift, Judge]:
         def on_shift(step: int, weights: dict[str, int]) -> None:
             set_live(self.redis, state.model_copy(update={"weights": weights}))
             report("progress", {"phase": "shift", "step": step, "weights": weights, "url": state.url})
@@ -168,11 +206,10 @@ class EcsTarget(LiveTarget):
             report("progress", {"phase": "judged", "step": step.step, "weight": step.weight, "verdict": verdict,
                                 "reason": reason, "source": "cloudwatch"})
 
-        shift = Shift(r.ListenerSplit(listener), new, state.current, on_shift, service=plan.service,
+        shift = Shift(r.ListenerSplit(listener), new, old, on_shift, service=plan.service,
                       env=plan.env, runtime=self.runtime)
-        judge = with_cloudwatch(cloudwatch_judge(self.aws, groups, error_rate=self.error_rate,
-                                                 latency_ms=self.latency_ms, on_judged=on_judged), judge)
-        return move(shift, plan, judge)
+        return shift, with_cloudwatch(cloudwatch_judge(self.aws, groups, error_rate=self.error_rate,
+                                                       latency_ms=self.latency_ms, on_judged=on_judged), judge)
 
     # -- undoing ------------------------------------------------------------------------------------
 

@@ -19,16 +19,19 @@ from typing import Any
 
 from redis import Redis
 
-from agents.deploy.strategies import Judge, Shift, health_judge
+from agents.deploy import intent
+from agents.deploy.intent import DeployIntent
+from agents.deploy.strategies import Judge, Paused, Shift, go_on, health_judge
 from agents.deploy.targets.base import DeployOutcome, Plan, Report, TrafficSplit
 from agents.deploy.targets.kubernetes import manifests as m
 from agents.deploy.targets.kubernetes.api import KubeApi
 from agents.deploy.targets.kubernetes.readiness import crash_report, wait_available
-from agents.deploy.targets.kubernetes.traffic import Cluster, ReplicaSplit, RouteSplit, SelectorSplit
+from agents.deploy.targets.kubernetes.traffic import Cluster, ReplicaSplit, RouteSplit, SelectorSplit, pods_for
 from agents.deploy.targets.live import LiveTarget, move
 from agents.deploy.targets.state import LiveState, Release, get_live, set_live
 from orchestra.config.types import KubernetesCluster
 from orchestra.errors import NotFound
+from orchestra.locks import current_fence
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,9 @@ class KubernetesTarget(LiveTarget):
         started = time.monotonic()
         new = Release(version=plan.version, image=plan.image, port=plan.port_hint or 5000,
                       container=m.name_for(plan.service, plan.version), run_id=plan.run_id, ref=plan.ref)
+        if (fence := current_fence()) is not None:  # the intent first: a worker killed from here on is undone
+            intent.starting(self.redis, fence, new=new, before=before, state=state, runtime=self.runtime,
+                            health=plan.health, strategy=plan.strategy)
         try:
             for manifest in sent:
                 self.api.apply(manifest)
@@ -108,6 +114,8 @@ class KubernetesTarget(LiveTarget):
             report("progress", {"phase": "healthy", "version": plan.version, "replicas": first,
                                 "seconds": ready_s})
             verdicts = self._move(plan, state, new, judge, report)
+        except Paused:
+            raise  # a paced canary at its first weight: go_on carries it on in scheduled checks
         except Exception:
             self._undo(state, new)
             self._put_back(before, plan)
@@ -115,6 +123,27 @@ class KubernetesTarget(LiveTarget):
         after = self._promote(state, new, plan)
         return DeployOutcome(before, after, True, {"health": ready_s,
                                                    "total": round(time.monotonic() - started, 2)}, verdicts)
+
+    def go_on(self, plan: Plan, left: DeployIntent, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        """One scheduled check of the paced canary this run's intent ``left`` describes: judged and moved on
+        (:func:`agents.deploy.strategies.go_on`), promoted at 100 %; Paused to look again; on a failure (or a
+        cancel) the traffic goes back to the old release, the new Deployment is removed and the error raised."""
+        state, new = left.state or self._new_state(plan), left.new
+        live = get_live(self.redis, plan.service, plan.env)
+        shift = self._shift(plan, state, new, left.old, report)
+        applied = live is not None and live.weights.get(new.version) == _share(shift, left.weight)
+        try:
+            go_on(shift, plan.steps, judge or health_judge(self, new, plan.health), step=left.step,
+                  weight=left.weight, since=left.updated_at, asked=left.asked, applied=applied, pause_s=plan.pause_s)
+        except Paused:
+            raise
+        except Exception:
+            self._undo(state, new)
+            self._put_back(left.before, plan)
+            raise
+        after = self._promote(state, new, plan)
+        now = intent.get(self.redis, plan.service, plan.env)
+        return DeployOutcome(left.before, after, True, {}, list(now.verdicts) if now else [])
 
     # -- deploying ----------------------------------------------------------------------------------
 
@@ -161,7 +190,18 @@ class KubernetesTarget(LiveTarget):
 
     def _move(self, plan: Plan, state: LiveState, new: Release, judge: Judge | None,
               report: Report) -> list[dict[str, object]]:
-        old = state.current
+        old, kept = state.current, state.previous
+        shift = self._shift(plan, state, new, old, report)
+        if isinstance(shift.traffic, ReplicaSplit) and old is not None and kept is not None \
+                and kept.container not in (new.container, old.container):
+            # the Service is about to select every version of the service: the release kept for an instant
+            # rollback must not take a share of the traffic (it is deleted when this deploy ends)
+            self.api.patch("Deployment", kept.container, {"spec": {"replicas": 0}})
+        return move(shift, plan, judge or health_judge(self, new, plan.health))
+
+    def _shift(self, plan: Plan, state: LiveState, new: Release, old: Release | None, report: Report) -> Shift:
+        split = self._split(plan)
+        approximate = isinstance(split, ReplicaSplit) and old is not None
 
         def on_shift(step: int, weights: dict[str, int]) -> None:
             set_live(self.redis, state.model_copy(update={"weights": weights, "approximate": approximate}))
@@ -170,15 +210,7 @@ class KubernetesTarget(LiveTarget):
                                 **({"note": "the split follows the ratio of ready pods, so it is approximate"}
                                    if approximate else {})})
 
-        split = self._split(plan)
-        approximate = isinstance(split, ReplicaSplit) and old is not None
-        kept = state.previous
-        if approximate and kept is not None and kept.container not in (new.container, old.container if old else ""):
-            # the Service is about to select every version of the service: the release kept for an instant
-            # rollback must not take a share of the traffic (it is deleted when this deploy ends)
-            self.api.patch("Deployment", kept.container, {"spec": {"replicas": 0}})
-        shift = Shift(split, new, old, on_shift, service=plan.service, env=plan.env, runtime=self.runtime)
-        return move(shift, plan, judge or health_judge(self, new, plan.health))
+        return Shift(split, new, old, on_shift, service=plan.service, env=plan.env, runtime=self.runtime)
 
     def _split(self, plan: Plan) -> TrafficSplit:
         cluster = self._cluster(plan.service, plan.env)
@@ -257,3 +289,12 @@ class KubernetesTarget(LiveTarget):
         return LiveState(service=plan.service, env=plan.env, edge_port=m.HTTP_PORT, edge_prefix="",
                          runtime=self.runtime, location=self._location(),
                          address=f"http://{plan.service}.{self.cluster.namespace}.svc.cluster.local")
+
+
+def _share(shift: Shift, weight: int) -> int:
+    """The new release's share of the traffic once ``weight`` is applied: a replica split gives what the
+    ratio of pods makes of it (25 % of 3 replicas is 1 pod of 3: 33 %)."""
+    if not isinstance(shift.traffic, ReplicaSplit) or shift.old is None or not 0 < weight < 100:
+        return weight
+    new_n, old_n = pods_for(weight, shift.traffic.cluster.replicas)
+    return round(100 * new_n / (new_n + old_n))
