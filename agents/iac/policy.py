@@ -64,6 +64,11 @@ BLOCKING: dict[str, str] = {
     "CKV_AWS_41": "AWS access keys written in the provider block: use the worker's credentials chain",
     "CKV_AWS_45": "credentials in a Lambda function's environment: keep them in Secrets Manager",
     "CKV_AWS_46": "credentials in an instance's user data: keep them in Secrets Manager",
+    "CKV_GCP_102": "a Cloud Run service anyone may invoke (allUsers or allAuthenticatedUsers): name the invokers",
+    "CKV_GCP_101": "an Artifact Registry repository anyone may read (allUsers or allAuthenticatedUsers): name "
+                   "the readers",
+    "CKV_AZURE_137": "a container registry with its admin account (a shared password) on: pull with an identity",
+    "CKV_AZURE_138": "a container registry anyone may pull from: set anonymous_pull_enabled = false",
 }
 
 

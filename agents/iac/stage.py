@@ -20,6 +20,7 @@ from typing import Any
 from agents.context import AgentContext, StageResult
 from agents.iac import apply as applying
 from agents.iac import backend, checks, generate, policy
+from agents.iac.generate import clouds
 from agents.iac.terraform import Terraform, prepare
 from orchestra.errors import OrchestraError, StageFailed
 
@@ -63,6 +64,12 @@ def run(ctx: AgentContext) -> StageResult:
         return _checked(ctx, folder, infra.path, state=None, data_dir=_scratch(ctx) / "terraform-data",
                         data={"files": [str(Path(infra.path) / f.relative_to(folder)) for f in files]})
     generated = sorted({s.runtime for s in chosen} & set(generate.spec.GENERATED_RUNTIMES))
+    other_clouds = clouds.clouds_of({s.runtime for s in chosen})
+    if other_clouds:  # Cloud Run, Container Apps: generated, formatted and policy-checked, not applied here
+        if generated:
+            return StageResult(False, f"a run of both AWS ({', '.join(generated)}) and cloudrun or containerapps "
+                                      "services cannot be generated together: deploy them in separate runs")
+        return clouds.checked(ctx, other_clouds, infra.path)
     if not generated:
         if not remote:
             return StageResult(True, f"skipped: every service deploys to this host (runtime docker) and "

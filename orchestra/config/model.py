@@ -53,6 +53,7 @@ class EnvVar(StrictModel):
 
 
 RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")  # each has a target in agents/deploy/targets
+TERRAFORM_ONLY_RUNTIMES = ("cloudrun", "containerapps")  # Terraform generated and checked, no deploy target
 PLANNED_RUNTIMES = ("ec2",)
 
 
@@ -74,14 +75,17 @@ class ServiceConfig(StrictModel):
     @field_validator("runtime")
     @classmethod
     def _supported_runtime(cls, value: str) -> str:
-        if value in RUNTIMES:
+        if value in RUNTIMES or value in TERRAFORM_ONLY_RUNTIMES:
             return value
         supported = ("`docker` (containers on this host behind nginx), `kubernetes` (a Deployment per version), "
                      "`ecs` (an ECS service per colour behind an ALB) or `lambda` (a version per deploy behind an "
                      "alias)")
         if value in PLANNED_RUNTIMES:
             raise ValueError(f"runtime `{value}` is not supported yet; use {supported}")
-        raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, RUNTIMES)}; use {supported}")
+        known = (*RUNTIMES, *TERRAFORM_ONLY_RUNTIMES)
+        raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, known)}; use {supported}, or `cloudrun` / "
+                         "`containerapps` (Terraform generated and checked for Google Cloud Run or Azure Container "
+                         "Apps, not applied or deployed here)")
 
     @field_validator("replicas")
     @classmethod
@@ -100,6 +104,7 @@ class ServiceConfig(StrictModel):
         if value == "/metrics" or runtime in (None, "kubernetes"):  # None: the runtime itself is wrong
             return value
         why = ("Prometheus scrapes /metrics of each container on this host" if runtime == "docker"
+               else "nothing is deployed there from here" if runtime in TERRAFORM_ONLY_RUNTIMES
                else "the canary judge reads CloudWatch, nothing scrapes the service")
         raise ValueError(f"not supported yet: metrics = {value} on runtime `{runtime}` ({why}); supported: "
                          "/metrics, or runtime `kubernetes` (the pods' prometheus.io/path annotation)")

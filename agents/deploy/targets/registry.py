@@ -17,6 +17,7 @@ from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.state import LiveState, Release
 from agents.iac import outputs
 from orchestra.config import ProjectConfig
+from orchestra.config.model import TERRAFORM_ONLY_RUNTIMES
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
 
@@ -72,6 +73,11 @@ class Targets:
             return self._ecs()
         if runtime == "lambda":
             return self._lambda()
+        if runtime in TERRAFORM_ONLY_RUNTIMES:
+            raise StageFailed(f"nothing was deployed: runtime `{runtime}` has no deploy target here (its Terraform is "
+                              "generated, formatted and policy-checked by the iac stage, not applied)",
+                              hint="apply the generated Terraform and deploy the image with your own pipeline, or "
+                                   f"choose a runtime with a target: {', '.join(RUNTIMES)}")
         raise StageFailed(f"no deploy target for runtime `{runtime}`", hint=f"use one of {', '.join(RUNTIMES)}")
 
     def _ecs(self) -> DeployTarget:

@@ -1,0 +1,164 @@
+"""Terraform for Google Cloud Run and Azure Container Apps: generated for the example repository, formatted as
+``terraform fmt`` wants (real terraform), passed by checkov's blocking set, hostile values kept as strings,
+and said to be not applied here; a deploy to such a service is refused."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from agents.context import AgentContext
+from agents.deploy.targets.registry import Targets
+from agents.iac import policy
+from agents.iac import stage as iac
+from agents.iac.generate import clouds, write
+from orchestra.config import ProjectConfig, load_config
+from orchestra.config.loader import parse_config
+from orchestra.errors import ConfigError, OrchestraError, StageFailed
+from orchestra.events import EventBus
+from orchestra.settings import PROJECT_ROOT, Settings
+from orchestra.store import Run
+
+SHOP = PROJECT_ROOT / "examples" / "shop"
+needs_terraform = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+HOSTILE = '"}\nresource "null_resource" "x" {}\n# ${file("/etc/passwd")} %{ if true }\\'
+
+
+def shop(backend: str, frontend: str | None = None, *, env: str = "") -> ProjectConfig:
+    """The shop with its backend on ``backend`` and its frontend on ``frontend`` (the same when not given)."""
+    text = (SHOP / "devops_orchestra.yaml").read_text()
+    head, tail = text.split("name: frontend", 1)
+    text = (head.replace("runtime: docker", f"runtime: {backend}", 1) + "name: frontend"
+            + tail.replace("runtime: docker", f"runtime: {frontend or backend}", 1))
+    if env:
+        text = text.replace("          value: info\n", f"          value: info\n        - key: HOSTILE\n"
+                                                      f"          value: {env}\n", 1)
+    return parse_config(text, filename="devops_orchestra.yaml")
+
+
+def _terraform(folder: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["terraform", *args], cwd=folder, input=stdin, capture_output=True, text=True, timeout=60,
+                          check=False, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "CHECKPOINT_DISABLE": "1",
+                                            "HOME": str(folder)})
+
+
+def test_each_cloud_gets_its_resources_for_the_example_and_the_same_files_every_time() -> None:
+    gcp = clouds.render(clouds.spec_for(shop("cloudrun"), "staging", "gcp"))
+    assert sorted(gcp) == ["artifacts.tf", "cloudrun.tf", "iam.tf", "outputs.tf", "provider.tf", "variables.tf"]
+    every = "".join(gcp.values())
+    for resource in ("google_cloud_run_service", "google_artifact_registry_repository", "google_service_account",
+                     "google_cloud_run_service_iam_member"):
+        assert f'resource "{resource}"' in every
+    assert '"allUsers"' not in every and '"allAuthenticatedUsers"' not in every
+    azure = clouds.render(clouds.spec_for(shop("containerapps"), "production", "azure"))
+    assert sorted(azure) == ["containerapps.tf", "logs.tf", "outputs.tf", "provider.tf", "registry.tf", "variables.tf"]
+    every = "".join(azure.values())
+    for resource in ("azurerm_resource_group", "azurerm_log_analytics_workspace", "azurerm_container_app_environment",
+                     "azurerm_container_app", "azurerm_container_registry"):
+        assert f'resource "{resource}"' in every
+    assert clouds.render(clouds.spec_for(shop("cloudrun"), "staging", "gcp")) == gcp
+    spec = clouds.spec_for(shop("containerapps", "docker"), "production", "azure")
+    assert spec.services == {"backend": {"name": "backend-production", "image": "backend", "port": 5001,
+                                         "health": "/health", "env": {"ENV": "production", "LOG_LEVEL": "info"},
+                                         "min_replicas": 1}}
+
+
+def test_the_runtimes_are_read_and_a_near_miss_is_named() -> None:
+    assert [s.runtime for s in shop("cloudrun", "containerapps").deployment.services] == ["cloudrun", "containerapps"]
+    with pytest.raises(ConfigError) as caught:
+        shop("cloudrum")
+    assert "cloudrun" in str(caught.value) and "devops_orchestra.yaml" in str(caught.value)
+
+
+def test_two_services_cut_to_the_same_cloud_name_are_refused_naming_both() -> None:
+    text = (SHOP / "devops_orchestra.yaml").read_text().replace("runtime: docker", "runtime: containerapps")
+    long = "a" * 40
+    text = text.replace("name: backend", f"name: {long}-backend").replace("name: frontend", f"name: {long}-front")
+    text = text.replace("depends_on: [backend]", f"depends_on: [{long}-backend]")
+    with pytest.raises(OrchestraError, match=f"{long}-backend and {long}-front both become"):
+        clouds.spec_for(parse_config(text, filename="devops_orchestra.yaml"), "staging", "azure")
+
+
+@needs_terraform
+def test_a_hostile_value_stays_a_string_formatted_as_fmt_wants(tmp_path: Path) -> None:
+    spec = clouds.spec_for(shop("cloudrun"), "staging", "gcp")
+    spec.services[HOSTILE] = {**spec.services["backend"], "name": HOSTILE, "image": HOSTILE, "env": {HOSTILE: HOSTILE}}
+    files = clouds.render(spec)
+    write(files, tmp_path)
+    done = _terraform(tmp_path, "fmt", "-check", "-list=true")
+    assert done.returncode == 0, done.stdout + done.stderr
+    alone = tmp_path / "alone"  # variables.tf by itself: no provider to install, so it can be read back
+    alone.mkdir()
+    (alone / "variables.tf").write_text(files["variables.tf"])
+    assert _terraform(alone, "init", "-input=false").returncode == 0
+    every = ("flatten([for k, s in var.services : [sha256(k), sha256(s.name), "
+             "[for n, v in s.env : [sha256(n), sha256(v)]]]])")
+    read = _terraform(alone, "console", stdin=every + "\n")
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.count(hashlib.sha256(HOSTILE.encode()).hexdigest()) == 4  # key, name, env name and value
+    assert "null_resource" not in _terraform(alone, "providers").stdout
+
+
+def _ctx(repo: Path, settings: Settings, redis: Redis, config: str) -> AgentContext:
+    for name in ("backend", "frontend"):
+        (repo / name).mkdir(exist_ok=True)
+    (repo / "devops_orchestra.yaml").write_text(config)
+    run = Run(requested_by="U0ALICE", repo=str(repo), services=[], env="staging")
+    return AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=repo,
+                        config=load_config(repo), actor="iac")
+
+
+@needs_terraform
+def test_the_stage_generates_formats_and_scans_both_clouds_and_says_not_applied_here(
+        tmp_path: Path, settings: Settings, redis: Redis) -> None:
+    text = (SHOP / "devops_orchestra.yaml").read_text().replace("runtime: docker", "runtime: cloudrun", 1)
+    text = text.replace("runtime: docker", "runtime: containerapps", 1).replace("value: info", "value: 'a\"${b}'")
+    result = iac.run(_ctx(tmp_path, settings, redis, text))
+    assert result.passed, result.summary
+    assert "not applied here" in result.summary and "fmt passed" in result.summary
+    assert "Google Cloud Run" in result.summary and "Azure Container Apps" in result.summary
+    assert result.data["not_applied_here"] == clouds.NOT_HERE and "plan" not in result.data
+    for cloud in ("gcp", "azure"):
+        checked = result.data["clouds"][cloud]
+        assert checked["policy"]["blocking"] == [] and checked["policy"]["passed"] >= 2
+        assert f"infrastructure/generated-{cloud}/variables.tf" in checked["generated"]["files"]
+        assert Path(checked["generated"]["folder"], "variables.tf").is_file()
+    assert r'"a\"$${b}"' in result.data["clouds"]["gcp"]["generated"]["files"][
+        "infrastructure/generated-gcp/variables.tf"]
+
+
+def test_aws_and_other_clouds_in_one_run_are_refused(tmp_path: Path, settings: Settings, redis: Redis) -> None:
+    text = (SHOP / "devops_orchestra.yaml").read_text().replace("runtime: docker", "runtime: ecs", 1)
+    text = text.replace("runtime: docker", "runtime: cloudrun", 1)
+    result = iac.run(_ctx(tmp_path, settings, redis, text))
+    assert not result.passed and "separate runs" in result.summary
+
+
+def test_each_reviewed_attack_on_the_generated_files_blocks(tmp_path: Path) -> None:
+    folder = tmp_path / "attacked"
+    for cloud, runtime in (("gcp", "cloudrun"), ("azure", "containerapps")):
+        for name, text in clouds.render(clouds.spec_for(shop(runtime), "staging", cloud)).items():
+            (folder / cloud).mkdir(parents=True, exist_ok=True)
+            (folder / cloud / name).write_text(text)
+    iam = folder / "gcp" / "iam.tf"
+    iam.write_text(iam.read_text().replace('"serviceAccount:${google_service_account.invoker.email}"', '"allUsers"'))
+    registry = folder / "azure" / "registry.tf"
+    registry.write_text(registry.read_text().replace("admin_enabled          = false",
+                                                     "admin_enabled          = true").replace(
+        "anonymous_pull_enabled = false", "anonymous_pull_enabled = true"))
+    with pytest.raises(StageFailed) as caught:
+        policy.scan(folder, "generated/", tmp_path / "scratch")
+    said = str(caught.value)
+    assert "4 blocking" in said and said.count("generated/gcp/iam.tf:18: CKV_GCP_102") == 2  # one per service
+    assert "generated/azure/registry.tf:8: CKV_AZURE_137" in said and "registry.tf:8: CKV_AZURE_138" in said
+
+
+def test_a_deploy_to_a_cloud_without_a_target_is_refused_clearly(settings: Settings, redis: Redis) -> None:
+    targets = Targets(settings, redis, shop("cloudrun"), "staging")
+    with pytest.raises(StageFailed, match="runtime `cloudrun` has no deploy target here") as caught:
+        targets.for_service("backend")
+    assert "not applied" in str(caught.value) and caught.value.hint and "own pipeline" in caught.value.hint
