@@ -51,6 +51,17 @@ class DiesWhenHealthy(EventBus):
         return super().emit(run_id, type, actor, **data)
 
 
+class DiesAfterItsIntent(Redis):
+    """The Redis client of a worker that is SIGKILLed the moment its deploy has written its starting intent:
+    before any call to the platform."""
+
+    def eval(self, script: str, numkeys: int, *args: Any) -> Any:  # type: ignore[override]
+        answer = super().eval(script, numkeys, *args)
+        if script == intent._WRITE and any(f'"phase":"{intent.STARTING}"' in str(a) for a in args):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return answer
+
+
 def admitted(repo: Path, settings: Settings, redis: Redis, image: dict[str, str] | None = None,
              bus: EventBus | None = None, run: Run | None = None, admit: bool = True) -> AgentContext:
     """A run of ``web`` holding its lock since admission (as dispatch admits it; else the deploy takes it
@@ -80,12 +91,17 @@ def checks(ctx: AgentContext, paused: StageResult, read: Callable[[], Any], *,
     raise AssertionError(f"the canary was still pausing after {limit} checks: {result.summary}")
 
 
-def killed_when_healthy(repo: Path, settings: Settings, redis: Redis, image: dict[str, str]) -> AgentContext:
-    """Deploy ``image`` in a forked worker that is SIGKILLed once the new release is healthy; the run's context."""
+def killed_when_healthy(repo: Path, settings: Settings, redis: Redis, image: dict[str, str], *,
+                        at_once: bool = False) -> AgentContext:
+    """Deploy ``image`` in a forked worker that is SIGKILLed once the new release is healthy (``at_once``:
+    once its starting intent is written, before any call to the platform); the run's context."""
     ctx = admitted(repo, settings, redis, image)
     pid = os.fork()
     if pid == 0:  # the worker
         try:
+            if at_once:
+                dies = DiesAfterItsIntent.from_url(settings.redis_url)
+                deploy.run(admitted(repo, settings, dies, bus=EventBus(dies), run=ctx.run))
             deploy.run(admitted(repo, settings, redis, bus=DiesWhenHealthy(redis), run=ctx.run))
         finally:
             os._exit(3)  # never reached when it was killed at the moment
@@ -188,12 +204,14 @@ def test_a_failing_verdict_in_a_lambda_check_puts_the_alias_back_on_the_old_vers
     assert live.weights == {"v1": 100} and intent.get(redis, "web", ENV) is None
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["published", "right-after-its-intent"])
 def test_a_worker_killed_after_publishing_before_the_alias_moves_is_reconciled(
-        tmp_path: Path, aws: str, settings: Settings, redis: Redis) -> None:
+        tmp_path: Path, aws: str, settings: Settings, redis: Redis, at_once: bool) -> None:
     repo = _v1_live(aws, tmp_path, settings, redis)
-    ctx = killed_when_healthy(repo, settings, redis, IMAGES["v2"])
+    ctx = killed_when_healthy(repo, settings, redis, IMAGES["v2"], at_once=at_once)
     versions = client(aws, "lambda").list_versions_by_function(FunctionName=FUNCTION)["Versions"]
-    assert [v["Version"] for v in versions] == ["$LATEST", "1", "2"]  # published, never given traffic
+    # published, never given traffic (nothing when it was killed before its first call to Lambda)
+    assert [v["Version"] for v in versions] == ["$LATEST", "1"] + ([] if at_once else ["2"])
     assert _alias(aws) == ("1", {})
     result = reconciled(ctx)
     assert "traffic stays on v1" in result.summary, result.summary

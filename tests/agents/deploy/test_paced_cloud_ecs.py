@@ -120,3 +120,13 @@ def test_a_worker_killed_after_the_new_colour_is_healthy_before_the_listener_mov
     live = get_live(redis, "web", ENV)
     assert live is not None and live.current is not None and live.current.version == "v1"
     print(f"killed and reconciled in {time.monotonic() - started:.2f}s")
+
+
+def test_a_worker_killed_right_after_its_intent_before_the_new_colour_exists_is_reconciled(
+        tmp_path: Path, aws: Platform, settings: Settings, redis: Redis) -> None:
+    repo = _v1_live(aws, tmp_path, settings, redis)
+    ctx = killed_when_healthy(repo, settings, redis, IMAGES["v2"], at_once=True)
+    assert _desired(aws) == {"web-staging-blue": 2}  # the green colour's ECS service was never created
+    result = reconciled(ctx)  # nothing to scale down: that is not a failure to put back
+    assert "traffic stays on v1" in result.summary, result.summary
+    assert _desired(aws) == {"web-staging-blue": 2} and _weights(aws) == {"web-blue": 100, "web-green": 0}

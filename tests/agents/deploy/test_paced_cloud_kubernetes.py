@@ -112,12 +112,14 @@ def test_a_failing_verdict_in_a_kubernetes_check_selects_the_old_version_and_del
     assert live is not None and live.weights == {"v1": 100} and intent.get(redis, "web", ENV) is None
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["available", "right-after-its-intent"])
 def test_a_worker_killed_after_the_new_deployment_is_available_before_traffic_moves_is_reconciled(
         tmp_path: Path, cluster: MockCluster, apis: tuple[k8s.AppsV1Api, k8s.CoreV1Api], settings: Settings,
-        redis: Redis) -> None:
+        redis: Redis, at_once: bool) -> None:
     repo = _v1_live(cluster, tmp_path, settings, redis, apis)
-    ctx = killed_when_healthy(repo, settings, redis, IMAGES["v2"])
-    assert _seen(apis) == ({"web-v1": 3, "web-v2": 1}, "v1")  # the orphan the kill left
+    ctx = killed_when_healthy(repo, settings, redis, IMAGES["v2"], at_once=at_once)
+    # the orphan the kill left (none when it was killed before sending anything)
+    assert _seen(apis) == ({"web-v1": 3} if at_once else {"web-v1": 3, "web-v2": 1}, "v1")
     result = reconciled(ctx)
     assert "traffic stays on v1" in result.summary, result.summary
     assert _seen(apis) == ({"web-v1": 3}, "v1")

@@ -240,7 +240,8 @@ class EcsTarget(LiveTarget):
         return release
 
     def _retire(self, release: Release, state: LiveState) -> None:
-        self._scale(release.container, 0)
+        if self._desired(release.container) > 0:  # a worker killed before the colour's service was created
+            self._scale(release.container, 0)
 
     def _take_down(self, state: LiveState) -> None:
         pass  # the listener's weights stay where they are; the new colour is scaled to zero
