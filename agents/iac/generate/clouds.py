@@ -31,6 +31,7 @@ NAMES = {"gcp": "Google Cloud Run", "azure": "Azure Container Apps"}
 FILES = {"gcp": ("provider", "artifacts", "iam", "cloudrun", "outputs"),
          "azure": ("provider", "logs", "registry", "containerapps", "outputs")}
 DEFAULT_REGION = {"gcp": "us-central1", "azure": "westeurope"}
+MAX_OFFERED_CHARS = 20_000  # the generated files carried in the event, per cloud; all stay in the run's folder
 MAX_NAME = {"gcp": 49, "azure": 32}  # a Cloud Run service's name; a container app's name
 NOT_HERE = ("generated, formatted and policy-checked, but not applied here, nor validated or planned: `terraform "
             "init` cannot install the google or azurerm provider on this machine (only the AWS provider is in its "
@@ -156,6 +157,15 @@ def _label(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
+def _offered(shown: str, files: dict[str, str]) -> dict[str, str]:
+    """The generated files for the event, at most MAX_OFFERED_CHARS in all (the rest: see the folder)."""
+    offered, room = {}, MAX_OFFERED_CHARS
+    for name, text in files.items():
+        offered[shown + name] = text if len(text) <= room else "(too long for the event: see the folder)"
+        room -= min(len(text), room)
+    return offered
+
+
 def _plain(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "?", name)
 
@@ -179,7 +189,7 @@ def checked(ctx: AgentContext, clouds: list[str], path: str) -> StageResult:
             checks.fmt_check(tf, shown)
             scanned = policy.scan(folder, shown, scratch, cache=ctx.settings.cache / "checkov")
             data["clouds"][cloud] = {"policy": scanned.data(), "generated": {
-                "folder": str(folder), "files": {shown + name: text for name, text in files.items()},
+                "folder": str(folder), "files": _offered(shown, files),
                 "note": f"generated, not committed: review them and commit them under `{path}` to own them"}}
             lines.append(f"{NAMES[cloud]}: {len(files)} files in {shown} (offered, not committed): fmt passed; "
                          f"{scanned.line()}")

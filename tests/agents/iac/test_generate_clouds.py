@@ -74,6 +74,14 @@ def test_the_runtimes_are_read_and_a_near_miss_is_named() -> None:
     assert "cloudrun" in str(caught.value) and "devops_orchestra.yaml" in str(caught.value)
 
 
+def test_the_files_offered_in_the_event_are_capped() -> None:
+    files = {"a.tf": "x" * 15_000, "b.tf": "y" * 15_000, "c.tf": "z"}
+    offered = clouds._offered("infrastructure/generated-gcp/", files)
+    assert offered["infrastructure/generated-gcp/a.tf"] == files["a.tf"]
+    assert offered["infrastructure/generated-gcp/b.tf"] == "(too long for the event: see the folder)"
+    assert offered["infrastructure/generated-gcp/c.tf"] == "(too long for the event: see the folder)"  # room used up
+
+
 def test_two_services_cut_to_the_same_cloud_name_are_refused_naming_both() -> None:
     text = (SHOP / "devops_orchestra.yaml").read_text().replace("runtime: docker", "runtime: containerapps")
     long = "a" * 40
