@@ -16,6 +16,8 @@ from orchestra.config.graph import check_services, topological_order
 from orchestra.config.identities import Identities
 from orchestra.config.migrations import Migrations
 from orchestra.config.paths import RepoPath
+from orchestra.config.resources import Resources
+from orchestra.config.resources import refusal as resources_refusal
 from orchestra.config.risk_policy import RiskPolicy, rising_to_100
 from orchestra.config.sections import (
     DEFAULT_DOCKERFILE,
@@ -176,6 +178,7 @@ class ProjectConfig(StrictModel):
     testing: Testing = Field(default_factory=Testing)
     deployment: Deployment
     infrastructure: Infrastructure = Field(default_factory=Infrastructure)
+    resources: Resources = Field(default_factory=Resources)  # generated into Terraform (agents/iac/generate)
     secrets: Secrets = Field(default_factory=Secrets)
     rollback: Rollback = Field(default_factory=Rollback)
     observability: Observability = Field(default_factory=Observability)
@@ -185,6 +188,19 @@ class ProjectConfig(StrictModel):
     identities: Identities = Field(default_factory=Identities)
     _source: Path | None = PrivateAttr(default=None)
     _repo_dir: Path | None = PrivateAttr(default=None)
+
+    @field_validator("resources")
+    @classmethod
+    def _resources_are_generated(cls, value: Resources, info: ValidationInfo) -> Resources:
+        deployment, infrastructure = info.data.get("deployment"), info.data.get("infrastructure")
+        if deployment is None or infrastructure is None:  # their own errors are reported
+            return value
+        repo_dir = (info.context or {}).get("repo_dir")
+        why = resources_refusal(value, {s.runtime for s in deployment.services}, Path(repo_dir) if repo_dir else None,
+                                infrastructure.path)
+        if why:
+            raise ValueError(why)
+        return value
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> ProjectConfig:

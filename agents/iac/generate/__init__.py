@@ -34,6 +34,17 @@ LAMBDA_TYPE = """map(object({
     alias      = string
     repository = string
   }))"""
+BUCKETS_TYPE = """map(object({
+    versioning = bool
+  }))"""
+DATABASE_TYPE = """object({
+    identifier         = string
+    engine             = string
+    instance_class     = string
+    storage_gb         = number
+    port               = number
+    password_parameter = string
+  })"""
 
 
 def render(spec: Spec) -> dict[str, str]:
@@ -42,12 +53,17 @@ def render(spec: Spec) -> dict[str, str]:
     header = HEADER.format(project=_plain(spec.project), env=_plain(spec.environment))
     files = {"provider.tf": _template("provider"), "variables.tf": _variables(spec), "ecr.tf": _template("ecr"),
              "logs.tf": _template("logs")}
+    s3, rds = bool(spec.buckets), spec.database is not None
     if ecs:
         files.update({name + ".tf": _template(name) for name in ("network", "iam", "ecs", "alb")})
+    if rds:  # private subnets and the tasks' security group: ECS services always come with a database
+        files.update({"network.tf": _template("network"), "rds.tf": _template("rds")})
     if lam:
         files["lambda.tf"] = _template("lambda")
+    if s3:
+        files["s3.tf"] = _template("s3")
     outputs = [_template("outputs_common")] + [_template(f"outputs_{kind}") for kind, on in
-                                                (("ecs", ecs), ("lambda", lam)) if on]
+                                                (("ecs", ecs), ("lambda", lam), ("s3", s3), ("rds", rds)) if on]
     files["outputs.tf"] = "\n".join(outputs)
     return {name: header + text for name, text in sorted(files.items())}
 
@@ -93,5 +109,8 @@ def _variables(spec: Spec) -> str:
         hcl.variable("repositories", "list(string)", spec.repositories, "The ECR repositories, one per service"),
         hcl.variable("ecs_services", ECS_TYPE, spec.ecs_services, "The runtime: ecs services"),
         hcl.variable("lambda_services", LAMBDA_TYPE, spec.lambda_services, "The runtime: lambda services"),
+        hcl.variable("buckets", BUCKETS_TYPE, spec.buckets, "The S3 buckets resources.buckets names"),
+        hcl.variable("database", DATABASE_TYPE, spec.database, "The RDS instance resources.database asks for "
+                     "(null: none); its password is read from the SSM parameter password_parameter"),
     ]
     return "\n".join(blocks)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.config import ProjectConfig
+from orchestra.config.resources import ENGINE_PORTS, ENV_PLACEHOLDER
 from orchestra.config.types import EcsCluster, LambdaFunction
 from orchestra.errors import OrchestraError
 
@@ -31,6 +32,8 @@ class Spec:
     secret_prefix: str = ""
     ecs_services: dict[str, dict[str, Any]] = field(default_factory=dict)
     lambda_services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    buckets: dict[str, dict[str, Any]] = field(default_factory=dict)  # resources.buckets by name
+    database: dict[str, Any] | None = None  # resources.database (rds.tf), None: none asked
 
     @property
     def name_prefix(self) -> str:
@@ -68,7 +71,26 @@ def spec_for(config: ProjectConfig, env: str, services: list[str] | None = None)
         spec.lambda_services[service.name] = {
             "function": _named(lam.function, service.name, env), "alias": lam.alias,
             "repository": repository(config.project.name, service.name)}
+    _resources(spec, config, env)
     return spec
+
+
+def _resources(spec: Spec, config: ProjectConfig, env: str) -> None:
+    """``resources:`` into ``spec`` (the configuration refused what nothing would generate)."""
+    for bucket in config.resources.buckets:
+        name = bucket.name.replace(ENV_PLACEHOLDER, env)
+        if not 3 <= len(name) <= 63:
+            raise OrchestraError(f"the bucket name `{name}` in {env} is {len(name)} characters; S3 allows 3 to 63",
+                                 hint="shorten resources.buckets[].name")
+        spec.buckets[name] = {"versioning": bucket.versioning}
+    database = config.resources.database
+    if database is not None:
+        identifier = re.sub(r"-+", "-", f"{spec.name_prefix}-db")
+        spec.database = {
+            "identifier": identifier if identifier[0].isalpha() else f"db-{identifier}"[:63],
+            "engine": database.engine, "instance_class": database.instance_class, "storage_gb": database.storage_gb,
+            "port": ENGINE_PORTS[database.engine],
+            "password_parameter": f"/{config.project.name}/{env}/database/password"}
 
 
 def _cluster(configured: str, project: str, env: str) -> str:
