@@ -135,8 +135,9 @@ def _plan_lines(data: dict[str, Any]) -> list[str]:
     if not data.get("passed"):
         return [f"Terraform did not plan: {_flat(data.get('summary'), MAX_PLAN_CHARS)}"] if data.get("summary") \
             else []
-    if not isinstance(plan, dict):
-        return []
+    if not isinstance(plan, dict):  # Cloud Run or Container Apps Terraform: checked, never planned here
+        return [f"Terraform not planned: {_flat(data.get('summary'), MAX_PLAN_CHARS)}"] \
+            if data.get("not_applied_here") else []
     version = f"{data.get('terraform', 'terraform')} {data.get('terraform_version', '')}".strip()
     lines = [f"`{version}`: **{_flat(plan.get('summary'), 100)}**; nothing was applied"]
     rows = [(action, kind, count) for action in PLAN_ACTIONS

@@ -16,10 +16,11 @@ from agents.deploy.targets.registry import Targets
 from agents.iac import policy
 from agents.iac import stage as iac
 from agents.iac.generate import clouds, write
+from bot.github.relay import render_comment, view_of
 from orchestra.config import ProjectConfig, load_config
 from orchestra.config.loader import parse_config
 from orchestra.errors import ConfigError, OrchestraError, StageFailed
-from orchestra.events import EventBus
+from orchestra.events import Event, EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run
 
@@ -137,6 +138,12 @@ def test_the_stage_generates_formats_and_scans_both_clouds_and_says_not_applied_
         assert Path(checked["generated"]["folder"], "variables.tf").is_file()
     assert r'"a\"$${b}"' in result.data["clouds"]["gcp"]["generated"]["files"][
         "infrastructure/generated-gcp/variables.tf"]
+    run = Run(kind="plan", source="github", requested_by="github:alice", repo=str(tmp_path), services=[],
+              env="staging", origin={"repo": "o/shop", "sha": "d" * 40, "pr": 7})
+    events = [Event(run_id=run.id, type=EventType.IAC_READY, actor="iac",
+                    data={"stage": "iac", "passed": True, "summary": result.summary, **result.data})]
+    body = render_comment(run, view_of(run, events))  # the PR comment of `/orchestra plan`
+    assert "**Terraform plan**: Terraform not planned: " in body and "not applied here" in body
 
 
 def test_aws_and_other_clouds_in_one_run_are_refused(tmp_path: Path, settings: Settings, redis: Redis) -> None:
