@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 
 from agents.context import AgentContext
-from agents.deploy.targets.registry import Targets
+from agents.deploy import stage as deploy
 from agents.iac import policy
 from agents.iac import stage as iac
 from agents.iac.generate import clouds, write
@@ -172,8 +172,12 @@ def test_each_reviewed_attack_on_the_generated_files_blocks(tmp_path: Path) -> N
     assert "generated/azure/registry.tf:8: CKV_AZURE_137" in said and "registry.tf:8: CKV_AZURE_138" in said
 
 
-def test_a_deploy_to_a_cloud_without_a_target_is_refused_clearly(settings: Settings, redis: Redis) -> None:
-    targets = Targets(settings, redis, shop("cloudrun"), "staging")
-    with pytest.raises(StageFailed, match="runtime `cloudrun` has no deploy target here") as caught:
-        targets.for_service("backend")
-    assert "not applied" in str(caught.value) and caught.value.hint and "own pipeline" in caught.value.hint
+def test_a_deploy_to_a_cloud_without_a_target_is_refused_clearly(tmp_path: Path, settings: Settings,
+                                                                redis: Redis) -> None:
+    ctx = _ctx(tmp_path, settings, redis, (SHOP / "devops_orchestra.yaml").read_text().replace(
+        "runtime: docker", "runtime: cloudrun"))
+    images = {name: {"image": f"shop-{name}:abc", "tag": "abc"} for name in ("backend", "frontend")}
+    result = deploy.run(ctx, images=images)
+    assert not result.passed, result.summary
+    assert "runtime `cloudrun` has no deploy target here" in result.summary and "not applied" in result.summary
+    assert "own pipeline" in result.data["hint"]
