@@ -152,11 +152,32 @@ def refusal(ctx: AgentContext, plan: dict[str, Any] | None, approval: Approval |
             return (f"{run.ref or 'the default branch'} moved to {_short(tip)} after the approval for "
                     f"{_short(run.commit)}; its plan is not the one approved: ask for a new deploy of "
                     f"{_short(tip)}, which is planned and approved on its own")
+    kept = _state_in_run(plan, ctx.settings.run_dir(run.id))
+    if kept is not None:
+        return (f"this Terraform keeps its state in the run's own folder ({kept}: it declares no backend), where "
+                "it would be lost after the run and the next deploy would make everything again; declare a "
+                "backend (`backend \"s3\" {}` with infrastructure.backend.s3, or a local path outside the "
+                "checkout)")
     path = Path(plan["folder"]) / plan["file"]
     if not path.is_file():
         return f"the approved plan file {path} is gone; ask for a new deploy"
     now = digest(path)
     return _swapped(plan, now) if now != plan.get("sha256") else None
+
+
+def _state_in_run(plan: dict[str, Any], run_dir: Path) -> Path | None:
+    """Where a local backend would write the state, when that is inside the run's folder (the checkout, or the
+    generated files beside it): Terraform with no backend, or a relative local path. None otherwise."""
+    data_dir = Path(plan["data_dir"]) if plan.get("data_dir") else Path(plan["folder"]) / ".terraform"
+    try:  # what init recorded about the backend; no record: no backend block, so the implied local one
+        backend = json.loads((data_dir / "terraform.tfstate").read_text()).get("backend") or {}
+    except (OSError, ValueError):
+        backend = {"type": "local", "config": {}}
+    if backend.get("type") != "local":
+        return None
+    state = Path((backend.get("config") or {}).get("path") or "terraform.tfstate")
+    state = (state if state.is_absolute() else Path(plan["folder"]) / state).resolve()
+    return state if run_dir.resolve() in state.parents else None
 
 
 def _swapped(plan: dict[str, Any], now: str) -> str:

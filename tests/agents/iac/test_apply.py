@@ -54,6 +54,9 @@ output "db_password" {
 """
 
 
+BACKEND_TF = 'terraform {\n  backend "local" {\n    path = "STATE"\n  }\n}\n'  # one state for the workspace
+
+
 def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
@@ -72,7 +75,9 @@ def repo(tmp_path: Path) -> Path:
     repo = tmp_path / "shop"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    commit(repo, {"devops_orchestra.yaml": CONFIG, "web/app.py": "", "infra/main.tf": MAIN_TF}, "the shop")
+    backend = BACKEND_TF.replace("STATE", str(tmp_path / "state" / "shop.tfstate"))
+    commit(repo, {"devops_orchestra.yaml": CONFIG, "web/app.py": "", "infra/main.tf": MAIN_TF,
+                  "infra/backend.tf": backend}, "the shop")
     return repo
 
 
@@ -97,9 +102,13 @@ def approve(ctx: AgentContext, settings: Settings, user: str = "U0BOB") -> appro
     return approvals.decide(ctx.run.id, user=user, approve=True, redis=ctx.redis, settings=settings)
 
 
+def state_file(ctx: AgentContext) -> Path:
+    return Path(ctx.run.repo).parent / "state" / "shop.tfstate"  # where backend.tf keeps it
+
+
 def state(ctx: AgentContext) -> list[str]:
-    """The resources in the run's state (the checkout's local state: this Terraform names no backend)."""
-    path = ctx.workspace / "infra" / "terraform.tfstate"
+    """The resources in the workspace's state."""
+    path = state_file(ctx)
     return [r["type"] + "." + r["name"] for r in json.loads(path.read_text())["resources"]] if path.exists() else []
 
 
@@ -122,9 +131,7 @@ def test_the_approved_plan_is_applied_and_only_its_non_sensitive_outputs_are_sho
     assert result.data["outputs"] == {"web": "web-v1"} and result.data["sensitive_outputs"] == ["db_password"]
     assert "outputs: web; sensitive, not shown: db_password" in result.summary
     assert RunStore(redis).get(ctx.run.id).iac_outputs == {"web": "web-v1"}
-    secret = subprocess.run(["terraform", "output", "-raw", "db_password"], cwd=ctx.workspace / "infra",
-                            capture_output=True, text=True, check=True, env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
-                            ).stdout
+    secret = json.loads(state_file(ctx).read_text())["outputs"]["db_password"]["value"]
     assert secret.startswith("s3cret-")
     everything = json.dumps([e.model_dump(mode="json") for e in ctx.bus.replay(ctx.run.id)]) + json.dumps(result.data)
     assert secret not in everything and "s3cret" not in everything
@@ -230,11 +237,9 @@ def test_outputs_that_make_no_valid_ecs_settings_are_refused_saying_which(
 
 def test_two_approved_applies_of_one_workspace_take_turns_and_the_later_stale_plan_is_refused(
         repo: Path, settings: Settings, redis: Redis, tmp_path: Path) -> None:
-    shared = 'terraform {\n  backend "local" {\n    path = "STATE"\n  }\n}\n\n'.replace(
-        "STATE", str(tmp_path / "state" / "shop.tfstate"))
     slow = MAIN_TF.replace('  input = "web-v1"\n', '  input = "web-v1"\n\n  provisioner "local-exec" {\n'
                                                       '    command = "sleep 2"\n  }\n')
-    commit(repo, {"infra/main.tf": shared + slow}, "one state for the workspace")
+    commit(repo, {"infra/main.tf": slow}, "a slower apply")
     first, second = planned(repo, settings, redis), planned(repo, settings, redis)  # both: 1 to add
     for ctx in (first, second):
         assert approve(ctx, settings).accepted
@@ -251,3 +256,15 @@ def test_two_approved_applies_of_one_workspace_take_turns_and_the_later_stale_pl
     assert results[1].data["lock_token"] > results[0].data["lock_token"]
     state = json.loads((tmp_path / "state" / "shop.tfstate").read_text())
     assert [(r["name"], len(r["instances"])) for r in state["resources"]] == [("web", 1)]  # applied once
+
+
+def test_terraform_that_would_keep_its_state_in_the_runs_checkout_is_not_applied(
+        repo: Path, settings: Settings, redis: Redis) -> None:
+    git(repo, "rm", "-q", "infra/backend.tf")
+    commit(repo, {}, "no backend")
+    ctx = planned(repo, settings, redis)
+    assert approve(ctx, settings).accepted
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert not result.passed and "keeps its state in the run's own folder" in result.summary
+    assert "declare a backend" in result.summary
+    assert not (ctx.workspace / "infra" / "terraform.tfstate").exists()  # nothing was applied

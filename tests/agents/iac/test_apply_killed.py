@@ -20,7 +20,6 @@ from jobs import approvals
 from jobs.dispatch import dispatch
 from jobs.graph import IAC, IAC_APPLY, Graph
 from jobs.router import Router
-from jobs.workspace import source_dir
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.locks import Locks
@@ -100,6 +99,8 @@ def test_a_worker_killed_mid_apply_fails_the_run_frees_the_lock_and_terraform_st
     (repo / "web" / "app.py").write_text("")
     (repo / "devops_orchestra.yaml").write_text(CONFIG)
     (repo / "infra" / "main.tf").write_text(MAIN_TF)
+    state = tmp_path / "state" / "shop.tfstate"
+    (repo / "infra" / "backend.tf").write_text(f'terraform {{\n  backend "local" {{\n    path = "{state}"\n  }}\n}}\n')
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "slow infrastructure")
@@ -138,9 +139,8 @@ def test_a_worker_killed_mid_apply_fails_the_run_frees_the_lock_and_terraform_st
     assert Locks(redis).holder(name, "staging") is None  # expired: nobody renews a dead worker's lock
     with apply.workspace_lock(redis, name, "staging", run_id="r-next", owner="U0CAROL", wait_s=0):
         pass  # the next apply of the workspace gets it at once
-    infra = source_dir(settings, RunStore(redis).get(run.id)) / "infra"
-    assert not (infra / ".terraform.tfstate.lock.info").exists()  # Terraform released its own state lock
-    resources = {r["name"]: r for r in json.loads((infra / "terraform.tfstate").read_text())["resources"]}
+    assert not (state.parent / ".shop.tfstate.lock.info").exists()  # Terraform released its own state lock
+    resources = {r["name"]: r for r in json.loads(state.read_text())["resources"]}
     assert "first" in resources  # made before the kill, and kept in the state
     # the resource whose provisioner was interrupted: made, and marked tainted (the next apply replaces it)
     assert [i.get("status") for i in resources["slow"]["instances"]] == ["tainted"]
