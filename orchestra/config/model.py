@@ -83,7 +83,9 @@ class ServiceConfig(StrictModel):
                      "`ecs` (an ECS service per colour behind an ALB) or `lambda` (a version per deploy behind an "
                      "alias)")
         if value in PLANNED_RUNTIMES:
-            raise ValueError(f"runtime `{value}` is not supported yet; use {supported}")
+            raise ValueError(f"runtime `{value}` is not supported yet: there is no EC2 deploy target (nothing would "
+                             f"start a version on instances or move traffic to it), so neither deploys nor Terraform "
+                             f"are made for it; use {supported}")
         known = (*RUNTIMES, *TERRAFORM_ONLY_RUNTIMES)
         raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, known)}; use {supported}, or `cloudrun` / "
                          "`containerapps` (Terraform generated and checked for Google Cloud Run or Azure Container "

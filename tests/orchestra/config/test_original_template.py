@@ -31,7 +31,9 @@ REFUSED = [
     "29: deployment.provider: not supported yet: deployment.provider = aws; supported: local (where a service "
     "runs is its `runtime`: docker, kubernetes, ecs or lambda, with the environment's kubernetes/ecs/lambda "
     "settings)",
-    "34: deployment.services[0].runtime: runtime `ec2` is not supported yet; use `docker` (containers on this "
+    "34: deployment.services[0].runtime: runtime `ec2` is not supported yet: there is no EC2 deploy target "
+    "(nothing would start a version on instances or move traffic to it), so neither deploys nor Terraform are "
+    "made for it; use `docker` (containers on this "
     "host behind nginx), `kubernetes` (a Deployment per version), `ecs` (an ECS service per colour behind an "
     "ALB) or `lambda` (a version per deploy behind an alias)",
     "65: observability.tools: not supported yet: observability.tools = grafana, cloudwatch; supported: "
