@@ -244,8 +244,13 @@ def _apply(tf: Terraform, body: bytes, *, fence: Callable[[], None]) -> None:
         fence()
         done = tf.run("apply", "-input=false", "-no-color", "-lock-timeout=60s", str(planfile),
                       timeout=APPLY_TIMEOUT_S)
+    error = checks.last_error(done.stderr or done.stdout)
+    if done.returncode != 0 and "Saved plan is stale" in error:
+        raise StageFailed(f"nothing was applied: the state changed after this plan was made (another apply went "
+                          f"first), and Terraform refuses a stale plan ({error})",
+                          hint="ask for a new deploy: it plans against the state as it is now")
     if done.returncode != 0:
-        raise StageFailed(f"`{tf.name} apply` failed: {checks.last_error(done.stderr or done.stdout)}",
+        raise StageFailed(f"`{tf.name} apply` failed: {error}",
                           hint="what was made before the error is in the state; the next deploy plans the rest "
                                "and asks for an approval again")
 

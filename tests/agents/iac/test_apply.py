@@ -253,6 +253,7 @@ def test_two_approved_applies_of_one_workspace_take_turns_and_the_later_stale_pl
     said = [e.data.get("message", "") for e in second.bus.replay(second.run.id)]
     assert f"waiting for run {first.run.id} of U0ALICE to finish applying shop/staging" in " ".join(said)
     assert not results[1].passed and "Saved plan is stale" in results[1].summary  # Terraform's own refusal
+    assert results[1].summary.startswith("nothing was applied: the state changed after this plan was made")
     assert results[1].data["lock_token"] > results[0].data["lock_token"]
     state = json.loads((tmp_path / "state" / "shop.tfstate").read_text())
     assert [(r["name"], len(r["instances"])) for r in state["resources"]] == [("web", 1)]  # applied once
