@@ -104,6 +104,19 @@ class LiveTarget:
                              "from_version": current.version if current else None,
                              "from_ref": current.ref if current else None})
 
+    def _put_back_interrupted(self, plan: Plan, report: Report) -> None:
+        """An intent another run left here (its worker died and nothing reconciled it): this run holds the
+        lock now, so it puts that deploy back before starting its own (every target's deploy begins here)."""
+        fence, left = current_fence(), intent.get(self.redis, plan.service, plan.env)
+        if fence is None or left is None or left.run_id == fence.run_id:
+            return
+        fence.check(plan.service)
+        back = self.undo(left)
+        report("progress", {"phase": "reconciled", "version": plan.version, "interrupted_run": left.run_id,
+                            "message": f"an interrupted deploy of {plan.service} (run {left.run_id}, "
+                                       f"{left.describe()}) was put back on {back.version if back else 'nothing'} "
+                                       "first"})
+
     def _put_back(self, before: LiveState | None, plan: Plan) -> None:
         """After a failed deploy: the live state as it was before (then its intent goes)."""
         if before is not None:

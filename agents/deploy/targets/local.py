@@ -152,19 +152,6 @@ class LocalTarget(LiveTarget):
 
         return Shift(EdgeSplit(self.edge(state)), new, old, on_shift, service=plan.service, env=plan.env)
 
-    def _put_back_interrupted(self, plan: Plan, report: Report) -> None:
-        """An intent another run left here (its worker died and nothing reconciled it): this run holds the
-        lock now, so it puts that deploy back before starting its own."""
-        fence, left = current_fence(), intent.get(self.redis, plan.service, plan.env)
-        if fence is None or left is None or left.run_id == fence.run_id:
-            return
-        fence.check(plan.service)
-        back = self.undo(left)
-        report("progress", {"phase": "reconciled", "version": plan.version, "interrupted_run": left.run_id,
-                            "message": f"an interrupted deploy of {plan.service} (run {left.run_id}, "
-                                       f"{left.describe()}) was put back on {back.version if back else 'nothing'} "
-                                       "first"})
-
     def _undo_traffic(self, state: LiveState, new: Release) -> None:
         """After a failed deploy: all traffic back on what was live, the new release removed."""
         if state.current is not None and self.docker.running(state.current):

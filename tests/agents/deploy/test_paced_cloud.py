@@ -28,7 +28,7 @@ from agents.deploy.strategies import Judge
 from agents.deploy.targets.state import get_live
 from orchestra.config import load_config
 from orchestra.events import Event, EventBus, EventType
-from orchestra.locks import Locks
+from orchestra.locks import Locks, request_cancel
 from orchestra.settings import Settings
 from orchestra.store import Run
 from tests.support.moto import Invocations, aws_env, client, lambda_function, moto_server, reset
@@ -230,3 +230,18 @@ def test_a_first_release_killed_before_its_alias_exists_is_taken_down_cleanly(
     functions = client(aws, "lambda")
     with pytest.raises(functions.exceptions.ResourceNotFoundException):
         functions.get_alias(FunctionName=FUNCTION, Name="live")
+
+
+def test_a_cancel_in_a_lambda_pause_puts_the_alias_back_at_the_next_check_without_judging(
+        tmp_path: Path, aws: str, settings: Settings, redis: Redis) -> None:
+    repo = _v1_live(aws, tmp_path, settings, redis)
+    ctx = admitted(repo, settings, redis, IMAGES["v2"])
+    first = deploy.run(ctx, pace=True)
+    assert first.later_s is not None and _alias(aws) == ("1", {"2": 0.1})
+    request_cancel(redis, ctx.run.id, "U0BOB")
+    asked: list[int] = []
+    result = deploy.check(ctx, judge=lambda step: str(asked.append(step.step)) and "pass")
+    assert not result.passed and "cancel" in result.summary, result.summary
+    assert asked == [] and _alias(aws) == ("1", {})  # stopped before any judging, the alias on version 1 alone
+    live = get_live(redis, "web", ENV)
+    assert live is not None and live.weights == {"v1": 100} and intent.get(redis, "web", ENV) is None

@@ -18,7 +18,9 @@ from redis import Redis
 from agents.deploy import intent
 from agents.deploy import stage as deploy
 from agents.deploy.targets.state import get_live
+from orchestra.locks import Locks
 from orchestra.settings import Settings
+from orchestra.store import Run
 from tests.agents.deploy.targets.test_ecs import _desired, _weights
 from tests.agents.deploy.test_paced_cloud import ENV, admitted, checks, killed_when_healthy, reconciled
 from tests.support.moto import Alb, Ecs, Platform, aws_env, moto_server, platform, reset
@@ -130,3 +132,20 @@ def test_a_worker_killed_right_after_its_intent_before_the_new_colour_exists_is_
     result = reconciled(ctx)  # nothing to scale down: that is not a failure to put back
     assert "traffic stays on v1" in result.summary, result.summary
     assert _desired(aws) == {"web-staging-blue": 2} and _weights(aws) == {"web-blue": 100, "web-green": 0}
+
+
+def test_the_next_deploy_puts_back_an_interrupted_one_nothing_reconciled_before_starting_its_own(
+        tmp_path: Path, aws: Platform, settings: Settings, redis: Redis) -> None:
+    repo = _v1_live(aws, tmp_path, settings, redis)
+    killed = killed_when_healthy(repo, settings, redis, IMAGES["v2"])
+    Locks(redis).hand_on(killed.run, why="its lock expired")  # and no reaper reconciled it
+    run = Run(requested_by="U0BOB", repo=str(repo), services=["web"], env=ENV, strategy="blue-green")
+    ctx = admitted(repo, settings, redis, IMAGES["v2"], run=run)
+    result = deploy.run(ctx)
+    assert result.passed, result.summary  # not refused for the intent the killed run left
+    put_back = [e.data for e in ctx.bus.replay(ctx.run.id) if e.data.get("phase") == "reconciled"]
+    assert [p["interrupted_run"] for p in put_back] == [killed.run.id]
+    assert "was put back on v1 first" in put_back[0]["message"]
+    assert _weights(aws) == {"web-blue": 0, "web-green": 100}
+    assert _desired(aws) == {"web-staging-blue": 2, "web-staging-green": 2}
+    assert intent.get(redis, "web", ENV) is None and not intent.everywhere(redis)

@@ -103,6 +103,7 @@ class LambdaTarget(LiveTarget):
         self.aws.close()
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        self._put_back_interrupted(plan, report)
         before = get_live(self.redis, plan.service, plan.env)
         function = self.function(plan.service, plan.env)
         state = before or LiveState(service=plan.service, env=plan.env, edge_port=0, edge_prefix="",

@@ -92,6 +92,7 @@ class EcsTarget(LiveTarget):
         self.aws.close()
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
+        self._put_back_interrupted(plan, report)
         before = get_live(self.redis, plan.service, plan.env)
         state = before or self._new_state(plan)
         current = state.current

@@ -89,6 +89,7 @@ class KubernetesTarget(LiveTarget):
 
     def deploy(self, plan: Plan, *, judge: Judge | None, report: Report) -> DeployOutcome:
         """Validate, create the new Deployment, wait until available, then move traffic."""
+        self._put_back_interrupted(plan, report)
         before = get_live(self.redis, plan.service, plan.env)
         state = before or self._new_state(plan)
         current = state.current
