@@ -102,8 +102,11 @@ def plan(tf: Terraform, shown: str) -> PlanSummary:
     if done.returncode not in (0, 2):
         error = _ON_FILE.sub(lambda m: f"on {shown.rstrip('/')}/{m.group(1)} line",
                              last_error(done.stderr or done.stdout))
-        raise StageFailed(f"`{tf.name} plan` failed: {error}",
-                          hint="check the AWS credentials, region and endpoint the worker has; nothing was changed")
+        hint = ("put the value into that SSM parameter as a SecureString (`aws ssm put-parameter --type "
+                "SecureString --name NAME --value ...`: the generated database's password is read from it), then "
+                "plan again; nothing was changed" if "ParameterNotFound" in error else
+                "check the AWS credentials, region and endpoint the worker has; nothing was changed")
+        raise StageFailed(f"`{tf.name} plan` failed: {error}", hint=hint)
     saved = tf.run("show", "-json", "-no-color", PLAN_FILE)
     if saved.returncode != 0:
         raise StageFailed(f"`{tf.name} show` could not read the plan: {last_error(saved.stderr)}")

@@ -146,6 +146,7 @@ def test_the_database_plans_private_encrypted_and_with_its_password_only_from_ss
     with aws_env(moto):
         missing = iac.run(ctx)  # no password put in SSM yet: the plan fails naming the parameter
         assert not missing.passed and "/shop/staging/database/password" in missing.summary, missing.summary
+        assert "rds.tf line" in missing.summary and "as a SecureString" in missing.summary
         session(moto).client("ssm", endpoint_url=moto).put_parameter(
             Name="/shop/staging/database/password", Value=PASSWORD, Type="SecureString")
         result = iac.run(ctx)
