@@ -4,6 +4,7 @@ and said to be not applied here; a deploy to such a service is refused."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ from orchestra.errors import ConfigError, OrchestraError, StageFailed
 from orchestra.events import Event, EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run
+from tests.agents.iac import provider_schema
 
 SHOP = PROJECT_ROOT / "examples" / "shop"
 needs_terraform = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
@@ -66,6 +68,25 @@ def test_each_cloud_gets_its_resources_for_the_example_and_the_same_files_every_
     assert spec.services == {"backend": {"name": "backend-production", "image": "backend", "port": 5001,
                                          "health": "/health", "env": {"ENV": "production", "LOG_LEVEL": "info"},
                                          "min_replicas": 1}}
+
+
+@pytest.mark.parametrize(("runtime", "cloud", "provider", "pin", "attack"), [
+    ("cloudrun", "gcp", "google", '"~> 6.0"', ("  location   ", "  locatoin   ")),
+    ("containerapps", "azure", "azurerm", '"~> 4.0"', ("target_port      =", "target_por       =")),
+])
+def test_the_generated_resources_match_the_providers_schema(runtime: str, cloud: str, provider: str, pin: str,
+                                                           attack: tuple[str, str]) -> None:
+    files = clouds.render(clouds.spec_for(shop(runtime), "staging", cloud))
+    text = "".join(files.values())
+    modules = {provider_schema.module(r) for r in re.findall(r'^resource "([^"]+)"', text, re.MULTILINE)}
+    try:
+        schema = provider_schema.types(provider, modules)
+    except provider_schema.Unreachable as exc:
+        pytest.skip(f"PyPI is unreachable, so the {provider} provider's schema cannot be fetched: {exc}")
+    assert len(modules) >= 5 and pin in files["provider.tf"]  # the major version whose schema this is
+    assert provider_schema.problems(text, schema) == []
+    wrong = provider_schema.problems(text.replace(*attack), schema)  # the check itself sees a misspelt argument
+    assert any("unknown" in p for p in wrong) and any("required" in p for p in wrong), wrong
 
 
 def test_the_runtimes_are_read_and_a_near_miss_is_named() -> None:
