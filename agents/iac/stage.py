@@ -75,7 +75,8 @@ def run(ctx: AgentContext) -> StageResult:
             return StageResult(True, f"skipped: every service deploys to this host (runtime docker) and "
                                      f"there is no Terraform at `{infra.path}`", {"skipped": True})
         return StageResult(True, f"no Terraform at `{infra.path}`: the {', '.join(remote)} target uses the "
-                                 "cluster its settings name (Terraform is generated for ecs and lambda only)",
+                                 "cluster its settings name (Terraform is generated for ecs, lambda, cloudrun and "
+                                 "containerapps only)",
                            {"skipped": True})
     return _generated(ctx, infra.path)
 
