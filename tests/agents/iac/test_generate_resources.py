@@ -156,6 +156,8 @@ def test_the_database_plans_private_encrypted_and_with_its_password_only_from_ss
     plan = planned(ctx, folder)
     [db] = after(plan, "aws_db_instance")
     assert (db["storage_encrypted"], db["publicly_accessible"], db["deletion_protection"]) == (True, False, True)
+    assert db["iam_database_authentication_enabled"] is True
+    assert db["enabled_cloudwatch_logs_exports"] == ["postgresql", "upgrade"]
     assert (db["engine"], db["instance_class"], db["allocated_storage"], db["port"]) == ("postgres", "db.t3.small",
                                                                                           30, 5432)
     [change] = [c for c in plan["resource_changes"] if c["type"] == "aws_db_instance"]
