@@ -190,9 +190,11 @@ def checked(ctx: AgentContext, clouds: list[str], path: str) -> StageResult:
             scanned = policy.scan(folder, shown, scratch, cache=ctx.settings.cache / "checkov")
             data["clouds"][cloud] = {"policy": scanned.data(), "generated": {
                 "folder": str(folder), "files": _offered(shown, files),
-                "note": f"generated, not committed: review them and commit them under `{path}` to own them"}}
+                "note": "generated, not committed: review them, add a backend and apply them with your own "
+                        f"pipeline (committed under `{path}` they would be planned here as the repository's own "
+                        "Terraform, which needs their provider from the registry or your mirror)"}}
             lines.append(f"{NAMES[cloud]}: {len(files)} files in {shown} (offered, not committed): fmt passed; "
                          f"{scanned.line()}")
     except (StageFailed, OrchestraError) as exc:
-        return StageResult(False, f"{'; '.join(lines + [''])}{exc}", data)
+        return StageResult(False, f"{'; '.join(lines + [''])}{exc}; nothing was applied", data)
     return StageResult(True, f"{tf.name} {tf.version}: generated Terraform: {'; '.join(lines)}; {NOT_HERE}", data)

@@ -174,6 +174,19 @@ def test_aws_and_other_clouds_in_one_run_are_refused(tmp_path: Path, settings: S
     assert not result.passed and "separate runs" in result.summary
 
 
+def test_names_the_cloud_cannot_take_fail_the_stage_before_anything_runs(tmp_path: Path, settings: Settings,
+                                                                       redis: Redis) -> None:
+    text = (SHOP / "devops_orchestra.yaml").read_text().replace("runtime: docker", "runtime: containerapps")
+    long = "a" * 40
+    text = text.replace("name: backend", f"name: {long}-backend").replace("name: frontend", f"name: {long}-front")
+    text = text.replace("depends_on: [backend]", f"depends_on: [{long}-backend]")
+    for name in (f"{long}-backend", f"{long}-front"):
+        (tmp_path / name).mkdir()
+    result = iac.run(_ctx(tmp_path, settings, redis, text))
+    assert not result.passed and "both become" in result.summary and "nothing was applied" in result.summary
+    assert result.data["clouds"] == {}
+
+
 def test_each_reviewed_attack_on_the_generated_files_blocks(tmp_path: Path) -> None:
     folder = tmp_path / "attacked"
     for cloud, runtime in (("gcp", "cloudrun"), ("azure", "containerapps")):
