@@ -9,20 +9,38 @@ Deployment controller and the kubelet.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from redis import Redis
+from rq.job import Job
+from rq.registry import FinishedJobRegistry
+from rq.serializers import JSONSerializer
 
 from agents.deploy import intent
 from agents.deploy import stage as deploy
 from agents.deploy.targets.state import get_live
+from jobs.dispatch import dispatch
+from jobs.graph import DEPLOY, Graph
+from jobs.queue import stage_queue
+from jobs.router import Router
+from orchestra.events import EventBus, EventType
+from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
+from orchestra.store import RunStatus, RunStore
 from tests.agents.deploy.test_paced_cloud import ENV, admitted, checks, killed_when_healthy, reconciled
+from tests.jobs.conftest import orchestra_env
 from tests.support.kmock import CONTEXT, Controllers, MockCluster
+from tests.support.services import wait_for
 
 NS = "shop"
 IMAGES = {v: {"image": f"registry.example/shop-web:{v}", "version": v} for v in ("v1", "v2")}
@@ -71,6 +89,7 @@ environments:
       context: {CONTEXT}
       namespace: {NS}
       rollout_timeout: 3s
+observability: {{tools: []}}
 """)
     assert deploy.run(admitted(repo, settings, redis, IMAGES["v1"], admit=False)).passed
     assert _seen(apis) == ({"web-v1": 3}, "v1")
@@ -125,3 +144,45 @@ def test_a_worker_killed_after_the_new_deployment_is_available_before_traffic_mo
     assert _seen(apis) == ({"web-v1": 3}, "v1")
     live = get_live(redis, "web", ENV)
     assert live is not None and live.current is not None and live.current.version == "v1"
+
+
+def test_with_one_real_worker_and_router_the_canary_holds_the_worker_only_in_short_checks(
+        tmp_path: Path, cluster: MockCluster, apis: tuple[k8s.AppsV1Api, k8s.CoreV1Api], settings: Settings,
+        redis: Redis) -> None:
+    repo = _v1_live(cluster, tmp_path, settings, redis, apis)
+    (repo / "devops_orchestra.yaml").write_text((repo / "devops_orchestra.yaml").read_text()
+                                                .replace("analysis_interval: 1s", "analysis_interval: 2s"))
+    stop = threading.Event()
+    router = threading.Thread(target=Router(redis, settings, graph=Graph((replace(DEPLOY, approval=False),)),
+                                            name="paced-k8s").run, args=(stop,), daemon=True)
+    router.start()
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--no-router"], env=orchestra_env(settings),
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = dispatch(Intent(kind=IntentKind.DEPLOY, service="web", services=["web"], env=ENV, strategy="canary",
+                              user="U0ALICE"), redis=redis, settings=settings, repo=repo,
+                       graph=Graph((replace(DEPLOY, approval=False),)))
+        EventBus(redis).emit(run.id, EventType.BUILD_READY, "build", images={"web": IMAGES["v2"]}, passed=True)
+        wait_for(lambda: RunStore(redis).get(run.id).status.finished, timeout=40, interval=0.05, what="the run")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=15)
+        stop.set()
+        router.join(timeout=10)
+    assert RunStore(redis).get(run.id).status == RunStatus.SUCCEEDED
+    events = EventBus(redis).replay(run.id)
+    shifts = [e.data["weights"] for e in events if e.data.get("phase") == "shift"]
+    assert shifts == [{"v2": 33, "v1": 67}, {"v2": 67, "v1": 33}, {"v2": 100, "v1": 0}]
+    began = [e.ts for e in events if e.type == EventType.STAGE_STARTED]
+    assert len(began) == 1  # one deploy job, then checks
+    assert _seen(apis) == ({"web-v1": 3, "web-v2": 3}, "v2")
+    assert intent.get(redis, "web", ENV) is None
+    jobs = [Job.fetch(j, connection=redis, serializer=JSONSerializer)
+            for j in FinishedJobRegistry(queue=stage_queue(redis)).get_job_ids()]
+    held = {j.id: (j.ended_at - j.started_at).total_seconds() for j in jobs
+            if j.meta.get("run_id") == run.id and j.ended_at and j.started_at}
+    checks = [t for j, t in held.items() if j.startswith("check-")]
+    wall = events[-1].ts - began[0]
+    print(f"the run held the worker {sum(held.values()):.2f}s of {wall:.2f}s in {len(held)} jobs (checks: "
+          f"{sorted(round(c, 2) for c in checks)}; each scales pods and waits until they are available)")
+    assert len(checks) >= 2 and wall - sum(held.values()) >= 2 * 2.0 * 0.95  # both 2 s pauses left it free
