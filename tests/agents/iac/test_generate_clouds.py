@@ -104,6 +104,19 @@ def test_the_files_offered_in_the_event_are_capped() -> None:
     assert offered["infrastructure/generated-gcp/c.tf"] == "(too long for the event: see the folder)"  # room used up
 
 
+def test_cloud_names_keep_each_clouds_rules_whatever_the_project_is_called() -> None:
+    name = "9-shop--" + "x" * 40  # a valid project name, but a cloud name must start with a letter, with single '-'
+    text = (SHOP / "devops_orchestra.yaml").read_text().replace("  name: shop\n", f"  name: {name}\n", 1)
+    config = parse_config(text.replace("runtime: docker", "runtime: cloudrun"), filename="devops_orchestra.yaml")
+    gcp = clouds.render(clouds.spec_for(config, "production", "gcp"))["variables.tf"]
+    assert 'default     = "o-9-shop-xxxxxxxxxxxxxxxxxxx"\n' in gcp  # the repository, 28 characters
+    assert '"o-9-shop-xxxxxxxxxxxxx-run"' in gcp and '"o-9-shop-xxxxxxxxxxxxx-call"' in gcp  # 6-30 for accounts
+    config = parse_config(text.replace("runtime: docker", "runtime: containerapps"), filename="devops_orchestra.yaml")
+    azure = clouds.render(clouds.spec_for(config, "production", "azure"))["variables.tf"]
+    assert '"o9shopxxxxxxxxxxxxxxxxxxximages"' in azure  # a registry: letters and digits only
+    assert '"backend-production"' in azure and '"rg-o-9-shop-xxxxxxxxxxxxxxxxxxx"' in azure
+
+
 def test_two_services_cut_to_the_same_cloud_name_are_refused_naming_both() -> None:
     text = (SHOP / "devops_orchestra.yaml").read_text().replace("runtime: docker", "runtime: containerapps")
     long = "a" * 40
