@@ -2,8 +2,10 @@
 approval even in staging (which asks for none), the requester's own click is refused, another person approves
 in the thread, the saved plan is applied against a real moto_server, the resources are there for boto3, the
 outputs reach iac_ready, the run and the ECS deploy target's settings, a second deploy plans again (only what
-moto does not keep), and the test destroys what was made. A real worker process and the router in this
-process, on the iac stages only."""
+moto does not keep), two releases go through the ECS deploy target with only the outputs to find the cluster and
+the listener (staging's own settings point elsewhere), and the test destroys what was made. A real worker process
+and the router in this process run the iac stages; the deploy stage runs in this process, and
+tests/support/moto.py's Ecs plays the ECS agent (moto runs no tasks)."""
 from __future__ import annotations
 
 import os
@@ -15,11 +17,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 
+from agents.context import AgentContext
+from agents.deploy import stage as deploy_stage
 from agents.deploy.targets.registry import Targets
+from agents.deploy.targets.state import get_live
 from jobs import approvals
 from jobs.dispatch import dispatch
 from jobs.graph import IAC, IAC_APPLY, Graph
@@ -28,9 +34,9 @@ from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.intents import Intent, IntentKind
 from orchestra.settings import PROJECT_ROOT, Settings
-from orchestra.store import RunStatus, RunStore
+from orchestra.store import Run, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.support.moto import CREDENTIALS, REGION, aws_env, session
+from tests.support.moto import CREDENTIALS, REGION, Ecs, aws_env, session
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -88,6 +94,73 @@ def settles(redis: Redis, run_id: str, *statuses: RunStatus, timeout: float) -> 
     return RunStore(redis).get(run_id).status
 
 
+NOWHERE = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/elsewhere/0123456789abcdef/0123456789"
+ELSEWHERE = f"""    ecs:
+      cluster: elsewhere
+      listener: {NOWHERE}
+      subnets: [subnet-0e15e0e15e0e15e0e]
+      security_groups: [sg-0e15e0e15e0e15e0e]
+      execution_role: arn:aws:iam::123456789012:role/elsewhere
+      rollout_timeout: 30s
+"""
+
+
+def forwards(elb: Any, listener: str, groups: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Service -> {target group name: weight} of the listener's forward action naming its two colours."""
+    names = {arn: name for name, arn in groups.items()}
+    found: dict[str, dict[str, int]] = {}
+    for rule in elb.describe_rules(ListenerArn=listener)["Rules"]:
+        action = rule["Actions"][0]
+        weighted = (action.get("ForwardConfig") or {}).get("TargetGroups") or \
+            [{"TargetGroupArn": action["TargetGroupArn"], "Weight": 100}]
+        weights = {names[g["TargetGroupArn"]]: g["Weight"] for g in weighted}
+        found[next(iter(weights)).rsplit("-", 1)[0]] = weights
+    return found
+
+
+def ship(redis: Redis, settings: Settings, repo: Path, moto: str, outputs: dict[str, Any]) -> None:
+    """v1 then v2 of the shop through the ECS deploy stage, with staging's settings pointing elsewhere; moto's
+    ECS services then run v2 in the output cluster and the output listener forwards all to green."""
+    config = repo / "devops_orchestra.yaml"
+    staging = "    demo_traffic: {rps: 5}\n"
+    config.write_text(config.read_text().replace(staging, staging + ELSEWHERE))
+    elsewhere = load_config(repo).environment("staging").ecs
+    assert elsewhere is not None and (elsewhere.cluster, elsewhere.listener) == ("elsewhere", NOWHERE)
+    ecs, elb = session(moto).client("ecs", endpoint_url=moto), session(moto).client("elbv2", endpoint_url=moto)
+    groups = outputs["ecs_target_groups"]
+    serving = {service: [name for name, weight in weights.items() if weight]
+               for service, weights in forwards(elb, outputs["ecs_listener"], groups).items()}
+    assert serving == {"backend": ["backend-blue"], "frontend": ["frontend-blue"]}  # as Terraform made it
+    images = {v: {s: {"image": f"registry.example/shop-{s}:{v}", "version": v} for s in ("backend", "frontend")}
+              for v in ("v1", "v2")}
+    agent = Ecs(moto, outputs["ecs_cluster"]).start()  # plays the ECS agent: healthy targets for wanted tasks
+    started = time.monotonic()
+    try:
+        with aws_env(moto):
+            for version in ("v1", "v2"):
+                run = Run(requested_by="U0ALICE", repo=str(repo), services=["backend", "frontend"], env="staging")
+                ctx = AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=repo,
+                                   config=load_config(repo), actor="deploy")
+                result = deploy_stage.run(ctx, images=images[version])
+                assert result.passed, result.summary
+    finally:
+        agent.stop()
+    print(f"ECS deploys v1 and v2: {time.monotonic() - started:.1f}s")
+    assert ecs.describe_clusters(clusters=["elsewhere"])["clusters"] == []
+    for service in ("backend", "frontend"):
+        found = ecs.describe_services(cluster=outputs["ecs_cluster"], services=[f"{service}-staging-green"])
+        green = found["services"][0]
+        assert (green["status"], green["desiredCount"]) == ("ACTIVE", 1)
+        assert green["loadBalancers"][0]["targetGroupArn"] == groups[f"{service}-green"]
+        task = ecs.describe_task_definition(taskDefinition=green["taskDefinition"])["taskDefinition"]
+        assert task["containerDefinitions"][0]["image"] == images["v2"][service]["image"]
+        assert task["executionRoleArn"] == outputs["ecs_execution_role"]
+        live = get_live(redis, service, "staging")
+        assert live is not None and live.url == outputs["url"] and live.weights == {"v2": 100}
+    assert forwards(elb, outputs["ecs_listener"], groups) == {
+        "backend": {"backend-blue": 0, "backend-green": 100}, "frontend": {"frontend-blue": 0, "frontend-green": 100}}
+
+
 def test_the_shop_on_ecs_is_planned_approved_in_the_thread_applied_against_moto_and_planned_again(
         redis: Redis, repo: Path, pipeline: Settings, moto: str) -> None:
     settings, bus = pipeline, EventBus(redis)
@@ -139,6 +212,10 @@ def test_the_shop_on_ecs_is_planned_approved_in_the_thread_applied_against_moto_
     assert approvals.decide(again, user="U0BOB", approve=False, redis=redis, settings=settings).accepted
     assert settles(redis, again, RunStatus.REJECTED, RunStatus.FAILED, timeout=30) == RunStatus.REJECTED
     assert not any(e.data.get("stage") == "iac_apply" for e in bus.replay(again) if e.type == EventType.IAC_READY)
+
+    # Deployed through the ECS target with only what the apply made: staging's `ecs:` settings now name another
+    # cluster, listener, network and role (none of which exist), so only the outputs can take the release there.
+    ship(redis, settings, repo, moto, outputs)
 
     folder = settings.run_dir(run_id) / "infrastructure"
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(folder), "CHECKPOINT_DISABLE": "1",
