@@ -139,9 +139,12 @@ class Router:
         except Exception:
             logger.exception("router: could not tend the deploy locks")
         watching: list[str] = []
+        deploying: list[str] = []  # a paced canary's pause gets its demo traffic from here too
         for run in self.store.active():
             if run.status == RunStatus.RUNNING and run.stage == "observe":
                 watching.append(run.id)
+            elif run.status == RunStatus.RUNNING and run.stage == "deploy":
+                deploying.append(run.id)
             try:
                 if run.status == RunStatus.RUNNING and run.stage:
                     self._reap(run)
@@ -150,9 +153,9 @@ class Router:
             except Exception:
                 logger.exception("run %s: router tick failed", run.id)
         try:
-            self.watch_traffic.sync(watching)
+            self.watch_traffic.sync(watching, deploying)
         except Exception:
-            logger.exception("router: could not keep the watched releases' demo traffic going")
+            logger.exception("router: could not keep the watched releases' and paused canaries' demo traffic going")
 
     def _reap_releases(self) -> None:
         """Have a worker stop previous releases whose blue-green keep window is over (one job at a time)."""

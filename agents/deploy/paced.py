@@ -10,8 +10,10 @@ The intent is written before every move, so a check killed anywhere is fired aga
 neither applies a step twice nor skips one.
 
 Paced: a group whose services all run on a target that can go on from an intent (:data:`RUNTIMES`: docker,
-kubernetes, ecs, lambda), in an environment without demo traffic (which a running job drives), for a run that
-holds its locks since it was admitted (the router renews them between checks). Other deploys still pause
+kubernetes, ecs, lambda), for a run that holds its locks since it was admitted (the router renews them between
+checks). In an environment with demo traffic only docker groups are paced: while the canary pauses the router
+drives the traffic (:func:`agents.observability.traffic.pace`) to the services' edges, which for docker are
+local nginx; other targets' edges are not loopback, so those deploys (like every other deploy) still pause
 inside their job.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from agents.deploy.targets.base import DeployOutcome, DeployTarget, Plan, Report
 from agents.deploy.targets.live import LiveTarget
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import get_live
+from agents.observability import traffic
 from orchestra.locks import cancel_requested
 
 logger = logging.getLogger(__name__)
@@ -44,7 +47,8 @@ class Paceable(Protocol):
 def applies(ctx: AgentContext, order: list[str]) -> bool:
     """Whether this run's canaries go on in scheduled checks (see the module's docstring)."""
     return (all(ctx.config.service(s).runtime in RUNTIMES for s in order)
-            and ctx.config.environment(ctx.run.env).demo_traffic is None
+            and (ctx.config.environment(ctx.run.env).demo_traffic is None
+                 or all(ctx.config.service(s).runtime == "docker" for s in order))
             and all(s in ctx.run.fence for s in order))
 
 
@@ -77,6 +81,10 @@ def later(ctx: AgentContext, service: str, paused: Paused) -> StageResult:
     """The stage's answer while a canary pauses: look again in ``paused.after_s`` (no worker is held), or at
     once when the run was cancelled meanwhile (the check rolls it back)."""
     after = 0.05 if cancel_requested(ctx.redis, ctx.run.id) is not None else max(paused.after_s, 0.05)
+    spec = ctx.config.environment(ctx.run.env).demo_traffic
+    if spec is not None:  # the router sends it while no job runs (the judge needs requests to read)
+        traffic.pace(ctx.redis, ctx.run.id, ctx.run.env, list(ctx.run.services or ctx.config.service_names()),
+                     spec, after_s=after)
     summary = f"canary of {service} at {paused.weight}% (step {paused.step}); judging in {after:.0f}s"
     logger.info("run %s: %s", ctx.run.id, summary)
     return StageResult(True, summary, {"service": service, "step": paused.step, "weight": paused.weight},

@@ -13,9 +13,13 @@ longer shows the version this run released).
 A watch holds no worker (it is a series of scheduled checks), so its traffic is driven by a long-lived
 process instead: :class:`WatchTraffic`, which the router syncs with the watches in progress on each tick.
 One router drives a watch's traffic at a time (a short owner lease), so several routers do not multiply it.
+A paced canary (agents/deploy/paced.py) holds no worker either: while its deploy pauses between scheduled
+checks, the pause records what to send (:func:`pace`, a key that expires soon after the next check is due)
+and the same router keeps that traffic going to the services' edges until the run's deploy stage concludes.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -40,6 +44,8 @@ CHUNK_S = 2.0  # the edge's live state is looked at again this often
 CONCURRENCY = 2  # per service: a slow release still gets most of its rate
 DRIVER_KEY = "orchestra:watch-traffic:{run_id}"
 DRIVER_LEASE_S = 10
+PACED_KEY = "orchestra:paced-traffic:{run_id}"  # JSON {env, services, demo}: a paced canary's pause
+PACED_MARGIN_S = 60  # the record outlives the next check by this much (each pause writes it again)
 
 
 @dataclass
@@ -129,9 +135,11 @@ class WatchTraffic:
         self.name = name
         self.running: dict[str, Traffic] = {}
 
-    def sync(self, run_ids: list[str]) -> None:
-        """Drive the traffic of the watches of ``run_ids`` that ask for it; stop what is no longer watched."""
+    def sync(self, run_ids: list[str], deploying: list[str] = []) -> None:  # noqa: B006 (never mutated)
+        """Drive the traffic of the watches of ``run_ids`` and of the paused canaries of ``deploying`` that ask
+        for it; stop what is no longer watched or deploying."""
         wanted = {run_id for run_id in run_ids if self._drives(run_id)}
+        wanted |= {f"deploy:{run_id}" for run_id in deploying if self._drives_paced(run_id)}
         for run_id in set(self.running) - wanted:
             self.running.pop(run_id).close()
 
@@ -149,6 +157,17 @@ class WatchTraffic:
                                            max_seconds=max(state.deadline - time.time(), 0) + CHUNK_S).start()
         return True
 
+    def _drives_paced(self, run_id: str) -> bool:
+        raw = self.redis.get(PACED_KEY.format(run_id=run_id))
+        if raw is None or not self._leased(run_id):
+            return False
+        key = f"deploy:{run_id}"
+        if key not in self.running:
+            paced = json.loads(raw)
+            self.running[key] = Traffic(self.redis, paced["env"], list(paced["services"]),
+                                        DemoTraffic.model_validate(paced["demo"])).start()
+        return True
+
     def _leased(self, run_id: str) -> bool:
         key = DRIVER_KEY.format(run_id=run_id)
         if self.redis.set(key, self.name, nx=True, ex=DRIVER_LEASE_S):
@@ -157,3 +176,10 @@ class WatchTraffic:
             return False  # another router drives it
         self.redis.expire(key, DRIVER_LEASE_S)
         return True
+
+
+def pace(redis: Redis, run_id: str, env: str, services: list[str], spec: DemoTraffic, *, after_s: float) -> None:
+    """Have the router drive ``spec``'s traffic to ``services`` in ``env`` while the run's canary pauses
+    (the record lasts until ``after_s`` plus a margin; the router stops once the deploy stage concludes)."""
+    record = {"env": env, "services": services, "demo": spec.model_dump(mode="json")}
+    redis.set(PACED_KEY.format(run_id=run_id), json.dumps(record), ex=int(after_s + PACED_MARGIN_S))
