@@ -20,7 +20,7 @@ from typing import Any
 from agents.context import AgentContext, StageResult
 from agents.iac import apply as applying
 from agents.iac import backend, checks, generate, policy
-from agents.iac.generate import clouds
+from agents.iac.generate import clouds, llm_fill
 from agents.iac.terraform import Terraform, prepare
 from orchestra.errors import OrchestraError, StageFailed
 
@@ -96,9 +96,9 @@ def _generated(ctx: AgentContext, path: str) -> StageResult:
     offer = {"folder": str(folder), "files": _offered(files),
              "note": f"generated, not committed: review them and commit them under `{path}` to own them"}
     state = ctx.settings.workdir / "iac-state" / spec.project / ctx.run.env / "terraform.tfstate"
-    return _checked(ctx, folder, f"{GENERATED_DIR}/", state=state, data={"generated": offer},
-                    region=spec.region, what=f"generated Terraform ({len(files)} files in {GENERATED_DIR}/, "
-                                             "offered, not committed)")
+    return llm_fill.with_extra(ctx, spec, files, folder, lambda: _checked(  # resources.extra: extra.tf by the model
+        ctx, folder, f"{GENERATED_DIR}/", state=state, data={"generated": dict(offer)}, region=spec.region,
+        what=f"generated Terraform ({len(files)} files in {GENERATED_DIR}/, offered, not committed)"))
 
 
 def _scratch(ctx: AgentContext) -> Path:

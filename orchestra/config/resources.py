@@ -65,6 +65,9 @@ class Resources(StrictModel):
 
     buckets: list[Bucket] = Field(default_factory=list)
     database: Database | None = None
+    # What the templates cannot make, in words: the configured model writes it as extra.tf, which is kept only
+    # if it passes the same checks (agents/iac/generate/llm_fill.py); without a model the stage says it was not made
+    extra: str = Field(default="", max_length=1000)
 
     @field_validator("buckets")
     @classmethod
@@ -75,7 +78,7 @@ class Resources(StrictModel):
         return buckets
 
     def asked(self) -> bool:
-        return bool(self.buckets) or self.database is not None
+        return bool(self.buckets) or self.database is not None or bool(self.extra.strip())
 
 
 def refusal(resources: Resources, runtimes: set[str], repo_dir: Path | None, infra_path: str) -> str | None:
