@@ -8,18 +8,25 @@ router only, and stops when the deploy concludes or the pause's record runs out.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
+import pytest
 from redis import Redis
 
 from agents.context import AgentContext
 from agents.deploy import paced
 from agents.deploy.strategies import Paused
+from agents.deploy.targets.state import get_live
 from agents.observability.traffic import PACED_KEY, WatchTraffic
+from jobs import timers
 from orchestra.config import ProjectConfig, load_config
-from orchestra.events import EventBus
+from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
-from orchestra.store import Run, RunStore
+from orchestra.store import Run, RunStatus, RunStore
 from tests.agents.observability.test_traffic import backend, go_live, served, settle  # noqa: F401 (fixture)
+from tests.jobs.test_canary_scheduled import ENV, Shop, ended, events, images, shop  # noqa: F401 (fixtures)
+from tests.support.services import wait_for
 from tests.support.shop import SHOP_DIR
 
 
@@ -82,3 +89,34 @@ def test_an_environment_without_demo_traffic_records_nothing(redis: Redis, setti
     driver = WatchTraffic(redis, "router-1")
     driver.sync([], [ctx.run.id])
     assert driver.running == {}
+
+
+@pytest.mark.docker
+def test_with_demo_traffic_and_one_worker_another_run_starts_during_the_pause(
+        shop: Callable[..., Shop], redis: Redis) -> None:  # noqa: F811
+    """Real dockerd, nginx edges, router thread and one `orchestra worker`: the canary's pause holds no worker
+    and its demo traffic is answered by the edge (both shares) while no job runs."""
+    s = shop(["api", "web"], pause="3s")
+    config = s.repo / "devops_orchestra.yaml"
+    config.write_text(config.read_text() + "environments:\n  staging:\n    demo_traffic: {rps: 20}\n")
+    s.worker()
+    a = s.deploy("api", "v2")
+    wait_for(lambda: timers.pending(redis, a, "deploy"), timeout=30, interval=0.02, what="the canary's first pause")
+    router = s.thread._target.__self__  # type: ignore[attr-defined]  # the router thread's own driver
+    requested = time.time()
+    b = s.deploy("web", "v2", strategy="blue-green")
+    wait_for(lambda: events(redis, b, EventType.STAGE_STARTED), timeout=10, interval=0.02, what="b's first stage")
+    waited = events(redis, b, EventType.STAGE_STARTED)[0].ts - requested
+    live = get_live(redis, "api", ENV)
+    assert live is not None and live.weights.get("v2") in (10, 50), live  # a was still in its canary
+    driven: Any = wait_for(lambda: router.watch_traffic.running.get(f"deploy:{a}"), timeout=5, interval=0.05,
+                      what="the router driving a's demo traffic")
+    wait_for(lambda: sum(driven.statuses.values()) >= 10, timeout=5, interval=0.05, what="answers during the pause")
+    print(f"b's first stage started {waited:.2f}s after its request; a's pause traffic: {dict(driven.statuses)}")
+    assert waited < 2.0
+    assert set(driven.statuses) == {200}
+    assert ended(redis, a).status == RunStatus.SUCCEEDED
+    assert ended(redis, b).status == RunStatus.SUCCEEDED
+    wait_for(lambda: f"deploy:{a}" not in router.watch_traffic.running, timeout=5, interval=0.05,
+             what="a's pause traffic to stop once its deploy concluded")
+    assert driven.stop.is_set()
