@@ -7,9 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from orchestra.settings import Settings
 from tests.jobs.conftest import orchestra_env
+
+
+@pytest.fixture(autouse=True)
+def empty_redis(redis: Redis) -> None:
+    """Each run starts on an empty database: timers and queued checks other tests left would be picked up by
+    the run's burst workers (which take any job on the stage queue) and hold them up."""
 
 
 def orchestra(settings: Settings, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
