@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestra.config.demo_traffic import DemoTraffic
-from orchestra.config.types import Duration, EcsCluster, KubernetesCluster, LambdaFunction, did_you_mean
+from orchestra.config.types import Duration, Ec2Fleet, EcsCluster, KubernetesCluster, LambdaFunction, did_you_mean
 from orchestra.errors import NotFound
 from orchestra.intents import ENVIRONMENTS
 
@@ -122,6 +122,7 @@ class EnvironmentPolicy(StrictModel):
     demo_traffic: DemoTraffic | None = None  # background requests while a run deploys here
     kubernetes: KubernetesCluster = Field(default_factory=KubernetesCluster)  # for `runtime: kubernetes`
     ecs: EcsCluster | None = None  # for `runtime: ecs`
+    ec2: Ec2Fleet | None = None  # for `runtime: ec2`
     lambda_: LambdaFunction | None = Field(default=None, alias="lambda")  # for `runtime: lambda`
 
     def triggers_on(self, branch: str) -> bool:

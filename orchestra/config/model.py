@@ -54,9 +54,8 @@ class EnvVar(StrictModel):
         return str(value) if isinstance(value, int | float) else value
 
 
-RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")  # each has a target in agents/deploy/targets
+RUNTIMES = ("docker", "kubernetes", "ecs", "ec2", "lambda")  # each has a target in agents/deploy/targets
 TERRAFORM_ONLY_RUNTIMES = ("cloudrun", "containerapps")  # Terraform generated and checked, no deploy target
-PLANNED_RUNTIMES = ("ec2",)
 
 
 class ServiceConfig(StrictModel):
@@ -80,12 +79,8 @@ class ServiceConfig(StrictModel):
         if value in RUNTIMES or value in TERRAFORM_ONLY_RUNTIMES:
             return value
         supported = ("`docker` (containers on this host behind nginx), `kubernetes` (a Deployment per version), "
-                     "`ecs` (an ECS service per colour behind an ALB) or `lambda` (a version per deploy behind an "
-                     "alias)")
-        if value in PLANNED_RUNTIMES:
-            raise ValueError(f"runtime `{value}` is not supported yet: there is no EC2 deploy target (nothing would "
-                             f"start a version on instances or move traffic to it), so neither deploys nor Terraform "
-                             f"are made for it; use {supported}")
+                     "`ecs` (an ECS service per colour behind an ALB), `ec2` (an Auto Scaling group per colour "
+                     "behind an ALB) or `lambda` (a version per deploy behind an alias)")
         known = (*RUNTIMES, *TERRAFORM_ONLY_RUNTIMES)
         raise ValueError(f"`{value}` is not a runtime{did_you_mean(value, known)}; use {supported}, or `cloudrun` / "
                          "`containerapps` (Terraform generated and checked for Google Cloud Run or Azure Container "
@@ -98,7 +93,7 @@ class ServiceConfig(StrictModel):
         if value > 1 and runtime in ("docker", "lambda"):
             what = "one container per version on this host" if runtime == "docker" else "Lambda scales itself"
             raise ValueError(f"not supported yet: replicas = {value} on runtime `{runtime}` ({what}); "
-                             "supported: 1, or runtime `kubernetes` or `ecs` for more")
+                             "supported: 1, or runtime `kubernetes`, `ecs` or `ec2` for more")
         return value
 
     @field_validator("metrics")
@@ -154,7 +149,8 @@ class Deployment(StrictModel):
         if value not in supported:
             raise ValueError(f"not supported yet: deployment.{info.field_name} = {value}; supported: "
                              f"{' or '.join(supported)} (where a service runs is its `runtime`: docker, "
-                             "kubernetes, ecs or lambda, with the environment's kubernetes/ecs/lambda settings)")
+                             "kubernetes, ecs, ec2 or lambda, with the environment's kubernetes/ecs/ec2/lambda "
+                             "settings)")
         return value
 
     @field_validator("region")
@@ -162,7 +158,7 @@ class Deployment(StrictModel):
     def _region_is_per_environment(cls, value: str) -> str:
         if value != "us-west-2":
             raise ValueError(f"not supported yet: deployment.region = {value}; supported: the default "
-                             "us-west-2, which nothing reads: set environments.<env>.ecs.region or "
+                             "us-west-2, which nothing reads: set environments.<env>.ecs.region, ec2.region or "
                              "lambda.region (or AWS_REGION) for the region AWS targets use")
         return value
 

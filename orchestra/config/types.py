@@ -181,13 +181,7 @@ class EcsCluster(BaseModel):
     @field_validator("target_groups")
     @classmethod
     def _two_names(cls, value: tuple[str, str]) -> tuple[str, str]:
-        for name in value:
-            probe = name.replace("{service}", "x").replace("{env}", "x")
-            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?", probe):
-                raise ValueError(f"`{name}` is not a target group name (letters, digits and '-', at most 32)")
-        if value[0] == value[1]:
-            raise ValueError("the two target groups must differ: one per colour")
-        return value
+        return two_target_groups(value)
 
     @model_validator(mode="after")
     def _fargate_needs_a_network(self) -> EcsCluster:
@@ -198,6 +192,45 @@ class EcsCluster(BaseModel):
             raise ValueError("FARGATE tasks need `execution_role` (the role that pulls the image, reads the "
                              "secrets and writes the logs): give its ARN")
         return self
+
+
+def two_target_groups(value: tuple[str, str]) -> tuple[str, str]:
+    """The blue and green target group names of a service (``{service}``, ``{env}`` replaced)."""
+    for name in value:
+        probe = name.replace("{service}", "x").replace("{env}", "x")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?", probe):
+            raise ValueError(f"`{name}` is not a target group name (letters, digits and '-', at most 32)")
+    if value[0] == value[1]:
+        raise ValueError("the two target groups must differ: one per colour")
+    return value
+
+
+class Ec2Fleet(BaseModel):
+    """Where an environment's ``runtime: ec2`` services go (``environments.<env>.ec2``). The platform
+    (the generated Terraform, or your own) creates per service a launch template ``<service>-<env>`` (AMI,
+    instance type, instance profile, security groups) and two Auto Scaling groups ``<service>-<env>-blue``
+    and ``-green``, each in its colour's target group (instance targets) behind one ALB listener. Each
+    deploy adds a launch template version whose user data runs the image, points the idle colour's group
+    at it, waits for its healthy targets and moves the listener's weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listener: str  # the ALB listener whose forward action (default or a rule) names the service's target groups
+    target_groups: tuple[str, str] = ("{service}-blue", "{service}-green")  # names; "{service}", "{env}" replaced
+    region: str | None = None  # none: the standard chain (AWS_REGION, AWS_DEFAULT_REGION, the profile)
+    log_group: str = "/orchestra/{service}"  # CloudWatch Logs group the instances' containers write to
+    secret_prefix: str = "{env}/"  # each of secrets.keys is the Secrets Manager secret <prefix><KEY>
+    rollout_timeout: Duration = 600.0  # how long a colour's instances may take to become healthy targets
+
+    @field_validator("listener")
+    @classmethod
+    def _listener_arn(cls, value: str) -> str:
+        return check_arn(value, "elasticloadbalancing:listener/")
+
+    @field_validator("target_groups")
+    @classmethod
+    def _two_names(cls, value: tuple[str, str]) -> tuple[str, str]:
+        return two_target_groups(value)
 
 
 class LambdaFunction(BaseModel):

@@ -22,8 +22,8 @@ def test_replicas_above_one_on_docker_are_refused_with_file_line_and_what_is_sup
         parse_config(SERVICE.format(runtime="docker", replicas=3), filename="devops_orchestra.yaml")
     assert caught.value.problems == [
         "devops_orchestra.yaml:7: deployment.services[0].replicas: not supported yet: replicas = 3 on runtime "
-        "`docker` (one container per version on this host); supported: 1, or runtime `kubernetes` or `ecs` "
-        "for more"]
+        "`docker` (one container per version on this host); supported: 1, or runtime `kubernetes`, `ecs` or "
+        "`ec2` for more"]
 
 
 def test_replicas_above_one_are_refused_when_runtime_is_left_to_its_docker_default() -> None:

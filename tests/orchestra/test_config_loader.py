@@ -145,13 +145,6 @@ INVALID = [
     ("yaml syntax error",
      "project:\n  name: shop\n deployment: [\n",
      ["3: yaml: did not find expected key (while parsing a block mapping)"]),
-    ("a runtime that is planned but not built is refused, not ignored",
-     MINIMAL + "      runtime: ec2\n",
-     ["7: deployment.services[0].runtime: runtime `ec2` is not supported yet: there is no EC2 deploy "
-      "target (nothing would start a version on instances or move traffic to it), so neither deploys nor "
-      "Terraform are made for it; use `docker` (containers on "
-      "this host behind nginx), `kubernetes` (a Deployment per version), `ecs` (an ECS service per colour "
-      "behind an ALB) or `lambda` (a version per deploy behind an alias)"]),
     ("top level is a list",
      "- project\n",
      ["1: (top level): must be a mapping of sections such as project, deployment, environments"]),

@@ -26,16 +26,11 @@ REFUSED = [
     "repository deployed is the one this file is read from (the GitHub push's, or one of the bot's "
     "ORCHESTRA_REPOS); remove project.repo",
     "28: deployment.type: not supported yet: deployment.type = cloud; supported: local or on-premise (where a "
-    "service runs is its `runtime`: docker, kubernetes, ecs or lambda, with the environment's "
-    "kubernetes/ecs/lambda settings)",
+    "service runs is its `runtime`: docker, kubernetes, ecs, ec2 or lambda, with the environment's "
+    "kubernetes/ecs/ec2/lambda settings)",
     "29: deployment.provider: not supported yet: deployment.provider = aws; supported: local (where a service "
-    "runs is its `runtime`: docker, kubernetes, ecs or lambda, with the environment's kubernetes/ecs/lambda "
-    "settings)",
-    "34: deployment.services[0].runtime: runtime `ec2` is not supported yet: there is no EC2 deploy target "
-    "(nothing would start a version on instances or move traffic to it), so neither deploys nor Terraform are "
-    "made for it; use `docker` (containers on this "
-    "host behind nginx), `kubernetes` (a Deployment per version), `ecs` (an ECS service per colour behind an "
-    "ALB) or `lambda` (a version per deploy behind an alias)",
+    "runs is its `runtime`: docker, kubernetes, ecs, ec2 or lambda, with the environment's "
+    "kubernetes/ecs/ec2/lambda settings)",
     "65: observability.tools: not supported yet: observability.tools = grafana, cloudwatch; supported: "
     "prometheus (scrapes each service for the canary judge and the watch; [] for none)",
     "80: chatops.notify_on: not supported yet: chatops.notify_on without deployment_started, "
@@ -45,7 +40,7 @@ REFUSED = [
 ]
 # What a user writes after reading those lines: each refused field removed or given what is supported.
 FIXES = [("  repo: https://github.com/user/my-app\n", ""), ("  type: cloud", "  type: on-premise"),
-         ("  provider: aws", "  provider: local"), ("  runtime: ec2", "  runtime: docker"),
+         ("  provider: aws", "  provider: local"),
          ("    - grafana\n    - cloudwatch\n", ""),
          ("  notify_on:\n    - deployment_success\n    - deployment_failure\n    - rollback_triggered\n", "")]
 
@@ -63,7 +58,7 @@ def test_orchestra_validate_refuses_exactly_these_fields_of_the_template(
     assert validate([str(repo)]) == 1
     out, err = capsys.readouterr()
     assert [line.removeprefix(f"{repo / CONFIG_FILENAME}:") for line in out.splitlines()] == REFUSED
-    assert "6 problem(s)" in err
+    assert "5 problem(s)" in err
 
 
 def test_with_the_refused_fields_fixed_every_other_field_acts(repo: Path, settings: Settings, redis: Redis,

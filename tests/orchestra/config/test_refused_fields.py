@@ -77,8 +77,8 @@ def test_a_metrics_path_is_refused_where_nothing_scrapes_it(runtime: str, why: s
 
 
 def test_the_default_metrics_path_stays_valid_everywhere_and_a_wrong_runtime_is_reported_once() -> None:
-    for runtime in ("docker", "ecs", "lambda", "kubernetes"):
+    for runtime in ("docker", "ecs", "ec2", "lambda", "kubernetes"):
         text = BASE + f"      runtime: {runtime}\n      metrics: /metrics\n"
         assert parse_config(text, filename="x").deployment.services[0].metrics == "/metrics"
-    [problem] = problems(BASE + "      runtime: ec2\n      metrics: /stats\n")
-    assert "runtime `ec2` is not supported yet" in problem
+    [problem] = problems(BASE + "      runtime: ecs2\n      metrics: /stats\n")
+    assert "`ecs2` is not a runtime" in problem

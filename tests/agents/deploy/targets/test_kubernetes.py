@@ -329,7 +329,7 @@ def test_a_manifest_that_fails_validation_sends_nothing(
     assert mock.changes() == []
 
 
-@pytest.mark.parametrize("runtime", ["ec2", "kubernets"])
+@pytest.mark.parametrize("runtime", ["ec3", "kubernets"])
 def test_a_runtime_without_a_target_is_refused_naming_what_is_supported(tmp_path: Path, runtime: str) -> None:
     (tmp_path / "devops_orchestra.yaml").write_text(
         f"project: {{name: shop}}\ndeployment:\n  services:\n    - {{name: web, runtime: {runtime}}}\n")
