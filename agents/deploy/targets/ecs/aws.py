@@ -1,4 +1,4 @@
-"""AWS as the ECS (and Lambda) targets use it, through boto3.
+"""AWS as the ECS, EC2 and Lambda targets use it, through boto3.
 
 :class:`Aws` opens clients from the standard credential chain (environment, shared files, SSO, the
 instance or task role) in the environment's region; botocore itself honours ``AWS_ENDPOINT_URL`` (and
@@ -31,7 +31,8 @@ DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Unr
           "InvalidClientTokenId", "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredToken",
           "ExpiredTokenException", "AuthFailure"}
 IAM_PREFIX = {"ecs": "ecs", "elbv2": "elasticloadbalancing", "cloudwatch": "cloudwatch", "logs": "logs",
-              "secretsmanager": "secretsmanager", "lambda": "lambda", "ecr": "ecr", "sts": "sts"}
+              "secretsmanager": "secretsmanager", "lambda": "lambda", "ecr": "ecr", "sts": "sts",
+              "ec2": "ec2", "autoscaling": "autoscaling"}
 CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
 
 

@@ -70,11 +70,11 @@ def report(aws: Aws, cluster: str, release: Release, log_group: str | None, line
     return "\n".join(parts) or "(ECS reported nothing)"
 
 
-def logs(aws: Aws, group: str, release: Release, lines: int) -> str:
-    """The last ``lines`` of the version's awslogs streams (prefix = the version)."""
+def logs(aws: Aws, group: str, release: Release, lines: int, prefix: str | None = None) -> str:
+    """The last ``lines`` of the version's awslogs streams (``prefix``, default the version)."""
     try:
         found: dict[str, Any] = aws.call("logs", "filter_log_events", logGroupName=group,
-                                         logStreamNamePrefix=release.version, limit=1000)
+                                         logStreamNamePrefix=prefix or release.version, limit=1000)
     except AwsError as exc:
         return f"(no logs in {group}: {exc.message})"
     messages = [str(e.get("message", "")).rstrip() for e in found.get("events") or []]

@@ -18,10 +18,13 @@ from typing import Any
 from agents.deploy.targets.base import Plan
 from agents.deploy.targets.ecs.aws import Aws, AwsError
 from agents.deploy.targets.state import Release
-from orchestra.config.types import EcsCluster
+from orchestra.config.types import Ec2Fleet, EcsCluster
 from orchestra.errors import StageFailed
 
 COLOURS = ("blue", "green")
+# What each runtime's target groups hold: ECS tasks in awsvpc are ip targets, an Auto Scaling group's instances
+TARGETS = {"ecs": "ip targets; the deploy registers ECS services into them",
+           "ec2": "instance targets, each in its colour's Auto Scaling group's target_group_arns"}
 
 
 def service_name(service: str, env: str, colour: str) -> str:
@@ -30,8 +33,12 @@ def service_name(service: str, env: str, colour: str) -> str:
 
 
 def colour_of(release: Release) -> int:
-    """0 for blue, 1 for green (from the ECS service name the release runs in)."""
-    return COLOURS.index(release.container.rsplit("-", 1)[-1])
+    """0 for blue, 1 for green (from the name of the colour the release runs in: an ECS service, an ASG)."""
+    return colour_of_name(release.container)
+
+
+def colour_of_name(name: str) -> int:
+    return COLOURS.index(name.rsplit("-", 1)[-1])
 
 
 def family(service: str, env: str) -> str:
@@ -42,12 +49,7 @@ def task_definition(plan: Plan, settings: EcsCluster, region: str,
                     secrets: dict[str, str]) -> dict[str, Any]:
     """register_task_definition's parameters for ``plan.version``; ``secrets`` is KEY -> secret ARN."""
     port = plan.port_hint or 5000
-    env = {**plan.extra_env, "PORT": str(port), "HOST": "0.0.0.0",  # nosec B104: inside the task
-           "APP_VERSION": plan.version, "ORCHESTRA_ENV": plan.env}
-    clash = sorted(set(env) & set(secrets))
-    if clash:
-        raise StageFailed(f"{', '.join(clash)} is both a secret and a plain variable of {plan.service}",
-                          hint="remove it from services[].env: secrets.keys delivers it")
+    env = container_env(plan, secrets)
     check = f"curl -fsS http://localhost:{port}{plan.health} || wget -qO- http://localhost:{port}{plan.health}"
     container = {
         "name": plan.service, "image": plan.image, "essential": True,
@@ -58,7 +60,7 @@ def task_definition(plan: Plan, settings: EcsCluster, region: str,
                         "retries": 3, "startPeriod": 15},
         "logConfiguration": {"logDriver": "awslogs", "options": {
             "awslogs-group": log_group(settings, plan.service, plan.env), "awslogs-region": region,
-            "awslogs-stream-prefix": _stream_prefix(plan.version), "awslogs-create-group": "true"}},
+            "awslogs-stream-prefix": stream_prefix(plan.version), "awslogs-create-group": "true"}},
     }
     params: dict[str, Any] = {
         "family": family(plan.service, plan.env), "containerDefinitions": [container],
@@ -74,11 +76,24 @@ def task_definition(plan: Plan, settings: EcsCluster, region: str,
     return params
 
 
-def log_group(settings: EcsCluster, service: str, env: str) -> str:
+def container_env(plan: Plan, secrets: dict[str, str] | list[str]) -> dict[str, str]:
+    """The container's plain variables (ECS tasks and EC2 instances alike); a name that is also a secret is
+    refused."""
+    env = {**plan.extra_env, "PORT": str(plan.port_hint or 5000), "HOST": "0.0.0.0",  # nosec B104: in the container
+           "APP_VERSION": plan.version, "ORCHESTRA_ENV": plan.env}
+    clash = sorted(set(env) & set(secrets))
+    if clash:
+        raise StageFailed(f"{', '.join(clash)} is both a secret and a plain variable of {plan.service}",
+                          hint="remove it from services[].env: secrets.keys delivers it")
+    return env
+
+
+def log_group(settings: EcsCluster | Ec2Fleet, service: str, env: str) -> str:
     return settings.log_group.replace("{service}", service).replace("{env}", env)
 
 
-def _stream_prefix(version: str) -> str:
+def stream_prefix(version: str) -> str:
+    """The version as a log stream name part (no ``:`` or ``*``, at most 100 characters)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "-", version)[:100] or "release"
 
 
@@ -106,8 +121,10 @@ class TargetGroup:
         return self.load_balancer.split(":", 5)[5].removeprefix("loadbalancer/") if self.load_balancer else None
 
 
-def target_groups(aws: Aws, settings: EcsCluster, service: str, env: str) -> tuple[TargetGroup, TargetGroup]:
-    """The blue and green target groups of ``service``; a clear error when the platform has not made them."""
+def target_groups(aws: Aws, settings: EcsCluster | Ec2Fleet, service: str, env: str, *,
+                  section: str = "ecs") -> tuple[TargetGroup, TargetGroup]:
+    """The blue and green target groups of ``service``; a clear error when the platform has not made them
+    (``section``: the environment's settings that name them, ``ecs`` or ``ec2``)."""
     names = [n.replace("{service}", service).replace("{env}", env) for n in settings.target_groups]
     found: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -117,8 +134,8 @@ def target_groups(aws: Aws, settings: EcsCluster, service: str, env: str) -> tup
             if exc.code != "TargetGroupNotFound":
                 raise
             raise StageFailed(f"the target group {name} does not exist in {aws.region}",
-                              hint="create both target groups of the service (ip targets) behind the "
-                                   "listener; the deploy registers ECS services into them") from exc
+                              hint=f"create both target groups of the service ({TARGETS[section]}) behind the "
+                                   f"listener, named as environments.<env>.{section}.target_groups says") from exc
         found[name] = groups[0]
     blue, green = (TargetGroup(n, found[n]["TargetGroupArn"], (found[n].get("LoadBalancerArns") or [None])[0])
                    for n in names)
@@ -128,9 +145,10 @@ def target_groups(aws: Aws, settings: EcsCluster, service: str, env: str) -> tup
 class Listener:
     """The forward action of an ALB listener that names a service's two target groups."""
 
-    def __init__(self, aws: Aws, arn: str, groups: tuple[TargetGroup, TargetGroup]) -> None:
+    def __init__(self, aws: Aws, arn: str, groups: tuple[TargetGroup, TargetGroup], *, section: str = "ecs") -> None:
         self.aws = aws
         self.arn = arn
+        self.section = section
         self.load_balancer = ""
         self.rule, self.default = self._locate(groups)
         # the ALB's metrics carry its LoadBalancer dimension, even for a target group it does not route to yet
@@ -147,7 +165,7 @@ class Listener:
             if exc.code != "ListenerNotFound":
                 raise
             raise StageFailed(f"the listener {self.arn} does not exist",
-                              hint="set environments.<env>.ecs.listener to the ALB listener's ARN") from exc
+                              hint=f"set environments.<env>.{self.section}.listener to the ALB listener's ARN") from exc
         for rule in rules:
             for action in rule.get("Actions") or []:
                 if action.get("Type") == "forward" and ours & _forwarded(action):
