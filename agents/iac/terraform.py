@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.iac import hcl
+from agents.tools import run_in_group
 from orchestra.errors import StageFailed
 from orchestra.settings import Settings
 
 BINARIES = ("terraform", "tofu")
 COMMAND_TIMEOUT_S = 300
 STAGE_BUDGET_S = 540  # all of a stage's Terraform commands: within the iac job's own limit (jobs/graph.py: 600 s)
-STOP_GRACE_S = 5
+STOP_GRACE_S = 5  # after SIGTERM, before SIGKILL: Terraform writes its state and releases its lock
 AWS_PREFIX = "AWS_"  # credentials, region, profile and endpoint: the standard chain, as boto3 reads it
 
 
@@ -79,22 +80,16 @@ class Terraform:
         # Output goes to unnamed files, not pipes: Terraform outliving a killed worker must still be able to
         # write (a Go program writing to a broken pipe dies at once, leaving its state lock behind).
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            with subprocess.Popen([self.binary, *args], cwd=self.folder, env=self.env, stdout=out, stderr=err,
-                                  text=True, start_new_session=True, preexec_fn=_interrupt_when_orphaned) as proc:
-                try:
-                    proc.wait(timeout=limit)
-                except subprocess.TimeoutExpired as exc:
-                    _stop_group(proc)
-                    raise StageFailed(f"`{self.name} {args[0]}` did not finish within {limit:.0f}s and was stopped",
-                                      hint="check that the AWS endpoint answers; nothing was changed") from exc
-                except BaseException:
-                    # the job's own time limit (RQ raises it in this process) or a shutdown: Terraform runs in a
-                    # session of its own, so the worker killing this job's process group would not reach it
-                    _stop_group(proc)
-                    raise
+            try:
+                done = run_in_group([self.binary, *args], cwd=self.folder, env=self.env, timeout=limit,
+                                    grace_s=STOP_GRACE_S, stdout=out, stderr=err,
+                                    preexec_fn=_interrupt_when_orphaned)
+            except subprocess.TimeoutExpired as exc:
+                raise StageFailed(f"`{self.name} {args[0]}` did not finish within {limit:.0f}s and was stopped",
+                                  hint="check that the AWS endpoint answers; nothing was changed") from exc
             out.seek(0)
             err.seek(0)
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+            return subprocess.CompletedProcess(done.args, done.returncode, out.read(), err.read())
 
     @property
     def name(self) -> str:
@@ -111,20 +106,6 @@ def _interrupt_when_orphaned() -> None:
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
-
-
-def _stop_group(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to Terraform's process group (its plugins too), then SIGKILL to whatever is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.communicate(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-        os.killpg(proc.pid, signal.SIGKILL)  # Terraform, or a plugin that outlived it
-    except ProcessLookupError:
-        pass  # the whole group is gone
-    proc.communicate()
 
 
 def find_binary(path: str | None = None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from agents.iac import generate, policy
+from agents.iac import generate, policy, policy_report
 from agents.iac import stage as iac
 from bot.slack import views
 from orchestra.config import load_config
@@ -32,7 +32,7 @@ from tests.agents.iac.test_plan import REPO_TF, context, shop
 from tests.support.moto import aws_env
 
 pytestmark = pytest.mark.slow
-Scanned = tuple[policy.Report, int, float, str | None]  # the report, proxy connections, seconds, connect() trace
+Scanned = tuple[policy_report.Report, int, float, str | None]  # the report, proxy connections, seconds, connect() trace
 MARKUP_NAME = "x`<!channel>.tf"
 HOSTILE = {
     "ssh.tf": ('resource "aws_security_group" "ssh" {\n  name = "ssh"\n  #checkov:skip=CKV_AWS_24:we like it open\n'
@@ -179,15 +179,15 @@ def test_checkov_runs_where_nothing_is_reachable_not_even_loopback() -> None:
 def test_hostile_output_is_capped_and_flattened() -> None:
     finding = {"check_id": "CKV_AWS_24\n<@U1>", "file_path": "/a\x1b[31m`.tf" + "x" * 5000, "file_line_range": ["7"],
                "resource": "r" * 1000, "check_name": "n"}
-    report = policy.parse(json.dumps([{"summary": {"passed": 1, "checkov_version": "3.3.30"},
-                                       "results": {"failed_checks": [finding] * 300}}]), "infra")
-    assert len(report.others) == 300 and len(report.data()["others"]) == policy.MAX_KEPT
+    report = policy_report.parse(json.dumps([{"summary": {"passed": 1, "checkov_version": "3.3.30"},
+                                              "results": {"failed_checks": [finding] * 300}}]), "infra")
+    assert len(report.others) == 300 and len(report.data()["others"]) == policy_report.MAX_KEPT
     one = report.others[0]
     assert "\n" not in one.check and "\x1b" not in one.file and "`" not in one.file
     assert len(one.file) <= 210 and len(one.resource) <= 120 and one.line == 7
     assert "12 more checks" not in report.line() and len(report.line()) < 400
     with pytest.raises(StageFailed, match="no readable report"):
-        policy.parse("Traceback: boom", "infra")
+        policy_report.parse("Traceback: boom", "infra")
 
 
 def test_a_checkov_past_its_time_limit_is_stopped(tmp_path: Path) -> None:
