@@ -2,7 +2,7 @@
 
 * Every service on this host (runtime docker) and no Terraform at ``infrastructure.path``: skipped, saying so.
 * Terraform files at ``infrastructure.path``: those, as they are.
-* None there but ``runtime: ecs`` or ``lambda`` services: Terraform generated from devops_orchestra.yaml
+* None there but ``runtime: ecs``, ``ec2`` or ``lambda`` services: Terraform generated from devops_orchestra.yaml
   (:mod:`agents.iac.generate`) into the run's ``infrastructure/generated/``, offered as files in the
   result, never committed.
 
@@ -75,8 +75,8 @@ def run(ctx: AgentContext) -> StageResult:
             return StageResult(True, f"skipped: every service deploys to this host (runtime docker) and "
                                      f"there is no Terraform at `{infra.path}`", {"skipped": True})
         return StageResult(True, f"no Terraform at `{infra.path}`: the {', '.join(remote)} target uses the "
-                                 "cluster its settings name (Terraform is generated for ecs, lambda, cloudrun and "
-                                 "containerapps only)",
+                                 "cluster its settings name (Terraform is generated for ecs, ec2, lambda, cloudrun "
+                                 "and containerapps only)",
                            {"skipped": True})
     return _generated(ctx, infra.path)
 
@@ -90,7 +90,7 @@ def _generated(ctx: AgentContext, path: str) -> StageResult:
     folder = _scratch(ctx) / "generated"
     files = generate.render(spec)
     generate.write(files, folder)
-    services = [*spec.ecs_services, *spec.lambda_services]
+    services = [*spec.ecs_services, *spec.ec2_services, *spec.lambda_services]
     ctx.progress(f"no Terraform at `{path}`: generated {len(files)} file(s) for {', '.join(services)} into "
                  f"{GENERATED_DIR}/", files=sorted(files))
     offer = {"folder": str(folder), "files": _offered(files),

@@ -1,9 +1,10 @@
 """The ``resources:`` section of devops_orchestra.yaml: S3 buckets and one RDS database for the services.
 
 They exist only as generated Terraform (agents/iac/generate: ``s3.tf``, ``rds.tf``), so the section is
-refused wherever nothing would generate them: with no ``runtime: ecs`` or ``lambda`` service (the iac stage
-then generates nothing), a database without an ``ecs`` service (the only code that runs inside the VPC the
-database is private to), or Terraform of the repository's own at ``infrastructure.path`` (used as it is).
+refused wherever nothing would generate them: with no ``runtime: ecs``, ``ec2`` or ``lambda`` service (the iac
+stage then generates nothing), a database without an ``ecs`` or ``ec2`` service (the only code that runs inside
+the VPC the database is private to: the tasks and instances share its security group), or Terraform of the
+repository's own at ``infrastructure.path`` (used as it is).
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ class Bucket(StrictModel):
 
 
 class Database(StrictModel):
-    """One RDS instance in the private subnets, encrypted, reachable from the ECS tasks only. Its master
-    password is read from the SSM parameter ``/<project>/<env>/database/password`` (a SecureString the
+    """One RDS instance in the private subnets, encrypted, reachable from the ECS tasks and EC2 instances only. Its
+    master password is read from the SSM parameter ``/<project>/<env>/database/password`` (a SecureString the
     operator puts there), never written in the files."""
 
     engine: Literal["postgres", "mysql"]
@@ -85,13 +86,13 @@ def refusal(resources: Resources, runtimes: set[str], repo_dir: Path | None, inf
     """Why ``resources`` cannot be generated for this configuration; None when it can (or nothing is asked)."""
     if not resources.asked():
         return None
-    if not runtimes & {"ecs", "lambda"}:
-        return ("not supported yet: resources without a `runtime: ecs` or `lambda` service: the buckets and the "
-                "database are made by the Terraform generated for AWS services, and none is generated here; "
-                "move a service to ecs or lambda, or remove resources")
-    if resources.database is not None and "ecs" not in runtimes:
-        return ("not supported yet: resources.database without a `runtime: ecs` service: the database is private "
-                "to the generated VPC and the Lambda functions run outside it; remove resources.database")
+    if not runtimes & {"ecs", "ec2", "lambda"}:
+        return ("not supported yet: resources without a `runtime: ecs`, `ec2` or `lambda` service: the buckets and "
+                "the database are made by the Terraform generated for AWS services, and none is generated here; "
+                "move a service to ecs, ec2 or lambda, or remove resources")
+    if resources.database is not None and not runtimes & {"ecs", "ec2"}:
+        return ("not supported yet: resources.database without a `runtime: ecs` or `ec2` service: the database is "
+                "private to the generated VPC and the Lambda functions run outside it; remove resources.database")
     if repo_dir is not None and _has_terraform(repo_dir / infra_path):
         return (f"resources cannot be generated: the repository has its own Terraform at `{infra_path}`, which is "
                 "used as it is; declare the buckets and the database there and remove resources")

@@ -221,6 +221,7 @@ class Ec2Fleet(BaseModel):
     log_group: str = "/orchestra/{service}"  # CloudWatch Logs group the instances' containers write to
     secret_prefix: str = "{env}/"  # each of secrets.keys is the Secrets Manager secret <prefix><KEY>
     rollout_timeout: Duration = 600.0  # how long a colour's instances may take to become healthy targets
+    instance_type: str = "t3.micro"  # the generated base launch template's (Terraform of your own: its own choice)
 
     @field_validator("listener")
     @classmethod
@@ -231,6 +232,14 @@ class Ec2Fleet(BaseModel):
     @classmethod
     def _two_names(cls, value: tuple[str, str]) -> tuple[str, str]:
         return two_target_groups(value)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,15}\.[a-z0-9]{1,16}", value):
+            raise ValueError(f"`{value[:80]}` is not an EC2 instance type; write it as AWS names it, e.g. t3.micro "
+                             "or m7g.large")
+        return value
 
 
 class LambdaFunction(BaseModel):

@@ -29,6 +29,17 @@ ECS_TYPE = """map(object({
     path_pattern  = string
     priority      = number
   }))"""
+EC2_TYPE = """map(object({
+    port          = number
+    health        = string
+    repository    = string
+    target_groups = map(string)
+    path_pattern  = string
+    priority      = number
+    log_group     = string
+    instance_type = string
+    replicas      = number
+  }))"""
 LAMBDA_TYPE = """map(object({
     function   = string
     alias      = string
@@ -49,21 +60,26 @@ DATABASE_TYPE = """object({
 
 def render(spec: Spec) -> dict[str, str]:
     """File name -> text of the generated Terraform for ``spec``."""
-    ecs, lam = bool(spec.ecs_services), bool(spec.lambda_services)
+    ecs, ec2, lam = bool(spec.ecs_services), bool(spec.ec2_services), bool(spec.lambda_services)
     header = HEADER.format(project=_plain(spec.project), env=_plain(spec.environment))
     files = {"provider.tf": _template("provider"), "variables.tf": _variables(spec), "ecr.tf": _template("ecr"),
              "logs.tf": _template("logs")}
     s3, rds = bool(spec.buckets), spec.database is not None
+    if ecs or ec2:  # one load balancer and listener for both
+        files.update({name + ".tf": _template(name) for name in ("network", "alb")})
     if ecs:
-        files.update({name + ".tf": _template(name) for name in ("network", "iam", "ecs", "alb")})
-    if rds:  # private subnets and the tasks' security group: ECS services always come with a database
+        files.update({name + ".tf": _template(name) for name in ("iam", "ecs")})
+    if ec2:
+        files["ec2.tf"] = _template("ec2")
+    if rds:  # private subnets and the tasks' security group: an ecs or ec2 service always comes with a database
         files.update({"network.tf": _template("network"), "rds.tf": _template("rds")})
     if lam:
         files["lambda.tf"] = _template("lambda")
     if s3:
         files["s3.tf"] = _template("s3")
     outputs = [_template("outputs_common")] + [_template(f"outputs_{kind}") for kind, on in
-                                                (("ecs", ecs), ("lambda", lam), ("s3", s3), ("rds", rds)) if on]
+                                                (("ecs", ecs), ("alb", ecs or ec2), ("ec2", ec2), ("lambda", lam),
+                                                 ("s3", s3), ("rds", rds)) if on]
     files["outputs.tf"] = "\n".join(outputs)
     return {name: header + text for name, text in sorted(files.items())}
 
@@ -103,11 +119,16 @@ def _variables(spec: Spec) -> str:
         hcl.variable("cluster_name", "string", spec.cluster_name, "The ECS cluster (environments.<env>.ecs.cluster)"),
         hcl.variable("load_balancer_name", "string", spec.name_prefix, "The application load balancer's name"),
         hcl.variable("default_service", "string", spec.default_service,
-                     "The ECS service the listener's default action serves; the others get a path rule"),
+                     "The ecs or ec2 service the listener's default action serves; the others get a path rule"),
         hcl.variable("secret_prefix", "string", spec.secret_prefix,
                      "The Secrets Manager names the task execution role may read (ecs.secret_prefix)"),
         hcl.variable("repositories", "list(string)", spec.repositories, "The ECR repositories, one per service"),
         hcl.variable("ecs_services", ECS_TYPE, spec.ecs_services, "The runtime: ecs services"),
+        hcl.variable("ec2_services", EC2_TYPE, spec.ec2_services, "The runtime: ec2 services"),
+        hcl.variable("ec2_secret_prefix", "string", spec.ec2_secret_prefix,
+                     "The Secrets Manager names the instances' role may read (ec2.secret_prefix)"),
+        hcl.variable("ec2_ami", "string", "", "The instances' AMI; empty: the latest Amazon Linux 2023 (x86_64) "
+                     "from its public SSM parameter"),
         hcl.variable("lambda_services", LAMBDA_TYPE, spec.lambda_services, "The runtime: lambda services"),
         hcl.variable("buckets", BUCKETS_TYPE, spec.buckets, "The S3 buckets resources.buckets names"),
         hcl.variable("database", DATABASE_TYPE, spec.database, "The RDS instance resources.database asks for "

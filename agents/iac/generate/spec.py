@@ -1,9 +1,10 @@
 """What the generated Terraform is made of, read from devops_orchestra.yaml for one environment.
 
-The names follow the deploy targets' own (``agents/deploy/targets/ecs/resources.py`` and the Lambda
-target): task definition family ``<service>-<env>``, ECS services ``<service>-<env>-blue`` and ``-green``,
-target groups and log groups from the environment's ``ecs`` settings (or their defaults), functions and
-aliases from its ``lambda`` settings, image repositories as the build stage names them.
+The names follow the deploy targets' own (``agents/deploy/targets/ecs/resources.py``, the EC2 and the Lambda
+targets): task definition family ``<service>-<env>``, ECS services ``<service>-<env>-blue`` and ``-green``,
+the EC2 base launch template ``<service>-<env>`` and Auto Scaling groups ``<service>-<env>-blue`` and
+``-green``, target groups and log groups from the environment's ``ecs`` / ``ec2`` settings (or their
+defaults), functions and aliases from its ``lambda`` settings, image repositories as the build stage names them.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any
 
 from orchestra.config import ProjectConfig
 from orchestra.config.resources import ENGINE_PORTS, ENV_PLACEHOLDER
-from orchestra.config.types import EcsCluster, LambdaFunction
+from orchestra.config.types import Ec2Fleet, EcsCluster, LambdaFunction
 from orchestra.errors import OrchestraError
 
 DEFAULT_REGION = "us-east-1"
-GENERATED_RUNTIMES = ("ecs", "lambda")
+GENERATED_RUNTIMES = ("ecs", "ec2", "lambda")
 _ARN = re.compile(r"^arn:aws[a-z-]*:")
 
 
@@ -30,7 +31,9 @@ class Spec:
     region: str | None  # None: the region comes from AWS_REGION / AWS_DEFAULT_REGION at plan time
     cluster_name: str = ""
     secret_prefix: str = ""
+    ec2_secret_prefix: str = ""  # ec2.secret_prefix, {env} replaced: what the instance role may read
     ecs_services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ec2_services: dict[str, dict[str, Any]] = field(default_factory=dict)
     lambda_services: dict[str, dict[str, Any]] = field(default_factory=dict)
     buckets: dict[str, dict[str, Any]] = field(default_factory=dict)  # resources.buckets by name
     database: dict[str, Any] | None = None  # resources.database (rds.tf), None: none asked
@@ -42,11 +45,14 @@ class Spec:
 
     @property
     def default_service(self) -> str:
-        return next(iter(self.ecs_services), "")
+        """The web service (ecs or ec2) the listener's default action serves: the one of priority 0."""
+        web = {**self.ecs_services, **self.ec2_services}
+        return min(web, key=lambda name: web[name]["priority"], default="")
 
     @property
     def repositories(self) -> list[str]:
-        return sorted({s["repository"] for s in [*self.ecs_services.values(), *self.lambda_services.values()]})
+        services = [*self.ecs_services.values(), *self.ec2_services.values(), *self.lambda_services.values()]
+        return sorted({s["repository"] for s in services})
 
 
 def repository(project: str, service: str) -> str:
@@ -58,15 +64,25 @@ def spec_for(config: ProjectConfig, env: str, services: list[str] | None = None)
     """The generator's input for ``env``: the run's services (all when none are named) of the AWS runtimes."""
     policy = config.environment(env)
     ecs = policy.ecs or EcsCluster.model_construct(cluster="", listener="")
+    ec2 = policy.ec2 or Ec2Fleet.model_construct(listener="")
     lam = policy.lambda_ or LambdaFunction()
     chosen = [s for s in config.deployment.services
               if s.runtime in GENERATED_RUNTIMES and (not services or s.name in services)]
-    spec = Spec(project=config.project.name, environment=env, region=ecs.region or lam.region,
+    spec = Spec(project=config.project.name, environment=env, region=ecs.region or ec2.region or lam.region,
                 cluster_name=_cluster(ecs.cluster, config.project.name, env),
-                secret_prefix=ecs.secret_prefix.replace("{env}", env))
-    for priority, service in enumerate(s for s in chosen if s.runtime == "ecs"):
-        spec.ecs_services[service.name] = _ecs_service(config.project.name, service.name, env, ecs,
-                                                       port=service.port, health=service.health, priority=priority)
+                secret_prefix=ecs.secret_prefix.replace("{env}", env),
+                ec2_secret_prefix=ec2.secret_prefix.replace("{env}", env))
+    # One listener serves the ecs and ec2 services alike: priority 0 gets its default action, the others a rule.
+    for priority, service in enumerate(s for s in chosen if s.runtime in ("ecs", "ec2")):
+        if service.runtime == "ecs":
+            spec.ecs_services[service.name] = _ecs_service(config.project.name, service.name, env, ecs,
+                                                           port=service.port, health=service.health, priority=priority)
+        else:
+            spec.ec2_services[service.name] = {
+                **_web(config.project.name, service.name, env, ec2.target_groups, "ec2", port=service.port,
+                       health=service.health, priority=priority),
+                "log_group": _named(ec2.log_group, service.name, env), "instance_type": ec2.instance_type,
+                "replicas": service.replicas}
     for service in (s for s in chosen if s.runtime == "lambda"):
         spec.lambda_services[service.name] = {
             "function": _named(lam.function, service.name, env), "alias": lam.alias,
@@ -108,16 +124,24 @@ def _ecs_service(project: str, name: str, env: str, ecs: EcsCluster, *, port: in
                              "generated Terraform runs tasks on FARGATE and makes no EC2 capacity",
                              hint="set launch_type: FARGATE, or write the Terraform yourself under "
                                   "infrastructure.path")
-    groups = {colour: _named(template, name, env) for colour, template in zip(("blue", "green"), ecs.target_groups,
+    web = _web(project, name, env, ecs.target_groups, "ecs", port=port, health=health, priority=priority)
+    return {"port": port, "health": health, "cpu": ecs.cpu or 256, "memory": ecs.memory or 512,
+            "repository": web["repository"], "log_group": _named(ecs.log_group, name, env),
+            "target_groups": web["target_groups"], "path_pattern": web["path_pattern"], "priority": priority}
+
+
+def _web(project: str, name: str, env: str, target_groups: tuple[str, str], settings: str, *, port: int,
+         health: str, priority: int) -> dict[str, Any]:
+    """What an ecs or ec2 service has behind the load balancer: two target groups, a path rule, a repository."""
+    groups = {colour: _named(template, name, env) for colour, template in zip(("blue", "green"), target_groups,
                                                                               strict=True)}
     for group in groups.values():
         if len(group) > 32:
             raise OrchestraError(f"the target group name `{group}` of {name} in {env} is longer than AWS allows "
-                                 "(32 characters)", hint=f"set environments.{env}.ecs.target_groups to "
+                                 "(32 characters)", hint=f"set environments.{env}.{settings}.target_groups to "
                                                          "shorter names, e.g. [\"{service}-b\", \"{service}-g\"]")
-    return {"port": port, "health": health, "cpu": ecs.cpu or 256, "memory": ecs.memory or 512,
-            "repository": repository(project, name), "log_group": _named(ecs.log_group, name, env),
-            "target_groups": groups, "path_pattern": f"/{name}/*", "priority": priority}
+    return {"port": port, "health": health, "repository": repository(project, name), "target_groups": groups,
+            "path_pattern": f"/{name}/*", "priority": priority}
 
 
 def _named(template: str, service: str, env: str) -> str:

@@ -99,6 +99,7 @@ def test_a_target_group_name_longer_than_aws_allows_is_refused_naming_it() -> No
 def test_templates_are_packaged_with_the_agent() -> None:
     templates = PROJECT_ROOT / "agents" / "iac" / "generate" / "templates"
     assert sorted(p.name for p in templates.iterdir() if p.is_file()) == sorted(
-        f"{n}.tf.tmpl" for n in ("alb", "ecr", "ecs", "iam", "lambda", "logs", "network", "outputs_common",
-                                 "outputs_ecs", "outputs_lambda", "outputs_rds", "outputs_s3", "provider", "rds", "s3"))
+        f"{n}.tf.tmpl" for n in ("alb", "ec2", "ecr", "ecs", "iam", "lambda", "logs", "network", "outputs_alb",
+                                 "outputs_common", "outputs_ec2", "outputs_ecs", "outputs_lambda", "outputs_rds",
+                                 "outputs_s3", "provider", "rds", "s3"))
     assert '"*.tmpl"' in (PROJECT_ROOT / "pyproject.toml").read_text()  # package-data: installed with the code

@@ -72,7 +72,7 @@ def test_each_misconfiguration_is_refused_with_file_line_and_what_to_write(tmp_p
     docker = refused(text.replace("runtime: ecs", "runtime: docker"), BUCKETS)
     assert f"devops_orchestra.yaml:{line}: resources: not supported yet: resources without a `runtime: ecs`" in docker
     lam = refused(text.replace("runtime: ecs", "runtime: lambda"), "resources:\n" + DATABASE)
-    assert "resources.database without a `runtime: ecs` service" in lam
+    assert "resources.database without a `runtime: ecs` or `ec2` service" in lam
     (ecs / "infra").mkdir()
     (ecs / "infra" / "main.tf").write_text("")
     assert "has its own Terraform at `infra/`" in refused(text, BUCKETS, repo_dir=ecs)

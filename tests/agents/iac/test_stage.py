@@ -57,7 +57,7 @@ def test_kubernetes_without_terraform_is_skipped_naming_the_cluster_settings(tmp
     result = iac.run(_ctx(tmp_path, settings, redis, runtime="kubernetes"))
     assert result.passed and result.data["skipped"]
     assert "kubernetes target uses the cluster its settings name" in result.summary
-    assert "generated for ecs, lambda, cloudrun and containerapps only" in result.summary
+    assert "generated for ecs, ec2, lambda, cloudrun and containerapps only" in result.summary
 
 
 @needs_terraform
