@@ -186,6 +186,10 @@ def test_the_ec2_platform_is_applied_into_moto_read_back_through_boto3_and_destr
     assert [s["Action"] for s in statements][1:] == [
         ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
         ["logs:CreateLogStream", "logs:PutLogEvents"], ["secretsmanager:GetSecretValue"]]
+    ecr = aws.client("ecr", endpoint_url=moto).describe_repositories()["repositories"]
+    assert statements[1]["Resource"] == sorted(r["repositoryArn"] for r in ecr)  # these two repositories only
+    assert statements[2]["Resource"] == [f"arn:aws:logs:us-east-1:123456789012:log-group:/orchestra/{s}:*"
+                                         for s in ("backend", "frontend")]  # their streams, in these groups only
     assert statements[3]["Resource"] == ["arn:aws:secretsmanager:us-east-1:*:secret:staging/*"]
     groups = {g["TargetGroupName"]: g for g in elb.describe_target_groups()["TargetGroups"]}
     assert {n: g["TargetType"] for n, g in groups.items()} == {
