@@ -4,7 +4,8 @@
 Services deploy in ``depends_on`` order under one lock per service and environment; a failure
 rolls the services already deployed back, in reverse order. Every step is an event: the
 trigger (versions, strategy, edge URL), health, each weight change (with ports and the edge's
-access log for the observe stage), and rollbacks.
+access log for the observe stage), and rollbacks. What each service gets (its image and :class:`Plan`)
+comes from :mod:`agents.deploy.plans`.
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from redis import Redis
 
 from agents.context import AgentContext, StageResult
 from agents.deploy import intent, paced
-from agents.deploy.strategies import PACED, STRATEGIES, Judge, Paused, TrafficStep
-from agents.deploy.targets.base import DeployOutcome, Plan, where
+from agents.deploy.plans import built_images, plan_for
+from agents.deploy.strategies import PACED, Judge, Paused, TrafficStep
+from agents.deploy.targets.base import DeployOutcome, where
 from agents.deploy.targets.local import LocalTarget
 from agents.deploy.targets.registry import Targets
-from agents.deploy.targets.state import LiveState, Release, all_live, get_live, resolve_version
+from agents.deploy.targets.state import LiveState, Release, all_live, resolve_version
 from orchestra import limits
-from orchestra.errors import LockHeld, OrchestraError, StageFailed
+from orchestra.errors import LockHeld, OrchestraError
 from orchestra.events import EventType
 from orchestra.locks import FENCE, Fence, Locks
 from orchestra.settings import Settings
@@ -167,41 +169,6 @@ def _roll_back_group(ctx: AgentContext, targets: Targets, done: list[tuple[str, 
                  **_versions(outcome.after.current, previous), automatic=True)
         rolled.append(service)
     return rolled
-
-
-def plan_for(ctx: AgentContext, service: str, image: dict[str, Any], pause_s: float | None) -> Plan:
-    """The deploy plan of one service from the configuration and the build's image."""
-    config = ctx.config
-    spec = config.service(service)
-    strategy = ctx.run.strategy or config.strategy(ctx.run.env)
-    if strategy not in STRATEGIES:
-        raise StageFailed(f"unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
-    canary = config.deployment.canary
-    return Plan(service=service, env=ctx.run.env, image=image["image"], version=image["version"],
-                ref=image.get("ref"), run_id=ctx.run.id, health=spec.health, port_hint=spec.port,
-                extra_env={**spec.env_dict(), **_dependency_urls(ctx, spec.depends_on)},
-                strategy=strategy, steps=ctx.run.canary_steps or list(canary.steps),  # the risk route's, if any
-                pause_s=canary.analysis_interval if pause_s is None else pause_s,
-                keep_s=config.deployment.blue_green.keep_previous, replicas=spec.replicas,
-                metrics_path=spec.metrics)
-
-
-def _dependency_urls(ctx: AgentContext, depends_on: list[str]) -> dict[str, str]:
-    """``<NAME>_URL`` for each dependency: its edge in the same environment."""
-    urls = {}
-    for name in depends_on:
-        state = get_live(ctx.redis, name, ctx.run.env)
-        if state is not None:
-            urls[f"{name.upper().replace('-', '_')}_URL"] = state.url
-    return urls
-
-
-def built_images(ctx: AgentContext) -> dict[str, dict[str, Any]]:
-    """The images of the run's latest successful ``build_ready`` event."""
-    for event in reversed(ctx.bus.replay(ctx.run.id)):
-        if event.type == EventType.BUILD_READY and event.data.get("passed", True):
-            return dict(event.data.get("images", {}))
-    return {}
 
 
 def _reporter(ctx: AgentContext, service: str) -> Any:
