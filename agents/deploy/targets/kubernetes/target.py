@@ -4,8 +4,9 @@ Blue-green switches the Service's selector once the new Deployment is available 
 scaled for ``keep_previous``; canary and rolling move an HTTPRoute's weights when the environment names
 one, else split by replica ratio (approximate, and said so). A failed deploy and a rollback put the
 selector or weights back first, then scale. Readiness comes from the Deployment's status, crash logs
-from its pods. Every manifest is validated offline before anything is sent. The live state is kept in
-Redis like the local target's (what we did), and the cluster is asked whether a release is available.
+from its pods. What a release sends (:mod:`~agents.deploy.targets.kubernetes.release`) is validated
+offline before anything is sent. The live state is kept in Redis like the local target's (what we did),
+and the cluster is asked whether a release is available.
 A restart (the always-on watch's) is what ``kubectl rollout restart`` does: the Deployment's pod template
 gets the ``kubectl.kubernetes.io/restartedAt`` annotation, and the target waits until it is available again.
 """
@@ -15,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from redis import Redis
 
@@ -26,6 +26,7 @@ from agents.deploy.targets.base import DeployOutcome, Plan, Report, TrafficSplit
 from agents.deploy.targets.kubernetes import manifests as m
 from agents.deploy.targets.kubernetes.api import KubeApi
 from agents.deploy.targets.kubernetes.readiness import crash_report, wait_available
+from agents.deploy.targets.kubernetes.release import manifests_for
 from agents.deploy.targets.kubernetes.traffic import Cluster, ReplicaSplit, RouteSplit, SelectorSplit, pods_for
 from agents.deploy.targets.live import LiveTarget, move
 from agents.deploy.targets.state import LiveState, Release, get_live, set_live
@@ -97,7 +98,8 @@ class KubernetesTarget(LiveTarget):
                 and self._spec_replicas(current) > 0:
             return DeployOutcome(before, state, changed=False)
         first = self._initial_replicas(plan, current)
-        sent = self._manifests(plan, first, current)
+        sent = manifests_for(self.api, self.cluster, plan, first, current, secret_keys=self.secret_keys,
+                             secrets_manager=self.secrets_manager)
         m.validate(sent, self.cluster.version)  # nothing is sent unless every manifest is valid
         if self.cluster.httproute:
             self.api.route(self._route(plan.service))  # the platform's route must exist before we start
@@ -147,41 +149,6 @@ class KubernetesTarget(LiveTarget):
         return DeployOutcome(left.before, after, True, {}, list(now.verdicts) if now else [])
 
     # -- deploying ----------------------------------------------------------------------------------
-
-    def _manifests(self, plan: Plan, replicas: int, current: Release | None) -> list[dict[str, Any]]:
-        refs = self._secret_refs(plan)
-        out = [m.deployment(plan, replicas=replicas, deadline_s=self.cluster.rollout_timeout, **refs)]
-        if plan.secrets:
-            out.insert(0, m.secret(plan))
-        if current is None or self.api.get("Service", plan.service) is None:
-            out.append(m.service(plan.service, m.labels(plan.service, plan.env, plan.version),
-                                 plan.port_hint or 5000))
-        if self.cluster.httproute:
-            out.append(m.service(m.name_for(plan.service, plan.version),
-                                 m.labels(plan.service, plan.env, plan.version), plan.port_hint or 5000))
-            if current is not None:
-                out.append(m.service(m.name_for(plan.service, current.version),
-                                     m.labels(plan.service, plan.env, current.version), current.port))
-        return out
-
-    def _secret_refs(self, plan: Plan) -> dict[str, Any]:
-        """Where the pods find ``secrets.keys``: the version's own Secret, or the platform's (``kubernetes``
-        manager), which must hold every key before anything is sent."""
-        if plan.secrets:
-            return {"secret_keys": sorted(plan.secrets)}
-        if not self.secret_keys or self.secrets_manager != "kubernetes":
-            return {}
-        name = f"{plan.service}-secrets"
-        found = self.api.get("Secret", name)
-        have = set((found or {}).get("data") or {})
-        missing = [k for k in self.secret_keys if k not in have]
-        if missing:
-            where = f"the Secret {name}" if found else f"no Secret {name} exists"
-            raise m.InvalidManifest(f"secret {', '.join(missing)} is missing: {where} in namespace "
-                                    f"{self.cluster.namespace}" + (" lacks it" if found else ""),
-                                    hint=f"kubectl -n {self.cluster.namespace} create secret generic {name} "
-                                         "--from-literal=KEY=...; nothing was sent to the cluster")
-        return {"secret_keys": list(self.secret_keys), "secret_from": name}
 
     def _initial_replicas(self, plan: Plan, current: Release | None) -> int:
         """All replicas at once unless a canary by replica ratio grows the new version step by step."""
