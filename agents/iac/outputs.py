@@ -16,7 +16,7 @@ from redis import Redis
 
 from agents.iac.checks import last_error
 from agents.iac.terraform import Terraform
-from orchestra.config.types import EcsCluster
+from orchestra.config.types import Ec2Fleet, EcsCluster, LambdaFunction
 from orchestra.errors import StageFailed
 from orchestra.redaction import hold, redact_data
 
@@ -26,6 +26,7 @@ OUTPUTS_KEY = "orchestra:iac-outputs:{project}:{env}"
 # Output name -> the field of environments.<env>.ecs it fills (the generated outputs.tf's names).
 ECS_FIELDS = {"ecs_cluster": "cluster", "ecs_listener": "listener", "ecs_subnets": "subnets",
               "ecs_security_groups": "security_groups", "ecs_execution_role": "execution_role"}
+EC2_FIELDS = {"ec2_listener": "listener"}  # environments.<env>.ec2's fields the generated outputs_ec2.tf fills
 
 
 @dataclass
@@ -102,14 +103,46 @@ def ecs_settings(redis: Redis, project: str, env: str, configured: EcsCluster | 
     security groups and execution role (the Terraform's outputs of those names; the target groups keep
     the names both use). None when neither says anything; :class:`StageFailed` when together they do not
     make valid ECS settings (an output that is not a listener's ARN, a FARGATE network missing)."""
-    made = {field: value for name, field in ECS_FIELDS.items() if (value := applied(redis, project, env).get(name))}
+    return _laid_over(redis, project, env, configured, EcsCluster, ECS_FIELDS, "ecs", "ECS")
+
+
+def ec2_settings(redis: Redis, project: str, env: str, configured: Ec2Fleet | None) -> Ec2Fleet | None:
+    """``environments.<env>.ec2`` with the last apply's listener (output ``ec2_listener``) laid over it; the
+    launch templates and Auto Scaling groups go by the names both use. None when neither says anything;
+    :class:`StageFailed` naming the field when together they are not valid EC2 settings."""
+    return _laid_over(redis, project, env, configured, Ec2Fleet, EC2_FIELDS, "ec2", "EC2")
+
+
+def _laid_over(redis: Redis, project: str, env: str, configured: Any, model: Any, fields: dict[str, str],
+               section: str, what: str) -> Any:
+    made = {field: value for name, field in fields.items() if (value := applied(redis, project, env).get(name))}
     if not made:
         return configured
     base = configured.model_dump() if configured is not None else {}
     try:
-        return EcsCluster.model_validate({**base, **made})
+        return model.model_validate({**base, **made})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-        raise StageFailed(f"the ECS settings {env}'s Terraform outputs make are not valid: {problems}",
-                          hint=f"check the outputs {', '.join(sorted(ECS_FIELDS))} of the Terraform, or "
-                               f"environments.{env}.ecs") from exc
+        raise StageFailed(f"the {what} settings {env}'s Terraform outputs make are not valid: {problems}",
+                          hint=f"check the outputs {', '.join(sorted(fields))} of the Terraform, or "
+                               f"environments.{env}.{section}") from exc
+
+
+def lambda_settings(redis: Redis, project: str, env: str,
+                    configured: LambdaFunction | None) -> LambdaFunction | None:
+    """``environments.<env>.lambda``, or, when it is not set and the last apply made Lambda aliases (output
+    ``lambda_aliases``: service -> alias ARN), the defaults the generator names them by (function
+    ``{service}-{env}``, alias ``live``) in the aliases' region. A configured region-less section gets that
+    region too; its other values win. None when neither says anything."""
+    aliases = applied(redis, project, env).get("lambda_aliases")
+    if not isinstance(aliases, dict) or not aliases:
+        return configured
+    arn = str(next(iter(aliases.values())))
+    parts = arn.split(":")
+    if len(parts) < 8 or parts[:3] != ["arn", "aws", "lambda"] or parts[5] != "function" or not parts[3]:
+        raise StageFailed(f"the Terraform output lambda_aliases of {env} holds `{arn[:200]}`, not a Lambda alias ARN",
+                          hint="lambda_aliases maps each service to its alias's ARN "
+                               "(arn:aws:lambda:<region>:<account>:function:<name>:<alias>)")
+    if configured is None:
+        return LambdaFunction(region=parts[3])
+    return configured if configured.region else configured.model_copy(update={"region": parts[3]})

@@ -1,5 +1,6 @@
 """Which target serves a service: its ``runtime`` (``docker``: this host; ``kubernetes``: a cluster;
-``ecs``: an ECS cluster behind an ALB; ``lambda``: a function's versions behind an alias).
+``ecs``: an ECS cluster behind an ALB; ``ec2``: Auto Scaling groups behind an ALB; ``lambda``: a function's
+versions behind an alias).
 
 :class:`Targets` opens each target the first time a service needs it (no Docker engine is touched for
 a group that runs only on Kubernetes) and closes what it opened.
@@ -24,7 +25,7 @@ from orchestra.settings import Settings
 if TYPE_CHECKING:
     from agents.deploy.strategies import Judge
 
-RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")
+RUNTIMES = ("docker", "kubernetes", "ecs", "ec2", "lambda")
 
 
 def lists_scrape_targets(runtime: str) -> bool:
@@ -71,6 +72,8 @@ class Targets:
                                     secrets_manager=self.config.secrets.manager)
         if runtime == "ecs":
             return self._ecs()
+        if runtime == "ec2":
+            return self._ec2()
         if runtime == "lambda":
             return self._lambda()
         if runtime in TERRAFORM_ONLY_RUNTIMES:
@@ -97,11 +100,30 @@ class Targets:
                          secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
                          error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
 
+    def _ec2(self) -> DeployTarget:
+        from agents.deploy.targets.ec2 import Ec2Target
+        from agents.deploy.targets.ecs.aws import Aws
+
+        # What the iac stage applied for this environment (its listener) overrides what the settings name.
+        settings = outputs.ec2_settings(self.redis, self.config.project.name, self.env,
+                                        self.config.environment(self.env).ec2)
+        if settings is None:
+            raise StageFailed(f"{self.env} has no EC2 settings for its `runtime: ec2` services",
+                              hint=f"add environments.{self.env}.ec2 (listener, region) to devops_orchestra.yaml, "
+                                   "or let the iac stage generate and apply the platform")
+        threshold = self.config.rollback.threshold
+        return Ec2Target(Aws(settings.region), self.redis, settings,
+                         replicas={s.name: s.replicas for s in self.config.deployment.services},
+                         secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
+                         error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
+
     def _lambda(self) -> DeployTarget:
         from agents.deploy.targets.awslambda import LambdaTarget
         from agents.deploy.targets.ecs.aws import Aws
 
-        settings = self.config.environment(self.env).lambda_
+        # The aliases the last apply made stand in for settings the environment does not give.
+        settings = outputs.lambda_settings(self.redis, self.config.project.name, self.env,
+                                           self.config.environment(self.env).lambda_)
         if settings is None:
             raise StageFailed(f"{self.env} has no Lambda settings for its `runtime: lambda` services",
                               hint=f"add environments.{self.env}.lambda (function, alias, region) to "
