@@ -126,7 +126,8 @@ def status(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RUNTIMES = {"docker": "on this host", "kubernetes": "on Kubernetes", "ecs": "on ECS", "lambda": "on Lambda"}
+RUNTIMES = {"docker": "on this host", "kubernetes": "on Kubernetes", "ecs": "on ECS", "ec2": "on EC2",
+            "lambda": "on Lambda"}
 
 
 def where(row: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ The intent is written before every move, so a check killed anywhere is fired aga
 neither applies a step twice nor skips one.
 
 Paced: a group whose services all run on a target that can go on from an intent (:data:`RUNTIMES`: docker,
-kubernetes, ecs, lambda), for a run that holds its locks since it was admitted (the router renews them between
+kubernetes, ecs, ec2, lambda), for a run that holds its locks since it was admitted (the router renews them between
 checks). In an environment with demo traffic only docker groups are paced: while the canary pauses the router
 drives the traffic (:func:`agents.observability.traffic.pace`) to the services' edges, which for docker are
 local nginx; other targets' edges are not loopback, so those deploys (like every other deploy) still pause
@@ -34,7 +34,7 @@ from orchestra.locks import cancel_requested
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("docker", "kubernetes", "ecs", "lambda")  # targets whose canaries go on from an intent
+RUNTIMES = ("docker", "kubernetes", "ecs", "ec2", "lambda")  # targets whose canaries go on from an intent
 
 
 @runtime_checkable

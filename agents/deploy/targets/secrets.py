@@ -8,7 +8,8 @@ is held by :mod:`orchestra.redaction`, so events, logs, Slack threads and prompt
 
 Which target gets what: the local target puts the values in the container's environment; Kubernetes
 puts them in a Secret the pods reference (``kubernetes`` manager: the platform's own Secret, checked
-for every key); ECS gets Secrets Manager ARNs, never values (its target resolves them); Lambda refuses.
+for every key); ECS gets Secrets Manager ARNs, never values (its target resolves them); EC2 instances read
+them from Secrets Manager at boot (its target checks each exists); Lambda refuses.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class MissingSecret(StageFailed):
 
 def resolve(config: ProjectConfig, env: str, runtime: str, environ: Mapping[str, str] | None = None,
             *, aws: Aws | None = None, secrets_file: Path | None = None) -> dict[str, str]:
-    """KEY -> value for a ``runtime`` that needs the values (docker, kubernetes); {} otherwise (ECS
-    resolves ARNs itself, the ``kubernetes`` manager's Secret is checked by the Kubernetes target)."""
+    """KEY -> value for a ``runtime`` that needs the values (docker, kubernetes); {} otherwise (ECS and EC2
+    check their Secrets Manager secrets themselves, the ``kubernetes`` manager's Secret is checked by the
+    Kubernetes target)."""
     keys, manager = list(config.secrets.keys), config.secrets.manager
     if not keys or manager not in RESOLVED_HERE.get(runtime, ()):
         if keys and manager == "kubernetes" and runtime != "kubernetes":

@@ -98,7 +98,16 @@ def service_cpu(aws: Aws, cluster: str, service: str, start: dt.datetime, end: d
     """ECS's ``CPUUtilization`` of one ECS service over [start, end]: the mean percent of its tasks'
     reserved CPU (None without data)."""
     dims = [{"Name": "ClusterName", "Value": cluster}, {"Name": "ServiceName", "Value": service}]
-    query = _queries("AWS/ECS", dims, start, end)
+    return _cpu(aws, "AWS/ECS", dims, start, end)
+
+
+def group_cpu(aws: Aws, group: str, start: dt.datetime, end: dt.datetime) -> float | None:
+    """EC2's ``CPUUtilization`` of an Auto Scaling group's instances over [start, end] (None without data)."""
+    return _cpu(aws, "AWS/EC2", [{"Name": "AutoScalingGroupName", "Value": group}], start, end)
+
+
+def _cpu(aws: Aws, namespace: str, dims: list[dict[str, str]], start: dt.datetime, end: dt.datetime) -> float | None:
+    query = _queries(namespace, dims, start, end)
     found = aws.call("cloudwatch", "get_metric_data", StartTime=start, EndTime=end,
                      MetricDataQueries=[query("cpu", "CPUUtilization", "Average")])
     values = [v for r in found["MetricDataResults"] for v in r.get("Values") or []]
