@@ -210,8 +210,9 @@ class Ec2Fleet(BaseModel):
     (the generated Terraform, or your own) creates per service a launch template ``<service>-<env>`` (AMI,
     instance type, instance profile, security groups) and two Auto Scaling groups ``<service>-<env>-blue``
     and ``-green``, each in its colour's target group (instance targets) behind one ALB listener. Each
-    deploy adds a launch template version whose user data runs the image, points the idle colour's group
-    at it, waits for its healthy targets and moves the listener's weights."""
+    deploy makes a launch template of its own (``<service>-<env>-<version>``, the base's fields and user data
+    that runs the image), points the idle colour's group at it, waits for its healthy targets and moves the
+    listener's weights."""
 
     model_config = ConfigDict(extra="forbid")
 
