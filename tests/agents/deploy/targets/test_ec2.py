@@ -26,7 +26,7 @@ from orchestra.config import load_config
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Run
-from tests.agents.deploy.test_paced_cloud import ENV, admitted, killed_when_healthy, reconciled
+from tests.agents.deploy.test_paced_cloud import ENV, admitted, checks, killed_when_healthy, reconciled
 from tests.support.moto import Crashing, Ec2Alb, Fleet, aws_env, client, ec2_platform, moto_server, reset, tags_of
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/shop-web"
@@ -163,28 +163,31 @@ def test_blue_green_runs_each_release_from_its_own_launch_template_and_deletes_t
     assert weights(fleet) == {"web-blue": 0, "web-green": 100}
 
 
-def test_a_canary_judged_bad_on_cloudwatch_gets_its_weight_back_and_its_colour_scaled_to_zero(
+def test_a_paced_canary_judged_bad_on_cloudwatch_in_its_check_gets_its_weight_back_and_its_colour_scaled_to_zero(
         tmp_path: Path, fleet: Fleet, settings: Settings, redis: Redis) -> None:
+    """The deploy job returns after the first weight; the scheduled check (go_on) judges it on CloudWatch."""
     _secret(fleet.url)
     repo = _config(tmp_path, fleet, strategy="canary")
     alb = Ec2Alb(fleet.url, fleet, requests_per_tick=1000)
     alb.error_rate[IMAGES["v2"]["image"]] = 0.3
     alb.start()
     try:
-        assert deploy.run(_ctx(repo, settings, redis), images={"web": IMAGES["v1"]}).passed
-        ctx = _ctx(repo, settings, redis)
-        result = deploy.run(ctx, images={"web": IMAGES["v2"]}, pause_s=1.0)
+        assert deploy.run(admitted(repo, settings, redis, IMAGES["v1"], admit=False)).passed
+        ctx = admitted(repo, settings, redis, IMAGES["v2"])
+        first = deploy.run(ctx, pace=True)
+        assert first.passed and first.later_s is not None and first.data["weight"] == 25, first.summary
+        assert weights(fleet) == {"web-blue": 75, "web-green": 25}
+        result, seen = checks(ctx, first, lambda: (weights(fleet), desired(fleet)))
     finally:
         alb.stop()
     assert not result.passed and "canary step 1 (25% on v2) judged fail" in result.summary, result.summary
     judged = [e.data for e in ctx.bus.replay(ctx.run.id) if e.data.get("phase") == "judged"
               and e.data["verdict"] != "inconclusive"]
     assert judged[0]["verdict"] == "fail" and "5xx 30.0% (baseline 0.0%)" in judged[0]["reason"]
-    assert {"web-blue": 75, "web-green": 25} in alb.weights_seen
-    assert weights(fleet) == {"web-blue": 100, "web-green": 0}
-    assert desired(fleet) == {"web-staging-blue": 2, "web-staging-green": 0}
+    assert seen[-1] == ({"web-blue": 100, "web-green": 0}, {"web-staging-blue": 2, "web-staging-green": 0})
     state = get_live(redis, "web", "staging")
     assert state and state.current and state.current.version == "v1" and state.weights == {"v1": 100}
+    assert intent.get(redis, "web", "staging") is None
 
 
 def test_a_crashing_image_fails_with_what_aws_says_and_the_listener_never_moves(
