@@ -27,7 +27,8 @@ from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Run
 from tests.agents.deploy.test_paced_cloud import ENV, admitted, checks, killed_when_healthy, reconciled
-from tests.support.moto import Crashing, Ec2Alb, Fleet, aws_env, client, ec2_platform, moto_server, reset, tags_of
+from tests.support.moto import aws_env, client, moto_server, reset
+from tests.support.moto_ec2 import Crashing, Ec2Alb, Fleet, ec2_platform, tags_of
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/shop-web"
 IMAGES = {v: {"image": f"{ECR}:{v}", "version": v} for v in ("v1", "v2", "v3", "bad")}

@@ -23,7 +23,8 @@ from orchestra.errors import StageFailed
 from orchestra.events import EventBus
 from orchestra.settings import Settings
 from orchestra.store import Run
-from tests.support.moto import Ec2Alb, aws_env, client, ec2_platform, lambda_function, moto_server, reset
+from tests.support.moto import aws_env, client, lambda_function, moto_server, reset
+from tests.support.moto_ec2 import Ec2Alb, ec2_platform
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/shop-web"
 
