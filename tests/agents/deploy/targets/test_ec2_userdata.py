@@ -114,3 +114,13 @@ def test_a_secret_key_that_is_not_a_shell_name_is_refused() -> None:
     plan = Plan(service="web", env="staging", image="registry.example/web:v1", version="v1", run_id="r1")
     with pytest.raises(StageFailed, match="is not a variable name"):
         script(plan, region="us-east-1", log_group="/g", secrets={"X;touch y": "staging/X"})
+
+
+def test_release_template_names_are_valid_launch_template_names_and_never_shared() -> None:
+    from agents.deploy.targets.ec2.templates import release_name
+
+    versions = ["v1.2.3", "v1 2", "v1:2", "$(touch x)", "'; rm -rf / #", "v" * 200, "v" * 199 + "w", "ünï/cödé"]
+    names = [release_name("web", "staging", v) for v in versions]
+    assert names[0] == "web-staging-v1.2.3"  # a plain version is kept as it is
+    assert all(re.fullmatch(r"[a-zA-Z0-9().\-/_]{3,128}", n) for n in names), names
+    assert len(set(names)) == len(names)  # "v1 2" and "v1:2" slug alike; their hashes tell them apart
