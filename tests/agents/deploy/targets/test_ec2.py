@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from agents.context import AgentContext
 from agents.deploy import intent
 from agents.deploy import stage as deploy
 from agents.deploy.targets.registry import Targets
 from agents.deploy.targets.state import get_live
 from orchestra.config import load_config
-from orchestra.events import EventBus, EventType
+from orchestra.events import EventType
 from orchestra.settings import Settings
-from orchestra.store import Run
+from tests.agents.deploy.targets.test_ecs import _ctx
+from tests.agents.deploy.targets.test_ecs import _weights as weights
 from tests.agents.deploy.test_paced_cloud import ENV, admitted, checks, killed_when_healthy, reconciled
 from tests.support.moto import aws_env, client, moto_server, reset
 from tests.support.moto_ec2 import Crashing, Ec2Alb, Fleet, ec2_platform, tags_of
@@ -77,21 +77,6 @@ environments:
       rollout_timeout: 3s
 """)
     return repo
-
-
-def _ctx(repo: Path, settings: Settings, redis: Redis) -> AgentContext:
-    run = Run(requested_by="U0ALICE", repo=str(repo), services=["web"], env="staging")
-    return AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=repo,
-                        config=load_config(repo), actor="deploy")
-
-
-def weights(built: Fleet) -> dict[str, int]:
-    names = {arn: name for name, arn in built.groups.items()}
-    rules = client(built.url, "elbv2").describe_rules(ListenerArn=built.listener)["Rules"]
-    action = next(r for r in rules if r["IsDefault"])["Actions"][0]
-    groups = (action.get("ForwardConfig") or {}).get("TargetGroups") or \
-        [{"TargetGroupArn": action["TargetGroupArn"], "Weight": 100}]
-    return {names[g["TargetGroupArn"]]: g["Weight"] for g in groups}
 
 
 def groups(built: Fleet) -> dict[str, dict[str, Any]]:
