@@ -249,3 +249,21 @@ def test_a_worker_killed_after_the_new_colour_is_healthy_before_the_listener_mov
     live = get_live(redis, "web", ENV)
     assert live is not None and live.current is not None and live.current.version == "v1"
     assert [e for e in ctx.bus.replay(ctx.run.id) if e.type == EventType.DEPLOYMENT_TRIGGERED]
+
+
+@pytest.mark.parametrize("missing,said", [
+    ("template", "the launch template web-staging does not exist in us-east-1"),
+    ("group", "the Auto Scaling group web-staging-blue does not exist in us-east-1"),
+])
+def test_a_platform_without_its_base_template_or_group_is_named_and_nothing_is_made(
+        tmp_path: Path, fleet: Fleet, settings: Settings, redis: Redis, missing: str, said: str) -> None:
+    if missing == "template":
+        client(fleet.url, "ec2").delete_launch_template(LaunchTemplateName="web-staging")
+    else:
+        client(fleet.url, "autoscaling").delete_auto_scaling_group(AutoScalingGroupName="web-staging-blue")
+    repo = _config(tmp_path, fleet, secrets="{}")
+    result = deploy.run(_ctx(repo, settings, redis), images={"web": IMAGES["v1"]})
+    assert not result.passed and said in result.summary, result.summary
+    assert "nothing was deployed" in str(result.data), result.data
+    assert not [n for n in templates(fleet) if n.startswith("web-staging-")]
+    assert set(desired(fleet).values()) <= {0} and get_live(redis, "web", "staging") is None
