@@ -1,12 +1,15 @@
 """Where Terraform keeps state: ``infrastructure.backend`` from devops_orchestra.yaml, wired into ``init``.
 
-* Not set: the local backend, one state per project and environment under the worker's workdir for
-  generated Terraform (``iac-state/<project>/<env>/terraform.tfstate``); a repository's own Terraform keeps
+* Not set: the local backend, one state per project and environment under the worker's workdir
+  (``iac-state/<project>/<env>/terraform.tfstate``) for generated Terraform, and for a repository's own
+  Terraform that leaves the backend to the bot with an empty ``backend "local" {}`` (as the generated
+  ``provider.tf`` does: the offered files, once committed, keep the state they had); other Terraform keeps
   the backend it declares.
 * ``s3``: bucket, key prefix, region and a DynamoDB table for locking; the state of project P in environment
-  E is ``<key_prefix>P/E/terraform.tfstate``. Generated Terraform gets a ``backend "s3" {}`` block (an
-  override file beside the generated ones); a repository's own Terraform must declare ``backend "s3" {}``
-  itself, and is refused otherwise (its own backend would silently be used instead of the configured one).
+  E is ``<key_prefix>P/E/terraform.tfstate``. Generated Terraform, and Terraform leaving the backend to the
+  bot, get a ``backend "s3" {}`` block (an override file beside theirs); other Terraform must declare
+  ``backend "s3" {}`` itself, and is refused otherwise (its own backend would silently be used instead of the
+  configured one).
   The settings reach ``init`` as a ``-backend-config`` file in the run's folder. With an AWS endpoint of
   its own (``AWS_ENDPOINT_URL``: a local stand-in for AWS) S3, DynamoDB and STS are reached there, path-style.
 
@@ -25,7 +28,13 @@ from orchestra.errors import StageFailed
 OVERRIDE_FILE = "orchestra_backend_override.tf"  # Terraform merges *_override.tf over the other files
 CONFIG_FILE = "backend.s3.tfbackend"
 _S3_BLOCK = re.compile(r'^\s*backend\s+"s3"\s*\{', re.MULTILINE)
+_LEFT_TO_US = re.compile(r'^\s*backend\s+"local"\s*\{\s*\}', re.MULTILINE)  # an empty local block
 _COMMENT = re.compile(r"(#|//).*$|/\*.*?\*/", re.MULTILINE | re.DOTALL)
+
+
+def local_state(workdir: Path, project: str, env: str) -> Path:
+    """The local state of a project's environment when the bot chooses the backend and none is configured."""
+    return workdir / "iac-state" / project / env / "terraform.tfstate"
 
 
 def state_key(s3: S3Backend, project: str, env: str) -> str:
@@ -61,7 +70,17 @@ def init(tf: Terraform, s3: S3Backend | None, *, project: str, env: str, scratch
 
 def declares_s3(folder: Path) -> bool:
     """Whether a ``*.tf`` file directly in ``folder`` (Terraform's root module) declares ``backend "s3"``."""
-    return any(_S3_BLOCK.search(_COMMENT.sub("", path.read_text(errors="replace")))
+    return _declares(folder, _S3_BLOCK)
+
+
+def left_to_us(folder: Path) -> bool:
+    """Whether the root module in ``folder`` leaves its backend to the bot: an empty ``backend "local" {}``,
+    whose path (or the S3 backend configured instead) is given at init, as for generated Terraform."""
+    return _declares(folder, _LEFT_TO_US)
+
+
+def _declares(folder: Path, block: re.Pattern[str]) -> bool:
+    return any(block.search(_COMMENT.sub("", path.read_text(errors="replace")))
                for path in sorted(folder.glob("*.tf")) if path.is_file())
 
 

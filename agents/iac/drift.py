@@ -6,7 +6,8 @@ Terraform. Nothing is applied and the state is not written (a refresh-only plan 
 nothing until it is applied, and it never is: the file is deleted once read).
 
 Which Terraform and which state: the repository's own files at ``infrastructure.path`` with the backend they
-declare, else the Terraform the iac stage generates for the environment with its local state under
+declare (the bot's local state when they leave it to the bot, as :mod:`agents.iac.backend` says), else the
+Terraform the iac stage generates for the environment with its local state under
 ``$ORCHESTRA_WORKDIR/iac-state/<project>/<env>/`` (the same files and the same state the stage planned).
 Only resource addresses, and the names of the attributes that changed, leave this module: never a value.
 """
@@ -39,7 +40,7 @@ class Target:
 
     folder: Path
     what: str  # how the thread names it
-    state: Path | None = None  # the generated Terraform's local state; None: the backend the files declare
+    state: Path | None = None  # the bot's local state for these files; None: the backend the files declare
     data_dir: Path | None = None  # the repository's files: their .terraform folder kept outside the checkout
     region: str | None = None  # the configuration's region, when it names one
 
@@ -145,12 +146,13 @@ def summarize(plan_json: dict[str, Any]) -> Drift:
 
 def state_per_environment(workspace: Path, config: ProjectConfig) -> bool:
     """Whether each environment has a state of its own: in S3 (infrastructure.backend.s3, one key per environment)
-    or the generated Terraform's local one; the repository's own files with their own backend keep one, whatever
-    environment is asked about."""
+    or the bot's local one (generated Terraform, or files leaving the backend to it); the repository's own files
+    with their own backend keep one, whatever environment is asked about."""
     if config.infrastructure.backend.s3 is not None:
         return True
     try:
-        return not terraform_files(workspace, config.infrastructure.path)
+        return not terraform_files(workspace, config.infrastructure.path) or \
+            backend.left_to_us(workspace / config.infrastructure.path)
     except ValueError:
         return False  # refused when it is checked, once
 
@@ -159,14 +161,17 @@ def _terraform_for(ctx: AgentContext) -> Target | str:
     """The environment's Terraform, or why there is none."""
     infra = ctx.config.infrastructure
     if terraform_files(ctx.workspace, infra.path):
-        return Target(ctx.workspace / infra.path, f"the Terraform at `{infra.path}`",
+        folder = ctx.workspace / infra.path
+        state = backend.local_state(ctx.settings.workdir, ctx.config.project.name, ctx.run.env) \
+            if backend.left_to_us(folder) else None
+        return Target(folder, f"the Terraform at `{infra.path}`", state=state,
                       data_dir=_scratch(ctx) / "terraform-data")
     if not any(s.runtime in generate.spec.GENERATED_RUNTIMES for s in ctx.config.deployment.services):
         return f"no Terraform at `{infra.path}` and none generated for these services: no drift to look for"
     spec = generate.spec_for(ctx.config, ctx.run.env)
     folder = _scratch(ctx) / "generated"
     generate.write(generate.render(spec), folder)
-    state = ctx.settings.workdir / "iac-state" / spec.project / ctx.run.env / "terraform.tfstate"
+    state = backend.local_state(ctx.settings.workdir, spec.project, ctx.run.env)
     return Target(folder, "the generated Terraform", state=state, region=spec.region)
 
 

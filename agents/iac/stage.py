@@ -8,9 +8,11 @@
 
 Then ``init`` (providers from the operator's CLI configuration, the mirror setting or the registry),
 ``fmt -check``, ``validate`` and ``plan -out``; the plan's summary by resource goes into the result and
-the thread. Generated Terraform keeps its state in the local backend under the workdir, one state per
-project and environment. Nothing is applied here: the saved plan is recorded on the run (its sha256 too) and,
-when it changes something, the iac_apply stage applies exactly that file after an approval (:mod:`agents.iac.apply`).
+the thread. Generated Terraform, and the repository's own when it leaves the backend to us (an empty
+``backend "local" {}``, as the generated files have), keep their state in the local backend under the workdir,
+one state per project and environment. Nothing is applied here: the saved plan is recorded on the run (its
+sha256 too) and, when it changes something, the iac_apply stage applies exactly that file after an approval
+(:mod:`agents.iac.apply`).
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def run(ctx: AgentContext) -> StageResult:
         return StageResult(False, str(exc))
     if files:
         folder = ctx.workspace / infra.path
-        return _checked(ctx, folder, infra.path, state=None, data_dir=_scratch(ctx) / "terraform-data",
+        state = _state(ctx) if backend.left_to_us(folder) else None  # committed generated files: their state
+        return _checked(ctx, folder, infra.path, state=state, data_dir=_scratch(ctx) / "terraform-data",
                         data={"files": [str(Path(infra.path) / f.relative_to(folder)) for f in files]})
     generated = sorted({s.runtime for s in chosen} & set(generate.spec.GENERATED_RUNTIMES))
     other_clouds = clouds.clouds_of({s.runtime for s in chosen})
@@ -95,10 +98,14 @@ def _generated(ctx: AgentContext, path: str) -> StageResult:
                  f"{GENERATED_DIR}/", files=sorted(files))
     offer = {"folder": str(folder), "files": _offered(files),
              "note": f"generated, not committed: review them and commit them under `{path}` to own them"}
-    state = ctx.settings.workdir / "iac-state" / spec.project / ctx.run.env / "terraform.tfstate"
+    state = _state(ctx)
     return llm_fill.with_extra(ctx, spec, files, folder, lambda: _checked(  # resources.extra: extra.tf by the model
         ctx, folder, f"{GENERATED_DIR}/", state=state, data={"generated": dict(offer)}, region=spec.region,
         what=f"generated Terraform ({len(files)} files in {GENERATED_DIR}/, offered, not committed)"))
+
+
+def _state(ctx: AgentContext) -> Path:
+    return backend.local_state(ctx.settings.workdir, ctx.config.project.name, ctx.run.env)
 
 
 def _scratch(ctx: AgentContext) -> Path:

@@ -14,7 +14,7 @@ from redis import Redis
 
 from agents.context import AgentContext
 from agents.deploy.targets.registry import Targets
-from agents.iac import apply, checks
+from agents.iac import apply, backend, checks
 from agents.iac import stage as iac
 from jobs import approvals
 from jobs.tasks import approval_of
@@ -257,6 +257,28 @@ def test_two_approved_applies_of_one_workspace_take_turns_and_the_later_stale_pl
     assert results[1].data["lock_token"] > results[0].data["lock_token"]
     state = json.loads((tmp_path / "state" / "shop.tfstate").read_text())
     assert [(r["name"], len(r["instances"])) for r in state["resources"]] == [("web", 1)]  # applied once
+
+
+def test_files_leaving_the_backend_to_us_keep_the_workdirs_state_across_runs(
+        repo: Path, settings: Settings, redis: Redis) -> None:
+    """An empty `backend "local" {}` (the generated provider.tf's, so the offered files once committed): the state
+    is the environment's under the workdir, the one the generated files had, never the run's checkout."""
+    commit(repo, {"infra/backend.tf": 'terraform {\n  backend "local" {}\n}\n'}, "the backend left to the bot")
+    ctx = planned(repo, settings, redis)
+    assert approve(ctx, settings).accepted
+    result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
+    assert result.passed, result.summary
+    kept = backend.local_state(settings.workdir, "shop", "staging")
+    assert [r["name"] for r in json.loads(kept.read_text())["resources"]] == ["web"]
+    assert not list(ctx.workspace.rglob("terraform.tfstate"))  # nothing in the checkout
+    again = RunStore(redis).create(Run(requested_by="U0ALICE", repo=str(repo), ref="main", env="staging",
+                                       commit=head_commit(repo), stage="iac"))
+    src = settings.run_dir(again.id) / "src" / "shop"
+    checkout(again.repo, src, again.commit)
+    second = iac.run(AgentContext(run=again, settings=settings, redis=redis, bus=EventBus(redis), workspace=src,
+                                  config=load_config(src), actor="iac"))
+    assert second.passed and "plan: 0 to add, 0 to change, 0 to destroy" in second.summary, second.summary
+    assert second.data["state"] == "state: local (staging/terraform.tfstate in the workdir)"
 
 
 def test_terraform_that_would_keep_its_state_in_the_runs_checkout_is_not_applied(

@@ -74,7 +74,7 @@ def test_the_backend_section_refuses_what_it_cannot_do_with_file_and_line() -> N
 
 @pytest.mark.parametrize("tf", ['resource "terraform_data" "thing" {}\n',
                                 '# backend "s3" {}\nresource "terraform_data" "thing" {}\n',
-                                'terraform {\n  backend "local" {}\n}\n/* backend "s3" {} */\n'],
+                                'terraform {\n  backend "local" {\n    path = "x"\n  }\n}\n/* backend "s3" {} */\n'],
                          ids=["none", "commented", "local"])
 def test_an_s3_backend_the_terraform_does_not_declare_is_refused(tmp_path: Path, settings: Settings, redis: Redis,
                                                                   tf: str) -> None:
@@ -91,10 +91,12 @@ def _aws(url: str) -> dict[str, boto3.client]:
     return {"s3": boto3.client("s3", **kw), "dynamodb": boto3.client("dynamodb", **kw)}
 
 
+@pytest.mark.parametrize("declared", ['backend "s3" {}', 'backend "local" {}'], ids=["s3", "left-to-us"])
 def test_a_missing_bucket_fails_init_naming_bucket_key_and_table(tmp_path: Path, settings: Settings, redis: Redis,
-                                                                 moto: str) -> None:
-    ctx = context(repo_with(tmp_path, STATE_TF.replace('"plain"', '"x"'), S3_CONFIG.replace("tf-state", "no-such")),
-                  settings, redis)
+                                                                 moto: str, declared: str) -> None:
+    """An empty `backend "local" {}` (the generated files', committed) is given the configured S3 backend too."""
+    tf = STATE_TF.replace('"plain"', '"x"').replace('backend "s3" {}', declared)
+    ctx = context(repo_with(tmp_path, tf, S3_CONFIG.replace("tf-state", "no-such")), settings, redis)
     with aws_env(moto):
         result = iac.run(ctx)
     assert not result.passed
