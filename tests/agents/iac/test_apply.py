@@ -81,12 +81,15 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-def planned(repo: Path, settings: Settings, redis: Redis) -> AgentContext:
-    """A recorded run of main's head, checked out as a worker does, and its iac stage's plan."""
+def planned(repo: Path, settings: Settings, redis: Redis, main_tf: str | None = None) -> AgentContext:
+    """A recorded run of main's head, checked out as a worker does, and its iac stage's plan (of ``main_tf`` in
+    place of the checked-out infra/main.tf, if given)."""
     run = RunStore(redis).create(Run(requested_by="U0ALICE", repo=str(repo), ref="main", env="staging",
                                      commit=head_commit(repo), stage="iac"))
     src = settings.run_dir(run.id) / "src" / "shop"
     checkout(run.repo, src, run.commit)
+    if main_tf is not None:
+        (src / "infra" / "main.tf").write_text(main_tf)
     ctx = AgentContext(run=run, settings=settings, redis=redis, bus=EventBus(redis), workspace=src,
                        config=load_config(src), actor="iac")
     result = iac.run(ctx)
@@ -162,7 +165,10 @@ def test_a_plan_file_swapped_or_edited_after_the_approval_is_refused(
     ctx = planned(repo, settings, redis)
     assert approve(ctx, settings).accepted
     approved = ctx.workspace / "infra" / checks.PLAN_FILE
-    other = planned(repo, settings, redis)  # a valid plan of the same code, made after the approval
+    # a valid plan of other code, made after the approval (a plan of the same code made within the same
+    # second can be the same bytes: that one would be the approved plan itself)
+    other = planned(repo, settings, redis, MAIN_TF.replace('"web-v1"', '"web-v2"'))
+    assert apply.digest(other.workspace / "infra" / checks.PLAN_FILE) != apply.digest(approved)
     shutil.copy(other.workspace / "infra" / checks.PLAN_FILE, approved)
     result = apply.run(ctx, approval=approval_of(redis, ctx.run.id))
     assert not result.passed and "the plan file changed after it was made and shown to the approvers" in result.summary

@@ -26,6 +26,8 @@ HOSTILE = {"SUBST": "$(touch pwned-subst)", "QUOTE": "'; touch pwned-quote #",
 STUB = """#!{python}
 import json, os, sys
 name = os.path.basename(sys.argv[0])
+if "--password-stdin" in sys.argv:  # docker login reads the password from its pipe, as the real one does
+    sys.stdin.read()
 with open(os.environ["STUB_LOG"], "a") as log:
     log.write(json.dumps({{"argv": sys.argv[1:], "name": name, "secret": os.environ.get("DATABASE_URL")}}) + "\\n")
 if name == "curl":
