@@ -142,5 +142,7 @@ def test_a_worker_killed_mid_apply_fails_the_run_frees_the_lock_and_terraform_st
     assert not (state.parent / ".shop.tfstate.lock.info").exists()  # Terraform released its own state lock
     resources = {r["name"]: r for r in json.loads(state.read_text())["resources"]}
     assert "first" in resources  # made before the kill, and kept in the state
-    # the resource whose provisioner was interrupted: made, and marked tainted (the next apply replaces it)
-    assert [i.get("status") for i in resources["slow"]["instances"]] == ["tainted"]
+    # the resource whose provisioner was interrupted is never kept as finished: Terraform records it tainted (the
+    # next apply replaces it), or, when the interrupt reaches it first, not at all (the next apply makes it)
+    if "slow" in resources:
+        assert [i.get("status") for i in resources["slow"]["instances"]] == ["tainted"]
