@@ -24,6 +24,8 @@ from orchestra.settings import Settings
 
 if TYPE_CHECKING:
     from agents.deploy.strategies import Judge
+    from agents.deploy.targets.alb import AlbColoursTarget
+    from orchestra.config.types import Ec2Fleet, EcsCluster
 
 RUNTIMES = ("docker", "kubernetes", "ecs", "ec2", "lambda")
 
@@ -85,7 +87,6 @@ class Targets:
 
     def _ecs(self) -> DeployTarget:
         from agents.deploy.targets.ecs import EcsTarget
-        from agents.deploy.targets.ecs.aws import Aws
 
         # What the iac stage applied for this environment (its outputs) overrides what the settings name.
         settings = outputs.ecs_settings(self.redis, self.config.project.name, self.env,
@@ -94,15 +95,10 @@ class Targets:
             raise StageFailed(f"{self.env} has no ECS settings for its `runtime: ecs` services",
                               hint=f"add environments.{self.env}.ecs (cluster, listener, subnets, execution_role) "
                                    "to devops_orchestra.yaml")
-        threshold = self.config.rollback.threshold
-        return EcsTarget(Aws(settings.region), self.redis, settings,
-                         replicas={s.name: s.replicas for s in self.config.deployment.services},
-                         secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
-                         error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
+        return self._behind_alb(EcsTarget, settings)
 
     def _ec2(self) -> DeployTarget:
         from agents.deploy.targets.ec2 import Ec2Target
-        from agents.deploy.targets.ecs.aws import Aws
 
         # What the iac stage applied for this environment (its listener) overrides what the settings name.
         settings = outputs.ec2_settings(self.redis, self.config.project.name, self.env,
@@ -111,11 +107,17 @@ class Targets:
             raise StageFailed(f"{self.env} has no EC2 settings for its `runtime: ec2` services",
                               hint=f"add environments.{self.env}.ec2 (listener, region) to devops_orchestra.yaml, "
                                    "or let the iac stage generate and apply the platform")
+        return self._behind_alb(Ec2Target, settings)
+
+    def _behind_alb(self, target: type[AlbColoursTarget], settings: EcsCluster | Ec2Fleet) -> DeployTarget:
+        """An ECS or EC2 target: colours behind an ALB listener, judged on the rollback thresholds."""
+        from agents.deploy.targets.ecs.aws import Aws
+
         threshold = self.config.rollback.threshold
-        return Ec2Target(Aws(settings.region), self.redis, settings,
-                         replicas={s.name: s.replicas for s in self.config.deployment.services},
-                         secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
-                         error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
+        return target(Aws(settings.region), self.redis, settings,
+                      replicas={s.name: s.replicas for s in self.config.deployment.services},
+                      secret_keys=list(self.config.secrets.keys), secrets_manager=self.config.secrets.manager,
+                      error_rate=threshold.error_rate, latency_ms=threshold.latency_ms)
 
     def _lambda(self) -> DeployTarget:
         from agents.deploy.targets.awslambda import LambdaTarget
