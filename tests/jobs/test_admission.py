@@ -42,9 +42,9 @@ from orchestra.locks import LOCK_KEY, Fence, Locks, request_cancel
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Audit, Run, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.jobs.test_worker_killed import descendants
 from tests.support.docker_services import DockerEnv
 from tests.support.files import write_files
+from tests.support.processes import kill_tree
 from tests.support.sample_apps import plain_app, sample_repo
 from tests.support.services import wait_for
 
@@ -277,8 +277,7 @@ def test_a_killed_holder_stops_renewing_its_lock_and_the_next_queued_run_gets_it
     time.sleep(TTL_S + 1)  # longer than the lock's TTL: only the heartbeat's renewals keep it
     lock = Locks(redis).holder(service, "staging")
     assert lock is not None and lock.run_id == holder.id and lock.token == holder.fence[service]
-    for pid in [worker.pid, *descendants(worker.pid)]:
-        os.kill(pid, signal.SIGKILL)
+    kill_tree(worker.pid)
     worker.wait(timeout=10)
     killed = time.monotonic()
     wait_for(lambda: Locks(redis).holder(service, "staging") is None, timeout=10, interval=0.05,

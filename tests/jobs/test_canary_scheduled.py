@@ -54,8 +54,8 @@ from orchestra.locks import Fence, Locks
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.jobs.test_worker_killed import descendants
 from tests.support.docker_services import DockerEnv
+from tests.support.processes import kill_tree
 from tests.support.sample_apps import plain_app, sample_repo
 from tests.support.services import wait_for
 
@@ -218,8 +218,7 @@ def test_a_worker_killed_in_a_check_between_its_intent_and_its_move_is_followed_
     try:
         wait_for(lambda: (left := intent.get(redis, "api", ENV)) is not None and left.step == 2,
                  timeout=15, interval=0.01, what="the check to record the 50% step")
-        for pid in [victim.pid, *descendants(victim.pid)]:
-            os.kill(pid, signal.SIGKILL)
+        kill_tree(victim.pid)
         killed = time.monotonic()
         victim.wait(timeout=10)
     finally:

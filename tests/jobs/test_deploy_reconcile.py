@@ -47,8 +47,8 @@ from orchestra.locks import Locks
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.jobs.test_worker_killed import descendants
 from tests.support.docker_services import DockerEnv, stop_deployed
+from tests.support.processes import children_of, kill_tree
 from tests.support.sample_apps import plain_app, sample_repo
 from tests.support.services import wait_for
 
@@ -151,25 +151,15 @@ def _worker(settings: Settings, name: str, docker_url: str) -> subprocess.Popen[
 def _kill(proc: subprocess.Popen[bytes], *, horse_only: bool = False) -> None:
     """SIGKILL the worker and everything below it, or only its work horse (its youngest child: the other
     one a worker may have is RQ's scheduler, started with the worker)."""
-    pids = [_youngest_child(proc.pid)] if horse_only else [proc.pid, *descendants(proc.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if not horse_only:
+    if horse_only:
+        os.kill(_youngest_child(proc.pid), signal.SIGKILL)
+    else:
+        kill_tree(proc.pid)
         proc.wait(timeout=10)
 
 
 def _youngest_child(pid: int) -> int:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append((int(fields[19]), int(stat.parent.name)))  # (start time, pid)
+    children = children_of().get(pid)
     assert children, f"worker {pid} has no work horse"
     return max(children)[1]
 

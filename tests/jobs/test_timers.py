@@ -4,8 +4,6 @@ begins, then looks again on a timer until it concludes; each look is a short job
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -26,7 +24,7 @@ from jobs.runner import execute_check, execute_stage
 from orchestra.events import EventBus, EventType
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStatus, RunStore
-from tests.jobs.test_worker_killed import descendants
+from tests.support.processes import kill_tree
 from tests.support.services import wait_for
 
 
@@ -135,8 +133,7 @@ def test_a_look_killed_mid_check_is_taken_again_and_the_stage_concludes_once(
     run_id, _ = world.start(looks=5, every=0.2, sleep_on=[3])
     wait_for(lambda: world.looks(run_id) >= 3, timeout=30, what="the third look")
     time.sleep(0.5)
-    for pid in [worker.pid, *descendants(worker.pid)]:  # the worker and its work horse, mid-look
-        os.kill(pid, signal.SIGKILL)
+    kill_tree(worker.pid)  # the worker and its work horse, mid-look
     worker.wait()
     killed = time.monotonic()
     start_worker("--no-router")

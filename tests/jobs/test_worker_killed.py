@@ -1,8 +1,6 @@
 """A worker killed mid-job (SIGKILL) ends the run as failed, with an event saying why, never as silence."""
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,24 +15,8 @@ from orchestra.intents import Intent, IntentKind
 from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore
 from tests.support.files import write_files
+from tests.support.processes import kill_tree
 from tests.support.services import wait_for
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (RQ's work horse runs in a session of its own, so killpg misses it)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
 
 
 @pytest.fixture
@@ -75,8 +57,7 @@ def test_killing_the_worker_mid_stage_fails_the_run_with_an_event(
         wait_for(running_tests, timeout=120, interval=0.2, what="the test stage running")
     except TimeoutError:
         pytest.fail(f"the test stage never ran; events: {[(e.type, e.data) for e in bus.replay(run.id)]}")
-    for pid in [worker.pid, *descendants(worker.pid)]:  # the worker, its work horse, the tests it runs
-        os.kill(pid, signal.SIGKILL)
+    kill_tree(worker.pid)  # the worker, its work horse, the tests it runs
     worker.wait(timeout=10)
 
     def finished() -> bool:  # the run_finished event is the last thing the router does

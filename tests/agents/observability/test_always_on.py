@@ -46,10 +46,10 @@ from orchestra.locks import Locks
 from orchestra.settings import Settings
 from orchestra.store import Run, RunStore
 from tests.jobs.conftest import orchestra_env
-from tests.jobs.test_worker_killed import descendants
 from tests.support.docker_services import DockerEnv
 from tests.support.fault_app import SERVICE
 from tests.support.loadgen import background_load
+from tests.support.processes import kill_tree
 from tests.support.prometheus import PrometheusServer, prometheus_server
 from tests.support.services import free_port, wait_for
 
@@ -312,8 +312,7 @@ def test_a_check_whose_worker_is_killed_is_fired_again(shop: Shop, tmp_path: Pat
         wait_for(lambda: timers.fire_due(shop.redis, queue, PIPELINE) is not None and slow.queries >= 1,
                  timeout=20, interval=0.5, what="a look held by Prometheus")
         killed_job = shop.redis.hget(timers.LAST_CHECK_KEY, f"{timers.ALWAYS_ON}:{KEY}")
-        for pid in [first.pid, *descendants(first.pid)]:  # the worker and its work horse, mid-look
-            os.kill(pid, signal.SIGKILL)
+        kill_tree(first.pid)  # the worker and its work horse, mid-look
         first.wait()
         slow.release.set()
         killed = time.monotonic()
