@@ -19,6 +19,10 @@ from typing import Any
 from urllib.parse import unquote
 
 BULK = "/-/npm/v1/security/advisories/bulk"
+# How a test writes a package-lock.json from the public registry: versions published before a fixed day only, so
+# that a release made minutes ago (that one of the registry's replicas already lists and the next one does not)
+# never lands in the lock file that `npm ci` then installs
+NPM_LOCK_ONLY = ["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--before=2026-11-01"]
 
 
 @dataclass

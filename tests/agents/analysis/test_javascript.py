@@ -20,6 +20,7 @@ from jobs.runner import execute_stage
 from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run, RunStore
+from tests.support.npm_registry import NPM_LOCK_ONLY
 
 FULLSTACK = PROJECT_ROOT / "examples" / "fullstack"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -141,7 +142,7 @@ def ts_repo(tmp_path: Path, js_settings: Settings) -> Path:
         "compilerOptions": {"strict": True, "module": "nodenext", "target": "es2022", "types": ["node"]},
         "include": ["src"]}))
     (home / "src" / "size.ts").write_text(TS_OK)
-    lock = run_tool(["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit"], cwd=home,
+    lock = run_tool(NPM_LOCK_ONLY, cwd=home,
                     settings=js_settings, timeout=300,
                     extra_env={"npm_config_cache": str(js_settings.cache / "npm"), "NPM_CONFIG_CAFILE": str(CA_BUNDLE)})
     assert lock.returncode == 0, lock.stderr

@@ -28,6 +28,7 @@ from orchestra.events import EventBus, EventType
 from orchestra.settings import PROJECT_ROOT, Settings
 from orchestra.store import Run, RunStore
 from tests.support.docker_services import DockerEnv
+from tests.support.npm_registry import NPM_LOCK_ONLY
 
 FULLSTACK = PROJECT_ROOT / "examples" / "fullstack"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -201,7 +202,7 @@ def test_jest_reports_are_read_too(tmp_path: Path, node_settings: Settings, redi
     (repo / "svc" / "tests" / "sum.test.js").write_text(
         "const { sum } = require('../sum');\ntest('adds', () => { expect(sum(1, 2)).toBe(3); });\n"
         "describe('sum', () => {\n  test('adds wrong', () => { expect(sum(1, 1)).toBe(3); });\n});\n")
-    install = node.run_tool(["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit"],
+    install = node.run_tool(NPM_LOCK_ONLY,
                             cwd=repo / "svc", settings=node_settings, timeout=300,
                             extra_env={"npm_config_cache": str(node_settings.cache / "npm"),
                                        "NPM_CONFIG_CAFILE": str(CA_BUNDLE)})
