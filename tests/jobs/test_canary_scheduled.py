@@ -195,10 +195,16 @@ def test_with_one_worker_another_run_starts_while_a_canary_pauses(shop: Callable
     assert result["verdicts"] == {"api": [{"step": 1, "weight": 10, "verdict": "pass"},
                                           {"step": 2, "weight": 50, "verdict": "pass"}]}
     serves_only(redis, s.client, "api", "v2", None)
-    jobs = [Job.fetch(j, connection=redis, serializer=JSONSerializer)
-            for j in FinishedJobRegistry(queue=stage_queue(redis)).get_job_ids()]
-    held = {j.id: (j.ended_at - j.started_at).total_seconds() for j in jobs if j.meta.get("run_id") == a
-            and j.ended_at and j.started_at}
+
+    def held_by_a() -> dict[str, float] | None:
+        """How long each of a's jobs held the worker, once its last check is recorded as finished (the worker
+        records that after the job's own events, so the run can end first)."""
+        jobs = [Job.fetch(j, connection=redis, serializer=JSONSerializer)
+                for j in FinishedJobRegistry(queue=stage_queue(redis)).get_job_ids()]
+        held = {j.id: (j.ended_at - j.started_at).total_seconds() for j in jobs if j.meta.get("run_id") == a
+                and j.ended_at and j.started_at}
+        return held if sum(j.startswith("check-") for j in held) >= 2 else None
+    held: Any = wait_for(held_by_a, timeout=10, interval=0.05, what="a's two checks finished")
     checks = [t for j, t in held.items() if j.startswith("check-")]
     print(f"a held the worker {sum(held.values()):.2f}s in {len(held)} jobs (checks: {sorted(checks)})")
     assert len(checks) >= 2 and max(checks) < 1.0 and sum(held.values()) < 4.0
