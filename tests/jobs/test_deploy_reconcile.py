@@ -10,6 +10,7 @@ checks, which a killed worker does not end: tests/jobs/test_canary_scheduled.py 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -152,7 +153,8 @@ def _kill(proc: subprocess.Popen[bytes], *, horse_only: bool = False) -> None:
     """SIGKILL the worker and everything below it, or only its work horse (its youngest child: the other
     one a worker may have is RQ's scheduler, started with the worker)."""
     if horse_only:
-        os.kill(_youngest_child(proc.pid), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
+            os.kill(_youngest_child(proc.pid), signal.SIGKILL)
     else:
         kill_tree(proc.pid)
         proc.wait(timeout=10)

@@ -26,6 +26,7 @@ from orchestra.locks import Locks
 from orchestra.settings import Settings
 from orchestra.store import RunStatus, RunStore
 from tests.jobs.conftest import orchestra_env
+from tests.support.processes import children_of, descendants
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "terraform"], capture_output=True).returncode != 0,
@@ -57,27 +58,14 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
-def processes() -> dict[int, tuple[int, str]]:
-    """Every process: its parent and its command line."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        found[int(stat.parent.name)] = (ppid, cmdline)
-    return found
-
-
 def below(pid: int) -> dict[int, str]:
-    table, found, todo = processes(), {}, [pid]
-    while todo:
-        parent = todo.pop()
-        for child, (ppid, cmdline) in table.items():
-            if ppid == parent:
-                found[child] = cmdline
-                todo.append(child)
+    """Every process below ``pid``, with its command line."""
+    found = {}
+    for child in descendants(pid):
+        try:
+            found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it ended while we looked
     return found
 
 
@@ -117,7 +105,7 @@ def test_a_worker_killed_mid_apply_fails_the_run_frees_the_lock_and_terraform_st
                  what="the apply to reach the slow resource")
         tree = below(worker.pid)
         terraform = [pid for pid, cmd in tree.items() if " apply " in f" {cmd} " and "terraform" in cmd]
-        horses = [pid for pid, (ppid, _) in processes().items() if ppid == worker.pid]
+        horses = [child for _, child in children_of().get(worker.pid, [])]
         assert terraform and horses
         for pid in [worker.pid, *horses]:  # the worker and its work horse; Terraform is left to notice
             os.kill(pid, signal.SIGKILL)
