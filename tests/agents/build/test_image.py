@@ -34,8 +34,8 @@ def build_settings(settings: Settings, docker_env: DockerEnv) -> Settings:
                           build_ca_bundle=CA_BUNDLE)
 
 
-def _request(tmp_path: Path, env: DockerEnv, version: str) -> BuildRequest:
-    return BuildRequest(project="shop", version=version, out_dir=tmp_path / "out",
+def _request(tmp_path: Path, env: DockerEnv, version: str, project: str = "shop") -> BuildRequest:
+    return BuildRequest(project=project, version=version, out_dir=tmp_path / "out",
                         images=Images(python=env.base_image))
 
 
@@ -48,13 +48,14 @@ def test_generated_flask_dockerfile_builds_and_answers_its_health_check(
         tmp_path: Path, client: docker.DockerClient, docker_env: DockerEnv, build_settings: Settings,
         redis: Redis) -> None:
     spec = ServiceSpec("backend", flask_app(tmp_path / "backend"), port=5000)
-    result = build_service(client, spec, _request(tmp_path, docker_env, "v1"), settings=build_settings,
-                           redis=redis)
+    # a project of its own: the session's registry also holds what other tests pushed for "shop"
+    result = build_service(client, spec, _request(tmp_path, docker_env, "v1", project="flaskimage"),
+                           settings=build_settings, redis=redis)
     assert result["dockerfile_generated"] and result["stack"] == "python-flask"
     assert Path(result["dockerfile_path"]).read_text() == result["dockerfile"]
     assert not (tmp_path / "backend" / "Dockerfile").exists()  # never written into the repository
     assert result["digest"].startswith("sha256:") and result["size"] > 100e6
-    tags = _get(f"http://{docker_env.registry}/v2/shop-backend/tags/list")[1]
+    tags = _get(f"http://{docker_env.registry}/v2/flaskimage-backend/tags/list")[1]
     assert tags["tags"] == ["v1"]
 
     port = free_port()
